@@ -1,0 +1,92 @@
+//! The TOML file as written by users: serde types only, no validation.
+//!
+//! Every table denies unknown keys so that a typo is an error, not a silently
+//! ignored setting. Values that need checks beyond their type are wrapped in
+//! [`Spanned`] so that `validate` can point at their line.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::duration::ConfigDuration;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: FileServer,
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<FileListener>,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<FileRoute>,
+    #[serde(default, rename = "upstream")]
+    pub upstreams: BTreeMap<String, FileUpstream>,
+}
+
+/// `[server]`: process-wide settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileServer {
+    pub worker_threads: Option<Spanned<usize>>,
+    pub max_connections: Option<Spanned<usize>>,
+    pub header_read_timeout: Option<Spanned<ConfigDuration>>,
+    pub keepalive_timeout: Option<Spanned<ConfigDuration>>,
+    pub drain_timeout: Option<ConfigDuration>,
+}
+
+/// `[[listener]]`: one address sluice accepts on.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileListener {
+    pub address: Spanned<String>,
+    pub protocol: Option<Spanned<String>>,
+    #[serde(default)]
+    pub reuse_port: bool,
+    pub backlog: Option<Spanned<u32>>,
+    pub tls: Option<FileTls>,
+}
+
+/// `[listener.tls]`: certificate chain and private key, PEM files.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTls {
+    pub certificate: Spanned<String>,
+    pub key: Spanned<String>,
+}
+
+/// `[[route]]`: what requests go to which upstream group.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRoute {
+    pub host: Option<Spanned<String>>,
+    pub path_prefix: Option<Spanned<String>>,
+    pub methods: Option<Vec<Spanned<String>>>,
+    pub upstream: Spanned<String>,
+    pub timeout: Option<ConfigDuration>,
+}
+
+/// `[upstream.NAME]`: a group of interchangeable endpoints.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileUpstream {
+    pub endpoints: Spanned<Vec<Spanned<String>>>,
+    pub protocol: Option<Spanned<String>>,
+    #[serde(default)]
+    pub pool: FilePool,
+}
+
+/// `[upstream.NAME.pool]`: connection pool settings, per endpoint.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePool {
+    pub max_connections: Option<Spanned<usize>>,
+    pub max_idle: Option<Spanned<usize>>,
+    pub min_idle: Option<Spanned<usize>>,
+    pub idle_timeout: Option<ConfigDuration>,
+    pub max_lifetime: Option<ConfigDuration>,
+    pub max_requests: Option<u64>,
+    pub connect_timeout: Option<ConfigDuration>,
+    pub wait_timeout: Option<ConfigDuration>,
+}

@@ -1,0 +1,160 @@
+//! Config parsing and validation, as a user editing a file would see it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+const GOOD: &str = r#"
+[server]
+worker_threads = 2
+keepalive_timeout = "5s"
+
+[[listener]]
+address = "127.0.0.1:8080"
+
+[[route]]
+host = "*.example.com"
+path_prefix = "/api"
+methods = ["get", "POST"]
+upstream = "api"
+timeout = "3s"
+
+[upstream.api]
+endpoints = ["127.0.0.1:9001", "backend.internal:80"]
+protocol = "http2"
+pool = { max_connections = 8, min_idle = 2, max_idle = 4 }
+"#;
+
+fn problems(source: &str) -> Vec<Problem> {
+    match parse(source, Path::new("sluice.toml")) {
+        Ok(config) => panic!("expected errors, got {config:?}"),
+        Err(e) => e.problems().to_vec(),
+    }
+}
+
+#[test]
+fn a_good_file_gets_its_values_and_defaults() {
+    let config = parse(GOOD, Path::new("/etc/sluice/sluice.toml")).expect("valid");
+    assert_eq!(config.server.worker_threads, 2);
+    assert_eq!(config.server.keepalive_timeout, Duration::from_secs(5));
+    assert_eq!(config.server.max_connections, 10_000);
+    assert_eq!(config.routes[0].host.as_deref(), Some("*.example.com"));
+    assert_eq!(config.routes[0].methods, vec!["GET", "POST"]);
+    assert_eq!(config.routes[0].timeout, Duration::from_secs(3));
+    let api = &config.upstreams[config.routes[0].upstream];
+    assert_eq!(api.protocol, UpstreamProtocol::Http2);
+    assert_eq!(
+        api.endpoints[1],
+        Endpoint {
+            host: "backend.internal".into(),
+            port: 80
+        }
+    );
+    assert_eq!(api.pool.min_idle, 2);
+    assert_eq!(api.pool.idle_timeout, Duration::from_secs(60));
+}
+
+#[test]
+fn an_unknown_key_is_an_error_on_its_line() {
+    let src = "[server]\nmax_conections = 5\n";
+    let p = problems(src);
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].line, 2);
+    assert_eq!(p[0].key, "max_conections");
+    assert!(p[0].message.contains("unknown field"), "{}", p[0].message);
+}
+
+#[test]
+fn a_bad_duration_says_how_to_write_one() {
+    let src = "[server]\nkeepalive_timeout = \"5 minutes\"\n";
+    let p = problems(src);
+    assert_eq!(p[0].line, 2);
+    assert_eq!(p[0].key, "keepalive_timeout");
+    assert!(p[0].message.contains("\"10s\""), "{}", p[0].message);
+}
+
+#[test]
+fn every_semantic_problem_is_listed_with_its_line_and_key() {
+    let src = r#"[[listener]]
+address = "localhost"
+
+[[route]]
+upstream = "missing"
+path_prefix = "api"
+
+[upstream.api]
+endpoints = ["127.0.0.1:9001", "no-port"]
+protocol = "http3"
+"#;
+    let p = problems(src);
+    let summary: Vec<(usize, &str)> = p.iter().map(|p| (p.line, p.key.as_str())).collect();
+    assert!(summary.contains(&(2, "listener[0].address")), "{summary:?}");
+    assert!(summary.contains(&(5, "route[0].upstream")), "{summary:?}");
+    assert!(
+        summary.contains(&(6, "route[0].path_prefix")),
+        "{summary:?}"
+    );
+    assert!(
+        summary.contains(&(9, "upstream.api.endpoints[1]")),
+        "{summary:?}"
+    );
+    assert!(
+        summary.contains(&(10, "upstream.api.protocol")),
+        "{summary:?}"
+    );
+    let missing = p
+        .iter()
+        .find(|p| p.key == "route[0].upstream")
+        .expect("route problem");
+    assert!(
+        missing.message.contains("defined: api"),
+        "{}",
+        missing.message
+    );
+}
+
+#[test]
+fn the_rendered_error_names_file_line_and_key() {
+    let err = parse(
+        "[[listener]]\naddress = \"nope\"\n",
+        Path::new("conf/sluice.toml"),
+    )
+    .expect_err("invalid");
+    let text = err.to_string();
+    assert!(
+        text.contains("conf/sluice.toml:2: listener[0].address:"),
+        "{text}"
+    );
+}
+
+#[test]
+fn pool_limits_must_be_consistent() {
+    let src = r#"[[listener]]
+address = "127.0.0.1:1"
+[[route]]
+upstream = "a"
+[upstream.a]
+endpoints = ["127.0.0.1:2"]
+pool = { max_connections = 2, max_idle = 5 }
+"#;
+    let p = problems(src);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].key, "upstream.a.pool.max_idle");
+    assert_eq!(p[0].line, 7);
+}
+
+#[test]
+fn a_missing_tls_file_is_named() {
+    let src = r#"[[listener]]
+address = "127.0.0.1:8443"
+tls = { certificate = "nope.pem", key = "nokey.pem" }
+[[route]]
+upstream = "a"
+[upstream.a]
+endpoints = ["127.0.0.1:2"]
+"#;
+    let p = problems(src);
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(p[0].message.contains("nope.pem"), "{}", p[0].message);
+}

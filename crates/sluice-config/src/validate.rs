@@ -1,0 +1,451 @@
+//! File types → runtime types. Collects every problem instead of stopping at the first,
+//! each with the line it is on, the key, and what to write instead.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use crate::file::{FileConfig, FileListener, FilePool, FileRoute, FileServer, FileUpstream};
+use crate::model::*;
+use crate::Problem;
+
+/// Accumulates problems while validating one file.
+struct Checker<'a> {
+    source: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn line_of(&self, span: Range<usize>) -> usize {
+        line_of(self.source, span.start)
+    }
+
+    fn problem(&mut self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) {
+        let line = self.line_of(span);
+        self.problems.push(Problem {
+            line,
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// 1-based line number of a byte offset.
+pub(crate) fn line_of(source: &str, offset: usize) -> usize {
+    let end = offset.min(source.len());
+    source.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// Checks a parsed file; `base_dir` resolves relative TLS paths.
+pub(crate) fn validate(
+    file: FileConfig,
+    source: &str,
+    base_dir: &Path,
+) -> Result<Config, Vec<Problem>> {
+    let mut checker = Checker {
+        source,
+        problems: Vec::new(),
+    };
+    let server = check_server(&mut checker, &file.server);
+    if file.listeners.is_empty() {
+        checker.problems.push(Problem {
+            line: 1,
+            key: "listener".into(),
+            message: "no [[listener]] is configured; add one, e.g. [[listener]] address = \"127.0.0.1:8080\"".into(),
+        });
+    }
+    let listeners = file
+        .listeners
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| check_listener(&mut checker, i, l, base_dir))
+        .collect();
+    let names: Vec<String> = file.upstreams.keys().cloned().collect();
+    let upstreams = file
+        .upstreams
+        .iter()
+        .filter_map(|(name, u)| check_upstream(&mut checker, name, u))
+        .collect();
+    if file.routes.is_empty() {
+        checker.problems.push(Problem {
+            line: 1,
+            key: "route".into(),
+            message: "no [[route]] is configured; add one, e.g. [[route]] upstream = \"api\""
+                .into(),
+        });
+    }
+    let routes = file
+        .routes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| check_route(&mut checker, i, r, &names))
+        .collect();
+    if checker.problems.is_empty() {
+        Ok(Config {
+            server,
+            listeners,
+            routes,
+            upstreams,
+        })
+    } else {
+        Err(checker.problems)
+    }
+}
+
+fn check_server(checker: &mut Checker, server: &FileServer) -> ServerSettings {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let worker_threads =
+        positive(checker, &server.worker_threads, "server.worker_threads").unwrap_or(cores);
+    let max_connections =
+        positive(checker, &server.max_connections, "server.max_connections").unwrap_or(10_000);
+    let header_read_timeout = nonzero_duration(
+        checker,
+        &server.header_read_timeout,
+        "server.header_read_timeout",
+    )
+    .unwrap_or(Duration::from_secs(10));
+    let keepalive_timeout = nonzero_duration(
+        checker,
+        &server.keepalive_timeout,
+        "server.keepalive_timeout",
+    )
+    .unwrap_or(Duration::from_secs(60));
+    ServerSettings {
+        worker_threads,
+        max_connections,
+        header_read_timeout,
+        keepalive_timeout,
+        drain_timeout: server
+            .drain_timeout
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(30)),
+    }
+}
+
+fn positive(checker: &mut Checker, value: &Option<Spanned<usize>>, key: &str) -> Option<usize> {
+    let value = value.as_ref()?;
+    if *value.get_ref() == 0 {
+        checker.problem(value.span(), key, "must be at least 1");
+        return None;
+    }
+    Some(*value.get_ref())
+}
+
+fn nonzero_duration(
+    checker: &mut Checker,
+    value: &Option<Spanned<crate::duration::ConfigDuration>>,
+    key: &str,
+) -> Option<Duration> {
+    let value = value.as_ref()?;
+    if value.get_ref().0.is_zero() {
+        checker.problem(value.span(), key, "must be longer than 0; e.g. \"10s\"");
+        return None;
+    }
+    Some(value.get_ref().0)
+}
+
+fn check_listener(
+    checker: &mut Checker,
+    index: usize,
+    listener: &FileListener,
+    base_dir: &Path,
+) -> Option<ListenerConfig> {
+    let key = format!("listener[{index}]");
+    let address = match listener.address.get_ref().parse::<SocketAddr>() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            checker.problem(
+                listener.address.span(),
+                format!("{key}.address"),
+                format!("\"{}\" is not an IP address with a port; write e.g. \"127.0.0.1:8080\" or \"[::1]:8080\"", listener.address.get_ref()),
+            );
+            None
+        }
+    };
+    let protocol = match listener
+        .protocol
+        .as_ref()
+        .map(|p| (p.get_ref().as_str(), p.span()))
+    {
+        None | Some(("auto", _)) => Some(ListenerProtocol::Auto),
+        Some(("http1", _)) => Some(ListenerProtocol::Http1),
+        Some(("http2", _)) => Some(ListenerProtocol::Http2),
+        Some((other, span)) => {
+            checker.problem(
+                span,
+                format!("{key}.protocol"),
+                format!("unknown protocol \"{other}\"; use \"auto\", \"http1\" or \"http2\""),
+            );
+            None
+        }
+    };
+    let backlog = match &listener.backlog {
+        Some(b) if *b.get_ref() == 0 => {
+            checker.problem(
+                b.span(),
+                format!("{key}.backlog"),
+                "must be at least 1; the default is 4096",
+            );
+            None
+        }
+        Some(b) => Some(*b.get_ref()),
+        None => Some(4096),
+    };
+    let tls = listener.tls.as_ref().map(|tls| TlsFiles {
+        certificate: base_dir.join(tls.certificate.get_ref()),
+        key: base_dir.join(tls.key.get_ref()),
+    });
+    if let (Some(files), Some(file_tls)) = (&tls, &listener.tls) {
+        for (path, spanned, name) in [
+            (&files.certificate, &file_tls.certificate, "certificate"),
+            (&files.key, &file_tls.key, "key"),
+        ] {
+            if !path.is_file() {
+                checker.problem(
+                    spanned.span(),
+                    format!("{key}.tls.{name}"),
+                    format!("file {} does not exist; give a PEM file path (relative paths are from the config file's folder)", path.display()),
+                );
+            }
+        }
+    }
+    Some(ListenerConfig {
+        address: address?,
+        protocol: protocol?,
+        reuse_port: listener.reuse_port,
+        backlog: backlog?,
+        tls,
+    })
+}
+
+fn check_upstream(
+    checker: &mut Checker,
+    name: &str,
+    upstream: &FileUpstream,
+) -> Option<UpstreamConfig> {
+    let key = format!("upstream.{name}");
+    if upstream.endpoints.get_ref().is_empty() {
+        checker.problem(
+            upstream.endpoints.span(),
+            format!("{key}.endpoints"),
+            "is empty; list at least one \"host:port\"",
+        );
+    }
+    let mut endpoints = Vec::new();
+    for (i, endpoint) in upstream.endpoints.get_ref().iter().enumerate() {
+        match parse_endpoint(endpoint.get_ref()) {
+            Some(e) => endpoints.push(e),
+            None => checker.problem(
+                endpoint.span(),
+                format!("{key}.endpoints[{i}]"),
+                format!(
+                    "\"{}\" is not host:port; write e.g. \"10.0.0.5:8080\" or \"api.internal:80\"",
+                    endpoint.get_ref()
+                ),
+            ),
+        }
+    }
+    let protocol = match upstream
+        .protocol
+        .as_ref()
+        .map(|p| (p.get_ref().as_str(), p.span()))
+    {
+        None | Some(("http1", _)) => Some(UpstreamProtocol::Http1),
+        Some(("http2", _)) => Some(UpstreamProtocol::Http2),
+        Some((other, span)) => {
+            checker.problem(
+                span,
+                format!("{key}.protocol"),
+                format!("unknown protocol \"{other}\"; use \"http1\" or \"http2\""),
+            );
+            None
+        }
+    };
+    let pool = check_pool(checker, &key, &upstream.pool);
+    if endpoints.len() != upstream.endpoints.get_ref().len() {
+        return None;
+    }
+    Some(UpstreamConfig {
+        name: name.to_string(),
+        endpoints,
+        protocol: protocol?,
+        pool: pool?,
+    })
+}
+
+/// `host:port`, `[v6]:port`; the host is not resolved here.
+fn parse_endpoint(text: &str) -> Option<Endpoint> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Some(Endpoint {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+        });
+    }
+    let (host, port) = text.rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|&p| p != 0)?;
+    let valid_host = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    valid_host.then(|| Endpoint {
+        host: host.to_string(),
+        port,
+    })
+}
+
+fn check_pool(checker: &mut Checker, key: &str, pool: &FilePool) -> Option<PoolSettings> {
+    let defaults = PoolSettings::default();
+    let max_connections = positive(
+        checker,
+        &pool.max_connections,
+        &format!("{key}.pool.max_connections"),
+    )
+    .unwrap_or(defaults.max_connections);
+    let max_idle = pool
+        .max_idle
+        .as_ref()
+        .map(|v| *v.get_ref())
+        .unwrap_or(defaults.max_idle.min(max_connections));
+    let min_idle = pool
+        .min_idle
+        .as_ref()
+        .map(|v| *v.get_ref())
+        .unwrap_or(defaults.min_idle);
+    let mut ok = true;
+    if let Some(v) = &pool.max_idle {
+        if max_idle > max_connections {
+            checker.problem(
+                v.span(),
+                format!("{key}.pool.max_idle"),
+                format!("{max_idle} is more than max_connections ({max_connections}); lower it"),
+            );
+            ok = false;
+        }
+    }
+    if let Some(v) = &pool.min_idle {
+        if min_idle > max_idle {
+            checker.problem(
+                v.span(),
+                format!("{key}.pool.min_idle"),
+                format!("{min_idle} is more than max_idle ({max_idle}); lower it"),
+            );
+            ok = false;
+        }
+    }
+    ok.then(|| PoolSettings {
+        max_connections,
+        max_idle,
+        min_idle,
+        idle_timeout: pool
+            .idle_timeout
+            .map(|d| d.0)
+            .unwrap_or(defaults.idle_timeout),
+        max_lifetime: pool
+            .max_lifetime
+            .map(|d| d.0)
+            .unwrap_or(defaults.max_lifetime),
+        max_requests: pool.max_requests.unwrap_or(defaults.max_requests),
+        connect_timeout: pool
+            .connect_timeout
+            .map(|d| d.0)
+            .unwrap_or(defaults.connect_timeout),
+        wait_timeout: pool
+            .wait_timeout
+            .map(|d| d.0)
+            .unwrap_or(defaults.wait_timeout),
+    })
+}
+
+fn check_route(
+    checker: &mut Checker,
+    index: usize,
+    route: &FileRoute,
+    upstreams: &[String],
+) -> Option<RouteConfig> {
+    let key = format!("route[{index}]");
+    let upstream = upstreams.iter().position(|n| n == route.upstream.get_ref());
+    if upstream.is_none() {
+        let known = if upstreams.is_empty() {
+            "none is defined; add an [upstream.NAME] table".to_string()
+        } else {
+            format!("defined: {}", upstreams.join(", "))
+        };
+        checker.problem(
+            route.upstream.span(),
+            format!("{key}.upstream"),
+            format!(
+                "no upstream named \"{}\" ({known})",
+                route.upstream.get_ref()
+            ),
+        );
+    }
+    let host = route.host.as_ref().and_then(|h| {
+        let text = h.get_ref().to_ascii_lowercase();
+        let bare = text.strip_prefix("*.").unwrap_or(&text);
+        let valid = !bare.is_empty()
+            && !bare.contains('*')
+            && bare
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == ':');
+        if !valid {
+            checker.problem(
+                h.span(),
+                format!("{key}.host"),
+                format!(
+                    "\"{}\" is not a host name; write \"api.example.com\" or \"*.example.com\"",
+                    h.get_ref()
+                ),
+            );
+            return None;
+        }
+        Some(Some(text))
+    });
+    let path_prefix = match &route.path_prefix {
+        Some(p) if !p.get_ref().starts_with('/') => {
+            checker.problem(
+                p.span(),
+                format!("{key}.path_prefix"),
+                format!("\"{}\" must start with \"/\"", p.get_ref()),
+            );
+            None
+        }
+        Some(p) => Some(p.get_ref().clone()),
+        None => Some("/".to_string()),
+    };
+    let mut methods = Vec::new();
+    for m in route.methods.iter().flatten() {
+        let upper = m.get_ref().to_ascii_uppercase();
+        if upper.is_empty() || !upper.bytes().all(|b| b.is_ascii_uppercase()) {
+            checker.problem(
+                m.span(),
+                format!("{key}.methods"),
+                format!(
+                    "\"{}\" is not an HTTP method; write e.g. \"GET\"",
+                    m.get_ref()
+                ),
+            );
+        } else {
+            methods.push(upper);
+        }
+    }
+    let host = if route.host.is_some() { host? } else { None };
+    Some(RouteConfig {
+        host,
+        path_prefix: path_prefix?,
+        methods,
+        upstream: upstream?,
+        timeout: route
+            .timeout
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(30)),
+    })
+}

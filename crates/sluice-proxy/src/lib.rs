@@ -1,0 +1,13 @@
+//! sluice's runtime: listeners and connections (`server`), the request path
+//! (`proxy`), upstream groups and their pools (`upstream`), and the swappable
+//! configuration snapshot they read (`runtime`).
+//!
+//! See ARCHITECTURE.md at the repository root for one request's path through these.
+#![forbid(unsafe_code)]
+
+mod proxy;
+mod runtime;
+mod server;
+mod upstream;
+
+pub use server::{Server, ServerError};

@@ -1,0 +1,68 @@
+//! The one place where a failed request becomes a response: status, a short body
+//! naming the cause, Retry-After where waiting helps, and one log line with the id.
+
+use http::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use http::{Response, StatusCode};
+
+use super::body::ProxyBody;
+use crate::upstream::UpstreamError;
+
+/// Why sluice answered a request itself.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ProxyError {
+    #[error("no route matches this request")]
+    NoRoute,
+    #[error("upstream did not answer within the route timeout")]
+    Timeout,
+    #[error("WebSocket and other upgrades need an http1 upstream group")]
+    UpgradeNeedsHttp1,
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+impl ProxyError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::UpgradeNeedsHttp1 => StatusCode::BAD_GATEWAY,
+            ProxyError::Upstream(e) => match e {
+                UpstreamError::ConnectTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+                UpstreamError::PoolExhausted { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                UpstreamError::Connect { .. }
+                | UpstreamError::Exchange { .. }
+                | UpstreamError::StaleConnections { .. }
+                | UpstreamError::NoEndpoint => StatusCode::BAD_GATEWAY,
+            },
+        }
+    }
+}
+
+/// The response for `error`, logged with the request id.
+pub(crate) fn error_response(error: &ProxyError, request_id: &HeaderValue) -> Response<ProxyBody> {
+    let status = error.status();
+    let id = request_id.to_str().unwrap_or("-");
+    if status == StatusCode::NOT_FOUND {
+        tracing::debug!(request_id = id, %status, "{error}");
+    } else {
+        tracing::warn!(request_id = id, %status, "{error}");
+    }
+    let body = format!(
+        "{} {}: {error}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut response = Response::new(ProxyBody::local(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        // The pool wait already took wait_timeout; a second is a fair pause before retrying.
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}

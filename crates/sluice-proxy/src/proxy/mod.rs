@@ -1,0 +1,184 @@
+//! The request path, one linear async function: id → route → upstream request →
+//! send (pooled, with timeout) → response, or an error mapped in `error`.
+//!
+//! Later stages slot in here in this order: admission (limits) before routing, the
+//! cache between routing and sending, metrics and access log at the end.
+
+mod body;
+mod error;
+mod headers;
+mod upgrade;
+
+use std::sync::Arc;
+
+use http::header::{HeaderValue, HOST};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use sluice_config::UpstreamProtocol;
+
+use body::InflightGuard;
+pub use body::ProxyBody;
+use error::{error_response, ProxyError};
+use headers::X_REQUEST_ID;
+
+use crate::runtime::Route;
+use crate::server::ConnContext;
+
+/// Handles one client request; never fails (errors become responses).
+pub(crate) async fn handle(
+    conn: Arc<ConnContext>,
+    request: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let inflight = InflightGuard::start(&conn, request.version() == Version::HTTP_2);
+    let request_id = headers::request_id(request.headers());
+    let mut response = match forward(&conn, request, &request_id).await {
+        Ok(response) => response,
+        Err(error) => error_response(&error, &request_id),
+    };
+    response
+        .headers_mut()
+        .insert(X_REQUEST_ID.clone(), request_id);
+    response.body_mut().track(inflight);
+    response
+}
+
+async fn forward(
+    conn: &Arc<ConnContext>,
+    mut request: Request<Incoming>,
+    request_id: &HeaderValue,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let snapshot = conn.shared.current();
+    let host = request_host(&request);
+    let route = snapshot
+        .router
+        .find(
+            host.as_ref().map(|h| h.as_str()),
+            request.uri().path(),
+            request.method().as_str(),
+        )
+        .ok_or(ProxyError::NoRoute)?;
+    let upgrade = upgrade::take_request_upgrade(&mut request);
+    if upgrade.is_some() && route.upstream.protocol() != UpstreamProtocol::Http1 {
+        return Err(ProxyError::UpgradeNeedsHttp1);
+    }
+    let idempotent = is_idempotent(request.method());
+    let upstream_request = upstream_request(
+        conn,
+        route,
+        request,
+        host.as_ref(),
+        request_id,
+        upgrade.as_ref().map(|u| &u.protocol),
+    );
+    let (mut response, lease) = tokio::time::timeout(
+        route.timeout,
+        route.upstream.send(upstream_request, idempotent),
+    )
+    .await
+    .map_err(|_| ProxyError::Timeout)??;
+
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = upgrade {
+            return Ok(upgrade::tunnel(
+                Arc::clone(conn),
+                client_upgrade,
+                response,
+                lease,
+            ));
+        }
+    }
+    headers::remove_hop_by_hop(response.headers_mut());
+    let (mut parts, body) = response.into_parts();
+    parts.version = Version::HTTP_11;
+    Ok(Response::from_parts(
+        parts,
+        ProxyBody::upstream(body, lease),
+    ))
+}
+
+/// Rewrites the client's request for the upstream: URI form and version for the
+/// upstream protocol, hop-by-hop headers out, forwarding headers in.
+fn upstream_request(
+    conn: &ConnContext,
+    route: &Route,
+    request: Request<Incoming>,
+    host: Option<&Authority>,
+    request_id: &HeaderValue,
+    upgrade: Option<&HeaderValue>,
+) -> Request<Incoming> {
+    let (mut parts, body) = request.into_parts();
+    let client_version = parts.version;
+    let trailers = headers::wants_trailers(&parts.headers);
+    headers::remove_hop_by_hop(&mut parts.headers);
+    if trailers {
+        parts
+            .headers
+            .insert(http::header::TE, HeaderValue::from_static("trailers"));
+    }
+    headers::add_forwarding(
+        &mut parts.headers,
+        conn.peer.ip(),
+        conn.tls,
+        host.map(|h| h.as_str()),
+        client_version,
+    );
+    parts
+        .headers
+        .insert(X_REQUEST_ID.clone(), request_id.clone());
+    if let Some(protocol) = upgrade {
+        parts.headers.insert(
+            http::header::CONNECTION,
+            HeaderValue::from_static("upgrade"),
+        );
+        parts
+            .headers
+            .insert(http::header::UPGRADE, protocol.clone());
+    }
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    match route.upstream.protocol() {
+        UpstreamProtocol::Http1 => {
+            parts.version = Version::HTTP_11;
+            parts.uri = Uri::from(path);
+            // Host is kept; an HTTP/2 client sent it as :authority.
+            if let Some(host) = host.and_then(|h| HeaderValue::from_str(h.as_str()).ok()) {
+                parts.headers.insert(HOST, host);
+            }
+        }
+        UpstreamProtocol::Http2 => {
+            parts.version = Version::HTTP_2;
+            let authority = host
+                .cloned()
+                .unwrap_or_else(|| Authority::from_static("localhost"));
+            parts.uri = Uri::builder()
+                .scheme(Scheme::HTTP)
+                .authority(authority)
+                .path_and_query(path)
+                .build()
+                .unwrap_or_default();
+            parts.headers.remove(HOST);
+        }
+    }
+    Request::from_parts(parts, body)
+}
+
+/// The host the client addressed: HTTP/2 :authority or the Host header.
+fn request_host(request: &Request<Incoming>) -> Option<Authority> {
+    if let Some(authority) = request.uri().authority() {
+        return Some(authority.clone());
+    }
+    let host = request.headers().get(HOST)?;
+    Authority::try_from(host.as_bytes()).ok()
+}
+
+/// Methods that may be sent again after a failed connect (RFC 9110 §9.2.2).
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}

@@ -1,0 +1,76 @@
+//! The runtime configuration: one immutable [`Snapshot`] built from a validated
+//! `Config`, behind an `ArcSwap` so a reload can replace it while connections stay
+//! open. A request loads the snapshot once and uses that one to its end.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::{ArcSwap, Guard};
+use sluice_config::{Config, ServerSettings};
+use sluice_policy::route::{HostPattern, RouteRule, Router};
+
+use crate::upstream::UpstreamGroup;
+
+/// Everything a request needs from the configuration.
+pub(crate) struct Snapshot {
+    pub(crate) server: ServerSettings,
+    pub(crate) router: Router<Route>,
+}
+
+/// Where a matched request goes.
+pub(crate) struct Route {
+    pub(crate) upstream: Arc<UpstreamGroup>,
+    /// From sending upstream to the response head.
+    pub(crate) timeout: Duration,
+}
+
+impl Snapshot {
+    /// Builds the snapshot and starts its upstream pools. Call inside a tokio runtime.
+    fn build(config: &Config) -> Snapshot {
+        let groups: Vec<Arc<UpstreamGroup>> = config
+            .upstreams
+            .iter()
+            .map(|u| Arc::new(UpstreamGroup::spawn(u)))
+            .collect();
+        let rules = config
+            .routes
+            .iter()
+            .map(|r| RouteRule {
+                host: HostPattern::new(r.host.as_deref()),
+                path_prefix: r.path_prefix.clone(),
+                methods: r.methods.clone(),
+                target: Route {
+                    upstream: Arc::clone(&groups[r.upstream]),
+                    timeout: r.timeout,
+                },
+            })
+            .collect();
+        Snapshot {
+            server: config.server.clone(),
+            router: Router::new(rules),
+        }
+    }
+}
+
+/// State shared by every connection of the process.
+pub(crate) struct Shared {
+    snapshot: ArcSwap<Snapshot>,
+}
+
+impl Shared {
+    pub(crate) fn new(config: &Config) -> Self {
+        Shared {
+            snapshot: ArcSwap::from_pointee(Snapshot::build(config)),
+        }
+    }
+
+    /// The current snapshot for a short look; cheap, lock-free. Not to be held across awaits.
+    pub(crate) fn snapshot(&self) -> Guard<Arc<Snapshot>> {
+        self.snapshot.load()
+    }
+
+    /// The current snapshot for one request's whole life.
+    pub(crate) fn current(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+}

@@ -1,0 +1,94 @@
+//! Opening one upstream connection: DNS, TCP with a deadline, the HTTP handshake,
+//! and the spawned task that drives the connection.
+
+use std::io;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use sluice_config::{Endpoint, UpstreamProtocol};
+use tokio::net::TcpStream;
+
+use super::UpstreamError;
+
+/// The request half of an upstream connection.
+pub(crate) enum Sender {
+    /// One request at a time; returns to the pool when the response body ends.
+    Http1(http1::SendRequest<Incoming>),
+    /// Shared by every request in flight on the connection (streams multiplex).
+    Http2(http2::SendRequest<Incoming>),
+}
+
+impl Sender {
+    pub(crate) fn is_closed(&self) -> bool {
+        match self {
+            Sender::Http1(s) => s.is_closed(),
+            Sender::Http2(s) => s.is_closed(),
+        }
+    }
+}
+
+/// Connects to `endpoint` and performs the handshake, all within `timeout`.
+pub(crate) async fn connect(
+    endpoint: &Endpoint,
+    protocol: UpstreamProtocol,
+    timeout: Duration,
+) -> Result<Sender, UpstreamError> {
+    let stream = tokio::time::timeout(timeout, tcp_connect(endpoint))
+        .await
+        .map_err(|_| UpstreamError::ConnectTimeout {
+            endpoint: endpoint.to_string(),
+        })?
+        .map_err(|source| UpstreamError::Connect {
+            endpoint: endpoint.to_string(),
+            source,
+        })?;
+    // Requests are written in one go; Nagle would only delay the last segment.
+    let _ = stream.set_nodelay(true);
+    let io = TokioIo::new(stream);
+    let handshake_failed = |source: hyper::Error| UpstreamError::Connect {
+        endpoint: endpoint.to_string(),
+        source: io::Error::new(io::ErrorKind::ConnectionAborted, source),
+    };
+    match protocol {
+        UpstreamProtocol::Http1 => {
+            let (sender, conn) = http1::Builder::new()
+                .handshake(io)
+                .await
+                .map_err(handshake_failed)?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.with_upgrades().await {
+                    tracing::debug!(error = %e, "upstream http1 connection ended");
+                }
+            });
+            Ok(Sender::Http1(sender))
+        }
+        UpstreamProtocol::Http2 => {
+            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .keep_alive_interval(Duration::from_secs(30))
+                .handshake(io)
+                .await
+                .map_err(handshake_failed)?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "upstream http2 connection ended");
+                }
+            });
+            Ok(Sender::Http2(sender))
+        }
+    }
+}
+
+/// Resolves (for DNS names, on tokio's bounded blocking pool) and tries each address.
+async fn tcp_connect(endpoint: &Endpoint) -> io::Result<TcpStream> {
+    let mut last_error = io::Error::new(io::ErrorKind::NotFound, "name resolved to no address");
+    for addr in tokio::net::lookup_host((endpoint.host.as_str(), endpoint.port)).await? {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last_error = e,
+        }
+    }
+    Err(last_error)
+}
