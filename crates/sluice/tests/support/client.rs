@@ -1,0 +1,88 @@
+//! Clients for tests: HTTP/1.1 and HTTP/2 (h2c or TLS) connections from hyper.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use super::upstream::{full, TestBody};
+
+/// An HTTP/1.1 keep-alive connection.
+pub async fn h1(addr: SocketAddr) -> http1::SendRequest<TestBody> {
+    h1_over(TcpStream::connect(addr).await.expect("connect")).await
+}
+
+pub async fn h1_over<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    io: T,
+) -> http1::SendRequest<TestBody> {
+    let (sender, conn) = http1::handshake(TokioIo::new(io))
+        .await
+        .expect("h1 handshake");
+    tokio::spawn(conn);
+    sender
+}
+
+/// An HTTP/2 connection with prior knowledge (h2c).
+pub async fn h2(addr: SocketAddr) -> http2::SendRequest<TestBody> {
+    h2_over(TcpStream::connect(addr).await.expect("connect")).await
+}
+
+pub async fn h2_over<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    io: T,
+) -> http2::SendRequest<TestBody> {
+    let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(conn);
+    sender
+}
+
+/// A GET for `path` with Host `localhost`.
+pub fn get(path: &str) -> Request<TestBody> {
+    Request::get(path)
+        .header("host", "localhost")
+        .body(full(""))
+        .expect("request")
+}
+
+/// An HTTP/2 GET needs an absolute URI for :authority.
+pub fn get2(path: &str) -> Request<TestBody> {
+    Request::get(format!("http://localhost{path}"))
+        .body(full(""))
+        .expect("request")
+}
+
+/// Sends on an HTTP/1.1 connection and reads the whole response.
+pub async fn send1(
+    sender: &mut http1::SendRequest<TestBody>,
+    request: Request<TestBody>,
+) -> (http::response::Parts, Bytes) {
+    sender.ready().await.expect("ready");
+    read(sender.send_request(request).await.expect("response")).await
+}
+
+/// Sends on an HTTP/2 connection and reads the whole response.
+pub async fn send2(
+    sender: &mut http2::SendRequest<TestBody>,
+    request: Request<TestBody>,
+) -> (http::response::Parts, Bytes) {
+    read(sender.send_request(request).await.expect("response")).await
+}
+
+pub async fn read(response: Response<Incoming>) -> (http::response::Parts, Bytes) {
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.expect("body").to_bytes();
+    (parts, bytes)
+}
+
+/// One GET on a fresh HTTP/1.1 connection.
+pub async fn get_once(addr: SocketAddr, path: &str) -> (http::response::Parts, Bytes) {
+    let mut sender = h1(addr).await;
+    send1(&mut sender, get(path)).await
+}

@@ -1,0 +1,208 @@
+//! Test support: the real `sluice` binary started on port 0 with a config written to a
+//! temp folder, real upstream servers on 127.0.0.1:0 in the test process, and clients.
+#![allow(dead_code)] // each test file uses a different part of this module
+
+pub mod client;
+pub mod upstream;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long any single wait in a test may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A running `sluice run` process, killed when dropped.
+pub struct Sluice {
+    child: Child,
+    pub addr: SocketAddr,
+    pub addrs: Vec<SocketAddr>,
+    pub dir: TempDir,
+    stderr: Arc<Mutex<String>>,
+    stderr_grew: Arc<std::sync::Condvar>,
+}
+
+impl Sluice {
+    /// Starts sluice with `config` (listeners on port 0) and waits until it listens.
+    pub fn start(config: &str) -> Sluice {
+        Self::start_with(config, None)
+    }
+
+    /// As `start`, under `prlimit --nofile=N:N` when `nofile` is given.
+    pub fn start_with(config: &str, nofile: Option<u64>) -> Sluice {
+        let dir = TempDir::new();
+        let path = dir.path.join("sluice.toml");
+        std::fs::write(&path, config).expect("write config");
+        Self::start_file(dir, &path, nofile)
+    }
+
+    pub fn start_file(dir: TempDir, path: &std::path::Path, nofile: Option<u64>) -> Sluice {
+        let bin = env!("CARGO_BIN_EXE_sluice");
+        let mut command = match nofile {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        command.arg("run").arg("--config").arg(path);
+        command
+            .env("RUST_LOG", "info,sluice_proxy=debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
+        let mut child = command.spawn().expect("start sluice");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let grew = Arc::new(std::sync::Condvar::new());
+        {
+            let (log, grew) = (Arc::clone(&log), Arc::clone(&grew));
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let mut text = log.lock().expect("log");
+                    text.push_str(&line);
+                    text.push('\n');
+                    grew.notify_all();
+                }
+            });
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("sluice: listening on ") {
+                    let _ = tx.send(addr.parse::<SocketAddr>().expect("address"));
+                }
+            }
+        });
+        let mut addrs = Vec::new();
+        match rx.recv_timeout(WAIT) {
+            Ok(addr) => addrs.push(addr),
+            Err(_) => panic!(
+                "sluice did not start; stderr:\n{}",
+                log.lock().expect("log")
+            ),
+        }
+        while let Ok(addr) = rx.recv_timeout(Duration::from_millis(200)) {
+            addrs.push(addr);
+        }
+        Sluice {
+            child,
+            addr: addrs[0],
+            addrs,
+            dir,
+            stderr: log,
+            stderr_grew: grew,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything sluice logged so far.
+    pub fn log(&self) -> String {
+        self.stderr.lock().expect("log").clone()
+    }
+
+    /// Blocks until the log contains `needle` (or fails the test after `WAIT`).
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let mut text = self.stderr.lock().expect("log");
+        let deadline = std::time::Instant::now() + WAIT;
+        while !text.contains(needle) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            assert!(!left.is_zero(), "log never showed {needle:?}:\n{text}");
+            text = self.stderr_grew.wait_timeout(text, left).expect("log").0;
+        }
+        text.clone()
+    }
+
+    /// Sends SIGTERM, as an init system would.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "sluice did not exit");
+            std::thread::sleep(Duration::from_millis(20)); // polling a process exit, not synchronising
+        }
+    }
+
+    /// Resident and peak resident memory in KiB, from /proc.
+    pub fn memory_kib(&self) -> (u64, u64) {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .expect("memory field")
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// CPU time used so far (user + system), from /proc.
+    pub fn cpu_time(&self) -> Duration {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("proc stat");
+        let after_name = &stat[stat.rfind(')').expect("stat") + 2..];
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let ticks: u64 =
+            fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+        Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
+    }
+}
+
+impl Drop for Sluice {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A folder removed when dropped.
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("sluice-test-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&path).expect("temp dir");
+        TempDir { path }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A config with one listener on port 0 and one upstream group `up` routed at `/`.
+pub fn simple_config(endpoints: &[SocketAddr], upstream_extra: &str) -> String {
+    let list: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+    format!(
+        "[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\nupstream = \"up\"\n\n[upstream.up]\nendpoints = [{}]\n{upstream_extra}\n",
+        list.join(", ")
+    )
+}
