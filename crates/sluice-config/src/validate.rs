@@ -95,6 +95,7 @@ pub(crate) fn validate(
             upstreams,
         })
     } else {
+        checker.problems.sort_by_key(|p| p.line);
         Err(checker.problems)
     }
 }

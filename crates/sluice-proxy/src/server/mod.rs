@@ -97,6 +97,8 @@ impl Server {
         for task in accept_tasks {
             let _ = task.await; // each loop returns promptly on stop; the listener closes with it
         }
+        let open = max - limit.available_permits();
+        tracing::info!(open, "listeners closed; draining the open connections");
         let drained = tokio::time::timeout(settings.drain_timeout, limit.acquire_many(max as u32))
             .await
             .is_ok();

@@ -1,0 +1,151 @@
+//! WebSocket through sluice, and TLS with ALPN on the client side.
+
+mod support;
+
+use std::sync::Arc;
+
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use support::client::{self, get, get2, send1, send2};
+use support::upstream::{full, Upstream};
+use support::{simple_config, Sluice};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Message, Role};
+use tokio_tungstenite::WebSocketStream;
+
+/// An upstream that upgrades to WebSocket and echoes every message back.
+async fn websocket_echo() -> Upstream {
+    Upstream::start(|mut req: Request<Incoming>| async move {
+        let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
+            return Response::new(full("not a websocket request"));
+        };
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let Ok(upgraded) = on_upgrade.await else {
+                return;
+            };
+            let mut ws =
+                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+            while let Some(Ok(message)) = ws.next().await {
+                if message.is_close() {
+                    break;
+                }
+                if ws.send(message).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-accept", derive_accept_key(key.as_bytes()))
+            .body(full(""))
+            .expect("response")
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn websocket_echo_through_sluice() {
+    let upstream = websocket_echo().await;
+    let sluice = Sluice::start(&simple_config(&[upstream.addr], ""));
+    let stream = tokio::net::TcpStream::connect(sluice.addr)
+        .await
+        .expect("connect");
+    let (mut ws, response) =
+        tokio_tungstenite::client_async(format!("ws://{}/chat", sluice.addr), stream)
+            .await
+            .expect("websocket handshake through sluice");
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    for text in ["hello", "through", "the tunnel"] {
+        ws.send(Message::text(text)).await.expect("send");
+        let echoed = ws.next().await.expect("message").expect("ok");
+        assert_eq!(echoed, Message::text(text));
+    }
+    ws.send(Message::binary(vec![7u8; 100_000]))
+        .await
+        .expect("send binary");
+    assert_eq!(
+        ws.next().await.expect("message").expect("ok"),
+        Message::binary(vec![7u8; 100_000])
+    );
+}
+
+/// A self-signed certificate for localhost, written as PEM files.
+fn certificate(dir: &std::path::Path) -> rustls::pki_types::CertificateDer<'static> {
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+    std::fs::write(dir.join("cert.pem"), cert.cert.pem()).expect("write cert");
+    std::fs::write(dir.join("key.pem"), cert.key_pair.serialize_pem()).expect("write key");
+    cert.cert.der().clone()
+}
+
+async fn tls_connect(
+    addr: std::net::SocketAddr,
+    root: rustls::pki_types::CertificateDer<'static>,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root).expect("root");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    connector
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .expect("TLS handshake")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_listener_negotiates_h2_and_http1_by_alpn() {
+    let upstream = Upstream::start(|req: Request<Incoming>| async move {
+        let proto = req
+            .headers()
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        Response::new(full(format!("proto={proto}")))
+    })
+    .await;
+    let dir = support::TempDir::new();
+    let root = certificate(&dir.path);
+    let config = format!(
+        "[[listener]]\naddress = \"127.0.0.1:0\"\ntls = {{ certificate = \"cert.pem\", key = \"key.pem\" }}\n[[route]]\nupstream = \"up\"\n[upstream.up]\nendpoints = [\"{}\"]\n",
+        upstream.addr
+    );
+    let path = dir.path.join("sluice.toml");
+    std::fs::write(&path, config).expect("write");
+    let sluice = Sluice::start_file(support::TempDir::new(), &path, None);
+
+    let tls = tls_connect(sluice.addr, root.clone(), &[b"h2", b"http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let mut h2 = client::h2_over(tls).await;
+    let (parts, body) = send2(&mut h2, get2("/secure")).await;
+    assert_eq!(
+        (parts.status, parts.version),
+        (StatusCode::OK, http::Version::HTTP_2)
+    );
+    assert_eq!(body, "proto=https");
+
+    let tls = tls_connect(sluice.addr, root, &[b"http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let mut h1 = client::h1_over(tls).await;
+    let (parts, body) = send1(&mut h1, get("/secure")).await;
+    assert_eq!(
+        (parts.status, parts.version),
+        (StatusCode::OK, http::Version::HTTP_11)
+    );
+    assert_eq!(body, "proto=https");
+    drop(dir);
+}
