@@ -14,8 +14,7 @@ use serde::Deserialize;
 pub struct ConfigDuration(pub Duration);
 
 /// What a user should write instead of a malformed duration.
-const DURATION_HINT: &str =
-    "write a whole number with a unit: \"250ms\", \"10s\", \"5m\" or \"1h\"";
+const DURATION_HINT: &str = "write a whole number with a unit: \"250ms\", \"10s\", \"5m\" or \"1h\"";
 
 /// Parses `"<digits><unit>"` where unit is one of ms, s, m, h.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -24,23 +23,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .find(|c: char| !c.is_ascii_digit())
         .ok_or_else(|| format!("duration \"{text}\" has no unit; {DURATION_HINT}"))?;
     let (digits, unit) = text.split_at(split);
-    let value: u64 = digits.parse().map_err(|_| {
-        format!("duration \"{text}\" does not start with a number; {DURATION_HINT}")
-    })?;
+    let value: u64 =
+        digits.parse().map_err(|_| format!("duration \"{text}\" does not start with a number; {DURATION_HINT}"))?;
     let millis = match unit {
         "ms" => Some(value),
         "s" => value.checked_mul(1_000),
         "m" => value.checked_mul(60_000),
         "h" => value.checked_mul(3_600_000),
-        _ => {
-            return Err(format!(
-                "duration \"{text}\" has unknown unit \"{unit}\"; {DURATION_HINT}"
-            ))
-        }
+        _ => return Err(format!("duration \"{text}\" has unknown unit \"{unit}\"; {DURATION_HINT}")),
     };
-    millis
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("duration \"{text}\" is too large"))
+    millis.map(Duration::from_millis).ok_or_else(|| format!("duration \"{text}\" is too large"))
 }
 
 impl<'de> Deserialize<'de> for ConfigDuration {

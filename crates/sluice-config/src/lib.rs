@@ -32,15 +32,9 @@ pub struct Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{}: cannot read the config file: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{}", render_problems(path, problems))]
-    Invalid {
-        path: PathBuf,
-        problems: Vec<Problem>,
-    },
+    Invalid { path: PathBuf, problems: Vec<Problem> },
 }
 
 impl ConfigError {
@@ -59,13 +53,7 @@ fn render_problems(path: &Path, problems: &[Problem]) -> String {
         if i > 0 {
             out.push('\n');
         }
-        out.push_str(&format!(
-            "{}:{}: {}: {}",
-            path.display(),
-            p.line,
-            p.key,
-            p.message
-        ));
+        out.push_str(&format!("{}:{}: {}: {}", path.display(), p.line, p.key, p.message));
     }
     out
 }
@@ -78,21 +66,15 @@ impl fmt::Display for Problem {
 
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let source =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
     parse(&source, path)
 }
 
 /// Validates config text; `path` names the file in errors and anchors relative paths.
 pub fn parse(source: &str, path: &Path) -> Result<Config, ConfigError> {
-    let invalid = |problems| ConfigError::Invalid {
-        path: path.to_path_buf(),
-        problems,
-    };
-    let file: file::FileConfig =
-        toml::from_str(source).map_err(|e| invalid(vec![syntax_problem(source, &e)]))?;
+    let invalid = |problems| ConfigError::Invalid { path: path.to_path_buf(), problems };
+    let file: file::FileConfig = toml::from_str(source).map_err(|e| invalid(vec![syntax_problem(source, &e)]))?;
     let base_dir = path.parent().unwrap_or(Path::new("."));
     validate::validate(file, source, base_dir).map_err(invalid)
 }
@@ -102,17 +84,9 @@ fn syntax_problem(source: &str, error: &toml::de::Error) -> Problem {
     let offset = error.span().map(|s| s.start).unwrap_or(0);
     let line = validate::line_of(source, offset);
     let text = source.lines().nth(line - 1).unwrap_or("").trim();
-    let key = text
-        .split_once('=')
-        .map(|(k, _)| k.trim())
-        .unwrap_or(text)
-        .to_string();
+    let key = text.split_once('=').map(|(k, _)| k.trim()).unwrap_or(text).to_string();
     let message = error.message().trim().replace('\n', " ");
-    Problem {
-        line,
-        key,
-        message: format!("{message} (in `{text}`)"),
-    }
+    Problem { line, key, message: format!("{message} (in `{text}`)") }
 }
 
 #[cfg(test)]

@@ -44,13 +44,7 @@ fn a_good_file_gets_its_values_and_defaults() {
     assert_eq!(config.routes[0].timeout, Duration::from_secs(3));
     let api = &config.upstreams[config.routes[0].upstream];
     assert_eq!(api.protocol, UpstreamProtocol::Http2);
-    assert_eq!(
-        api.endpoints[1],
-        Endpoint {
-            host: "backend.internal".into(),
-            port: 80
-        }
-    );
+    assert_eq!(api.endpoints[1], Endpoint { host: "backend.internal".into(), port: 80 });
     assert_eq!(api.pool.min_idle, 2);
     assert_eq!(api.pool.idle_timeout, Duration::from_secs(60));
 }
@@ -91,41 +85,18 @@ protocol = "http3"
     let summary: Vec<(usize, &str)> = p.iter().map(|p| (p.line, p.key.as_str())).collect();
     assert!(summary.contains(&(2, "listener[0].address")), "{summary:?}");
     assert!(summary.contains(&(5, "route[0].upstream")), "{summary:?}");
-    assert!(
-        summary.contains(&(6, "route[0].path_prefix")),
-        "{summary:?}"
-    );
-    assert!(
-        summary.contains(&(9, "upstream.api.endpoints[1]")),
-        "{summary:?}"
-    );
-    assert!(
-        summary.contains(&(10, "upstream.api.protocol")),
-        "{summary:?}"
-    );
-    let missing = p
-        .iter()
-        .find(|p| p.key == "route[0].upstream")
-        .expect("route problem");
-    assert!(
-        missing.message.contains("defined: api"),
-        "{}",
-        missing.message
-    );
+    assert!(summary.contains(&(6, "route[0].path_prefix")), "{summary:?}");
+    assert!(summary.contains(&(9, "upstream.api.endpoints[1]")), "{summary:?}");
+    assert!(summary.contains(&(10, "upstream.api.protocol")), "{summary:?}");
+    let missing = p.iter().find(|p| p.key == "route[0].upstream").expect("route problem");
+    assert!(missing.message.contains("defined: api"), "{}", missing.message);
 }
 
 #[test]
 fn the_rendered_error_names_file_line_and_key() {
-    let err = parse(
-        "[[listener]]\naddress = \"nope\"\n",
-        Path::new("conf/sluice.toml"),
-    )
-    .expect_err("invalid");
+    let err = parse("[[listener]]\naddress = \"nope\"\n", Path::new("conf/sluice.toml")).expect_err("invalid");
     let text = err.to_string();
-    assert!(
-        text.contains("conf/sluice.toml:2: listener[0].address:"),
-        "{text}"
-    );
+    assert!(text.contains("conf/sluice.toml:2: listener[0].address:"), "{text}");
 }
 
 #[test]

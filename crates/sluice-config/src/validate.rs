@@ -25,34 +25,19 @@ impl Checker<'_> {
 
     fn problem(&mut self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) {
         let line = self.line_of(span);
-        self.problems.push(Problem {
-            line,
-            key: key.into(),
-            message: message.into(),
-        });
+        self.problems.push(Problem { line, key: key.into(), message: message.into() });
     }
 }
 
 /// 1-based line number of a byte offset.
 pub(crate) fn line_of(source: &str, offset: usize) -> usize {
     let end = offset.min(source.len());
-    source.as_bytes()[..end]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
+    source.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
 }
 
 /// Checks a parsed file; `base_dir` resolves relative TLS paths.
-pub(crate) fn validate(
-    file: FileConfig,
-    source: &str,
-    base_dir: &Path,
-) -> Result<Config, Vec<Problem>> {
-    let mut checker = Checker {
-        source,
-        problems: Vec::new(),
-    };
+pub(crate) fn validate(file: FileConfig, source: &str, base_dir: &Path) -> Result<Config, Vec<Problem>> {
+    let mut checker = Checker { source, problems: Vec::new() };
     let server = check_server(&mut checker, &file.server);
     if file.listeners.is_empty() {
         checker.problems.push(Problem {
@@ -61,39 +46,20 @@ pub(crate) fn validate(
             message: "no [[listener]] is configured; add one, e.g. [[listener]] address = \"127.0.0.1:8080\"".into(),
         });
     }
-    let listeners = file
-        .listeners
-        .iter()
-        .enumerate()
-        .filter_map(|(i, l)| check_listener(&mut checker, i, l, base_dir))
-        .collect();
+    let listeners =
+        file.listeners.iter().enumerate().filter_map(|(i, l)| check_listener(&mut checker, i, l, base_dir)).collect();
     let names: Vec<String> = file.upstreams.keys().cloned().collect();
-    let upstreams = file
-        .upstreams
-        .iter()
-        .filter_map(|(name, u)| check_upstream(&mut checker, name, u))
-        .collect();
+    let upstreams = file.upstreams.iter().filter_map(|(name, u)| check_upstream(&mut checker, name, u)).collect();
     if file.routes.is_empty() {
         checker.problems.push(Problem {
             line: 1,
             key: "route".into(),
-            message: "no [[route]] is configured; add one, e.g. [[route]] upstream = \"api\""
-                .into(),
+            message: "no [[route]] is configured; add one, e.g. [[route]] upstream = \"api\"".into(),
         });
     }
-    let routes = file
-        .routes
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| check_route(&mut checker, i, r, &names))
-        .collect();
+    let routes = file.routes.iter().enumerate().filter_map(|(i, r)| check_route(&mut checker, i, r, &names)).collect();
     if checker.problems.is_empty() {
-        Ok(Config {
-            server,
-            listeners,
-            routes,
-            upstreams,
-        })
+        Ok(Config { server, listeners, routes, upstreams })
     } else {
         checker.problems.sort_by_key(|p| p.line);
         Err(checker.problems)
@@ -101,34 +67,19 @@ pub(crate) fn validate(
 }
 
 fn check_server(checker: &mut Checker, server: &FileServer) -> ServerSettings {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let worker_threads =
-        positive(checker, &server.worker_threads, "server.worker_threads").unwrap_or(cores);
-    let max_connections =
-        positive(checker, &server.max_connections, "server.max_connections").unwrap_or(10_000);
-    let header_read_timeout = nonzero_duration(
-        checker,
-        &server.header_read_timeout,
-        "server.header_read_timeout",
-    )
-    .unwrap_or(Duration::from_secs(10));
-    let keepalive_timeout = nonzero_duration(
-        checker,
-        &server.keepalive_timeout,
-        "server.keepalive_timeout",
-    )
-    .unwrap_or(Duration::from_secs(60));
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let worker_threads = positive(checker, &server.worker_threads, "server.worker_threads").unwrap_or(cores);
+    let max_connections = positive(checker, &server.max_connections, "server.max_connections").unwrap_or(10_000);
+    let header_read_timeout = nonzero_duration(checker, &server.header_read_timeout, "server.header_read_timeout")
+        .unwrap_or(Duration::from_secs(10));
+    let keepalive_timeout = nonzero_duration(checker, &server.keepalive_timeout, "server.keepalive_timeout")
+        .unwrap_or(Duration::from_secs(60));
     ServerSettings {
         worker_threads,
         max_connections,
         header_read_timeout,
         keepalive_timeout,
-        drain_timeout: server
-            .drain_timeout
-            .map(|d| d.0)
-            .unwrap_or(Duration::from_secs(30)),
+        drain_timeout: server.drain_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(30)),
     }
 }
 
@@ -167,16 +118,15 @@ fn check_listener(
             checker.problem(
                 listener.address.span(),
                 format!("{key}.address"),
-                format!("\"{}\" is not an IP address with a port; write e.g. \"127.0.0.1:8080\" or \"[::1]:8080\"", listener.address.get_ref()),
+                format!(
+                    "\"{}\" is not an IP address with a port; write e.g. \"127.0.0.1:8080\" or \"[::1]:8080\"",
+                    listener.address.get_ref()
+                ),
             );
             None
         }
     };
-    let protocol = match listener
-        .protocol
-        .as_ref()
-        .map(|p| (p.get_ref().as_str(), p.span()))
-    {
+    let protocol = match listener.protocol.as_ref().map(|p| (p.get_ref().as_str(), p.span())) {
         None | Some(("auto", _)) => Some(ListenerProtocol::Auto),
         Some(("http1", _)) => Some(ListenerProtocol::Http1),
         Some(("http2", _)) => Some(ListenerProtocol::Http2),
@@ -191,11 +141,7 @@ fn check_listener(
     };
     let backlog = match &listener.backlog {
         Some(b) if *b.get_ref() == 0 => {
-            checker.problem(
-                b.span(),
-                format!("{key}.backlog"),
-                "must be at least 1; the default is 4096",
-            );
+            checker.problem(b.span(), format!("{key}.backlog"), "must be at least 1; the default is 4096");
             None
         }
         Some(b) => Some(*b.get_ref()),
@@ -206,10 +152,9 @@ fn check_listener(
         key: base_dir.join(tls.key.get_ref()),
     });
     if let (Some(files), Some(file_tls)) = (&tls, &listener.tls) {
-        for (path, spanned, name) in [
-            (&files.certificate, &file_tls.certificate, "certificate"),
-            (&files.key, &file_tls.key, "key"),
-        ] {
+        for (path, spanned, name) in
+            [(&files.certificate, &file_tls.certificate, "certificate"), (&files.key, &file_tls.key, "key")]
+        {
             if !path.is_file() {
                 checker.problem(
                     spanned.span(),
@@ -228,11 +173,7 @@ fn check_listener(
     })
 }
 
-fn check_upstream(
-    checker: &mut Checker,
-    name: &str,
-    upstream: &FileUpstream,
-) -> Option<UpstreamConfig> {
+fn check_upstream(checker: &mut Checker, name: &str, upstream: &FileUpstream) -> Option<UpstreamConfig> {
     let key = format!("upstream.{name}");
     if upstream.endpoints.get_ref().is_empty() {
         checker.problem(
@@ -255,11 +196,7 @@ fn check_upstream(
             ),
         }
     }
-    let protocol = match upstream
-        .protocol
-        .as_ref()
-        .map(|p| (p.get_ref().as_str(), p.span()))
-    {
+    let protocol = match upstream.protocol.as_ref().map(|p| (p.get_ref().as_str(), p.span())) {
         None | Some(("http1", _)) => Some(UpstreamProtocol::Http1),
         Some(("http2", _)) => Some(UpstreamProtocol::Http2),
         Some((other, span)) => {
@@ -275,52 +212,26 @@ fn check_upstream(
     if endpoints.len() != upstream.endpoints.get_ref().len() {
         return None;
     }
-    Some(UpstreamConfig {
-        name: name.to_string(),
-        endpoints,
-        protocol: protocol?,
-        pool: pool?,
-    })
+    Some(UpstreamConfig { name: name.to_string(), endpoints, protocol: protocol?, pool: pool? })
 }
 
 /// `host:port`, `[v6]:port`; the host is not resolved here.
 fn parse_endpoint(text: &str) -> Option<Endpoint> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
-        return Some(Endpoint {
-            host: addr.ip().to_string(),
-            port: addr.port(),
-        });
+        return Some(Endpoint { host: addr.ip().to_string(), port: addr.port() });
     }
     let (host, port) = text.rsplit_once(':')?;
     let port: u16 = port.parse().ok().filter(|&p| p != 0)?;
-    let valid_host = !host.is_empty()
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
-    valid_host.then(|| Endpoint {
-        host: host.to_string(),
-        port,
-    })
+    let valid_host = !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    valid_host.then(|| Endpoint { host: host.to_string(), port })
 }
 
 fn check_pool(checker: &mut Checker, key: &str, pool: &FilePool) -> Option<PoolSettings> {
     let defaults = PoolSettings::default();
-    let max_connections = positive(
-        checker,
-        &pool.max_connections,
-        &format!("{key}.pool.max_connections"),
-    )
-    .unwrap_or(defaults.max_connections);
-    let max_idle = pool
-        .max_idle
-        .as_ref()
-        .map(|v| *v.get_ref())
-        .unwrap_or(defaults.max_idle.min(max_connections));
-    let min_idle = pool
-        .min_idle
-        .as_ref()
-        .map(|v| *v.get_ref())
-        .unwrap_or(defaults.min_idle);
+    let max_connections = positive(checker, &pool.max_connections, &format!("{key}.pool.max_connections"))
+        .unwrap_or(defaults.max_connections);
+    let max_idle = pool.max_idle.as_ref().map(|v| *v.get_ref()).unwrap_or(defaults.max_idle.min(max_connections));
+    let min_idle = pool.min_idle.as_ref().map(|v| *v.get_ref()).unwrap_or(defaults.min_idle);
     let mut ok = true;
     if let Some(v) = &pool.max_idle {
         if max_idle > max_connections {
@@ -346,32 +257,15 @@ fn check_pool(checker: &mut Checker, key: &str, pool: &FilePool) -> Option<PoolS
         max_connections,
         max_idle,
         min_idle,
-        idle_timeout: pool
-            .idle_timeout
-            .map(|d| d.0)
-            .unwrap_or(defaults.idle_timeout),
-        max_lifetime: pool
-            .max_lifetime
-            .map(|d| d.0)
-            .unwrap_or(defaults.max_lifetime),
+        idle_timeout: pool.idle_timeout.map(|d| d.0).unwrap_or(defaults.idle_timeout),
+        max_lifetime: pool.max_lifetime.map(|d| d.0).unwrap_or(defaults.max_lifetime),
         max_requests: pool.max_requests.unwrap_or(defaults.max_requests),
-        connect_timeout: pool
-            .connect_timeout
-            .map(|d| d.0)
-            .unwrap_or(defaults.connect_timeout),
-        wait_timeout: pool
-            .wait_timeout
-            .map(|d| d.0)
-            .unwrap_or(defaults.wait_timeout),
+        connect_timeout: pool.connect_timeout.map(|d| d.0).unwrap_or(defaults.connect_timeout),
+        wait_timeout: pool.wait_timeout.map(|d| d.0).unwrap_or(defaults.wait_timeout),
     })
 }
 
-fn check_route(
-    checker: &mut Checker,
-    index: usize,
-    route: &FileRoute,
-    upstreams: &[String],
-) -> Option<RouteConfig> {
+fn check_route(checker: &mut Checker, index: usize, route: &FileRoute, upstreams: &[String]) -> Option<RouteConfig> {
     let key = format!("route[{index}]");
     let upstream = upstreams.iter().position(|n| n == route.upstream.get_ref());
     if upstream.is_none() {
@@ -383,10 +277,7 @@ fn check_route(
         checker.problem(
             route.upstream.span(),
             format!("{key}.upstream"),
-            format!(
-                "no upstream named \"{}\" ({known})",
-                route.upstream.get_ref()
-            ),
+            format!("no upstream named \"{}\" ({known})", route.upstream.get_ref()),
         );
     }
     let host = route.host.as_ref().and_then(|h| {
@@ -394,17 +285,12 @@ fn check_route(
         let bare = text.strip_prefix("*.").unwrap_or(&text);
         let valid = !bare.is_empty()
             && !bare.contains('*')
-            && bare
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == ':');
+            && bare.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == ':');
         if !valid {
             checker.problem(
                 h.span(),
                 format!("{key}.host"),
-                format!(
-                    "\"{}\" is not a host name; write \"api.example.com\" or \"*.example.com\"",
-                    h.get_ref()
-                ),
+                format!("\"{}\" is not a host name; write \"api.example.com\" or \"*.example.com\"", h.get_ref()),
             );
             return None;
         }
@@ -429,10 +315,7 @@ fn check_route(
             checker.problem(
                 m.span(),
                 format!("{key}.methods"),
-                format!(
-                    "\"{}\" is not an HTTP method; write e.g. \"GET\"",
-                    m.get_ref()
-                ),
+                format!("\"{}\" is not an HTTP method; write e.g. \"GET\"", m.get_ref()),
             );
         } else {
             methods.push(upper);
@@ -444,9 +327,6 @@ fn check_route(
         path_prefix: path_prefix?,
         methods,
         upstream: upstream?,
-        timeout: route
-            .timeout
-            .map(|d| d.0)
-            .unwrap_or(Duration::from_secs(30)),
+        timeout: route.timeout.map(|d| d.0).unwrap_or(Duration::from_secs(30)),
     })
 }

@@ -13,11 +13,7 @@ impl RoundRobin {
     /// The order in which to try endpoints for one request: a rotating start, then the
     /// rest, so a failed connect falls over to every other endpoint once.
     pub fn order(&self, len: usize) -> impl Iterator<Item = usize> {
-        let start = if len == 0 {
-            0
-        } else {
-            self.next.fetch_add(1, Ordering::Relaxed) % len
-        };
+        let start = if len == 0 { 0 } else { self.next.fetch_add(1, Ordering::Relaxed) % len };
         (0..len).map(move |i| (start + i) % len)
     }
 }

@@ -53,44 +53,20 @@ impl RetireRules {
 mod tests {
     use super::*;
 
-    const RULES: RetireRules = RetireRules {
-        idle_timeout: Duration::from_secs(10),
-        max_lifetime: Duration::from_secs(60),
-        max_requests: 3,
-    };
+    const RULES: RetireRules =
+        RetireRules { idle_timeout: Duration::from_secs(10), max_lifetime: Duration::from_secs(60), max_requests: 3 };
 
     #[test]
     fn retires_on_idle_lifetime_and_count() {
         let t0 = Instant::now();
-        let fresh = ConnAge {
-            opened: t0,
-            idle_since: t0,
-            requests: 1,
-        };
+        let fresh = ConnAge { opened: t0, idle_since: t0, requests: 1 };
         assert_eq!(RULES.check_idle(&fresh, t0 + Duration::from_secs(9)), None);
-        assert_eq!(
-            RULES.check_idle(&fresh, t0 + Duration::from_secs(10)),
-            Some(Retire::IdleTimeout)
-        );
-        let old = ConnAge {
-            opened: t0,
-            idle_since: t0 + Duration::from_secs(59),
-            requests: 1,
-        };
-        assert_eq!(
-            RULES.check_reuse(&old, t0 + Duration::from_secs(60)),
-            Some(Retire::Lifetime)
-        );
-        let busy = ConnAge {
-            opened: t0,
-            idle_since: t0,
-            requests: 3,
-        };
+        assert_eq!(RULES.check_idle(&fresh, t0 + Duration::from_secs(10)), Some(Retire::IdleTimeout));
+        let old = ConnAge { opened: t0, idle_since: t0 + Duration::from_secs(59), requests: 1 };
+        assert_eq!(RULES.check_reuse(&old, t0 + Duration::from_secs(60)), Some(Retire::Lifetime));
+        let busy = ConnAge { opened: t0, idle_since: t0, requests: 3 };
         assert_eq!(RULES.check_reuse(&busy, t0), Some(Retire::RequestCount));
-        let unlimited = RetireRules {
-            max_requests: 0,
-            ..RULES
-        };
+        let unlimited = RetireRules { max_requests: 0, ..RULES };
         assert_eq!(unlimited.check_reuse(&busy, t0), None);
     }
 }

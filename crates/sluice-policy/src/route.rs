@@ -91,11 +91,7 @@ fn path_has_prefix(path: &str, prefix: &str) -> bool {
     if !path.starts_with(prefix) {
         return false;
     }
-    prefix.ends_with('/')
-        || matches!(
-            path.as_bytes().get(prefix.len()),
-            None | Some(b'/') | Some(b'?')
-        )
+    prefix.ends_with('/') || matches!(path.as_bytes().get(prefix.len()), None | Some(b'/') | Some(b'?'))
 }
 
 #[cfg(test)]
@@ -118,14 +114,8 @@ mod tests {
             rule(Some("*.example.com"), "/", &[], 2),
             rule(None, "/", &[], 3),
         ]);
-        assert_eq!(
-            router.find(Some("API.example.com:8080"), "/v1/users", "GET"),
-            Some(&1)
-        );
-        assert_eq!(
-            router.find(Some("api.example.com"), "/v1/users", "POST"),
-            Some(&2)
-        );
+        assert_eq!(router.find(Some("API.example.com:8080"), "/v1/users", "GET"), Some(&1));
+        assert_eq!(router.find(Some("api.example.com"), "/v1/users", "POST"), Some(&2));
         assert_eq!(router.find(Some("www.example.com"), "/", "GET"), Some(&2));
         assert_eq!(router.find(Some("a.b.example.com"), "/", "GET"), Some(&3));
         assert_eq!(router.find(Some("example.com"), "/", "GET"), Some(&3));
@@ -134,10 +124,7 @@ mod tests {
 
     #[test]
     fn path_prefix_respects_segment_boundaries() {
-        let router = Router::new(vec![
-            rule(None, "/api", &[], 1),
-            rule(None, "/static/", &[], 2),
-        ]);
+        let router = Router::new(vec![rule(None, "/api", &[], 1), rule(None, "/static/", &[], 2)]);
         assert_eq!(router.find(None, "/api", "GET"), Some(&1));
         assert_eq!(router.find(None, "/api/x", "GET"), Some(&1));
         assert_eq!(router.find(None, "/api?q=1", "GET"), Some(&1));

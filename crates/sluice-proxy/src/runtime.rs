@@ -27,11 +27,8 @@ pub(crate) struct Route {
 impl Snapshot {
     /// Builds the snapshot and starts its upstream pools. Call inside a tokio runtime.
     fn build(config: &Config) -> Snapshot {
-        let groups: Vec<Arc<UpstreamGroup>> = config
-            .upstreams
-            .iter()
-            .map(|u| Arc::new(UpstreamGroup::spawn(u)))
-            .collect();
+        let groups: Vec<Arc<UpstreamGroup>> =
+            config.upstreams.iter().map(|u| Arc::new(UpstreamGroup::spawn(u))).collect();
         let rules = config
             .routes
             .iter()
@@ -39,16 +36,10 @@ impl Snapshot {
                 host: HostPattern::new(r.host.as_deref()),
                 path_prefix: r.path_prefix.clone(),
                 methods: r.methods.clone(),
-                target: Route {
-                    upstream: Arc::clone(&groups[r.upstream]),
-                    timeout: r.timeout,
-                },
+                target: Route { upstream: Arc::clone(&groups[r.upstream]), timeout: r.timeout },
             })
             .collect();
-        Snapshot {
-            server: config.server.clone(),
-            router: Router::new(rules),
-        }
+        Snapshot { server: config.server.clone(), router: Router::new(rules) }
     }
 }
 
@@ -59,9 +50,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(config: &Config) -> Self {
-        Shared {
-            snapshot: ArcSwap::from_pointee(Snapshot::build(config)),
-        }
+        Shared { snapshot: ArcSwap::from_pointee(Snapshot::build(config)) }
     }
 
     /// The current snapshot for a short look; cheap, lock-free. Not to be held across awaits.

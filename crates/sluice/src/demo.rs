@@ -37,9 +37,7 @@ pool = {{ max_connections = 64, min_idle = 1 }}
 
 /// Starts the demo servers and sluice; runs until Ctrl-C.
 pub fn run(listen: SocketAddr) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let mut upstreams = Vec::new();
         for n in 1..=3 {
@@ -84,34 +82,16 @@ async fn spawn_demo_api(n: usize) -> anyhow::Result<SocketAddr> {
 async fn answer(n: usize, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
     let method = req.method().to_string();
-    let forwarded_for = req
-        .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let forwarded_for = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     if path == "/api/echo" {
-        let body = req
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         return Ok(Response::new(Full::new(body)));
     }
     let json = format!(
         "{{\"server\":\"demo-{n}\",\"method\":\"{method}\",\"path\":{path:?},\"x_forwarded_for\":{forwarded_for:?},\"x_request_id\":{request_id:?}}}\n"
     );
     let mut response = Response::new(Full::new(Bytes::from(json)));
-    response.headers_mut().insert(
-        "content-type",
-        http::HeaderValue::from_static("application/json"),
-    );
+    response.headers_mut().insert("content-type", http::HeaderValue::from_static("application/json"));
     Ok(response)
 }

@@ -8,9 +8,7 @@ pub fn raise_and_report() -> u64 {
             limit
         }
         Err(e) => {
-            let current = rlimit::getrlimit(rlimit::Resource::NOFILE)
-                .map(|(soft, _)| soft)
-                .unwrap_or(0);
+            let current = rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft).unwrap_or(0);
             tracing::warn!(error = %e, "could not raise the file descriptor limit; {current} available");
             current
         }

@@ -45,9 +45,7 @@ fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Check { config } => check(&config),
-        Command::Run { config } => sluice_config::load(&config)
-            .map_err(anyhow::Error::from)
-            .and_then(serve::run),
+        Command::Run { config } => sluice_config::load(&config).map_err(anyhow::Error::from).and_then(serve::run),
         Command::Demo { listen } => demo::run(listen),
     };
     match result {

@@ -19,14 +19,14 @@ pub fn runtime(config: &Config) -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Binds, announces the addresses (then calls `on_ready`), serves until a signal, drains.
-pub async fn serve(
-    config: Config,
-    on_ready: impl FnOnce(&[std::net::SocketAddr]),
-) -> anyhow::Result<()> {
+pub async fn serve(config: Config, on_ready: impl FnOnce(&[std::net::SocketAddr])) -> anyhow::Result<()> {
     let fds = crate::fdlimit::raise_and_report();
     let needed = config.server.max_connections as u64 * 2;
     if fds < needed {
-        tracing::warn!("max_connections = {} may need up to {needed} descriptors (client + upstream); {fds} are available", config.server.max_connections);
+        tracing::warn!(
+            "max_connections = {} may need up to {needed} descriptors (client + upstream); {fds} are available",
+            config.server.max_connections
+        );
     }
     let server = Server::bind(&config)?;
     let addrs = server.local_addrs();

@@ -26,40 +26,23 @@ async fn no_route_is_404() {
         ("www.example.com", "GET", "/apix", StatusCode::NOT_FOUND),
     ];
     for (host, method, path, expected) in cases {
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", host)
-            .body(full(""))
-            .expect("request");
+        let request = Request::builder().method(method).uri(path).header("host", host).body(full("")).expect("request");
         let (parts, body) = client::send1(&mut conn, request).await;
         assert_eq!(parts.status, expected, "{method} {host}{path}: {body:?}");
         if expected == StatusCode::NOT_FOUND {
-            assert!(
-                String::from_utf8_lossy(&body).contains("no route"),
-                "{body:?}"
-            );
+            assert!(String::from_utf8_lossy(&body).contains("no route"), "{body:?}");
         }
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn refused_upstream_is_502_with_a_logged_request_id() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr");
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
     let sluice = Sluice::start(&simple_config(&[dead], ""));
     let (parts, body) = client::get_once(sluice.addr, "/").await;
     assert_eq!(parts.status, StatusCode::BAD_GATEWAY);
-    assert!(
-        String::from_utf8_lossy(&body).contains("connect to"),
-        "{body:?}"
-    );
-    let id = parts.headers["x-request-id"]
-        .to_str()
-        .expect("id")
-        .to_string();
+    assert!(String::from_utf8_lossy(&body).contains("connect to"), "{body:?}");
+    let id = parts.headers["x-request-id"].to_str().expect("id").to_string();
     let log = sluice.wait_for_log(&id);
     assert!(log.contains("502"), "{log}");
 }
@@ -67,9 +50,7 @@ async fn refused_upstream_is_502_with_a_logged_request_id() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upstream_reset_mid_exchange_is_502() {
     // Accepts, reads a little, then closes without answering.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         loop {
@@ -102,8 +83,5 @@ async fn slow_upstream_is_504_after_the_route_timeout() {
     let (parts, body) = client::get_once(sluice.addr, "/").await;
     assert_eq!(parts.status, StatusCode::GATEWAY_TIMEOUT);
     assert!(started.elapsed() >= std::time::Duration::from_millis(300));
-    assert!(
-        String::from_utf8_lossy(&body).contains("timeout"),
-        "{body:?}"
-    );
+    assert!(String::from_utf8_lossy(&body).contains("timeout"), "{body:?}");
 }

@@ -33,10 +33,7 @@ async fn keep_alive_connections_are_reused() {
         t.await.expect("client");
     }
     let accepted = upstream.accepted();
-    assert!(
-        (1..=8).contains(&accepted),
-        "400 requests over 8 client connections took {accepted} upstream connections"
-    );
+    assert!((1..=8).contains(&accepted), "400 requests over 8 client connections took {accepted} upstream connections");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -50,45 +47,28 @@ async fn min_idle_connections_are_opened_before_any_request() {
 #[tokio::test(flavor = "multi_thread")]
 async fn connections_retire_after_max_requests() {
     let upstream = Upstream::hello().await;
-    let sluice = Sluice::start(&simple_config(
-        &[upstream.addr],
-        "pool = { max_requests = 2 }",
-    ));
+    let sluice = Sluice::start(&simple_config(&[upstream.addr], "pool = { max_requests = 2 }"));
     let mut conn = client::h1(sluice.addr).await;
     for _ in 0..6 {
         let (parts, _) = send1(&mut conn, get("/")).await;
         assert_eq!(parts.status, StatusCode::OK);
     }
-    assert_eq!(
-        upstream.accepted(),
-        3,
-        "6 sequential requests, 2 per connection"
-    );
+    assert_eq!(upstream.accepted(), 3, "6 sequential requests, 2 per connection");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_upstream_connections_close_after_idle_timeout_and_reopen() {
     let upstream = Upstream::hello().await;
-    let sluice = Sluice::start(&simple_config(
-        &[upstream.addr],
-        "pool = { idle_timeout = \"200ms\" }",
-    ));
+    let sluice = Sluice::start(&simple_config(&[upstream.addr], "pool = { idle_timeout = \"200ms\" }"));
     let mut conn = client::h1(sluice.addr).await;
     send1(&mut conn, get("/")).await;
     assert_eq!(upstream.accepted(), 1);
     let idle_from = std::time::Instant::now();
     upstream.wait_closed(1).await;
-    assert!(
-        idle_from.elapsed() >= std::time::Duration::from_millis(200),
-        "closed before idle_timeout"
-    );
+    assert!(idle_from.elapsed() >= std::time::Duration::from_millis(200), "closed before idle_timeout");
     let (parts, _) = send1(&mut conn, get("/")).await;
     assert_eq!(parts.status, StatusCode::OK);
-    assert_eq!(
-        upstream.accepted(),
-        2,
-        "a new connection replaced the expired one"
-    );
+    assert_eq!(upstream.accepted(), 2, "a new connection replaced the expired one");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -116,15 +96,8 @@ async fn a_connection_the_upstream_closed_is_not_used_for_a_post() {
                     seen.extend_from_slice(&buf[..n]);
                 }
                 let head = String::from_utf8_lossy(&seen).to_string();
-                let body = if head.starts_with("POST") {
-                    "posted"
-                } else {
-                    "got"
-                };
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
-                    body.len()
-                );
+                let body = if head.starts_with("POST") { "posted" } else { "got" };
+                let response = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
                 let _ = stream.write_all(response.as_bytes()).await;
                 drop(stream);
                 closed.notify_one();
@@ -137,16 +110,9 @@ async fn a_connection_the_upstream_closed_is_not_used_for_a_post() {
     assert_eq!((parts.status, &body[..]), (StatusCode::OK, &b"got"[..]));
     closed.notified().await;
     for _ in 0..3 {
-        let post = Request::post("/")
-            .header("host", "localhost")
-            .body(full("payload"))
-            .expect("request");
+        let post = Request::post("/").header("host", "localhost").body(full("payload")).expect("request");
         let (parts, body) = send1(&mut conn, post).await;
-        assert_eq!(
-            (parts.status, &body[..]),
-            (StatusCode::OK, &b"posted"[..]),
-            "the stale connection was detected"
-        );
+        assert_eq!((parts.status, &body[..]), (StatusCode::OK, &b"posted"[..]), "the stale connection was detected");
         closed.notified().await;
     }
 }
@@ -179,24 +145,16 @@ async fn at_max_connections_a_request_waits_then_gets_503() {
         }
     })
     .await;
-    let sluice = Sluice::start(&simple_config(
-        &[upstream.addr],
-        "pool = { max_connections = 1, wait_timeout = \"300ms\" }",
-    ));
+    let sluice =
+        Sluice::start(&simple_config(&[upstream.addr], "pool = { max_connections = 1, wait_timeout = \"300ms\" }"));
     let addr = sluice.addr;
     let holder = tokio::spawn(async move { client::get_once(addr, "/hold").await });
     upstream.wait_accepted(1).await;
     let (parts, body) = client::get_once(sluice.addr, "/other").await;
     assert_eq!(parts.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(parts.headers["retry-after"], "1");
-    assert!(
-        String::from_utf8_lossy(&body).contains("max_connections"),
-        "{body:?}"
-    );
-    let id = parts.headers["x-request-id"]
-        .to_str()
-        .expect("id")
-        .to_string();
+    assert!(String::from_utf8_lossy(&body).contains("max_connections"), "{body:?}");
+    let id = parts.headers["x-request-id"].to_str().expect("id").to_string();
     sluice.wait_for_log(&id);
     release.notify_one();
     assert_eq!(holder.await.expect("holder").0.status, StatusCode::OK);

@@ -18,15 +18,9 @@ async fn header_echo() -> Upstream {
             text.push_str(&format!("{name}: {}\n", value.to_str().unwrap_or("?")));
         }
         let mut response = Response::new(full(text));
-        response
-            .headers_mut()
-            .insert("connection", "x-upstream-private".parse().expect("value"));
-        response
-            .headers_mut()
-            .insert("x-upstream-private", "secret".parse().expect("value"));
-        response
-            .headers_mut()
-            .insert("keep-alive", "timeout=5".parse().expect("value"));
+        response.headers_mut().insert("connection", "x-upstream-private".parse().expect("value"));
+        response.headers_mut().insert("x-upstream-private", "secret".parse().expect("value"));
+        response.headers_mut().insert("keep-alive", "timeout=5".parse().expect("value"));
         response
     })
     .await
@@ -54,38 +48,18 @@ async fn http1_to_http1_forwards_and_rewrites_headers() {
     assert_eq!(parts.status, StatusCode::OK);
     let seen = header_lines(&body);
     assert!(seen.starts_with("get /items?page=2 http/1.1"), "{seen}");
-    assert!(
-        seen.contains("host: api.example.com\n"),
-        "Host kept: {seen}"
-    );
-    assert!(
-        seen.contains("x-forwarded-for: 203.0.113.9, 127.0.0.1\n"),
-        "{seen}"
-    );
+    assert!(seen.contains("host: api.example.com\n"), "Host kept: {seen}");
+    assert!(seen.contains("x-forwarded-for: 203.0.113.9, 127.0.0.1\n"), "{seen}");
     assert!(seen.contains("x-forwarded-proto: http\n"), "{seen}");
-    assert!(
-        seen.contains("x-forwarded-host: api.example.com\n"),
-        "{seen}"
-    );
+    assert!(seen.contains("x-forwarded-host: api.example.com\n"), "{seen}");
     assert!(seen.contains("via: 1.1 sluice\n"), "{seen}");
     assert!(seen.contains("x-request-id: client-chosen-id\n"), "{seen}");
     for hop in ["x-client-private", "proxy-connection", "keep-alive"] {
-        assert!(
-            !seen.contains(&format!("{hop}:")),
-            "{hop} must not reach the upstream: {seen}"
-        );
+        assert!(!seen.contains(&format!("{hop}:")), "{hop} must not reach the upstream: {seen}");
     }
     // Hop-by-hop response headers stop at sluice too.
-    assert!(
-        parts.headers.get("x-upstream-private").is_none(),
-        "{:?}",
-        parts.headers
-    );
-    assert!(
-        parts.headers.get("keep-alive").is_none(),
-        "{:?}",
-        parts.headers
-    );
+    assert!(parts.headers.get("x-upstream-private").is_none(), "{:?}", parts.headers);
+    assert!(parts.headers.get("keep-alive").is_none(), "{:?}", parts.headers);
     assert_eq!(parts.headers["x-request-id"], "client-chosen-id");
 }
 
@@ -99,10 +73,7 @@ async fn request_ids_are_generated_and_returned() {
     let id = a.headers["x-request-id"].to_str().expect("id");
     assert!(id.len() >= 16, "{id}");
     assert_ne!(a.headers["x-request-id"], b.headers["x-request-id"]);
-    assert!(
-        header_lines(&body_a).contains(&format!("x-request-id: {id}")),
-        "the upstream sees the same id"
-    );
+    assert!(header_lines(&body_a).contains(&format!("x-request-id: {id}")), "the upstream sees the same id");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -113,23 +84,15 @@ async fn h2c_clients_reach_http1_upstreams() {
     let mut handles = Vec::new();
     for i in 0..20 {
         let mut conn = conn.clone();
-        handles.push(tokio::spawn(async move {
-            send2(&mut conn, get2(&format!("/stream/{i}"))).await
-        }));
+        handles.push(tokio::spawn(async move { send2(&mut conn, get2(&format!("/stream/{i}"))).await }));
     }
     for (i, handle) in handles.into_iter().enumerate() {
         let (parts, body) = handle.await.expect("task");
         assert_eq!(parts.status, StatusCode::OK);
         assert_eq!(parts.version, http::Version::HTTP_2);
         let seen = header_lines(&body);
-        assert!(
-            seen.starts_with(&format!("get /stream/{i} http/1.1")),
-            "{seen}"
-        );
-        assert!(
-            seen.contains("host: localhost\n"),
-            ":authority becomes Host: {seen}"
-        );
+        assert!(seen.starts_with(&format!("get /stream/{i} http/1.1")), "{seen}");
+        assert!(seen.contains("host: localhost\n"), ":authority becomes Host: {seen}");
         assert!(seen.contains("via: 2 sluice\n"), "{seen}");
     }
     let (parts, _) = send2(&mut conn, get2("/again")).await;
@@ -158,34 +121,18 @@ async fn http1_clients_reach_http2_upstreams_over_few_connections() {
         let seen = header_lines(&handle.await.expect("task"));
         assert!(seen.contains(" http/2.0"), "upstream saw HTTP/2: {seen}");
     }
-    assert_eq!(
-        upstream.accepted(),
-        1,
-        "160 requests from 32 clients share one multiplexed connection"
-    );
+    assert_eq!(upstream.accepted(), 1, "160 requests from 32 clients share one multiplexed connection");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn grpc_style_trailers_pass_end_to_end_over_http2() {
     let upstream = Upstream::start(|req: Request<Incoming>| async move {
-        let body = req
-            .into_body()
-            .collect()
-            .await
-            .expect("request body")
-            .to_bytes();
+        let body = req.into_body().collect().await.expect("request body").to_bytes();
         let mut trailers = HeaderMap::new();
         trailers.insert("grpc-status", "0".parse().expect("value"));
         trailers.insert("grpc-message", "ok".parse().expect("value"));
-        let body = TrailerBody {
-            data: Some(body),
-            trailers: Some(trailers),
-        }
-        .boxed();
-        Response::builder()
-            .header("content-type", "application/grpc")
-            .body(body)
-            .expect("response")
+        let body = TrailerBody { data: Some(body), trailers: Some(trailers) }.boxed();
+        Response::builder().header("content-type", "application/grpc").body(body).expect("response")
     })
     .await;
     let sluice = Sluice::start(&simple_config(&[upstream.addr], "protocol = \"http2\""));

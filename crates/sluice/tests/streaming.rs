@@ -31,10 +31,8 @@ async fn a_gibibyte_each_way_streams_in_bounded_memory() {
     assert_eq!(parts.status, StatusCode::OK);
     let (baseline, _) = sluice.memory_kib();
 
-    let upload = Request::post("/upload")
-        .header("host", "localhost")
-        .body(ZeroBody::new(GIB).boxed())
-        .expect("request");
+    let upload =
+        Request::post("/upload").header("host", "localhost").body(ZeroBody::new(GIB).boxed()).expect("request");
     let (parts, body) = send1(&mut conn, upload).await;
     assert_eq!(parts.status, StatusCode::OK);
     assert_eq!(body, GIB.to_string(), "the upstream received every byte");
@@ -42,16 +40,9 @@ async fn a_gibibyte_each_way_streams_in_bounded_memory() {
     conn.ready().await.expect("ready");
     let response = conn.send_request(get("/download")).await.expect("response");
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(
-        count_body(response.into_body()).await,
-        GIB,
-        "the client received every byte"
-    );
+    assert_eq!(count_body(response.into_body()).await, GIB, "the client received every byte");
 
     let (_, peak) = sluice.memory_kib();
-    assert!(
-        peak < baseline + MAX_GROWTH_KIB,
-        "peak RSS {peak} KiB vs {baseline} KiB before 2 GiB passed"
-    );
+    assert!(peak < baseline + MAX_GROWTH_KIB, "peak RSS {peak} KiB vs {baseline} KiB before 2 GiB passed");
     eprintln!("resident memory: {baseline} KiB before, peak {peak} KiB after 2 GiB streamed");
 }

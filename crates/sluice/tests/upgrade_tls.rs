@@ -27,8 +27,7 @@ async fn websocket_echo() -> Upstream {
             let Ok(upgraded) = on_upgrade.await else {
                 return;
             };
-            let mut ws =
-                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+            let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
             while let Some(Ok(message)) = ws.next().await {
                 if message.is_close() {
                     break;
@@ -53,32 +52,23 @@ async fn websocket_echo() -> Upstream {
 async fn websocket_echo_through_sluice() {
     let upstream = websocket_echo().await;
     let sluice = Sluice::start(&simple_config(&[upstream.addr], ""));
-    let stream = tokio::net::TcpStream::connect(sluice.addr)
+    let stream = tokio::net::TcpStream::connect(sluice.addr).await.expect("connect");
+    let (mut ws, response) = tokio_tungstenite::client_async(format!("ws://{}/chat", sluice.addr), stream)
         .await
-        .expect("connect");
-    let (mut ws, response) =
-        tokio_tungstenite::client_async(format!("ws://{}/chat", sluice.addr), stream)
-            .await
-            .expect("websocket handshake through sluice");
+        .expect("websocket handshake through sluice");
     assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
     for text in ["hello", "through", "the tunnel"] {
         ws.send(Message::text(text)).await.expect("send");
         let echoed = ws.next().await.expect("message").expect("ok");
         assert_eq!(echoed, Message::text(text));
     }
-    ws.send(Message::binary(vec![7u8; 100_000]))
-        .await
-        .expect("send binary");
-    assert_eq!(
-        ws.next().await.expect("message").expect("ok"),
-        Message::binary(vec![7u8; 100_000])
-    );
+    ws.send(Message::binary(vec![7u8; 100_000])).await.expect("send binary");
+    assert_eq!(ws.next().await.expect("message").expect("ok"), Message::binary(vec![7u8; 100_000]));
 }
 
 /// A self-signed certificate for localhost, written as PEM files.
 fn certificate(dir: &std::path::Path) -> rustls::pki_types::CertificateDer<'static> {
-    let cert =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
     std::fs::write(dir.join("cert.pem"), cert.cert.pem()).expect("write cert");
     std::fs::write(dir.join("key.pem"), cert.key_pair.serialize_pem()).expect("write key");
     cert.cert.der().clone()
@@ -100,21 +90,13 @@ async fn tls_connect(
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    connector
-        .connect(ServerName::try_from("localhost").expect("name"), tcp)
-        .await
-        .expect("TLS handshake")
+    connector.connect(ServerName::try_from("localhost").expect("name"), tcp).await.expect("TLS handshake")
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_listener_negotiates_h2_and_http1_by_alpn() {
     let upstream = Upstream::start(|req: Request<Incoming>| async move {
-        let proto = req
-            .headers()
-            .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
+        let proto = req.headers().get("x-forwarded-proto").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
         Response::new(full(format!("proto={proto}")))
     })
     .await;
@@ -132,20 +114,14 @@ async fn tls_listener_negotiates_h2_and_http1_by_alpn() {
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let mut h2 = client::h2_over(tls).await;
     let (parts, body) = send2(&mut h2, get2("/secure")).await;
-    assert_eq!(
-        (parts.status, parts.version),
-        (StatusCode::OK, http::Version::HTTP_2)
-    );
+    assert_eq!((parts.status, parts.version), (StatusCode::OK, http::Version::HTTP_2));
     assert_eq!(body, "proto=https");
 
     let tls = tls_connect(sluice.addr, root, &[b"http/1.1"]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
     let mut h1 = client::h1_over(tls).await;
     let (parts, body) = send1(&mut h1, get("/secure")).await;
-    assert_eq!(
-        (parts.status, parts.version),
-        (StatusCode::OK, http::Version::HTTP_11)
-    );
+    assert_eq!((parts.status, parts.version), (StatusCode::OK, http::Version::HTTP_11));
     assert_eq!(body, "proto=https");
     drop(dir);
 }

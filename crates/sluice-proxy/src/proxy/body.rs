@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 
 use crate::server::ConnContext;
 use crate::upstream::Lease;
@@ -30,6 +31,15 @@ pub struct ProxyBody {
     lease: Option<Lease>,
     /// Keeps the request counted as in flight on its connection until the body ends.
     inflight: Option<InflightGuard>,
+    /// For a 101: the upstream connection that becomes the tunnel's other end.
+    upgrade: Option<UpstreamUpgrade>,
+}
+
+/// The upstream side of a protocol switch: hyper hands over the connection once the
+/// 101 is read, and the lease keeps it counted in its pool until the tunnel ends.
+pub struct UpstreamUpgrade {
+    pub(crate) on_upgrade: OnUpgrade,
+    pub(crate) lease: Lease,
 }
 
 /// A request in flight on a client connection; dropping it marks the request ended,
@@ -51,19 +61,21 @@ impl Drop for InflightGuard {
 
 impl ProxyBody {
     pub(crate) fn upstream(body: Incoming, lease: Lease) -> Self {
-        ProxyBody {
-            kind: Kind::Upstream(body),
-            lease: Some(lease),
-            inflight: None,
-        }
+        ProxyBody { kind: Kind::Upstream(body), lease: Some(lease), inflight: None, upgrade: None }
     }
 
     pub(crate) fn local(text: impl Into<Bytes>) -> Self {
-        ProxyBody {
-            kind: Kind::Local(Full::new(text.into())),
-            lease: None,
-            inflight: None,
-        }
+        ProxyBody { kind: Kind::Local(Full::new(text.into())), lease: None, inflight: None, upgrade: None }
+    }
+
+    /// An empty body carrying the upstream half of a 101.
+    pub(crate) fn switching(upgrade: UpstreamUpgrade) -> Self {
+        ProxyBody { kind: Kind::Local(Full::new(Bytes::new())), lease: None, inflight: None, upgrade: Some(upgrade) }
+    }
+
+    /// The upstream half of a 101, for the connection layer to build the tunnel.
+    pub(crate) fn take_upgrade(&mut self) -> Option<UpstreamUpgrade> {
+        self.upgrade.take()
     }
 
     /// Keeps the request in flight until this body ends or is dropped.
@@ -82,10 +94,7 @@ impl Body for ProxyBody {
     type Data = Bytes;
     type Error = BodyError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         match &mut this.kind {
             Kind::Upstream(body) => match Pin::new(body).poll_frame(cx) {
@@ -100,9 +109,7 @@ impl Body for ProxyBody {
                 Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
                 Poll::Pending => Poll::Pending,
             },
-            Kind::Local(body) => Pin::new(body)
-                .poll_frame(cx)
-                .map_err(|never| match never {}),
+            Kind::Local(body) => Pin::new(body).poll_frame(cx).map_err(|never| match never {}),
         }
     }
 

@@ -7,6 +7,19 @@ use http::{Response, StatusCode};
 use super::body::ProxyBody;
 use crate::upstream::UpstreamError;
 
+/// A request sluice could not read (HTTP/1 connection layer); the connection closes after.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+pub enum ClientError {
+    #[error("malformed request: {0}")]
+    Malformed(&'static str),
+    #[error("request head too large")]
+    HeadTooLarge,
+    #[error("HTTP version not supported")]
+    Version,
+    #[error("request head not received within header_read_timeout")]
+    HeadTimeout,
+}
+
 /// Why sluice answered a request itself.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ProxyError {
@@ -18,6 +31,8 @@ pub(crate) enum ProxyError {
     UpgradeNeedsHttp1,
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
 }
 
 impl ProxyError {
@@ -26,6 +41,12 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::UpgradeNeedsHttp1 => StatusCode::BAD_GATEWAY,
+            ProxyError::Client(e) => match e {
+                ClientError::Malformed(_) => StatusCode::BAD_REQUEST,
+                ClientError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                ClientError::Version => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+                ClientError::HeadTimeout => StatusCode::REQUEST_TIMEOUT,
+            },
             ProxyError::Upstream(e) => match e {
                 UpstreamError::ConnectTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
                 UpstreamError::PoolExhausted { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -42,27 +63,18 @@ impl ProxyError {
 pub(crate) fn error_response(error: &ProxyError, request_id: &HeaderValue) -> Response<ProxyBody> {
     let status = error.status();
     let id = request_id.to_str().unwrap_or("-");
-    if status == StatusCode::NOT_FOUND {
+    if status == StatusCode::NOT_FOUND || status.is_client_error() {
         tracing::debug!(request_id = id, %status, "{error}");
     } else {
         tracing::warn!(request_id = id, %status, "{error}");
     }
-    let body = format!(
-        "{} {}: {error}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    );
+    let body = format!("{} {}: {error}\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
     let mut response = Response::new(ProxyBody::local(body));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     if status == StatusCode::SERVICE_UNAVAILABLE {
         // The pool wait already took wait_timeout; a second is a fair pause before retrying.
-        response
-            .headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
     }
     response
 }

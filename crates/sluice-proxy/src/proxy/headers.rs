@@ -57,13 +57,7 @@ pub(crate) fn wants_trailers(headers: &HeaderMap) -> bool {
 }
 
 /// Adds X-Forwarded-For (appended), X-Forwarded-Proto, X-Forwarded-Host and Via.
-pub(crate) fn add_forwarding(
-    headers: &mut HeaderMap,
-    client: IpAddr,
-    tls: bool,
-    host: Option<&str>,
-    version: Version,
-) {
+pub(crate) fn add_forwarding(headers: &mut HeaderMap, client: IpAddr, tls: bool, host: Option<&str>, version: Version) {
     let client = client.to_string();
     let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prior) => format!("{prior}, {client}"),
@@ -72,21 +66,15 @@ pub(crate) fn add_forwarding(
     if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
-    headers.insert(
-        X_FORWARDED_PROTO.clone(),
-        HeaderValue::from_static(if tls { "https" } else { "http" }),
-    );
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if tls { "https" } else { "http" }));
     if let Some(host) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
         headers.insert(X_FORWARDED_HOST.clone(), host);
     }
-    let hop = if version == Version::HTTP_2 {
-        "2 sluice"
-    } else {
-        "1.1 sluice"
-    };
+    let hop = if version == Version::HTTP_2 { "2 sluice" } else { "1.1 sluice" };
     let via = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
-        Some(prior) => HeaderValue::from_str(&format!("{prior}, {hop}"))
-            .unwrap_or(HeaderValue::from_static("1.1 sluice")),
+        Some(prior) => {
+            HeaderValue::from_str(&format!("{prior}, {hop}")).unwrap_or(HeaderValue::from_static("1.1 sluice"))
+        }
         None => HeaderValue::from_static(hop),
     };
     headers.insert(header::VIA, via);
@@ -95,8 +83,7 @@ pub(crate) fn add_forwarding(
 /// The client's `x-request-id` when it is a sane token, else a new one.
 pub(crate) fn request_id(headers: &HeaderMap) -> HeaderValue {
     if let Some(id) = headers.get(&X_REQUEST_ID) {
-        let sane =
-            !id.is_empty() && id.len() <= 128 && id.as_bytes().iter().all(|b| b.is_ascii_graphic());
+        let sane = !id.is_empty() && id.len() <= 128 && id.as_bytes().iter().all(|b| b.is_ascii_graphic());
         if sane {
             return id.clone();
         }
@@ -106,7 +93,7 @@ pub(crate) fn request_id(headers: &HeaderMap) -> HeaderValue {
 
 /// 16 hex digits of a per-process random prefix and 16 of a counter: unique without a
 /// random number generator on the hot path.
-fn new_request_id() -> HeaderValue {
+pub(crate) fn new_request_id() -> HeaderValue {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let prefix = *PREFIX.get_or_init(|| {
@@ -116,8 +103,7 @@ fn new_request_id() -> HeaderValue {
         h.finish()
     });
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    HeaderValue::from_str(&format!("{prefix:016x}{n:016x}"))
-        .unwrap_or(HeaderValue::from_static("0"))
+    HeaderValue::from_str(&format!("{prefix:016x}{n:016x}")).unwrap_or(HeaderValue::from_static("0"))
 }
 
 #[cfg(test)]
@@ -127,10 +113,7 @@ mod tests {
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut m = HeaderMap::new();
         for (k, v) in pairs {
-            m.append(
-                HeaderName::from_bytes(k.as_bytes()).expect("name"),
-                HeaderValue::from_str(v).expect("value"),
-            );
+            m.append(HeaderName::from_bytes(k.as_bytes()).expect("name"), HeaderValue::from_str(v).expect("value"));
         }
         m
     }
@@ -156,13 +139,7 @@ mod tests {
     #[test]
     fn forwarding_headers_append_to_what_came_before() {
         let mut h = map(&[("x-forwarded-for", "10.0.0.1"), ("via", "1.0 edge")]);
-        add_forwarding(
-            &mut h,
-            "127.0.0.2".parse().expect("ip"),
-            true,
-            Some("api.example.com"),
-            Version::HTTP_11,
-        );
+        add_forwarding(&mut h, "127.0.0.2".parse().expect("ip"), true, Some("api.example.com"), Version::HTTP_11);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "api.example.com");

@@ -7,6 +7,7 @@
 mod body;
 mod error;
 mod headers;
+mod request_body;
 mod upgrade;
 
 use std::sync::Arc;
@@ -14,87 +15,66 @@ use std::sync::Arc;
 use http::header::{HeaderValue, HOST};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
 use sluice_config::UpstreamProtocol;
 
-use body::InflightGuard;
-pub use body::ProxyBody;
+pub(crate) use body::{BodyError, InflightGuard, ProxyBody, UpstreamUpgrade};
+pub(crate) use error::ClientError;
 use error::{error_response, ProxyError};
 use headers::X_REQUEST_ID;
+pub(crate) use request_body::{BodyFrame, RequestBody};
 
 use crate::runtime::Route;
 use crate::server::ConnContext;
 
 /// Handles one client request; never fails (errors become responses).
-pub(crate) async fn handle(
-    conn: Arc<ConnContext>,
-    request: Request<Incoming>,
-) -> Response<ProxyBody> {
-    let inflight = InflightGuard::start(&conn, request.version() == Version::HTTP_2);
+pub(crate) async fn handle(conn: Arc<ConnContext>, request: Request<RequestBody>) -> Response<ProxyBody> {
     let request_id = headers::request_id(request.headers());
     let mut response = match forward(&conn, request, &request_id).await {
         Ok(response) => response,
         Err(error) => error_response(&error, &request_id),
     };
+    response.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
     response
-        .headers_mut()
-        .insert(X_REQUEST_ID.clone(), request_id);
-    response.body_mut().track(inflight);
+}
+
+/// The response for a request the connection layer could not read.
+pub(crate) fn client_error_response(error: ClientError) -> Response<ProxyBody> {
+    let request_id = headers::new_request_id();
+    let mut response = error_response(&ProxyError::Client(error), &request_id);
+    response.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
     response
 }
 
 async fn forward(
     conn: &Arc<ConnContext>,
-    mut request: Request<Incoming>,
+    request: Request<RequestBody>,
     request_id: &HeaderValue,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let snapshot = conn.shared.current();
     let host = request_host(&request);
     let route = snapshot
         .router
-        .find(
-            host.as_ref().map(|h| h.as_str()),
-            request.uri().path(),
-            request.method().as_str(),
-        )
+        .find(host.as_ref().map(|h| h.as_str()), request.uri().path(), request.method().as_str())
         .ok_or(ProxyError::NoRoute)?;
-    let upgrade = upgrade::take_request_upgrade(&mut request);
+    let upgrade = upgrade::requested(&request);
     if upgrade.is_some() && route.upstream.protocol() != UpstreamProtocol::Http1 {
         return Err(ProxyError::UpgradeNeedsHttp1);
     }
     let idempotent = is_idempotent(request.method());
-    let upstream_request = upstream_request(
-        conn,
-        route,
-        request,
-        host.as_ref(),
-        request_id,
-        upgrade.as_ref().map(|u| &u.protocol),
-    );
-    let (mut response, lease) = tokio::time::timeout(
-        route.timeout,
-        route.upstream.send(upstream_request, idempotent),
-    )
-    .await
-    .map_err(|_| ProxyError::Timeout)??;
+    let upstream_request = upstream_request(conn, route, request, host.as_ref(), request_id, upgrade.as_ref());
+    let (mut response, lease) = tokio::time::timeout(route.timeout, route.upstream.send(upstream_request, idempotent))
+        .await
+        .map_err(|_| ProxyError::Timeout)??;
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_upgrade) = upgrade {
-            return Ok(upgrade::tunnel(
-                Arc::clone(conn),
-                client_upgrade,
-                response,
-                lease,
-            ));
+        if let Some(protocol) = upgrade {
+            return Ok(upgrade::switching(response, protocol, lease));
         }
     }
     headers::remove_hop_by_hop(response.headers_mut());
     let (mut parts, body) = response.into_parts();
     parts.version = Version::HTTP_11;
-    Ok(Response::from_parts(
-        parts,
-        ProxyBody::upstream(body, lease),
-    ))
+    Ok(Response::from_parts(parts, ProxyBody::upstream(body, lease)))
 }
 
 /// Rewrites the client's request for the upstream: URI form and version for the
@@ -102,44 +82,25 @@ async fn forward(
 fn upstream_request(
     conn: &ConnContext,
     route: &Route,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     host: Option<&Authority>,
     request_id: &HeaderValue,
     upgrade: Option<&HeaderValue>,
-) -> Request<Incoming> {
+) -> Request<RequestBody> {
     let (mut parts, body) = request.into_parts();
     let client_version = parts.version;
     let trailers = headers::wants_trailers(&parts.headers);
     headers::remove_hop_by_hop(&mut parts.headers);
     if trailers {
-        parts
-            .headers
-            .insert(http::header::TE, HeaderValue::from_static("trailers"));
+        parts.headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
     }
-    headers::add_forwarding(
-        &mut parts.headers,
-        conn.peer.ip(),
-        conn.tls,
-        host.map(|h| h.as_str()),
-        client_version,
-    );
-    parts
-        .headers
-        .insert(X_REQUEST_ID.clone(), request_id.clone());
+    headers::add_forwarding(&mut parts.headers, conn.peer.ip(), conn.tls, host.map(|h| h.as_str()), client_version);
+    parts.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
     if let Some(protocol) = upgrade {
-        parts.headers.insert(
-            http::header::CONNECTION,
-            HeaderValue::from_static("upgrade"),
-        );
-        parts
-            .headers
-            .insert(http::header::UPGRADE, protocol.clone());
+        parts.headers.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(http::header::UPGRADE, protocol.clone());
     }
-    let path = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     match route.upstream.protocol() {
         UpstreamProtocol::Http1 => {
             parts.version = Version::HTTP_11;
@@ -151,9 +112,7 @@ fn upstream_request(
         }
         UpstreamProtocol::Http2 => {
             parts.version = Version::HTTP_2;
-            let authority = host
-                .cloned()
-                .unwrap_or_else(|| Authority::from_static("localhost"));
+            let authority = host.cloned().unwrap_or_else(|| Authority::from_static("localhost"));
             parts.uri = Uri::builder()
                 .scheme(Scheme::HTTP)
                 .authority(authority)
@@ -167,7 +126,7 @@ fn upstream_request(
 }
 
 /// The host the client addressed: HTTP/2 :authority or the Host header.
-fn request_host(request: &Request<Incoming>) -> Option<Authority> {
+fn request_host(request: &Request<RequestBody>) -> Option<Authority> {
     if let Some(authority) = request.uri().authority() {
         return Some(authority.clone());
     }
@@ -177,8 +136,5 @@ fn request_host(request: &Request<Incoming>) -> Option<Authority> {
 
 /// Methods that may be sent again after a failed connect (RFC 9110 §9.2.2).
 fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
 }

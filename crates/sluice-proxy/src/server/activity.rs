@@ -53,9 +53,7 @@ impl ConnActivity {
 
     /// Bytes arrived from the client. Two relaxed loads on the hot path.
     pub(crate) fn on_read(&self) {
-        if self.inflight.load(Ordering::Relaxed) == 0
-            && self.head_started.load(Ordering::Relaxed) == NONE
-        {
+        if self.inflight.load(Ordering::Relaxed) == 0 && self.head_started.load(Ordering::Relaxed) == NONE {
             self.head_started.store(self.now_ms(), Ordering::Relaxed);
         }
     }
@@ -76,19 +74,13 @@ impl ConnActivity {
     }
 
     /// When the connection expires if nothing else happens.
-    pub(crate) fn expiry(
-        &self,
-        header_read_timeout: Duration,
-        keepalive_timeout: Duration,
-    ) -> Expiry {
+    pub(crate) fn expiry(&self, header_read_timeout: Duration, keepalive_timeout: Duration) -> Expiry {
         if self.inflight.load(Ordering::Relaxed) > 0 {
             return Expiry::Busy;
         }
         let head = self.head_started.load(Ordering::Relaxed);
         if head != NONE && !self.multiplexed.load(Ordering::Relaxed) {
-            return Expiry::HeaderRead(
-                self.epoch + Duration::from_millis(head) + header_read_timeout,
-            );
+            return Expiry::HeaderRead(self.epoch + Duration::from_millis(head) + header_read_timeout);
         }
         let idle = self.idle_since.load(Ordering::Relaxed);
         Expiry::Idle(self.epoch + Duration::from_millis(idle) + keepalive_timeout)

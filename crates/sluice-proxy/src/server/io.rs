@@ -27,11 +27,7 @@ impl<T> MeteredIo<T> {
 }
 
 impl<T: AsyncRead> AsyncRead for MeteredIo<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
         let before = buf.filled().len();
         let result = this.inner.poll_read(cx, buf);
@@ -43,11 +39,7 @@ impl<T: AsyncRead> AsyncRead for MeteredIo<T> {
 }
 
 impl<T: AsyncWrite> AsyncWrite for MeteredIo<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.project().inner.poll_write(cx, buf)
     }
 

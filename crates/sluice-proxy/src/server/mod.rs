@@ -3,7 +3,10 @@
 
 mod activity;
 mod conn;
+mod h1;
+mod h2;
 mod io;
+mod prefixed;
 mod tls;
 
 use std::future::Future;
@@ -11,15 +14,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use hyper_util::server::conn::auto;
-use sluice_config::{Config, ListenerConfig, ListenerProtocol};
+use sluice_config::{Config, ListenerConfig};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
-use tokio_rustls::TlsAcceptor;
 
 pub(crate) use conn::ConnContext;
+use conn::ListenerContext;
 
 use crate::runtime::Shared;
 
@@ -33,10 +34,7 @@ const FD_EXHAUSTED_LOG_EVERY: Duration = Duration::from_secs(1);
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot listen on {address}: {source}")]
-    Bind {
-        address: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { address: SocketAddr, source: std::io::Error },
     #[error("TLS: {0}")]
     Tls(String),
 }
@@ -44,8 +42,7 @@ pub enum ServerError {
 /// A bound listener, ready to accept.
 struct BoundListener {
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    http: Arc<auto::Builder<TokioExecutor>>,
+    context: Arc<ListenerContext>,
 }
 
 /// The listeners of a configuration, bound and not yet accepting.
@@ -58,20 +55,13 @@ impl Server {
     /// Binds every listener and starts the upstream pools. Call inside a tokio runtime.
     pub fn bind(config: &Config) -> Result<Server, ServerError> {
         let shared = Arc::new(Shared::new(config));
-        let listeners = config
-            .listeners
-            .iter()
-            .map(bind_listener)
-            .collect::<Result<_, _>>()?;
+        let listeners = config.listeners.iter().map(bind_listener).collect::<Result<_, _>>()?;
         Ok(Server { shared, listeners })
     }
 
     /// The bound addresses, in config order (useful with port 0).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners
-            .iter()
-            .filter_map(|l| l.listener.local_addr().ok())
-            .collect()
+        self.listeners.iter().filter_map(|l| l.listener.local_addr().ok()).collect()
     }
 
     /// Accepts until `shutdown` completes, then drains: no new connections, in-flight
@@ -83,12 +73,7 @@ impl Server {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut accept_tasks = Vec::new();
         for bound in self.listeners {
-            let task = accept_loop(
-                bound,
-                Arc::clone(&self.shared),
-                Arc::clone(&limit),
-                stop_rx.clone(),
-            );
+            let task = accept_loop(bound, Arc::clone(&self.shared), Arc::clone(&limit), stop_rx.clone());
             accept_tasks.push(tokio::spawn(task));
         }
         shutdown.await;
@@ -99,17 +84,12 @@ impl Server {
         }
         let open = max - limit.available_permits();
         tracing::info!(open, "listeners closed; draining the open connections");
-        let drained = tokio::time::timeout(settings.drain_timeout, limit.acquire_many(max as u32))
-            .await
-            .is_ok();
+        let drained = tokio::time::timeout(settings.drain_timeout, limit.acquire_many(max as u32)).await.is_ok();
         if drained {
             tracing::info!("drained: every connection finished");
         } else {
             let open = max - limit.available_permits();
-            tracing::warn!(
-                open,
-                "drain timeout passed; closing the remaining connections"
-            );
+            tracing::warn!(open, "drain timeout passed; closing the remaining connections");
         }
         drained
     }
@@ -118,50 +98,18 @@ impl Server {
 fn bind_listener(config: &ListenerConfig) -> Result<BoundListener, ServerError> {
     let address = config.address;
     let bind_error = |source| ServerError::Bind { address, source };
-    let socket = Socket::new(
-        Domain::for_address(address),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )
-    .map_err(bind_error)?;
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP)).map_err(bind_error)?;
     socket.set_reuse_address(true).map_err(bind_error)?;
     if config.reuse_port {
         socket.set_reuse_port(true).map_err(bind_error)?;
     }
     socket.set_nonblocking(true).map_err(bind_error)?;
     socket.bind(&address.into()).map_err(bind_error)?;
-    socket
-        .listen(config.backlog.min(i32::MAX as u32) as i32)
-        .map_err(bind_error)?;
+    socket.listen(config.backlog.min(i32::MAX as u32) as i32).map_err(bind_error)?;
     let listener = TcpListener::from_std(socket.into()).map_err(bind_error)?;
-    let tls = config
-        .tls
-        .as_ref()
-        .map(|files| tls::acceptor(files, config.protocol))
-        .transpose()?;
-    Ok(BoundListener {
-        listener,
-        tls,
-        http: Arc::new(http_builder(config.protocol)),
-    })
-}
-
-/// hyper's connection settings for one listener.
-fn http_builder(protocol: ListenerProtocol) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // No hyper header timer: sluice's own watchdog (server::activity) keeps the
-    // header-read and keep-alive timeouts apart.
-    builder.http1().keep_alive(true).header_read_timeout(None);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(256)
-        .keep_alive_interval(None);
-    match protocol {
-        ListenerProtocol::Auto => builder,
-        ListenerProtocol::Http1 => builder.http1_only(),
-        ListenerProtocol::Http2 => builder.http2_only(),
-    }
+    let tls = config.tls.as_ref().map(|files| tls::acceptor(files, config.protocol)).transpose()?;
+    let context = ListenerContext { protocol: config.protocol, tls, http2: h2::builder() };
+    Ok(BoundListener { listener, context: Arc::new(context) })
 }
 
 /// Accepts while under the connection cap; at the cap, waits (clients queue in the
@@ -185,15 +133,7 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
-                let task = conn::serve(
-                    stream,
-                    peer,
-                    bound.tls.clone(),
-                    Arc::clone(&bound.http),
-                    Arc::clone(&shared),
-                    permit,
-                    stop.clone(),
-                );
+                let task = conn::serve(stream, peer, Arc::clone(&bound.context), Arc::clone(&shared), permit, stop.clone());
                 tokio::spawn(task);
             }
             Err(e) if is_resource_exhaustion(&e) => {
@@ -214,10 +154,7 @@ async fn accept_loop(
 
 /// EMFILE/ENFILE (FD table full) and kernel memory pressure: retrying at once would spin.
 fn is_resource_exhaustion(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }
 
 /// Completes once shutdown is signalled (or the signal's sender is gone).

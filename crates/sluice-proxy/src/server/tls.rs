@@ -11,10 +11,7 @@ use tokio_rustls::TlsAcceptor;
 use super::ServerError;
 
 /// Loads the certificate chain and key and builds the acceptor.
-pub(crate) fn acceptor(
-    files: &TlsFiles,
-    protocol: ListenerProtocol,
-) -> Result<TlsAcceptor, ServerError> {
+pub(crate) fn acceptor(files: &TlsFiles, protocol: ListenerProtocol) -> Result<TlsAcceptor, ServerError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.certificate)
         .and_then(|iter| iter.collect())
         .map_err(|e| tls_error(&files.certificate, e))?;

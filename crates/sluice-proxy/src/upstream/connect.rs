@@ -4,7 +4,7 @@
 use std::io;
 use std::time::Duration;
 
-use hyper::body::Incoming;
+use crate::proxy::RequestBody;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use sluice_config::{Endpoint, UpstreamProtocol};
@@ -15,9 +15,9 @@ use super::UpstreamError;
 /// The request half of an upstream connection.
 pub(crate) enum Sender {
     /// One request at a time; returns to the pool when the response body ends.
-    Http1(http1::SendRequest<Incoming>),
+    Http1(http1::SendRequest<RequestBody>),
     /// Shared by every request in flight on the connection (streams multiplex).
-    Http2(http2::SendRequest<Incoming>),
+    Http2(http2::SendRequest<RequestBody>),
 }
 
 impl Sender {
@@ -37,13 +37,8 @@ pub(crate) async fn connect(
 ) -> Result<Sender, UpstreamError> {
     let stream = tokio::time::timeout(timeout, tcp_connect(endpoint))
         .await
-        .map_err(|_| UpstreamError::ConnectTimeout {
-            endpoint: endpoint.to_string(),
-        })?
-        .map_err(|source| UpstreamError::Connect {
-            endpoint: endpoint.to_string(),
-            source,
-        })?;
+        .map_err(|_| UpstreamError::ConnectTimeout { endpoint: endpoint.to_string() })?
+        .map_err(|source| UpstreamError::Connect { endpoint: endpoint.to_string(), source })?;
     // Requests are written in one go; Nagle would only delay the last segment.
     let _ = stream.set_nodelay(true);
     let io = TokioIo::new(stream);
@@ -53,10 +48,7 @@ pub(crate) async fn connect(
     };
     match protocol {
         UpstreamProtocol::Http1 => {
-            let (sender, conn) = http1::Builder::new()
-                .handshake(io)
-                .await
-                .map_err(handshake_failed)?;
+            let (sender, conn) = http1::Builder::new().handshake(io).await.map_err(handshake_failed)?;
             tokio::spawn(async move {
                 if let Err(e) = conn.with_upgrades().await {
                     tracing::debug!(error = %e, "upstream http1 connection ended");

@@ -7,6 +7,7 @@ mod pool;
 use std::io;
 use std::sync::Arc;
 
+use crate::proxy::RequestBody;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use sluice_config::{UpstreamConfig, UpstreamProtocol};
@@ -28,10 +29,7 @@ pub enum UpstreamError {
     #[error("no connection to {endpoint} became free in time (pool at max_connections)")]
     PoolExhausted { endpoint: String },
     #[error("{endpoint} failed the exchange: {source}")]
-    Exchange {
-        endpoint: String,
-        source: hyper::Error,
-    },
+    Exchange { endpoint: String, source: hyper::Error },
     #[error("every pooled connection to {endpoint} was closed by the upstream before use")]
     StaleConnections { endpoint: String },
     #[error("upstream group has no endpoints")]
@@ -41,10 +39,7 @@ pub enum UpstreamError {
 impl UpstreamError {
     /// True when nothing was sent, so another endpoint may take the request.
     fn is_connect_failure(&self) -> bool {
-        matches!(
-            self,
-            UpstreamError::Connect { .. } | UpstreamError::ConnectTimeout { .. }
-        )
+        matches!(self, UpstreamError::Connect { .. } | UpstreamError::ConnectTimeout { .. })
     }
 }
 
@@ -59,17 +54,9 @@ pub struct UpstreamGroup {
 impl UpstreamGroup {
     /// Builds the group and starts its pools (warm connections open in the background).
     pub fn spawn(config: &UpstreamConfig) -> Self {
-        let pools = config
-            .endpoints
-            .iter()
-            .map(|e| EndpointPool::spawn(e.clone(), config.protocol, config.pool))
-            .collect();
-        UpstreamGroup {
-            name: config.name.clone(),
-            protocol: config.protocol,
-            pools,
-            balancer: RoundRobin::default(),
-        }
+        let pools =
+            config.endpoints.iter().map(|e| EndpointPool::spawn(e.clone(), config.protocol, config.pool)).collect();
+        UpstreamGroup { name: config.name.clone(), protocol: config.protocol, pools, balancer: RoundRobin::default() }
     }
 
     /// The protocol sluice speaks to this group's endpoints.
@@ -82,7 +69,7 @@ impl UpstreamGroup {
     /// fresh one, whatever its method.
     pub(crate) async fn send(
         &self,
-        mut request: Request<Incoming>,
+        mut request: Request<RequestBody>,
         idempotent: bool,
     ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
         let mut last_error = UpstreamError::NoEndpoint;
@@ -103,9 +90,7 @@ impl UpstreamGroup {
                     Err(mut e) => match e.take_message() {
                         Some(unsent) => {
                             tracing::debug!(endpoint = %lease.endpoint(), "pooled connection was stale; resending");
-                            last_error = UpstreamError::StaleConnections {
-                                endpoint: lease.endpoint().to_string(),
-                            };
+                            last_error = UpstreamError::StaleConnections { endpoint: lease.endpoint().to_string() };
                             request = unsent;
                         }
                         None => {

@@ -11,6 +11,7 @@
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
+use crate::proxy::RequestBody;
 use hyper::body::Incoming;
 use hyper::client::conn::TrySendError;
 use hyper::{Request, Response};
@@ -58,11 +59,7 @@ pub(crate) struct Lease {
 
 impl EndpointPool {
     /// Creates the pool and its maintenance task, which ends when the pool is dropped.
-    pub(crate) fn spawn(
-        endpoint: Endpoint,
-        protocol: UpstreamProtocol,
-        settings: PoolSettings,
-    ) -> Arc<Self> {
+    pub(crate) fn spawn(endpoint: Endpoint, protocol: UpstreamProtocol, settings: PoolSettings) -> Arc<Self> {
         let pool = Arc::new(EndpointPool {
             endpoint,
             protocol,
@@ -88,10 +85,7 @@ impl EndpointPool {
             UpstreamProtocol::Http1 => self.checkout_http1(deadline).await?,
             UpstreamProtocol::Http2 => self.checkout_http2(deadline).await?,
         };
-        Ok(Lease {
-            pool: Arc::clone(self),
-            conn,
-        })
+        Ok(Lease { pool: Arc::clone(self), conn })
     }
 
     async fn checkout_http1(&self, deadline: tokio::time::Instant) -> Result<Conn, UpstreamError> {
@@ -123,17 +117,15 @@ impl EndpointPool {
             if let Some(conn) = self.share_http2() {
                 return Ok(conn);
             }
-            let _connecting = tokio::time::timeout_at(deadline, self.h2_connecting.lock())
-                .await
-                .map_err(|_| self.exhausted())?;
+            let _connecting =
+                tokio::time::timeout_at(deadline, self.h2_connecting.lock()).await.map_err(|_| self.exhausted())?;
             if let Some(conn) = self.share_http2() {
                 return Ok(conn);
             }
-            let permit =
-                tokio::time::timeout_at(deadline, Arc::clone(&self.permits).acquire_owned())
-                    .await
-                    .map_err(|_| self.exhausted())?
-                    .map_err(|_| self.exhausted())?;
+            let permit = tokio::time::timeout_at(deadline, Arc::clone(&self.permits).acquire_owned())
+                .await
+                .map_err(|_| self.exhausted())?
+                .map_err(|_| self.exhausted())?;
             let conn = self.open(permit).await?;
             self.lock_idle().push(conn);
         }
@@ -162,25 +154,13 @@ impl EndpointPool {
         };
         conn.age.requests += 1;
         conn.age.idle_since = now;
-        Some(Conn {
-            sender: Sender::Http2(sender.clone()),
-            age: conn.age,
-            _permit: None,
-        })
+        Some(Conn { sender: Sender::Http2(sender.clone()), age: conn.age, _permit: None })
     }
 
     async fn open(&self, permit: OwnedSemaphorePermit) -> Result<Conn, UpstreamError> {
         let sender = connect(&self.endpoint, self.protocol, self.settings.connect_timeout).await?;
         let now = Instant::now();
-        Ok(Conn {
-            sender,
-            age: ConnAge {
-                opened: now,
-                idle_since: now,
-                requests: 0,
-            },
-            _permit: Some(permit),
-        })
+        Ok(Conn { sender, age: ConnAge { opened: now, idle_since: now, requests: 0 }, _permit: Some(permit) })
     }
 
     /// Takes back an HTTP/1 connection whose response has ended.
@@ -222,15 +202,11 @@ impl EndpointPool {
 
     fn lock_idle(&self) -> MutexGuard<'_, Vec<Conn>> {
         // A panic while holding this lock leaves the Vec intact, so poisoning is harmless.
-        self.idle
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn exhausted(&self) -> UpstreamError {
-        UpstreamError::PoolExhausted {
-            endpoint: self.endpoint.to_string(),
-        }
+        UpstreamError::PoolExhausted { endpoint: self.endpoint.to_string() }
     }
 }
 
@@ -250,8 +226,8 @@ impl Lease {
     /// Sends the request; a request that was never written comes back in the error.
     pub(crate) async fn send(
         &mut self,
-        request: Request<Incoming>,
-    ) -> Result<Response<Incoming>, TrySendError<Request<Incoming>>> {
+        request: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<RequestBody>>> {
         self.conn.age.requests += 1;
         match &mut self.conn.sender {
             Sender::Http1(s) => s.try_send_request(request).await,

@@ -18,12 +18,8 @@ pub async fn h1(addr: SocketAddr) -> http1::SendRequest<TestBody> {
     h1_over(TcpStream::connect(addr).await.expect("connect")).await
 }
 
-pub async fn h1_over<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
-    io: T,
-) -> http1::SendRequest<TestBody> {
-    let (sender, conn) = http1::handshake(TokioIo::new(io))
-        .await
-        .expect("h1 handshake");
+pub async fn h1_over<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(io: T) -> http1::SendRequest<TestBody> {
+    let (sender, conn) = http1::handshake(TokioIo::new(io)).await.expect("h1 handshake");
     tokio::spawn(conn);
     sender
 }
@@ -33,29 +29,20 @@ pub async fn h2(addr: SocketAddr) -> http2::SendRequest<TestBody> {
     h2_over(TcpStream::connect(addr).await.expect("connect")).await
 }
 
-pub async fn h2_over<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
-    io: T,
-) -> http2::SendRequest<TestBody> {
-    let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(io))
-        .await
-        .expect("h2 handshake");
+pub async fn h2_over<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(io: T) -> http2::SendRequest<TestBody> {
+    let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await.expect("h2 handshake");
     tokio::spawn(conn);
     sender
 }
 
 /// A GET for `path` with Host `localhost`.
 pub fn get(path: &str) -> Request<TestBody> {
-    Request::get(path)
-        .header("host", "localhost")
-        .body(full(""))
-        .expect("request")
+    Request::get(path).header("host", "localhost").body(full("")).expect("request")
 }
 
 /// An HTTP/2 GET needs an absolute URI for :authority.
 pub fn get2(path: &str) -> Request<TestBody> {
-    Request::get(format!("http://localhost{path}"))
-        .body(full(""))
-        .expect("request")
+    Request::get(format!("http://localhost{path}")).body(full("")).expect("request")
 }
 
 /// Sends on an HTTP/1.1 connection and reads the whole response.

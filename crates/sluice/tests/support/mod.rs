@@ -82,22 +82,12 @@ impl Sluice {
         let mut addrs = Vec::new();
         match rx.recv_timeout(WAIT) {
             Ok(addr) => addrs.push(addr),
-            Err(_) => panic!(
-                "sluice did not start; stderr:\n{}",
-                log.lock().expect("log")
-            ),
+            Err(_) => panic!("sluice did not start; stderr:\n{}", log.lock().expect("log")),
         }
         while let Ok(addr) = rx.recv_timeout(Duration::from_millis(200)) {
             addrs.push(addr);
         }
-        Sluice {
-            child,
-            addr: addrs[0],
-            addrs,
-            dir,
-            stderr: log,
-            stderr_grew: grew,
-        }
+        Sluice { child, addr: addrs[0], addrs, dir, stderr: log, stderr_grew: grew }
     }
 
     pub fn pid(&self) -> u32 {
@@ -123,11 +113,7 @@ impl Sluice {
 
     /// Sends SIGTERM, as an init system would.
     pub fn terminate(&self) {
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid().to_string())
-            .status()
-            .expect("kill");
+        let status = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status().expect("kill");
         assert!(status.success());
     }
 
@@ -145,8 +131,7 @@ impl Sluice {
 
     /// Resident and peak resident memory in KiB, from /proc.
     pub fn memory_kib(&self) -> (u64, u64) {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
         let field = |name: &str| {
             status
                 .lines()
@@ -160,12 +145,10 @@ impl Sluice {
 
     /// CPU time used so far (user + system), from /proc.
     pub fn cpu_time(&self) -> Duration {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("proc stat");
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("proc stat");
         let after_name = &stat[stat.rfind(')').expect("stat") + 2..];
         let fields: Vec<&str> = after_name.split_whitespace().collect();
-        let ticks: u64 =
-            fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+        let ticks: u64 = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
         Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
     }
 }

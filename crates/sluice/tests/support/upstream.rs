@@ -20,11 +20,8 @@ use tokio::sync::watch;
 
 /// The body type test servers and clients send.
 pub type TestBody = BoxBody<Bytes, Infallible>;
-pub type Handler = Arc<
-    dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<TestBody>> + Send>>
-        + Send
-        + Sync,
->;
+pub type Handler =
+    Arc<dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<TestBody>> + Send>> + Send + Sync>;
 
 pub fn full(bytes: impl Into<Bytes>) -> TestBody {
     Full::new(bytes.into()).boxed()
@@ -45,9 +42,7 @@ impl Upstream {
         Fut: Future<Output = Response<TestBody>> + Send + 'static,
     {
         let handler: Handler = Arc::new(move |req| Box::pin(handler(req)));
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind upstream");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
         let addr = listener.local_addr().expect("addr");
         let (accepted_tx, accepted) = watch::channel(0usize);
         let (closed_tx, closed) = watch::channel(0usize);
@@ -65,20 +60,13 @@ impl Upstream {
                     async move { Ok::<_, Infallible>(handler(req).await) }
                 });
                 tokio::spawn(async move {
-                    let builder =
-                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                    let _ = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .await;
+                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let _ = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await;
                     closed_tx.send_modify(|n| *n += 1);
                 });
             }
         });
-        Upstream {
-            addr,
-            accepted,
-            closed,
-        }
+        Upstream { addr, accepted, closed }
     }
 
     /// Answers every request with 200 and a body naming method and path.
@@ -106,10 +94,7 @@ impl Upstream {
     /// Waits until at least `n` connections were accepted.
     pub async fn wait_accepted(&self, n: usize) {
         let mut rx = self.accepted.clone();
-        tokio::time::timeout(super::WAIT, rx.wait_for(|&a| a >= n))
-            .await
-            .expect("upstream accepts")
-            .expect("watch");
+        tokio::time::timeout(super::WAIT, rx.wait_for(|&a| a >= n)).await.expect("upstream accepts").expect("watch");
     }
 }
 
@@ -121,10 +106,7 @@ pub struct ZeroBody {
 
 impl ZeroBody {
     pub fn new(len: u64) -> ZeroBody {
-        ZeroBody {
-            remaining: len,
-            chunk: Bytes::from(vec![0u8; 64 * 1024]),
-        }
+        ZeroBody { remaining: len, chunk: Bytes::from(vec![0u8; 64 * 1024]) }
     }
 }
 
@@ -132,10 +114,7 @@ impl Body for ZeroBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         if self.remaining == 0 {
             return Poll::Ready(None);
         }

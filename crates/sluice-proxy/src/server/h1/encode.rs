@@ -1,0 +1,172 @@
+//! Writing an HTTP/1.1 response head and choosing how its body is framed.
+
+use std::cell::RefCell;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::header::{HeaderMap, CONTENT_LENGTH, DATE};
+use http::{StatusCode, Version};
+use http_body::SizeHint;
+
+/// How the response body goes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ResponseFraming {
+    /// No body may be sent (HEAD, 1xx, 204, 304); length headers pass unchanged.
+    NoBody,
+    Length(u64),
+    Chunked,
+    /// HTTP/1.0 client and unknown length: the body ends when the connection closes.
+    UntilClose,
+}
+
+/// Picks the framing: a Content-Length from the upstream is kept (hyper has enforced
+/// it on the upstream body), an exact size hint becomes one, else chunked.
+pub(crate) fn framing(
+    status: StatusCode,
+    headers: &HeaderMap,
+    hint: &SizeHint,
+    head_request: bool,
+    client: Version,
+) -> ResponseFraming {
+    if head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return ResponseFraming::NoBody;
+    }
+    if let Some(n) = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok()) {
+        return ResponseFraming::Length(n);
+    }
+    match hint.exact() {
+        Some(n) => ResponseFraming::Length(n),
+        None if client == Version::HTTP_11 => ResponseFraming::Chunked,
+        None => ResponseFraming::UntilClose,
+    }
+}
+
+/// What the `Connection` header of the response says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConnectionHeader {
+    /// HTTP/1.1 keep-alive: nothing to say.
+    Omit,
+    Close,
+    /// An HTTP/1.0 client that asked for keep-alive.
+    KeepAlive,
+}
+
+/// Appends the status line and headers, adding framing, Connection and Date headers.
+pub(crate) fn head(
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    headers: &HeaderMap,
+    framing: ResponseFraming,
+    connection: ConnectionHeader,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        ResponseFraming::Length(n) if !headers.contains_key(CONTENT_LENGTH) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa_u64(n).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        ResponseFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        _ => {}
+    }
+    match connection {
+        ConnectionHeader::Omit => {}
+        ConnectionHeader::Close => out.extend_from_slice(b"connection: close\r\n"),
+        ConnectionHeader::KeepAlive => out.extend_from_slice(b"connection: keep-alive\r\n"),
+    }
+    if !headers.contains_key(DATE) {
+        out.extend_from_slice(b"date: ");
+        with_http_date(|date| out.extend_from_slice(date));
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The chunk-size line for a chunk of `len` bytes.
+pub(crate) fn chunk_header(out: &mut Vec<u8>, len: usize) {
+    out.extend_from_slice(format!("{len:x}\r\n").as_bytes());
+}
+
+/// Trailer fields after the last chunk, then the end of the body.
+pub(crate) fn last_chunk(out: &mut Vec<u8>, trailers: Option<&HeaderMap>) {
+    out.extend_from_slice(b"0\r\n");
+    for (name, value) in trailers.into_iter().flatten() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn itoa_u64(n: u64) -> String {
+    n.to_string()
+}
+
+/// The current IMF-fixdate, formatted at most once a second per worker thread.
+fn with_http_date(f: impl FnOnce(&[u8])) {
+    thread_local! {
+        static CACHE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.0 != secs {
+            *cache = (secs, httpdate::fmt_http_date(now));
+        }
+        f(cache.1.as_bytes());
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framing_choices() {
+        let none = HeaderMap::new();
+        let mut with_length = HeaderMap::new();
+        with_length.insert(CONTENT_LENGTH, "12".parse().expect("value"));
+        let exact = SizeHint::with_exact(3);
+        let unknown = SizeHint::new();
+        assert_eq!(
+            framing(StatusCode::OK, &with_length, &unknown, false, Version::HTTP_11),
+            ResponseFraming::Length(12)
+        );
+        assert_eq!(framing(StatusCode::OK, &none, &exact, false, Version::HTTP_11), ResponseFraming::Length(3));
+        assert_eq!(framing(StatusCode::OK, &none, &unknown, false, Version::HTTP_11), ResponseFraming::Chunked);
+        assert_eq!(framing(StatusCode::OK, &none, &unknown, false, Version::HTTP_10), ResponseFraming::UntilClose);
+        assert_eq!(framing(StatusCode::OK, &with_length, &unknown, true, Version::HTTP_11), ResponseFraming::NoBody);
+        assert_eq!(
+            framing(StatusCode::NOT_MODIFIED, &none, &unknown, false, Version::HTTP_11),
+            ResponseFraming::NoBody
+        );
+    }
+
+    #[test]
+    fn head_bytes() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-a", "1".parse().expect("value"));
+        headers.insert(DATE, "Sat, 28 Nov 2026 00:00:00 GMT".parse().expect("value"));
+        let mut out = Vec::new();
+        head(&mut out, StatusCode::NOT_FOUND, &headers, ResponseFraming::Length(5), ConnectionHeader::Close);
+        assert_eq!(
+            String::from_utf8(out).expect("utf8"),
+            "HTTP/1.1 404 Not Found\r\nx-a: 1\r\ndate: Sat, 28 Nov 2026 00:00:00 GMT\r\ncontent-length: 5\r\nconnection: close\r\n\r\n"
+        );
+    }
+}

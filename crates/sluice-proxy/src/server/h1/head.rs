@@ -1,0 +1,217 @@
+//! Parsing an HTTP/1.x request head (httparse) into `http` types, and deciding how
+//! the body is framed. Strict where lenience enables request smuggling.
+
+use bytes::BytesMut;
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, EXPECT, TE, TRANSFER_ENCODING};
+use http::{Method, Uri, Version};
+
+/// Headers per request at most; more is a 431.
+const MAX_HEADERS: usize = 128;
+/// A request head larger than this is a 431.
+pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// How the request body is delimited (RFC 9112 §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+}
+
+/// A parsed request head and what the connection needs to know about it.
+#[derive(Debug)]
+pub(crate) struct RequestHead {
+    pub(crate) method: Method,
+    pub(crate) uri: Uri,
+    pub(crate) version: Version,
+    pub(crate) headers: HeaderMap,
+    pub(crate) framing: Framing,
+    /// The client allows another request on this connection.
+    pub(crate) keep_alive: bool,
+    /// `Expect: 100-continue`: the client waits for a go-ahead before the body.
+    pub(crate) expect_continue: bool,
+    /// `TE: trailers`: the client accepts trailers on a chunked response.
+    pub(crate) accepts_trailers: bool,
+}
+
+/// Why a head was rejected; each maps to a 4xx/5xx in `proxy::error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum HeadError {
+    #[error("malformed request: {0}")]
+    Malformed(&'static str),
+    #[error("request head too large")]
+    TooLarge,
+    #[error("HTTP version not supported")]
+    Version,
+}
+
+/// Parses the head at the start of `buf`, consuming it. `Ok(None)`: need more bytes.
+pub(crate) fn parse(buf: &mut BytesMut) -> Result<Option<RequestHead>, HeadError> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut slots);
+    let len = match request.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => return Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(httparse::Error::Version) => return Err(HeadError::Version),
+        Err(_) => return Err(HeadError::Malformed("invalid request line or header")),
+    };
+    if len > MAX_HEAD_BYTES {
+        return Err(HeadError::TooLarge);
+    }
+    let version = match request.version {
+        Some(0) => Version::HTTP_10,
+        Some(1) => Version::HTTP_11,
+        _ => return Err(HeadError::Version),
+    };
+    let method = Method::from_bytes(request.method.unwrap_or("").as_bytes())
+        .map_err(|_| HeadError::Malformed("invalid method"))?;
+    let uri: Uri = request.path.unwrap_or("").parse().map_err(|_| HeadError::Malformed("invalid request target"))?;
+    let mut headers = HeaderMap::with_capacity(request.headers.len() + 6);
+    for h in request.headers.iter() {
+        let name =
+            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| HeadError::Malformed("invalid header name"))?;
+        let value = HeaderValue::from_bytes(h.value).map_err(|_| HeadError::Malformed("invalid header value"))?;
+        headers.append(name, value);
+    }
+    let _ = buf.split_to(len);
+    let framing = framing(&headers, version)?;
+    let keep_alive = keep_alive(&headers, version);
+    let expect_continue = headers.get(EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let accepts_trailers = has_token(&headers, &TE, "trailers");
+    Ok(Some(RequestHead { method, uri, version, headers, framing, keep_alive, expect_continue, accepts_trailers }))
+}
+
+/// Transfer-Encoding wins only when chunked is its final coding; a request carrying
+/// both Transfer-Encoding and Content-Length, or disagreeing lengths, is rejected
+/// (RFC 9112 §6.3), because proxies that guess differently get smuggled requests.
+fn framing(headers: &HeaderMap, version: Version) -> Result<Framing, HeadError> {
+    if headers.contains_key(TRANSFER_ENCODING) {
+        if version == Version::HTTP_10 {
+            return Err(HeadError::Malformed("Transfer-Encoding in an HTTP/1.0 request"));
+        }
+        if headers.contains_key(CONTENT_LENGTH) {
+            return Err(HeadError::Malformed("both Transfer-Encoding and Content-Length"));
+        }
+        let last = headers
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .last();
+        return match last {
+            Some(t) if t.eq_ignore_ascii_case("chunked") => Ok(Framing::Chunked),
+            _ => Err(HeadError::Malformed("Transfer-Encoding without final chunked")),
+        };
+    }
+    let mut length = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        for part in value.to_str().map_err(|_| HeadError::Malformed("invalid Content-Length"))?.split(',') {
+            let part = part.trim();
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(HeadError::Malformed("invalid Content-Length"));
+            }
+            let n: u64 = part.parse().map_err(|_| HeadError::Malformed("invalid Content-Length"))?;
+            if length.is_some_and(|prior| prior != n) {
+                return Err(HeadError::Malformed("conflicting Content-Length values"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        None | Some(0) => Framing::Empty,
+        Some(n) => Framing::Length(n),
+    })
+}
+
+fn keep_alive(headers: &HeaderMap, version: Version) -> bool {
+    if has_token(headers, &CONNECTION, "close") {
+        return false;
+    }
+    version == Version::HTTP_11 || has_token(headers, &CONNECTION, "keep-alive")
+}
+
+pub(crate) fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<Option<RequestHead>, HeadError> {
+        parse(&mut BytesMut::from(text))
+    }
+
+    #[test]
+    fn parses_a_keep_alive_get_and_leaves_the_rest() {
+        let mut buf = BytesMut::from("GET /a?b=1 HTTP/1.1\r\nHost: x\r\nTE: trailers\r\n\r\nGET /next");
+        let head = parse(&mut buf).expect("valid").expect("complete");
+        assert_eq!(head.method, Method::GET);
+        assert_eq!(head.uri, "/a?b=1");
+        assert_eq!(head.headers["host"], "x");
+        assert_eq!(head.framing, Framing::Empty);
+        assert!(head.keep_alive && head.accepts_trailers && !head.expect_continue);
+        assert_eq!(&buf[..], b"GET /next");
+    }
+
+    #[test]
+    fn partial_heads_wait_for_more() {
+        assert!(parse_str("GET / HTTP/1.1\r\nHost: x\r\n").expect("valid").is_none());
+    }
+
+    #[test]
+    fn body_framing_follows_rfc_9112() {
+        let chunked =
+            parse_str("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").expect("ok").expect("head");
+        assert_eq!(chunked.framing, Framing::Chunked);
+        let length =
+            parse_str("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n").expect("ok").expect("head");
+        assert_eq!(length.framing, Framing::Length(5));
+        for bad in [
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            assert!(matches!(parse_str(bad), Err(HeadError::Malformed(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn connection_semantics_by_version() {
+        let old = parse_str("GET / HTTP/1.0\r\n\r\n").expect("ok").expect("head");
+        assert!(!old.keep_alive);
+        let old_ka = parse_str("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").expect("ok").expect("head");
+        assert!(old_ka.keep_alive);
+        let close = parse_str("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").expect("ok").expect("head");
+        assert!(!close.keep_alive);
+    }
+
+    #[test]
+    fn garbage_and_oversize_are_rejected() {
+        assert!(matches!(parse_str("\x16\x03\x01garbage\r\n\r\n"), Err(HeadError::Malformed(_))));
+        assert_eq!(parse_str("GET / HTTP/2.0\r\n\r\n").err(), Some(HeadError::Version));
+        let huge = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(MAX_HEAD_BYTES + 1));
+        assert_eq!(parse_str(&huge).err(), Some(HeadError::TooLarge));
+    }
+}
+
+impl From<HeadError> for crate::proxy::ClientError {
+    fn from(error: HeadError) -> Self {
+        use crate::proxy::ClientError;
+        match error {
+            HeadError::Malformed(why) => ClientError::Malformed(why),
+            HeadError::TooLarge => ClientError::HeadTooLarge,
+            HeadError::Version => ClientError::Version,
+        }
+    }
+}
