@@ -272,8 +272,9 @@ async def hold_idle(port, count, ready, release):
             data += chunk
         conns.append(writer)
 
-    for start in range(0, count, 250):
-        await asyncio.gather(*(one() for _ in range(min(250, count - start))))
+    batch = int(os.environ.get("IDLE_BATCH", "50"))
+    for start in range(0, count, batch):
+        await asyncio.gather(*(one() for _ in range(min(batch, count - start))))
     ready()
     await release()
     for w in conns:
@@ -344,24 +345,26 @@ def main():
     backend, backend_port = start_backend(work)
     try:
         for round_no in range(args.rounds):
-            for proxy in proxies:
-                if proxy == "direct":
-                    proc, port, h2port, pids = None, backend_port, None, backend.worker_pids()
-                else:
-                    starter = {"nginx": start_nginx, "haproxy": start_haproxy, "sluice": start_sluice}[proxy]
-                    proc, port, h2port = starter(work, backend_port)
-                    time.sleep(0.3)
-                    pids = proc.worker_pids()
-                try:
-                    for name in scenarios:
-                        if proxy == "direct" and name in ("h2c-16x32", "idle10k"):
-                            continue
+            for name in scenarios:
+                for proxy in proxies:
+                    if proxy == "direct" and name in ("h2c-16x32", "idle10k"):
+                        continue
+                    # A fresh proxy process per scenario, so one scenario's memory and
+                    # connections do not carry into the next.
+                    if proxy == "direct":
+                        proc, port, h2port, pids = None, backend_port, None, backend.worker_pids()
+                    else:
+                        starter = {"nginx": start_nginx, "haproxy": start_haproxy, "sluice": start_sluice}[proxy]
+                        proc, port, h2port = starter(work, backend_port)
+                        time.sleep(0.3)
+                        pids = proc.worker_pids()
+                    try:
                         r = run_scenario(name, port, h2port, pids, args, work)
                         results.setdefault(name, {}).setdefault(proxy, []).append(r)
                         print(f"round {round_no + 1} {proxy:8} {name:12} {json.dumps(r)}", flush=True)
-                finally:
-                    if proc:
-                        proc.stop()
+                    finally:
+                        if proc:
+                            proc.stop()
     finally:
         backend.stop()
     summary = summarize(results)

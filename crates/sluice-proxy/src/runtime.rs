@@ -9,6 +9,7 @@ use arc_swap::{ArcSwap, Guard};
 use sluice_config::{Config, ServerSettings};
 use sluice_policy::route::{HostPattern, RouteRule, Router};
 
+use crate::server::Shutdown;
 use crate::upstream::UpstreamGroup;
 
 /// Everything a request needs from the configuration.
@@ -46,11 +47,13 @@ impl Snapshot {
 /// State shared by every connection of the process.
 pub(crate) struct Shared {
     snapshot: ArcSwap<Snapshot>,
+    /// Set on SIGTERM/Ctrl-C; connections drain.
+    pub(crate) shutdown: Shutdown,
 }
 
 impl Shared {
     pub(crate) fn new(config: &Config) -> Self {
-        Shared { snapshot: ArcSwap::from_pointee(Snapshot::build(config)) }
+        Shared { snapshot: ArcSwap::from_pointee(Snapshot::build(config)), shutdown: Shutdown::default() }
     }
 
     /// The current snapshot for a short look; cheap, lock-free. Not to be held across awaits.

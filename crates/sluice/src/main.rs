@@ -5,6 +5,7 @@ mod demo;
 mod fdlimit;
 mod serve;
 
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -13,7 +13,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
-use crate::server::ConnContext;
+use crate::server::ConnActivity;
 use crate::upstream::Lease;
 
 /// Boxed error for response bodies; hyper only needs `Into<Box<dyn Error>>`.
@@ -42,20 +42,20 @@ pub struct UpstreamUpgrade {
     pub(crate) lease: Lease,
 }
 
-/// A request in flight on a client connection; dropping it marks the request ended,
-/// also when hyper drops the request's future (client gone, HTTP/2 stream reset).
-pub(crate) struct InflightGuard(Arc<ConnContext>);
+/// A request in flight on an HTTP/2 client connection; dropping it marks the request
+/// ended, also when hyper drops the request's future (client gone, stream reset).
+pub(crate) struct InflightGuard(Arc<ConnActivity>);
 
 impl InflightGuard {
-    pub(crate) fn start(conn: &Arc<ConnContext>, multiplexed: bool) -> Self {
-        conn.activity.request_started(multiplexed);
-        InflightGuard(Arc::clone(conn))
+    pub(crate) fn start(activity: &Arc<ConnActivity>) -> Self {
+        activity.request_started(true);
+        InflightGuard(Arc::clone(activity))
     }
 }
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        self.0.activity.request_ended();
+        self.0.request_ended();
     }
 }
 

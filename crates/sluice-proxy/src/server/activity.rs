@@ -58,7 +58,8 @@ impl ConnActivity {
         }
     }
 
-    /// A whole request head was read and handed to the request path.
+    /// A whole request head was read and handed to the request path. `multiplexed`:
+    /// HTTP/2, where bytes between requests are not request heads.
     pub(crate) fn request_started(&self, multiplexed: bool) {
         self.inflight.fetch_add(1, Ordering::Relaxed);
         self.head_started.store(NONE, Ordering::Relaxed);

@@ -1,5 +1,5 @@
 //! HTTP/2 client connections, served by hyper: streams multiplex, so the request path
-//! runs once per stream. The watchdog closes a connection idle for keepalive_timeout.
+//! runs once per stream. A watchdog closes a connection idle for keepalive_timeout.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -10,10 +10,9 @@ use hyper::service::service_fn;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
 
-use super::activity::Expiry;
-use super::conn::ConnContext;
+use super::activity::{ConnActivity, Expiry};
+use super::conn::{ConnContext, ListenerContext};
 use super::io::MeteredIo;
 use crate::proxy::{self, InflightGuard, RequestBody};
 
@@ -25,26 +24,23 @@ pub(crate) fn builder() -> http2::Builder<TokioExecutor> {
 }
 
 /// Serves one HTTP/2 connection until it closes, idles out, or drains on shutdown.
-pub(crate) async fn serve<T>(
-    stream: T,
-    ctx: Arc<ConnContext>,
-    http: &http2::Builder<TokioExecutor>,
-    mut shutdown: watch::Receiver<bool>,
-) where
+pub(crate) async fn serve<T>(stream: T, ctx: Arc<ConnContext>, listener: Arc<ListenerContext>)
+where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let io = TokioIo::new(MeteredIo::new(stream, Arc::clone(&ctx)));
-    let service_ctx = Arc::clone(&ctx);
+    let activity = Arc::new(ConnActivity::new());
+    let io = TokioIo::new(MeteredIo::new(stream, Arc::clone(&activity)));
+    let (service_ctx, service_activity) = (Arc::clone(&ctx), Arc::clone(&activity));
     let service = service_fn(move |request: Request<Incoming>| {
         let ctx = Arc::clone(&service_ctx);
+        let inflight = InflightGuard::start(&service_activity);
         async move {
-            let inflight = InflightGuard::start(&ctx, true);
             let mut response = proxy::handle(ctx, request.map(RequestBody::Hyper)).await;
             response.body_mut().track(inflight);
             Ok::<_, Infallible>(response)
         }
     });
-    let conn = http.serve_connection(io, service);
+    let conn = listener.http2.serve_connection(io, service);
     tokio::pin!(conn);
 
     let (header_timeout, idle_timeout) = {
@@ -54,7 +50,7 @@ pub(crate) async fn serve<T>(
     let watchdog = tokio::time::sleep(idle_timeout);
     tokio::pin!(watchdog);
     loop {
-        let deadline = match ctx.activity.expiry(header_timeout, idle_timeout) {
+        let deadline = match activity.expiry(header_timeout, idle_timeout) {
             Expiry::Busy => tokio::time::Instant::now() + idle_timeout,
             Expiry::HeaderRead(at) | Expiry::Idle(at) => at.into(),
         };
@@ -68,7 +64,7 @@ pub(crate) async fn serve<T>(
             }
             _ = &mut watchdog => {
                 let now = std::time::Instant::now();
-                match ctx.activity.expiry(header_timeout, idle_timeout) {
+                match activity.expiry(header_timeout, idle_timeout) {
                     Expiry::HeaderRead(at) | Expiry::Idle(at) if at <= now => {
                         tracing::debug!(peer = %ctx.peer, "closing idle HTTP/2 connection");
                         return;
@@ -76,7 +72,7 @@ pub(crate) async fn serve<T>(
                     _ => continue,
                 }
             }
-            _ = super::stopped(&mut shutdown) => {
+            _ = ctx.shared.shutdown.wait() => {
                 // GOAWAY: no new streams; those in flight finish (bounded by the drain timeout).
                 conn.as_mut().graceful_shutdown();
                 let _ = conn.as_mut().await;

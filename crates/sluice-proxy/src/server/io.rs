@@ -9,20 +9,20 @@ use std::task::{Context, Poll};
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::conn::ConnContext;
+use super::activity::ConnActivity;
 
 pin_project! {
     /// Any client stream (TCP or TLS) with read activity tracking.
     pub(crate) struct MeteredIo<T> {
         #[pin]
         inner: T,
-        ctx: Arc<ConnContext>,
+        activity: Arc<ConnActivity>,
     }
 }
 
 impl<T> MeteredIo<T> {
-    pub(crate) fn new(inner: T, ctx: Arc<ConnContext>) -> Self {
-        MeteredIo { inner, ctx }
+    pub(crate) fn new(inner: T, activity: Arc<ConnActivity>) -> Self {
+        MeteredIo { inner, activity }
     }
 }
 
@@ -32,7 +32,7 @@ impl<T: AsyncRead> AsyncRead for MeteredIo<T> {
         let before = buf.filled().len();
         let result = this.inner.poll_read(cx, buf);
         if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.ctx.activity.on_read();
+            this.activity.on_read();
         }
         result
     }

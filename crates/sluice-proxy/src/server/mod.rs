@@ -7,6 +7,7 @@ mod h1;
 mod h2;
 mod io;
 mod prefixed;
+mod shutdown;
 mod tls;
 
 use std::future::Future;
@@ -14,12 +15,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_config::{Config, ListenerConfig};
+use sluice_config::{Config, ListenerConfig, ListenerProtocol};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 
+pub(crate) use activity::ConnActivity;
 pub(crate) use conn::ConnContext;
+pub(crate) use shutdown::Shutdown;
 use conn::ListenerContext;
 
 use crate::runtime::Shared;
@@ -70,15 +73,14 @@ impl Server {
         let settings = self.shared.snapshot().server.clone();
         let max = settings.max_connections;
         let limit = Arc::new(Semaphore::new(max));
-        let (stop_tx, stop_rx) = watch::channel(false);
         let mut accept_tasks = Vec::new();
         for bound in self.listeners {
-            let task = accept_loop(bound, Arc::clone(&self.shared), Arc::clone(&limit), stop_rx.clone());
+            let task = accept_loop(bound, Arc::clone(&self.shared), Arc::clone(&limit));
             accept_tasks.push(tokio::spawn(task));
         }
         shutdown.await;
         tracing::info!(drain_timeout = ?settings.drain_timeout, "shutting down: no new connections, draining");
-        let _ = stop_tx.send(true);
+        self.shared.shutdown.trigger();
         for task in accept_tasks {
             let _ = task.await; // each loop returns promptly on stop; the listener closes with it
         }
@@ -114,27 +116,28 @@ fn bind_listener(config: &ListenerConfig) -> Result<BoundListener, ServerError> 
 
 /// Accepts while under the connection cap; at the cap, waits (clients queue in the
 /// kernel backlog). A full FD table pauses accepting briefly instead of failing.
-async fn accept_loop(
-    bound: BoundListener,
-    shared: Arc<Shared>,
-    limit: Arc<Semaphore>,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn accept_loop(bound: BoundListener, shared: Arc<Shared>, limit: Arc<Semaphore>) {
     let mut last_fd_log: Option<Instant> = None;
     let mut suppressed = 0u64;
     loop {
         let permit = tokio::select! {
             permit = Arc::clone(&limit).acquire_owned() => match permit { Ok(p) => p, Err(_) => return },
-            _ = stopped(&mut stop) => return,
+            _ = shared.shutdown.wait() => return,
         };
         let accepted = tokio::select! {
             accepted = bound.listener.accept() => accepted,
-            _ = stopped(&mut stop) => return,
+            _ = shared.shutdown.wait() => return,
         };
         match accepted {
             Ok((stream, peer)) => {
-                let task = conn::serve(stream, peer, Arc::clone(&bound.context), Arc::clone(&shared), permit, stop.clone());
-                tokio::spawn(task);
+                let _ = stream.set_nodelay(true);
+                let ctx = ConnContext::new(Arc::clone(&shared), peer, &bound.context, permit);
+                let listener = Arc::clone(&bound.context);
+                if listener.tls.is_none() && listener.protocol != ListenerProtocol::Http2 {
+                    tokio::spawn(h1::serve(stream, ctx, listener));
+                } else {
+                    tokio::spawn(conn::serve(stream, ctx, listener));
+                }
             }
             Err(e) if is_resource_exhaustion(&e) => {
                 if last_fd_log.is_none_or(|at| at.elapsed() >= FD_EXHAUSTED_LOG_EVERY) {
@@ -155,9 +158,4 @@ async fn accept_loop(
 /// EMFILE/ENFILE (FD table full) and kernel memory pressure: retrying at once would spin.
 fn is_resource_exhaustion(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
-}
-
-/// Completes once shutdown is signalled (or the signal's sender is gone).
-pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await;
 }

@@ -30,9 +30,11 @@ use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
-use super::conn::ConnContext;
+use super::conn::{ConnContext, ListenerContext};
+use super::h2;
+use super::prefixed::Prefixed;
+use sluice_config::ListenerProtocol;
 use crate::proxy::{self, BodyError, ProxyBody, UpstreamUpgrade};
 use encode::{ConnectionHeader, ResponseFraming};
 use head::{HeadError, RequestHead};
@@ -48,89 +50,108 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// A client stream this layer can serve.
 pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    /// Waits until a read would not block, holding no buffer meanwhile.
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    /// Ready when a read would not block; registers the waker otherwise. No buffer needed.
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 }
 
 impl ClientStream for TcpStream {
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
-        TcpStream::readable(self)
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TcpStream::poll_read_ready(self, cx)
     }
 }
 
 impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
-    /// rustls buffers internally, so readiness of the socket says little; TLS
-    /// connections keep their read buffer while idle (rustls holds ~tens of KiB anyway).
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
-        std::future::ready(Ok(()))
+    /// rustls buffers internally, so readiness of the socket says little; an idle TLS
+    /// connection waits in `read` with its buffer (rustls holds ~tens of KiB anyway).
+    fn poll_read_ready(&self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 }
 
-/// How a connection ended.
-pub(crate) enum Outcome<T> {
-    Closed,
-    /// The client sent the HTTP/2 preface: serve it as h2c, with the bytes read so far.
-    Http2 {
-        io: T,
-        read: BytesMut,
-    },
-}
-
 /// Serves HTTP/1.1 requests on `io` until the client leaves, a timeout passes, or
-/// shutdown. With `detect_h2`, a connection that opens with the h2 preface is handed back.
-pub(crate) async fn serve<T: ClientStream>(
-    mut io: T,
-    ctx: Arc<ConnContext>,
-    mut shutdown: watch::Receiver<bool>,
-    detect_h2: bool,
-) -> Outcome<T> {
-    let (header_timeout, keepalive_timeout) = {
-        let snapshot = ctx.shared.snapshot();
-        (snapshot.server.header_read_timeout, snapshot.server.keepalive_timeout)
-    };
+/// shutdown. On an `auto` listener, a connection that opens with the h2 preface goes to
+/// hyper's HTTP/2 server. This is the whole task of an HTTP/1 connection, spawned as
+/// is, so its future (what an idle connection costs) stays a few hundred bytes.
+pub(crate) async fn serve<T: ClientStream>(mut io: T, ctx: Arc<ConnContext>, listener: Arc<ListenerContext>) {
+    let detect_h2 = listener.protocol == ListenerProtocol::Auto;
     let mut pipelined: Option<BytesMut> = None;
     let mut first = true;
     loop {
-        if pipelined.is_none() {
-            // Idle: nothing allocated. The first request gets the header timeout to begin.
-            let wait = if first { header_timeout } else { keepalive_timeout };
-            tokio::select! {
-                ready = tokio::time::timeout(wait, io.readable()) => {
-                    if !matches!(ready, Ok(Ok(()))) {
-                        return Outcome::Closed;
-                    }
-                }
-                _ = super::stopped(&mut shutdown) => return Outcome::Closed,
-            }
+        // Idle: nothing allocated. The first request gets the header timeout to begin.
+        if pipelined.is_none() && !wait_for_request(&io, &ctx, first).await {
+            return;
         }
-        let mut buf = pipelined.take().unwrap_or_else(|| BytesMut::with_capacity(READ_BUFFER));
-        let head = match tokio::time::timeout(header_timeout, read_head(&mut io, &mut buf, detect_h2 && first)).await {
-            Ok(HeadRead::Head(head)) => head,
-            Ok(HeadRead::Http2) => return Outcome::Http2 { io, read: buf },
-            Ok(HeadRead::Closed) => return Outcome::Closed,
-            Ok(HeadRead::Invalid(error)) => {
-                let _ = write_error(&mut io, proxy::client_error_response(error.into())).await;
-                return Outcome::Closed;
-            }
-            Err(_) => {
-                tracing::debug!(peer = %ctx.peer, "closing: request head not received within header_read_timeout");
-                let _ = write_error(&mut io, proxy::client_error_response(proxy::ClientError::HeadTimeout)).await;
-                return Outcome::Closed;
-            }
-        };
+        let buf = pipelined.take().unwrap_or_else(|| BytesMut::with_capacity(READ_BUFFER));
+        // Boxed: the request's state exists only while a request does, so the future an
+        // idle connection keeps is small.
+        let cycle = Box::pin(request_cycle(&mut io, buf, &ctx, detect_h2 && first)).await;
         first = false;
-        match exchange(&mut io, &mut buf, head, &ctx, &shutdown).await {
-            Ok(Some(upgrade)) => {
-                tunnel(io, buf, upgrade, &ctx).await;
-                return Outcome::Closed;
-            }
-            Ok(None) => {}
-            Err(_) => return Outcome::Closed,
+        match cycle {
+            Cycle::Again(buf) => pipelined = (!buf.is_empty()).then_some(buf),
+            Cycle::Close => return,
+            Cycle::Http2(read) => return Box::pin(h2::serve(Prefixed::new(read, io), ctx, listener)).await,
+            Cycle::Upgrade(buf, upgrade) => return Box::pin(tunnel(io, buf, upgrade, &ctx)).await,
         }
-        // Keep the buffer only if the client already sent (pipelined) its next request.
-        if !buf.is_empty() {
-            pipelined = Some(buf);
+    }
+}
+
+/// Waits, holding no buffer, until the client sends bytes (true), or the idle timeout
+/// passes or shutdown begins (false). Polls the socket's readiness directly rather
+/// than through a `readable()` future, which would add ~150 bytes to every idle task.
+async fn wait_for_request<T: ClientStream>(io: &T, ctx: &ConnContext, first: bool) -> bool {
+    let timeout = {
+        let server = &ctx.shared.snapshot().server;
+        if first { server.header_read_timeout } else { server.keepalive_timeout }
+    };
+    let shutdown = ctx.shared.shutdown.notified();
+    let idle = tokio::time::sleep(timeout);
+    tokio::pin!(shutdown, idle);
+    shutdown.as_mut().enable();
+    if ctx.shared.shutdown.is_triggered() {
+        return false;
+    }
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(ready) = io.poll_read_ready(cx) {
+            return Poll::Ready(ready.is_ok());
         }
+        if idle.as_mut().poll(cx).is_ready() || shutdown.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(false);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// How one request cycle ended.
+enum Cycle {
+    /// Ready for the next request; the buffer holds any bytes already read of it.
+    Again(BytesMut),
+    Close,
+    Http2(BytesMut),
+    Upgrade(BytesMut, UpstreamUpgrade),
+}
+
+/// Reads one request head (within the header timeout) and carries out the exchange.
+async fn request_cycle<T: ClientStream>(io: &mut T, mut buf: BytesMut, ctx: &Arc<ConnContext>, detect_h2: bool) -> Cycle {
+    let header_timeout = ctx.shared.snapshot().server.header_read_timeout;
+    let head = match tokio::time::timeout(header_timeout, read_head(io, &mut buf, detect_h2)).await {
+        Ok(HeadRead::Head(head)) => head,
+        Ok(HeadRead::Http2) => return Cycle::Http2(buf),
+        Ok(HeadRead::Closed) => return Cycle::Close,
+        Ok(HeadRead::Invalid(error)) => {
+            let _ = write_error(io, proxy::client_error_response(error.into())).await;
+            return Cycle::Close;
+        }
+        Err(_) => {
+            tracing::debug!(peer = %ctx.peer, "closing: request head not received within header_read_timeout");
+            let _ = write_error(io, proxy::client_error_response(proxy::ClientError::HeadTimeout)).await;
+            return Cycle::Close;
+        }
+    };
+    match exchange(io, &mut buf, head, ctx).await {
+        Ok(Some(upgrade)) => Cycle::Upgrade(buf, upgrade),
+        Ok(None) => Cycle::Again(buf),
+        Err(_) => Cycle::Close,
     }
 }
 
@@ -174,7 +195,6 @@ async fn exchange<T: ClientStream>(
     buf: &mut BytesMut,
     head: RequestHead,
     ctx: &Arc<ConnContext>,
-    shutdown: &watch::Receiver<bool>,
 ) -> io::Result<Option<UpstreamUpgrade>> {
     let head_request = head.method == Method::HEAD;
     let client_version = head.version;
@@ -204,7 +224,7 @@ async fn exchange<T: ClientStream>(
         }
         return Err(io::Error::other("101 without an upgrade"));
     }
-    let keep_alive = keep_alive && !*shutdown.borrow();
+    let keep_alive = keep_alive && !ctx.shared.shutdown.is_triggered();
     let reusable = write_response(
         io,
         buf,
@@ -375,3 +395,5 @@ async fn tunnel<T: ClientStream>(mut io: T, buf: BytesMut, upgrade: UpstreamUpgr
     tracing::debug!(peer = %ctx.peer, ?result, "tunnel closed");
     drop(lease);
 }
+
+
