@@ -48,12 +48,13 @@ def wait_port(port, timeout=10.0):
     raise RuntimeError(f"nothing listening on {port}")
 
 
-def cpu_seconds(pids):
+def cpu_seconds(pids, which=(11, 12)):
+    """User (field 14 of stat) plus system (15) time of the processes, in seconds."""
     total = 0
     for pid in pids:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
+        total += sum(int(fields[i]) for i in which)
     return total / HZ
 
 
@@ -312,6 +313,7 @@ SCENARIOS = ["c64-small", "c1024-small", "c64-16k", "h2c-16x32", "rate5000", "id
 
 def run_scenario(name, port, h2port, pids, args, work):
     before = cpu_seconds(pids)
+    user_before = cpu_seconds(pids, (11,))
     if name == "c64-small":
         r = run_wrk(port, "/small", 64, args.duration)
     elif name == "c1024-small":
@@ -325,7 +327,9 @@ def run_scenario(name, port, h2port, pids, args, work):
     elif name == "idle10k":
         return measure_idle(port, pids, args.idle)
     cpu = cpu_seconds(pids) - before
+    user = cpu_seconds(pids, (11,)) - user_before
     r["cpu_us_per_req"] = cpu * 1e6 / max(r["requests"], 1)
+    r["user_us_per_req"] = user * 1e6 / max(r["requests"], 1)
     return r
 
 

@@ -5,7 +5,6 @@ mod demo;
 mod fdlimit;
 mod serve;
 
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -25,7 +25,12 @@ pub(crate) struct ConnContext {
 }
 
 impl ConnContext {
-    pub(crate) fn new(shared: Arc<Shared>, peer: SocketAddr, listener: &ListenerContext, permit: OwnedSemaphorePermit) -> Arc<Self> {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        peer: SocketAddr,
+        listener: &ListenerContext,
+        permit: OwnedSemaphorePermit,
+    ) -> Arc<Self> {
         Arc::new(ConnContext { shared, peer, tls: listener.tls.is_some(), _permit: permit })
     }
 }

@@ -22,8 +22,8 @@ use tokio::sync::Semaphore;
 
 pub(crate) use activity::ConnActivity;
 pub(crate) use conn::ConnContext;
-pub(crate) use shutdown::Shutdown;
 use conn::ListenerContext;
+pub(crate) use shutdown::Shutdown;
 
 use crate::runtime::Shared;
 

@@ -99,8 +99,7 @@ fn framing(headers: &HeaderMap, version: Version) -> Result<Framing, HeadError> 
             .iter()
             .flat_map(|v| v.to_str().unwrap_or("?").split(','))
             .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .last();
+            .rfind(|t| !t.is_empty());
         return match last {
             Some(t) if t.eq_ignore_ascii_case("chunked") => Ok(Framing::Chunked),
             _ => Err(HeadError::Malformed("Transfer-Encoding without final chunked")),
@@ -140,6 +139,17 @@ pub(crate) fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> 
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+impl From<HeadError> for crate::proxy::ClientError {
+    fn from(error: HeadError) -> Self {
+        use crate::proxy::ClientError;
+        match error {
+            HeadError::Malformed(why) => ClientError::Malformed(why),
+            HeadError::TooLarge => ClientError::HeadTooLarge,
+            HeadError::Version => ClientError::Version,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -202,16 +212,5 @@ mod tests {
         assert_eq!(parse_str("GET / HTTP/2.0\r\n\r\n").err(), Some(HeadError::Version));
         let huge = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(MAX_HEAD_BYTES + 1));
         assert_eq!(parse_str(&huge).err(), Some(HeadError::TooLarge));
-    }
-}
-
-impl From<HeadError> for crate::proxy::ClientError {
-    fn from(error: HeadError) -> Self {
-        use crate::proxy::ClientError;
-        match error {
-            HeadError::Malformed(why) => ClientError::Malformed(why),
-            HeadError::TooLarge => ClientError::HeadTooLarge,
-            HeadError::Version => ClientError::Version,
-        }
     }
 }

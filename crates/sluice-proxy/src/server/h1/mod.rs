@@ -34,11 +34,11 @@ use tokio::net::TcpStream;
 use super::conn::{ConnContext, ListenerContext};
 use super::h2;
 use super::prefixed::Prefixed;
-use sluice_config::ListenerProtocol;
 use crate::proxy::{self, BodyError, ProxyBody, UpstreamUpgrade};
 use encode::{ConnectionHeader, ResponseFraming};
 use head::{HeadError, RequestHead};
 use pump::BodyPump;
+use sluice_config::ListenerProtocol;
 
 /// The read buffer a request starts with; it grows for large heads and bodies.
 const READ_BUFFER: usize = 4096;
@@ -101,7 +101,11 @@ pub(crate) async fn serve<T: ClientStream>(mut io: T, ctx: Arc<ConnContext>, lis
 async fn wait_for_request<T: ClientStream>(io: &T, ctx: &ConnContext, first: bool) -> bool {
     let timeout = {
         let server = &ctx.shared.snapshot().server;
-        if first { server.header_read_timeout } else { server.keepalive_timeout }
+        if first {
+            server.header_read_timeout
+        } else {
+            server.keepalive_timeout
+        }
     };
     let shutdown = ctx.shared.shutdown.notified();
     let idle = tokio::time::sleep(timeout);
@@ -132,7 +136,12 @@ enum Cycle {
 }
 
 /// Reads one request head (within the header timeout) and carries out the exchange.
-async fn request_cycle<T: ClientStream>(io: &mut T, mut buf: BytesMut, ctx: &Arc<ConnContext>, detect_h2: bool) -> Cycle {
+async fn request_cycle<T: ClientStream>(
+    io: &mut T,
+    mut buf: BytesMut,
+    ctx: &Arc<ConnContext>,
+    detect_h2: bool,
+) -> Cycle {
     let header_timeout = ctx.shared.snapshot().server.header_read_timeout;
     let head = match tokio::time::timeout(header_timeout, read_head(io, &mut buf, detect_h2)).await {
         Ok(HeadRead::Head(head)) => head,
@@ -156,6 +165,7 @@ async fn request_cycle<T: ClientStream>(io: &mut T, mut buf: BytesMut, ctx: &Arc
 }
 
 /// Result of reading a request head.
+#[allow(clippy::large_enum_variant)] // returned once per request and consumed at once
 enum HeadRead {
     Head(RequestHead),
     Http2,
@@ -395,5 +405,3 @@ async fn tunnel<T: ClientStream>(mut io: T, buf: BytesMut, upgrade: UpstreamUpgr
     tracing::debug!(peer = %ctx.peer, ?result, "tunnel closed");
     drop(lease);
 }
-
-

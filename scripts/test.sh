@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs sluice's whole test suite. Installs what the tests need when it is missing:
+# prlimit (util-linux) for the FD-exhaustion test, kill (procps) for the SIGTERM test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v prlimit >/dev/null || missing+=(util-linux)
+command -v kill >/dev/null || missing+=(procps)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing test dependencies: ${missing[*]}"
+    if [ "$(id -u)" -eq 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    else
+        sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    fi
+fi
+
+cargo test --workspace "$@"
