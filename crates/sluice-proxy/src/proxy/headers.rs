@@ -14,16 +14,12 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// Headers that describe one hop, never forwarded. `TE: trailers` is put back by the caller.
-static HOP_BY_HOP: [&HeaderName; 7] = [
-    &header::CONNECTION,
-    &KEEP_ALIVE,
-    &PROXY_CONNECTION,
-    &header::TE,
-    &header::TRAILER,
-    &header::TRANSFER_ENCODING,
-    &header::UPGRADE,
-];
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1). `TE: trailers` is
+/// put back by the caller. `Trailer` is not here although RFC 2616 listed it: RFC 9110
+/// §6.6.2 makes it an end-to-end declaration, and hyper's HTTP/1 client sends only the
+/// trailer fields a `Trailer` header declares, so removing it would drop every trailer.
+static HOP_BY_HOP: [&HeaderName; 6] =
+    [&header::CONNECTION, &KEEP_ALIVE, &PROXY_CONNECTION, &header::TE, &header::TRANSFER_ENCODING, &header::UPGRADE];
 
 /// Removes the hop-by-hop headers and every header that `Connection` names.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
@@ -132,8 +128,9 @@ mod tests {
             ("accept", "*/*"),
         ]);
         remove_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h.len(), 2, "{h:?}");
         assert!(h.contains_key("accept"));
+        assert!(h.contains_key("trailer"), "an end-to-end declaration (RFC 9110 §6.6.2)");
     }
 
     #[test]
