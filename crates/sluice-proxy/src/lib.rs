@@ -5,6 +5,7 @@
 //! See ARCHITECTURE.md at the repository root for one request's path through these.
 #![forbid(unsafe_code)]
 
+mod http1;
 mod proxy;
 mod runtime;
 mod server;

@@ -1,45 +1,47 @@
 //! The response body sluice sends to clients: an upstream body streamed through, or a
-//! short local one (errors). It also marks the end of the request for the connection's
-//! watchdog and hands an HTTP/1 upstream connection back to its pool once the body has
-//! been read to its end.
+//! short local one (errors). An HTTP/1 upstream body goes back to its pool at its end
+//! (see `upstream::h1::H1Body`); on HTTP/2 client connections the body also marks the
+//! end of the request for the connection's idle watchdog.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::upgrade::OnUpgrade;
 
 use crate::server::ConnActivity;
-use crate::upstream::Lease;
+use crate::upstream::{H1Body, Lease, UpstreamBody};
 
 /// Boxed error for response bodies; hyper only needs `Into<Box<dyn Error>>`.
 pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 enum Kind {
-    Upstream(Incoming),
+    Http1(H1Body),
+    /// The lease is held so that the stream's connection stays counted while in use.
+    Http2 {
+        body: Incoming,
+        _lease: Lease,
+    },
     Local(Full<Bytes>),
 }
 
-/// A response body. Both kinds are `Unpin`, so no pin projection is needed.
+/// A response body. Every kind is `Unpin`, so no pin projection is needed.
 pub struct ProxyBody {
     kind: Kind,
-    /// The HTTP/1 upstream connection this body is read from; back to the pool at its end.
-    lease: Option<Lease>,
-    /// Keeps the request counted as in flight on its connection until the body ends.
+    /// Keeps an HTTP/2 request counted as in flight on its connection until the body ends.
     inflight: Option<InflightGuard>,
     /// For a 101: the upstream connection that becomes the tunnel's other end.
     upgrade: Option<UpstreamUpgrade>,
 }
 
-/// The upstream side of a protocol switch: hyper hands over the connection once the
-/// 101 is read, and the lease keeps it counted in its pool until the tunnel ends.
+/// The upstream side of a protocol switch: the connection (still counted in its pool
+/// through the lease) and any bytes the upstream sent after its 101.
 pub struct UpstreamUpgrade {
-    pub(crate) on_upgrade: OnUpgrade,
     pub(crate) lease: Lease,
+    pub(crate) read: BytesMut,
 }
 
 /// A request in flight on an HTTP/2 client connection; dropping it marks the request
@@ -60,17 +62,24 @@ impl Drop for InflightGuard {
 }
 
 impl ProxyBody {
-    pub(crate) fn upstream(body: Incoming, lease: Lease) -> Self {
-        ProxyBody { kind: Kind::Upstream(body), lease: Some(lease), inflight: None, upgrade: None }
+    pub(crate) fn upstream(body: UpstreamBody) -> Self {
+        let kind = match body {
+            UpstreamBody::Http1(body) => Kind::Http1(body),
+            UpstreamBody::Http2 { body, lease } => Kind::Http2 { body, _lease: lease },
+            UpstreamBody::Switched { lease, read } => {
+                return ProxyBody::switching(UpstreamUpgrade { lease, read });
+            }
+        };
+        ProxyBody { kind, inflight: None, upgrade: None }
     }
 
     pub(crate) fn local(text: impl Into<Bytes>) -> Self {
-        ProxyBody { kind: Kind::Local(Full::new(text.into())), lease: None, inflight: None, upgrade: None }
+        ProxyBody { kind: Kind::Local(Full::new(text.into())), inflight: None, upgrade: None }
     }
 
     /// An empty body carrying the upstream half of a 101.
     pub(crate) fn switching(upgrade: UpstreamUpgrade) -> Self {
-        ProxyBody { kind: Kind::Local(Full::new(Bytes::new())), lease: None, inflight: None, upgrade: Some(upgrade) }
+        ProxyBody { kind: Kind::Local(Full::new(Bytes::new())), inflight: None, upgrade: Some(upgrade) }
     }
 
     /// The upstream half of a 101, for the connection layer to build the tunnel.
@@ -82,12 +91,6 @@ impl ProxyBody {
     pub(crate) fn track(&mut self, inflight: InflightGuard) {
         self.inflight = Some(inflight);
     }
-
-    fn release_lease(&mut self) {
-        if let Some(lease) = self.lease.take() {
-            lease.release();
-        }
-    }
 }
 
 impl Body for ProxyBody {
@@ -95,45 +98,26 @@ impl Body for ProxyBody {
     type Error = BodyError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = &mut *self;
-        match &mut this.kind {
-            Kind::Upstream(body) => match Pin::new(body).poll_frame(cx) {
-                Poll::Ready(None) => {
-                    this.release_lease();
-                    Poll::Ready(None)
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    this.lease = None; // a broken exchange: the connection is not reused
-                    Poll::Ready(Some(Err(e.into())))
-                }
-                Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
-                Poll::Pending => Poll::Pending,
-            },
+        match &mut self.kind {
+            Kind::Http1(body) => Pin::new(body).poll_frame(cx),
+            Kind::Http2 { body, .. } => Pin::new(body).poll_frame(cx).map_err(Into::into),
             Kind::Local(body) => Pin::new(body).poll_frame(cx).map_err(|never| match never {}),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Upstream(body) => body.is_end_stream(),
+            Kind::Http1(body) => body.is_end_stream(),
+            Kind::Http2 { body, .. } => body.is_end_stream(),
             Kind::Local(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Upstream(body) => body.size_hint(),
+            Kind::Http1(body) => body.size_hint(),
+            Kind::Http2 { body, .. } => body.size_hint(),
             Kind::Local(body) => body.size_hint(),
-        }
-    }
-}
-
-impl Drop for ProxyBody {
-    fn drop(&mut self) {
-        // hyper drops bodies it never polls (HEAD, 204, 304, Content-Length: 0): such a
-        // body is complete, so its connection is reusable. A body dropped half-read is not.
-        if self.lease.is_some() && self.is_end_stream() {
-            self.release_lease();
         }
     }
 }

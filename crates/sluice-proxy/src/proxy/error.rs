@@ -29,6 +29,8 @@ pub(crate) enum ProxyError {
     Timeout,
     #[error("WebSocket and other upgrades need an http1 upstream group")]
     UpgradeNeedsHttp1,
+    #[error("upstream switched protocols without being asked to")]
+    UnrequestedSwitch,
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
     #[error(transparent)]
@@ -40,7 +42,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::UpgradeNeedsHttp1 => StatusCode::BAD_GATEWAY,
+            ProxyError::UpgradeNeedsHttp1 | ProxyError::UnrequestedSwitch => StatusCode::BAD_GATEWAY,
             ProxyError::Client(e) => match e {
                 ClientError::Malformed(_) => StatusCode::BAD_REQUEST,
                 ClientError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use http::header::{HeaderValue, HOST};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, Uri, Version};
 use sluice_config::UpstreamProtocol;
 
 pub(crate) use body::{BodyError, InflightGuard, ProxyBody, UpstreamUpgrade};
@@ -25,6 +25,7 @@ pub(crate) use request_body::{BodyFrame, RequestBody};
 
 use crate::runtime::Route;
 use crate::server::ConnContext;
+use crate::upstream::{UpstreamBody, UpstreamResponse};
 
 /// Handles one client request; never fails (errors become responses).
 pub(crate) async fn handle(conn: Arc<ConnContext>, request: Request<RequestBody>) -> Response<ProxyBody> {
@@ -62,19 +63,18 @@ async fn forward(
     }
     let idempotent = is_idempotent(request.method());
     let upstream_request = upstream_request(conn, route, request, host.as_ref(), request_id, upgrade.as_ref());
-    let (mut response, lease) = tokio::time::timeout(route.timeout, route.upstream.send(upstream_request, idempotent))
+    let response = tokio::time::timeout(route.timeout, route.upstream.send(upstream_request, idempotent))
         .await
         .map_err(|_| ProxyError::Timeout)??;
 
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(protocol) = upgrade {
-            return Ok(upgrade::switching(response, protocol, lease));
-        }
+    let UpstreamResponse { mut parts, body } = response;
+    if let UpstreamBody::Switched { lease, read } = body {
+        let protocol = upgrade.ok_or(ProxyError::UnrequestedSwitch)?;
+        return Ok(upgrade::switching(parts, protocol, UpstreamUpgrade { lease, read }));
     }
-    headers::remove_hop_by_hop(response.headers_mut());
-    let (mut parts, body) = response.into_parts();
+    headers::remove_hop_by_hop(&mut parts.headers);
     parts.version = Version::HTTP_11;
-    Ok(Response::from_parts(parts, ProxyBody::upstream(body, lease)))
+    Ok(Response::from_parts(parts, ProxyBody::upstream(body)))
 }
 
 /// Rewrites the client's request for the upstream: URI form and version for the

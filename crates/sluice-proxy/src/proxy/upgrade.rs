@@ -3,12 +3,10 @@
 
 use http::header::{HeaderValue, CONNECTION, UPGRADE};
 use http::{Request, Response, Version};
-use hyper::body::Incoming;
 
 use super::body::{ProxyBody, UpstreamUpgrade};
 use super::headers;
 use super::request_body::RequestBody;
-use crate::upstream::Lease;
 
 /// The protocol an HTTP/1.1 request asks to switch to (`Connection: upgrade` + `Upgrade`).
 pub(crate) fn requested(request: &Request<RequestBody>) -> Option<HeaderValue> {
@@ -27,12 +25,14 @@ pub(crate) fn requested(request: &Request<RequestBody>) -> Option<HeaderValue> {
 }
 
 /// The client's 101, carrying the upstream connection for the tunnel.
-pub(crate) fn switching(mut upstream: Response<Incoming>, protocol: HeaderValue, lease: Lease) -> Response<ProxyBody> {
-    let on_upgrade = hyper::upgrade::on(&mut upstream);
-    let upgrade_to = upstream.headers().get(UPGRADE).cloned().unwrap_or(protocol);
-    let (mut parts, _) = upstream.into_parts();
+pub(crate) fn switching(
+    mut parts: http::response::Parts,
+    protocol: HeaderValue,
+    upstream: UpstreamUpgrade,
+) -> Response<ProxyBody> {
+    let upgrade_to = parts.headers.get(UPGRADE).cloned().unwrap_or(protocol);
     headers::remove_hop_by_hop(&mut parts.headers);
     parts.headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     parts.headers.insert(UPGRADE, upgrade_to);
-    Response::from_parts(parts, ProxyBody::switching(UpstreamUpgrade { on_upgrade, lease }))
+    Response::from_parts(parts, ProxyBody::switching(upstream))
 }

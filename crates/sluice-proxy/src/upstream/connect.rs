@@ -5,31 +5,33 @@ use std::io;
 use std::time::Duration;
 
 use crate::proxy::RequestBody;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use sluice_config::{Endpoint, UpstreamProtocol};
 use tokio::net::TcpStream;
 
 use super::UpstreamError;
 
-/// The request half of an upstream connection.
+/// An open upstream connection.
 pub(crate) enum Sender {
-    /// One request at a time; returns to the pool when the response body ends.
-    Http1(http1::SendRequest<RequestBody>),
+    /// One request at a time, written and read by sluice's own client (`upstream::h1`);
+    /// while pooled it is just the socket.
+    Http1(TcpStream),
     /// Shared by every request in flight on the connection (streams multiplex).
     Http2(http2::SendRequest<RequestBody>),
 }
 
 impl Sender {
+    /// Known closed. An HTTP/1 socket is checked with `h1::is_open` when it matters.
     pub(crate) fn is_closed(&self) -> bool {
         match self {
-            Sender::Http1(s) => s.is_closed(),
+            Sender::Http1(_) => false,
             Sender::Http2(s) => s.is_closed(),
         }
     }
 }
 
-/// Connects to `endpoint` and performs the handshake, all within `timeout`.
+/// Connects to `endpoint` (and for HTTP/2 performs the handshake), all within `timeout`.
 pub(crate) async fn connect(
     endpoint: &Endpoint,
     protocol: UpstreamProtocol,
@@ -41,26 +43,17 @@ pub(crate) async fn connect(
         .map_err(|source| UpstreamError::Connect { endpoint: endpoint.to_string(), source })?;
     // Requests are written in one go; Nagle would only delay the last segment.
     let _ = stream.set_nodelay(true);
-    let io = TokioIo::new(stream);
-    let handshake_failed = |source: hyper::Error| UpstreamError::Connect {
-        endpoint: endpoint.to_string(),
-        source: io::Error::new(io::ErrorKind::ConnectionAborted, source),
-    };
     match protocol {
-        UpstreamProtocol::Http1 => {
-            let (sender, conn) = http1::Builder::new().handshake(io).await.map_err(handshake_failed)?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.with_upgrades().await {
-                    tracing::debug!(error = %e, "upstream http1 connection ended");
-                }
-            });
-            Ok(Sender::Http1(sender))
-        }
+        UpstreamProtocol::Http1 => Ok(Sender::Http1(stream)),
         UpstreamProtocol::Http2 => {
+            let handshake_failed = |source: hyper::Error| UpstreamError::Connect {
+                endpoint: endpoint.to_string(),
+                source: io::Error::new(io::ErrorKind::ConnectionAborted, source),
+            };
             let (sender, conn) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .keep_alive_interval(Duration::from_secs(30))
-                .handshake(io)
+                .handshake(TokioIo::new(stream))
                 .await
                 .map_err(handshake_failed)?;
             tokio::spawn(async move {

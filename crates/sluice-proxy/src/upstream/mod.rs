@@ -2,17 +2,22 @@
 //! request with failover. Balancing, health state and retry budgets hang here.
 
 mod connect;
+mod h1;
 mod pool;
 
 use std::io;
 use std::sync::Arc;
 
 use crate::proxy::RequestBody;
+use bytes::BytesMut;
+use http::StatusCode;
 use hyper::body::Incoming;
-use hyper::{Request, Response};
+use hyper::Request;
 use sluice_config::{UpstreamConfig, UpstreamProtocol};
 use sluice_policy::balance::RoundRobin;
 
+pub(crate) use h1::H1Body;
+use h1::{EncodedRequest, ExchangeError};
 use pool::EndpointPool;
 pub(crate) use pool::Lease;
 
@@ -29,7 +34,7 @@ pub enum UpstreamError {
     #[error("no connection to {endpoint} became free in time (pool at max_connections)")]
     PoolExhausted { endpoint: String },
     #[error("{endpoint} failed the exchange: {source}")]
-    Exchange { endpoint: String, source: hyper::Error },
+    Exchange { endpoint: String, source: Box<dyn std::error::Error + Send + Sync> },
     #[error("every pooled connection to {endpoint} was closed by the upstream before use")]
     StaleConnections { endpoint: String },
     #[error("upstream group has no endpoints")]
@@ -65,47 +70,167 @@ impl UpstreamGroup {
     }
 
     /// Sends `request` to one endpoint. A connect failure moves an idempotent request on
-    /// to the next endpoint; a request a stale connection never wrote is resent on a
-    /// fresh one, whatever its method.
+    /// to the next endpoint; a request that a closed pooled connection did not take is
+    /// sent again on another connection when that is safe.
     pub(crate) async fn send(
+        &self,
+        request: Request<RequestBody>,
+        idempotent: bool,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        match self.protocol {
+            UpstreamProtocol::Http1 => self.send_http1(request, idempotent).await,
+            UpstreamProtocol::Http2 => self.send_http2(request, idempotent).await,
+        }
+    }
+
+    async fn send_http1(
+        &self,
+        request: Request<RequestBody>,
+        idempotent: bool,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let (parts, body) = request.into_parts();
+        let mut encoded = EncodedRequest::new(&parts, body);
+        drop(parts);
+        let mut attempts = Attempts::new(self, idempotent);
+        while let Some(mut lease) = attempts.next_lease().await? {
+            let reused = lease.begin_request();
+            let Some(stream) = lease.h1_stream() else { return Err(UpstreamError::NoEndpoint) };
+            match h1::exchange(stream, &mut encoded, reused).await {
+                Ok(head) => {
+                    let body = if head.parts.status == StatusCode::SWITCHING_PROTOCOLS {
+                        UpstreamBody::Switched { lease, read: head.buf }
+                    } else {
+                        UpstreamBody::Http1(H1Body::new(lease, head.framing, head.reusable, head.buf))
+                    };
+                    return Ok(UpstreamResponse { parts: head.parts, body });
+                }
+                // Only an idempotent request may go again: the closed connection may
+                // have been closed after the upstream acted on it (RFC 9110 §9.2.2).
+                Err(ExchangeError::Stale(e)) if idempotent && encoded.can_resend() => {
+                    tracing::debug!(endpoint = %lease.endpoint(), error = %e, "pooled connection was closed; resending");
+                    attempts.stale(lease.endpoint());
+                }
+                Err(ExchangeError::Stale(source) | ExchangeError::Failed(source)) => {
+                    return Err(UpstreamError::Exchange {
+                        endpoint: lease.endpoint().to_string(),
+                        source: source.into(),
+                    });
+                }
+            }
+        }
+        Err(attempts.into_error())
+    }
+
+    async fn send_http2(
         &self,
         mut request: Request<RequestBody>,
         idempotent: bool,
-    ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
-        let mut last_error = UpstreamError::NoEndpoint;
-        for index in self.balancer.order(self.pools.len()) {
-            let pool = &self.pools[index];
-            for _ in 0..STALE_CONNECTION_RETRIES {
-                let mut lease = match pool.checkout().await {
-                    Ok(lease) => lease,
-                    Err(e) if e.is_connect_failure() && idempotent => {
-                        tracing::warn!(upstream = %self.name, error = %e, "trying the next endpoint");
-                        last_error = e;
-                        break;
-                    }
-                    Err(e) => return Err(e),
-                };
-                match lease.send(request).await {
-                    Ok(response) => return Ok((response, lease)),
-                    Err(mut e) => match e.take_message() {
-                        Some(unsent) => {
-                            tracing::debug!(endpoint = %lease.endpoint(), "pooled connection was stale; resending");
-                            last_error = UpstreamError::StaleConnections { endpoint: lease.endpoint().to_string() };
-                            request = unsent;
-                        }
-                        None => {
-                            return Err(UpstreamError::Exchange {
-                                endpoint: lease.endpoint().to_string(),
-                                source: e.into_error(),
-                            })
-                        }
-                    },
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let mut attempts = Attempts::new(self, idempotent);
+        while let Some(mut lease) = attempts.next_lease().await? {
+            match lease.send_h2(request).await {
+                Some(Ok(response)) => {
+                    let (parts, body) = response.into_parts();
+                    return Ok(UpstreamResponse { parts, body: UpstreamBody::Http2 { body, lease } });
                 }
-            }
-            if !idempotent {
-                break;
+                Some(Err(mut e)) => match e.take_message() {
+                    Some(unsent) => {
+                        tracing::debug!(endpoint = %lease.endpoint(), "HTTP/2 connection closed before the request; resending");
+                        attempts.stale(lease.endpoint());
+                        request = unsent;
+                    }
+                    None => {
+                        let source = e.into_error().into();
+                        return Err(UpstreamError::Exchange { endpoint: lease.endpoint().to_string(), source });
+                    }
+                },
+                None => return Err(UpstreamError::NoEndpoint),
             }
         }
-        Err(last_error)
+        Err(attempts.into_error())
+    }
+}
+
+/// What came back from an upstream: the response head and how to read the rest.
+pub(crate) struct UpstreamResponse {
+    pub(crate) parts: http::response::Parts,
+    pub(crate) body: UpstreamBody,
+}
+
+/// The rest of an upstream response.
+pub(crate) enum UpstreamBody {
+    /// Read from the socket by whoever polls it; the connection returns to its pool at the end.
+    Http1(H1Body),
+    Http2 {
+        body: Incoming,
+        lease: Lease,
+    },
+    /// A 101: the connection itself is the rest, with any bytes already read past the head.
+    Switched {
+        lease: Lease,
+        read: BytesMut,
+    },
+}
+
+/// The connections one request may try: endpoints in balancer order, and on each a few
+/// fresh tries after a closed pooled connection.
+struct Attempts<'a> {
+    group: &'a UpstreamGroup,
+    order: Vec<usize>,
+    next_endpoint: usize,
+    current: Option<usize>,
+    tries_here: usize,
+    idempotent: bool,
+    last_error: UpstreamError,
+}
+
+impl<'a> Attempts<'a> {
+    fn new(group: &'a UpstreamGroup, idempotent: bool) -> Self {
+        let order = group.balancer.order(group.pools.len()).collect();
+        Attempts {
+            group,
+            order,
+            next_endpoint: 0,
+            current: None,
+            tries_here: 0,
+            idempotent,
+            last_error: UpstreamError::NoEndpoint,
+        }
+    }
+
+    /// The next connection to try, or None when every allowed try is spent.
+    async fn next_lease(&mut self) -> Result<Option<Lease>, UpstreamError> {
+        loop {
+            let index = match self.current {
+                Some(index) if self.tries_here < STALE_CONNECTION_RETRIES => index,
+                Some(_) if !self.idempotent => return Ok(None),
+                _ => {
+                    let Some(&index) = self.order.get(self.next_endpoint) else { return Ok(None) };
+                    self.next_endpoint += 1;
+                    self.current = Some(index);
+                    self.tries_here = 0;
+                    index
+                }
+            };
+            self.tries_here += 1;
+            match self.group.pools[index].checkout(!self.idempotent).await {
+                Ok(lease) => return Ok(Some(lease)),
+                Err(e) if e.is_connect_failure() && self.idempotent => {
+                    tracing::warn!(upstream = %self.group.name, error = %e, "trying the next endpoint");
+                    self.last_error = e;
+                    self.tries_here = STALE_CONNECTION_RETRIES; // this endpoint is down: move on
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The last lease's connection had been closed by the upstream.
+    fn stale(&mut self, endpoint: &sluice_config::Endpoint) {
+        self.last_error = UpstreamError::StaleConnections { endpoint: endpoint.to_string() };
+    }
+
+    fn into_error(self) -> UpstreamError {
+        self.last_error
     }
 }

@@ -2,7 +2,7 @@
 //! warm minimum, and a bounded wait for a free connection.
 //!
 //! HTTP/1 connections are lent out one request at a time and come back when the
-//! response body has been read to its end. HTTP/2 connections stay in the pool while
+//! response body has been read to its end; while pooled they are bare sockets. HTTP/2 connections stay in the pool while
 //! in use: each request takes a clone of the connection's sender and opens a stream.
 //!
 //! Invariant: every open connection holds one permit of `permits`, so open connections
@@ -17,6 +17,7 @@ use hyper::client::conn::TrySendError;
 use hyper::{Request, Response};
 use sluice_config::{Endpoint, PoolSettings, UpstreamProtocol};
 use sluice_policy::retire::{ConnAge, RetireRules};
+use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::connect::{connect, Sender};
@@ -79,26 +80,24 @@ impl EndpointPool {
     }
 
     /// A connection for one request, waiting up to `wait_timeout` when the pool is at its cap.
-    pub(crate) async fn checkout(self: &Arc<Self>) -> Result<Lease, UpstreamError> {
+    /// With `verify`, an idle HTTP/1 connection is checked to be open before it is lent
+    /// (for requests that must not be sent twice).
+    pub(crate) async fn checkout(self: &Arc<Self>, verify: bool) -> Result<Lease, UpstreamError> {
         let deadline = tokio::time::Instant::now() + self.settings.wait_timeout;
         let conn = match self.protocol {
-            UpstreamProtocol::Http1 => self.checkout_http1(deadline).await?,
+            UpstreamProtocol::Http1 => self.checkout_http1(deadline, verify).await?,
             UpstreamProtocol::Http2 => self.checkout_http2(deadline).await?,
         };
         Ok(Lease { pool: Arc::clone(self), conn })
     }
 
-    async fn checkout_http1(&self, deadline: tokio::time::Instant) -> Result<Conn, UpstreamError> {
+    async fn checkout_http1(&self, deadline: tokio::time::Instant, verify: bool) -> Result<Conn, UpstreamError> {
         loop {
-            if let Some(mut conn) = self.take_idle() {
-                // The previous response may have just ended; hyper needs a moment to
-                // make the connection ready. An upstream close shows up here as an error.
-                if let Sender::Http1(sender) = &mut conn.sender {
-                    if let Ok(Ok(())) = tokio::time::timeout_at(deadline, sender.ready()).await {
-                        return Ok(conn);
-                    }
+            if let Some(conn) = self.take_idle() {
+                match &conn.sender {
+                    Sender::Http1(stream) if verify && !super::h1::is_open(stream) => continue,
+                    _ => return Ok(conn),
                 }
-                continue;
             }
             tokio::select! {
                 biased;
@@ -223,15 +222,30 @@ async fn maintain(pool: Weak<EndpointPool>) {
 // === impl Lease ===
 
 impl Lease {
-    /// Sends the request; a request that was never written comes back in the error.
-    pub(crate) async fn send(
+    /// The socket of an HTTP/1 connection.
+    pub(crate) fn h1_stream(&mut self) -> Option<&mut TcpStream> {
+        match &mut self.conn.sender {
+            Sender::Http1(stream) => Some(stream),
+            Sender::Http2(_) => None,
+        }
+    }
+
+    /// Counts a request on this connection; true when it carried requests before
+    /// (so a failure before any response byte means the upstream had closed it).
+    pub(crate) fn begin_request(&mut self) -> bool {
+        self.conn.age.requests += 1;
+        self.conn.age.requests > 1
+    }
+
+    /// Sends on an HTTP/2 connection; a request that was never written comes back in the error.
+    pub(crate) async fn send_h2(
         &mut self,
         request: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, TrySendError<Request<RequestBody>>> {
+    ) -> Option<Result<Response<Incoming>, TrySendError<Request<RequestBody>>>> {
         self.conn.age.requests += 1;
         match &mut self.conn.sender {
-            Sender::Http1(s) => s.try_send_request(request).await,
-            Sender::Http2(s) => s.try_send_request(request).await,
+            Sender::Http2(s) => Some(s.try_send_request(request).await),
+            Sender::Http1(_) => None,
         }
     }
 

@@ -95,23 +95,6 @@ pub(crate) fn head(
     out.extend_from_slice(b"\r\n");
 }
 
-/// The chunk-size line for a chunk of `len` bytes.
-pub(crate) fn chunk_header(out: &mut Vec<u8>, len: usize) {
-    out.extend_from_slice(format!("{len:x}\r\n").as_bytes());
-}
-
-/// Trailer fields after the last chunk, then the end of the body.
-pub(crate) fn last_chunk(out: &mut Vec<u8>, trailers: Option<&HeaderMap>) {
-    out.extend_from_slice(b"0\r\n");
-    for (name, value) in trailers.into_iter().flatten() {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
 fn itoa_u64(n: u64) -> String {
     n.to_string()
 }

@@ -2,21 +2,13 @@
 //! the body is framed. Strict where lenience enables request smuggling.
 
 use bytes::BytesMut;
+
+use crate::http1::{Framing, HeadError, MAX_HEAD_BYTES};
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, EXPECT, TE, TRANSFER_ENCODING};
 use http::{Method, Uri, Version};
 
 /// Headers per request at most; more is a 431.
 const MAX_HEADERS: usize = 128;
-/// A request head larger than this is a 431.
-pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
-
-/// How the request body is delimited (RFC 9112 §6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Framing {
-    Empty,
-    Length(u64),
-    Chunked,
-}
 
 /// A parsed request head and what the connection needs to know about it.
 #[derive(Debug)]
@@ -32,17 +24,6 @@ pub(crate) struct RequestHead {
     pub(crate) expect_continue: bool,
     /// `TE: trailers`: the client accepts trailers on a chunked response.
     pub(crate) accepts_trailers: bool,
-}
-
-/// Why a head was rejected; each maps to a 4xx/5xx in `proxy::error`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum HeadError {
-    #[error("malformed request: {0}")]
-    Malformed(&'static str),
-    #[error("request head too large")]
-    TooLarge,
-    #[error("HTTP version not supported")]
-    Version,
 }
 
 /// Parses the head at the start of `buf`, consuming it. `Ok(None)`: need more bytes.

@@ -10,7 +10,6 @@
 //! One connection is one task, top to bottom: wait → read head → hand the request to
 //! `proxy::handle` while pumping its body → write the response → again.
 
-mod body;
 mod encode;
 mod head;
 mod pump;
@@ -20,23 +19,22 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::EXPECT;
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::conn::{ConnContext, ListenerContext};
 use super::h2;
 use super::prefixed::Prefixed;
+use crate::http1::{self, HeadError};
 use crate::proxy::{self, BodyError, ProxyBody, UpstreamUpgrade};
 use encode::{ConnectionHeader, ResponseFraming};
-use head::{HeadError, RequestHead};
+use head::RequestHead;
 use pump::BodyPump;
 use sluice_config::ListenerProtocol;
 
@@ -322,7 +320,7 @@ async fn write_response<T: ClientStream>(
         }
     }
     if framing == ResponseFraming::Chunked {
-        encode::last_chunk(&mut out, trailers.as_ref().filter(|_| cx.accepts_trailers));
+        http1::last_chunk(&mut out, trailers.as_ref().filter(|_| cx.accepts_trailers));
     }
     if !out.is_empty() {
         io.write_all(&out).await?;
@@ -343,7 +341,7 @@ async fn emit_data<T: AsyncWrite + Unpin>(
     }
     let chunked = framing == ResponseFraming::Chunked;
     if chunked {
-        encode::chunk_header(out, data.len());
+        http1::chunk_header(out, data.len());
     }
     if data.len() > WRITE_COALESCE {
         io.write_all(out).await?;
@@ -385,23 +383,18 @@ async fn write_error<T: AsyncWrite + Unpin>(io: &mut T, response: Response<Proxy
     io.shutdown().await
 }
 
-/// After a 101: bytes flow both ways until either side closes. Bytes the client sent
-/// after its request head go first.
+/// After a 101: bytes flow both ways until either side closes. Bytes either side sent
+/// after its head go first.
 async fn tunnel<T: ClientStream>(mut io: T, buf: BytesMut, upgrade: UpstreamUpgrade, ctx: &ConnContext) {
-    let UpstreamUpgrade { on_upgrade, lease } = upgrade;
-    let upstream = match tokio::time::timeout(Duration::from_secs(10), on_upgrade).await {
-        Ok(Ok(upgraded)) => upgraded,
-        _ => {
-            tracing::debug!(peer = %ctx.peer, "upstream upgrade did not complete");
-            return;
-        }
-    };
-    let mut upstream = TokioIo::new(upstream);
+    let UpstreamUpgrade { mut lease, read } = upgrade;
+    let Some(upstream) = lease.h1_stream() else { return };
     if !buf.is_empty() && upstream.write_all(&buf).await.is_err() {
         return;
     }
-    drop(buf);
-    let result = tokio::io::copy_bidirectional(&mut io, &mut upstream).await;
+    if !read.is_empty() && io.write_all(&read).await.is_err() {
+        return;
+    }
+    drop((buf, read));
+    let result = tokio::io::copy_bidirectional(&mut io, upstream).await;
     tracing::debug!(peer = %ctx.peer, ?result, "tunnel closed");
-    drop(lease);
 }

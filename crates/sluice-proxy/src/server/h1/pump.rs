@@ -6,8 +6,8 @@ use http_body::Frame;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::body::{BodyDecoder, Decoded};
-use super::head::Framing;
+use crate::http1::body::{BodyDecoder, Decoded};
+use crate::http1::Framing;
 use crate::proxy::{BodyFrame, RequestBody};
 
 /// Frames buffered between the client connection and the upstream at most. With

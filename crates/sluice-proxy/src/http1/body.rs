@@ -1,10 +1,10 @@
-//! Decoding a request body from the connection's read buffer: Content-Length or chunked
-//! (RFC 9112 §7.1), with trailers. Pure: bytes in, frames out.
+//! Decoding a message body from a connection's read buffer: Content-Length, chunked
+//! (RFC 9112 §7.1) with trailers, or until the connection closes. Pure: bytes in, frames out.
 
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 
-use super::head::{Framing, HeadError, MAX_HEAD_BYTES};
+use super::{Framing, HeadError, MAX_HEAD_BYTES};
 
 /// A chunk-size line longer than this is malformed (extensions included).
 const MAX_CHUNK_LINE: usize = 4096;
@@ -22,6 +22,7 @@ pub(crate) enum Decoded {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
+    UntilClose,
     Length(u64),
     ChunkSize,
     ChunkData(u64),
@@ -42,12 +43,25 @@ impl BodyDecoder {
             Framing::Empty => State::Done,
             Framing::Length(n) => State::Length(n),
             Framing::Chunked => State::ChunkSize,
+            Framing::UntilClose => State::UntilClose,
         };
         BodyDecoder { state }
     }
 
     pub(crate) fn is_done(&self) -> bool {
         self.state == State::Done
+    }
+
+    /// The connection reached end of file: the end of an `UntilClose` body, and an
+    /// error (a truncated body) for every other unfinished framing.
+    pub(crate) fn at_eof(&mut self) -> Result<Decoded, HeadError> {
+        match self.state {
+            State::UntilClose | State::Done => {
+                self.state = State::Done;
+                Ok(Decoded::Done)
+            }
+            _ => Err(HeadError::Malformed("connection closed in the middle of a body")),
+        }
     }
 
     /// Bytes still expected for a Content-Length body (the size hint).
@@ -64,6 +78,12 @@ impl BodyDecoder {
         loop {
             match self.state {
                 State::Done => return Ok(Decoded::Done),
+                State::UntilClose => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    return Ok(Decoded::Data(buf.split_to(buf.len()).freeze()));
+                }
                 State::Length(remaining) => {
                     if buf.is_empty() {
                         return Ok(Decoded::NeedMore);
@@ -212,6 +232,16 @@ mod tests {
         }
         assert_eq!(data, b"abc0123456789abcdef");
         assert!(done);
+    }
+
+    #[test]
+    fn until_close_bodies_end_at_eof_and_others_are_truncated_there() {
+        let mut d = BodyDecoder::new(Framing::UntilClose);
+        let mut buf = BytesMut::from("all of it");
+        assert_eq!(drain(&mut d, &mut buf), (b"all of it".to_vec(), None, false));
+        assert_eq!(d.at_eof(), Ok(Decoded::Done));
+        let mut short = BodyDecoder::new(Framing::Length(10));
+        assert!(short.at_eof().is_err());
     }
 
     #[test]

@@ -1,0 +1,452 @@
+//! sluice's HTTP/1.1 upstream client, driven inside the request's own task.
+//!
+//! hyper's client runs each connection as a separate task and hands requests and
+//! responses across channels: two task wake-ups per request, and a read buffer per
+//! pooled connection. Here the request path writes the request and reads the response
+//! head itself, and the response body is read by whoever polls it (the client
+//! connection's task). A pooled connection is a bare `TcpStream`.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{request, Method, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::pool::Lease;
+use crate::http1::body::{BodyDecoder, Decoded};
+use crate::http1::{self, Framing, MAX_HEAD_BYTES};
+use crate::proxy::{BodyError, RequestBody};
+
+/// Response headers per message at most.
+const MAX_HEADERS: usize = 128;
+/// A response head starts in a buffer this big; it grows up to `MAX_HEAD_BYTES`.
+const READ_BUFFER: usize = 4096;
+/// Request body frames up to this size are copied next to their chunk framing and sent
+/// in one write; larger ones are written as they are.
+const WRITE_COALESCE: usize = 16 * 1024;
+
+/// A request encoded for the wire, kept until a response arrives so that it can be
+/// sent again on another connection when a pooled one turns out to be closed.
+pub(crate) struct EncodedRequest {
+    head: Vec<u8>,
+    framing: Framing,
+    body: RequestBody,
+    /// Whether the response to this request has no body whatever its headers say.
+    head_request: bool,
+    /// Whether any body frame has been taken: then the request cannot be sent again.
+    body_started: bool,
+}
+
+impl EncodedRequest {
+    /// Encodes the head (`parts.uri` in origin form, Host already set by the caller).
+    pub(crate) fn new(parts: &request::Parts, body: RequestBody) -> Self {
+        let framing = request_framing(&parts.headers, &body);
+        let mut head = Vec::with_capacity(256);
+        head.extend_from_slice(parts.method.as_str().as_bytes());
+        head.push(b' ');
+        head.extend_from_slice(parts.uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
+        head.extend_from_slice(b" HTTP/1.1\r\n");
+        for (name, value) in &parts.headers {
+            head.extend_from_slice(name.as_str().as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(value.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        match framing {
+            Framing::Length(n) if !parts.headers.contains_key(CONTENT_LENGTH) => {
+                head.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
+            }
+            Framing::Chunked => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+            _ => {}
+        }
+        head.extend_from_slice(b"\r\n");
+        EncodedRequest { head, framing, body, head_request: parts.method == Method::HEAD, body_started: false }
+    }
+
+    /// Nothing of the body was consumed, so the request can go to another connection.
+    pub(crate) fn can_resend(&self) -> bool {
+        !self.body_started
+    }
+}
+
+/// Content-Length when the body's size is known, chunked otherwise.
+fn request_framing(headers: &HeaderMap, body: &RequestBody) -> Framing {
+    if body.is_end_stream() {
+        return Framing::Empty;
+    }
+    if let Some(n) = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok()) {
+        return if n == 0 { Framing::Empty } else { Framing::Length(n) };
+    }
+    match body.size_hint().exact() {
+        Some(0) => Framing::Empty,
+        Some(n) => Framing::Length(n),
+        None => Framing::Chunked,
+    }
+}
+
+/// How an exchange failed.
+pub(crate) enum ExchangeError {
+    /// The connection was closed or reset before any byte of a response: a reused
+    /// connection the upstream had already given up on. Resendable if the body is untouched.
+    Stale(io::Error),
+    /// Anything else: a 502.
+    Failed(io::Error),
+}
+
+/// A response head and what follows it on the connection.
+pub(crate) struct ResponseHead {
+    pub(crate) parts: http::response::Parts,
+    pub(crate) framing: Framing,
+    /// The connection may carry another request after this response.
+    pub(crate) reusable: bool,
+    /// Bytes read past the head: the start of the body.
+    pub(crate) buf: BytesMut,
+}
+
+/// Writes the request and reads the response head, sending the request body meanwhile
+/// (an upstream may answer before it has read the whole body).
+pub(crate) async fn exchange(
+    stream: &mut TcpStream,
+    request: &mut EncodedRequest,
+    reused: bool,
+) -> Result<ResponseHead, ExchangeError> {
+    let failed = |e: io::Error| if reused { ExchangeError::Stale(e) } else { ExchangeError::Failed(e) };
+    stream.write_all(&request.head).await.map_err(failed)?;
+    let mut sending = request.framing != Framing::Empty;
+    let mut buf = BytesMut::with_capacity(READ_BUFFER);
+    let mut out = Vec::new();
+    loop {
+        tokio::select! {
+            biased;
+            read = stream.read_buf(&mut buf) => {
+                match read {
+                    Ok(0) if buf.is_empty() => return Err(failed(io::ErrorKind::UnexpectedEof.into())),
+                    Ok(0) => return Err(ExchangeError::Failed(io::Error::other("upstream closed the connection in the middle of the response head"))),
+                    Ok(_) => {}
+                    Err(e) if buf.is_empty() => return Err(failed(e)),
+                    Err(e) => return Err(ExchangeError::Failed(e)),
+                }
+                if let Some(head) = parse_response(&mut buf, request.head_request).map_err(ExchangeError::Failed)? {
+                    let reusable = head.1 && !sending;
+                    return Ok(ResponseHead { parts: head.0, framing: head.2, reusable, buf });
+                }
+                if buf.capacity() - buf.len() < 1024 {
+                    buf.reserve(READ_BUFFER);
+                }
+            }
+            frame = request.body.frame(), if sending => {
+                request.body_started = true;
+                out.clear();
+                match frame {
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(data) => {
+                            let direct = encode_data(&mut out, &data, request.framing);
+                            stream.write_all(&out).await.map_err(ExchangeError::Failed)?;
+                            if let Some(data) = direct {
+                                stream.write_all(&data).await.map_err(ExchangeError::Failed)?;
+                                stream.write_all(b"\r\n").await.map_err(ExchangeError::Failed)?;
+                            }
+                        }
+                        Err(frame) => {
+                            if let (Ok(trailers), Framing::Chunked) = (frame.into_trailers(), request.framing) {
+                                http1::last_chunk(&mut out, Some(&trailers));
+                                stream.write_all(&out).await.map_err(ExchangeError::Failed)?;
+                                sending = false;
+                            }
+                        }
+                    },
+                    None => {
+                        if request.framing == Framing::Chunked {
+                            http1::last_chunk(&mut out, None);
+                            stream.write_all(&out).await.map_err(ExchangeError::Failed)?;
+                        }
+                        sending = false;
+                    }
+                    Some(Err(e)) => return Err(ExchangeError::Failed(io::Error::other(format!("request body: {e}")))),
+                }
+            }
+        }
+    }
+}
+
+/// Puts one data frame in `out` with its chunk framing; a large frame is returned to be
+/// written as it is after `out` (whose chunk line then precedes it).
+fn encode_data(out: &mut Vec<u8>, data: &Bytes, framing: Framing) -> Option<Bytes> {
+    if data.is_empty() {
+        return None;
+    }
+    let chunked = framing == Framing::Chunked;
+    if chunked {
+        http1::chunk_header(out, data.len());
+    }
+    if data.len() > WRITE_COALESCE && chunked {
+        return Some(data.clone());
+    }
+    out.extend_from_slice(data);
+    if chunked {
+        out.extend_from_slice(b"\r\n");
+    }
+    None
+}
+
+/// Parses a final response head (skipping 1xx interim responses other than 101).
+/// Returns the head, whether the connection stays open, and the body framing.
+fn parse_response(
+    buf: &mut BytesMut,
+    head_request: bool,
+) -> io::Result<Option<(http::response::Parts, bool, Framing)>> {
+    loop {
+        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut slots);
+        let len = match response.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
+                return Err(invalid("response head too large"))
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(e) => return Err(invalid(&format!("malformed response head: {e}"))),
+        };
+        let status = StatusCode::from_u16(response.code.unwrap_or(0)).map_err(|_| invalid("invalid status code"))?;
+        let version = if response.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+        let mut headers = HeaderMap::with_capacity(response.headers.len() + 2);
+        for h in response.headers.iter() {
+            let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| invalid("invalid header name"))?;
+            let value = HeaderValue::from_bytes(h.value).map_err(|_| invalid("invalid header value"))?;
+            headers.append(name, value);
+        }
+        let _ = buf.split_to(len);
+        if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+            continue; // 100 Continue, 103 Early Hints: the final response follows
+        }
+        let framing = response_framing(status, &headers, head_request)?;
+        let keep_alive = !has_token(&headers, "close")
+            && (version == Version::HTTP_11 || has_token(&headers, "keep-alive"))
+            && framing != Framing::UntilClose
+            && status != StatusCode::SWITCHING_PROTOCOLS;
+        let mut parts = Response::new(()).into_parts().0;
+        parts.status = status;
+        parts.version = version;
+        parts.headers = headers;
+        return Ok(Some((parts, keep_alive, framing)));
+    }
+}
+
+/// RFC 9112 §6.3, for responses.
+fn response_framing(status: StatusCode, headers: &HeaderMap, head_request: bool) -> io::Result<Framing> {
+    if head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok(Framing::Empty);
+    }
+    if headers.contains_key(TRANSFER_ENCODING) {
+        let chunked = headers
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("").split(','))
+            .map(str::trim)
+            .rfind(|t| !t.is_empty())
+            .is_some_and(|t| t.eq_ignore_ascii_case("chunked"));
+        return Ok(if chunked { Framing::Chunked } else { Framing::UntilClose });
+    }
+    let mut length = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        let n: u64 =
+            value.to_str().ok().and_then(|v| v.trim().parse().ok()).ok_or_else(|| invalid("invalid Content-Length"))?;
+        if length.is_some_and(|prior| prior != n) {
+            return Err(invalid("conflicting Content-Length values"));
+        }
+        length = Some(n);
+    }
+    Ok(match length {
+        Some(0) => Framing::Empty,
+        Some(n) => Framing::Length(n),
+        None => Framing::UntilClose,
+    })
+}
+
+fn has_token(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+fn invalid(why: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, why.to_string())
+}
+
+/// A response body read straight from the upstream connection by whoever polls it.
+/// At its end the connection goes back to its pool, if the response allowed that.
+pub(crate) struct H1Body {
+    lease: Option<Lease>,
+    decoder: BodyDecoder,
+    buf: BytesMut,
+    reusable: bool,
+}
+
+impl H1Body {
+    pub(crate) fn new(lease: Lease, framing: Framing, reusable: bool, buf: BytesMut) -> Self {
+        H1Body { lease: Some(lease), decoder: BodyDecoder::new(framing), buf, reusable }
+    }
+
+    fn finish(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            // Bytes after the body mean the upstream broke framing: do not reuse.
+            if self.reusable && self.buf.is_empty() {
+                lease.release();
+            }
+        }
+        self.buf = BytesMut::new();
+    }
+}
+
+impl Body for H1Body {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        loop {
+            let decoded = match this.decoder.decode(&mut this.buf) {
+                Ok(decoded) => decoded,
+                Err(e) => {
+                    this.lease = None;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+            };
+            match decoded {
+                Decoded::Data(data) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Decoded::Trailers(trailers) => return Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+                Decoded::Done => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Decoded::NeedMore => {}
+            }
+            let Some(stream) = this.lease.as_mut().and_then(Lease::h1_stream) else {
+                return Poll::Ready(Some(Err("upstream connection gone".into())));
+            };
+            match std::task::ready!(poll_read_buf(stream, cx, &mut this.buf)) {
+                Ok(0) => match this.decoder.at_eof() {
+                    Ok(_) => {
+                        this.reusable = false;
+                        this.finish();
+                        return Poll::Ready(None);
+                    }
+                    Err(e) => {
+                        this.lease = None;
+                        return Poll::Ready(Some(Err(e.into())));
+                    }
+                },
+                Ok(_) => {}
+                Err(e) => {
+                    this.lease = None;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.decoder.is_done()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.decoder.remaining_length() {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::new(),
+        }
+    }
+}
+
+impl Drop for H1Body {
+    fn drop(&mut self) {
+        // A body with nothing left (HEAD, 204, 304, Content-Length: 0) that was never
+        // polled still leaves a reusable connection; a half-read one does not.
+        if self.lease.is_some() && self.decoder.is_done() {
+            self.finish();
+        }
+    }
+}
+
+/// Reads what is available into `buf` without an `unsafe` spare-capacity write:
+/// readiness first, then `try_read_buf`.
+fn poll_read_buf(stream: &mut TcpStream, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(16 * 1024);
+    }
+    loop {
+        std::task::ready!(stream.poll_read_ready(cx))?;
+        match stream.try_read_buf(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            result => return Poll::Ready(result),
+        }
+    }
+}
+
+/// Whether an idle pooled connection is still open: a readable idle connection has
+/// either been closed by the upstream or sent bytes nobody asked for. Costs no system
+/// call unless the socket was marked readable.
+pub(crate) fn is_open(stream: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(stream.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_heads_and_their_framing() {
+        let mut buf = BytesMut::from("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+        let (parts, keep_alive, framing) = parse_response(&mut buf, false).expect("valid").expect("complete");
+        assert_eq!(parts.status, StatusCode::OK);
+        assert!(keep_alive);
+        assert_eq!(framing, Framing::Length(5));
+        assert_eq!(&buf[..], b"hello");
+
+        let mut closing = BytesMut::from("HTTP/1.0 200 OK\r\n\r\nuntil close");
+        let (_, keep_alive, framing) = parse_response(&mut closing, false).expect("valid").expect("complete");
+        assert!(!keep_alive);
+        assert_eq!(framing, Framing::UntilClose);
+
+        let mut head = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n");
+        assert_eq!(parse_response(&mut head, true).expect("valid").expect("complete").2, Framing::Empty);
+
+        let mut chunked = BytesMut::from("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
+        let (_, keep_alive, framing) = parse_response(&mut chunked, false).expect("valid").expect("complete");
+        assert_eq!((keep_alive, framing), (false, Framing::Chunked));
+    }
+
+    #[test]
+    fn bad_response_heads_are_errors() {
+        for bad in ["HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", "NOT HTTP\r\n\r\n"] {
+            assert!(parse_response(&mut BytesMut::from(bad), false).is_err(), "{bad}");
+        }
+        assert!(parse_response(&mut BytesMut::from("HTTP/1.1 200 OK\r\n"), false).expect("valid").is_none());
+    }
+
+    #[test]
+    fn request_framing_follows_the_body() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(request_framing(&headers, &RequestBody::Empty), Framing::Empty);
+        let (_tx, rx) = tokio::sync::mpsc::channel(1);
+        assert_eq!(request_framing(&headers, &RequestBody::Channel { frames: rx, remaining: None }), Framing::Chunked);
+        headers.insert(CONTENT_LENGTH, HeaderValue::from_static("7"));
+        let (_tx, rx) = tokio::sync::mpsc::channel(1);
+        assert_eq!(
+            request_framing(&headers, &RequestBody::Channel { frames: rx, remaining: Some(7) }),
+            Framing::Length(7)
+        );
+    }
+}
