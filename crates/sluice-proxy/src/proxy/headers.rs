@@ -1,9 +1,11 @@
 //! Header rewriting between client and upstream: hop-by-hop headers removed (RFC 9110
 //! §7.6.1), forwarding headers added, request ids.
 
+use std::io::Write;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Version;
 
@@ -53,25 +55,32 @@ pub(crate) fn wants_trailers(headers: &HeaderMap) -> bool {
 }
 
 /// Adds X-Forwarded-For (appended), X-Forwarded-Proto, X-Forwarded-Host and Via.
-pub(crate) fn add_forwarding(headers: &mut HeaderMap, client: IpAddr, tls: bool, host: Option<&str>, version: Version) {
-    let client = client.to_string();
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {client}"),
-        None => client,
-    };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+/// One allocation at most per value: these run on every request.
+pub(crate) fn add_forwarding(
+    headers: &mut HeaderMap,
+    client: IpAddr,
+    tls: bool,
+    host: Option<&HeaderValue>,
+    version: Version,
+) {
+    let mut forwarded_for = Vec::with_capacity(48);
+    if let Some(prior) = headers.get(&X_FORWARDED_FOR) {
+        forwarded_for.extend_from_slice(prior.as_bytes());
+        forwarded_for.extend_from_slice(b", ");
+    }
+    let _ = write!(forwarded_for, "{client}");
+    if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(forwarded_for)) {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if tls { "https" } else { "http" }));
-    if let Some(host) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
-        headers.insert(X_FORWARDED_HOST.clone(), host);
+    if let Some(host) = host {
+        headers.insert(X_FORWARDED_HOST.clone(), host.clone());
     }
-    let hop = if version == Version::HTTP_2 { "2 sluice" } else { "1.1 sluice" };
-    let via = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
-        Some(prior) => {
-            HeaderValue::from_str(&format!("{prior}, {hop}")).unwrap_or(HeaderValue::from_static("1.1 sluice"))
-        }
-        None => HeaderValue::from_static(hop),
+    let hop: &[u8] = if version == Version::HTTP_2 { b"2 sluice" } else { b"1.1 sluice" };
+    let via = match headers.get(header::VIA) {
+        Some(prior) => HeaderValue::from_maybe_shared(Bytes::from([prior.as_bytes(), b", ", hop].concat()))
+            .unwrap_or(HeaderValue::from_static("1.1 sluice")),
+        None => HeaderValue::from_static(if version == Version::HTTP_2 { "2 sluice" } else { "1.1 sluice" }),
     };
     headers.insert(header::VIA, via);
 }
@@ -99,7 +108,18 @@ pub(crate) fn new_request_id() -> HeaderValue {
         h.finish()
     });
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    HeaderValue::from_str(&format!("{prefix:016x}{n:016x}")).unwrap_or(HeaderValue::from_static("0"))
+    let mut id = [0u8; 32];
+    hex(&mut id[..16], prefix);
+    hex(&mut id[16..], n);
+    HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("0"))
+}
+
+/// `value` as 16 lower-case hex digits.
+fn hex(out: &mut [u8], value: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, slot) in out.iter_mut().enumerate().take(16) {
+        *slot = DIGITS[((value >> (60 - 4 * i)) & 0xf) as usize];
+    }
 }
 
 #[cfg(test)]
@@ -136,7 +156,8 @@ mod tests {
     #[test]
     fn forwarding_headers_append_to_what_came_before() {
         let mut h = map(&[("x-forwarded-for", "10.0.0.1"), ("via", "1.0 edge")]);
-        add_forwarding(&mut h, "127.0.0.2".parse().expect("ip"), true, Some("api.example.com"), Version::HTTP_11);
+        let host = HeaderValue::from_static("api.example.com");
+        add_forwarding(&mut h, "127.0.0.2".parse().expect("ip"), true, Some(&host), Version::HTTP_11);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "api.example.com");

@@ -55,7 +55,7 @@ async fn forward(
     let host = request_host(&request);
     let route = snapshot
         .router
-        .find(host.as_ref().map(|h| h.as_str()), request.uri().path(), request.method().as_str())
+        .find(host.as_ref().and_then(|h| h.to_str().ok()), request.uri().path(), request.method().as_str())
         .ok_or(ProxyError::NoRoute)?;
     let upgrade = upgrade::requested(&request);
     if upgrade.is_some() && route.upstream.protocol() != UpstreamProtocol::Http1 {
@@ -83,7 +83,7 @@ fn upstream_request(
     conn: &ConnContext,
     route: &Route,
     request: Request<RequestBody>,
-    host: Option<&Authority>,
+    host: Option<&HeaderValue>,
     request_id: &HeaderValue,
     upgrade: Option<&HeaderValue>,
 ) -> Request<RequestBody> {
@@ -94,7 +94,7 @@ fn upstream_request(
     if trailers {
         parts.headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
     }
-    headers::add_forwarding(&mut parts.headers, conn.peer.ip(), conn.tls, host.map(|h| h.as_str()), client_version);
+    headers::add_forwarding(&mut parts.headers, conn.peer.ip(), conn.tls, host, client_version);
     parts.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
     if let Some(protocol) = upgrade {
         parts.headers.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -106,13 +106,15 @@ fn upstream_request(
             parts.version = Version::HTTP_11;
             parts.uri = Uri::from(path);
             // Host is kept; an HTTP/2 client sent it as :authority.
-            if let Some(host) = host.and_then(|h| HeaderValue::from_str(h.as_str()).ok()) {
-                parts.headers.insert(HOST, host);
+            if let (false, Some(host)) = (parts.headers.contains_key(HOST), host) {
+                parts.headers.insert(HOST, host.clone());
             }
         }
         UpstreamProtocol::Http2 => {
             parts.version = Version::HTTP_2;
-            let authority = host.cloned().unwrap_or_else(|| Authority::from_static("localhost"));
+            let authority = host
+                .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+                .unwrap_or_else(|| Authority::from_static("localhost"));
             parts.uri = Uri::builder()
                 .scheme(Scheme::HTTP)
                 .authority(authority)
@@ -125,13 +127,13 @@ fn upstream_request(
     Request::from_parts(parts, body)
 }
 
-/// The host the client addressed: HTTP/2 :authority or the Host header.
-fn request_host(request: &Request<RequestBody>) -> Option<Authority> {
+/// The host the client addressed: HTTP/2 :authority or the Host header. A header
+/// value clone shares its bytes; only an HTTP/2 :authority is copied.
+fn request_host(request: &Request<RequestBody>) -> Option<HeaderValue> {
     if let Some(authority) = request.uri().authority() {
-        return Some(authority.clone());
+        return HeaderValue::from_str(authority.as_str()).ok();
     }
-    let host = request.headers().get(HOST)?;
-    Authority::try_from(host.as_bytes()).ok()
+    request.headers().get(HOST).cloned()
 }
 
 /// Methods that may be sent again after a failed connect (RFC 9110 §9.2.2).

@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{HeaderMap, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{request, Method, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -20,11 +20,9 @@ use tokio::net::TcpStream;
 
 use super::pool::Lease;
 use crate::http1::body::{BodyDecoder, Decoded};
-use crate::http1::{self, Framing, MAX_HEAD_BYTES};
+use crate::http1::{self, FieldSpans, Framing, MAX_HEADERS, MAX_HEAD_BYTES};
 use crate::proxy::{BodyError, RequestBody};
 
-/// Response headers per message at most.
-const MAX_HEADERS: usize = 128;
 /// A response head starts in a buffer this big; it grows up to `MAX_HEAD_BYTES`.
 const READ_BUFFER: usize = 4096;
 /// Request body frames up to this size are copied next to their chunk framing and sent
@@ -214,13 +212,10 @@ fn parse_response(
         };
         let status = StatusCode::from_u16(response.code.unwrap_or(0)).map_err(|_| invalid("invalid status code"))?;
         let version = if response.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
-        let mut headers = HeaderMap::with_capacity(response.headers.len() + 2);
-        for h in response.headers.iter() {
-            let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| invalid("invalid header name"))?;
-            let value = HeaderValue::from_bytes(h.value).map_err(|_| invalid("invalid header value"))?;
-            headers.append(name, value);
-        }
-        let _ = buf.split_to(len);
+        let spans = FieldSpans::of(buf, response.headers);
+        // Header values become slices of the head's bytes rather than copies.
+        let head = buf.split_to(len).freeze();
+        let headers = spans.header_map(&head).map_err(|e| invalid(&e.to_string()))?;
         if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
             continue; // 100 Continue, 103 Early Hints: the final response follows
         }
@@ -404,6 +399,8 @@ pub(crate) fn is_open(stream: &TcpStream) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use http::header::HeaderValue;
+
     use super::*;
 
     #[test]

@@ -3,12 +3,9 @@
 
 use bytes::BytesMut;
 
-use crate::http1::{Framing, HeadError, MAX_HEAD_BYTES};
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, EXPECT, TE, TRANSFER_ENCODING};
+use crate::http1::{FieldSpans, Framing, HeadError, MAX_HEADERS, MAX_HEAD_BYTES};
+use http::header::{HeaderMap, HeaderName, CONNECTION, CONTENT_LENGTH, EXPECT, TE, TRANSFER_ENCODING};
 use http::{Method, Uri, Version};
-
-/// Headers per request at most; more is a 431.
-const MAX_HEADERS: usize = 128;
 
 /// A parsed request head and what the connection needs to know about it.
 #[derive(Debug)]
@@ -48,15 +45,15 @@ pub(crate) fn parse(buf: &mut BytesMut) -> Result<Option<RequestHead>, HeadError
     };
     let method = Method::from_bytes(request.method.unwrap_or("").as_bytes())
         .map_err(|_| HeadError::Malformed("invalid method"))?;
-    let uri: Uri = request.path.unwrap_or("").parse().map_err(|_| HeadError::Malformed("invalid request target"))?;
-    let mut headers = HeaderMap::with_capacity(request.headers.len() + 6);
-    for h in request.headers.iter() {
-        let name =
-            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| HeadError::Malformed("invalid header name"))?;
-        let value = HeaderValue::from_bytes(h.value).map_err(|_| HeadError::Malformed("invalid header value"))?;
-        headers.append(name, value);
-    }
-    let _ = buf.split_to(len);
+    let path = request.path.unwrap_or("");
+    let path_at = path.as_ptr() as usize - buf.as_ptr() as usize;
+    let path_range = path_at..path_at + path.len();
+    let spans = FieldSpans::of(buf, request.headers);
+    // The head's bytes become shared: header values and the URI are slices of them.
+    let head = buf.split_to(len).freeze();
+    let uri =
+        Uri::from_maybe_shared(head.slice(path_range)).map_err(|_| HeadError::Malformed("invalid request target"))?;
+    let headers = spans.header_map(&head)?;
     let framing = framing(&headers, version)?;
     let keep_alive = keep_alive(&headers, version);
     let expect_continue = headers.get(EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));

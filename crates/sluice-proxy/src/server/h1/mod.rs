@@ -211,8 +211,9 @@ async fn exchange<T: ClientStream>(
     let (mut pump, body) = BodyPump::new(head.framing, head.expect_continue);
     let request = into_request(head, body);
 
-    // The request path is boxed so that this task's future stays small while idle.
-    let mut handling = Box::pin(proxy::handle(Arc::clone(ctx), request));
+    // Pinned here, inside the request cycle that `serve` already boxed.
+    let handling = proxy::handle(Arc::clone(ctx), request);
+    tokio::pin!(handling);
     let response = loop {
         tokio::select! {
             biased;
