@@ -110,9 +110,18 @@ async fn a_connection_the_upstream_closed_is_not_used_for_a_post() {
     assert_eq!((parts.status, &body[..]), (StatusCode::OK, &b"got"[..]));
     closed.notified().await;
     for _ in 0..3 {
+        // A POST must not be sent on the closed connection: it is checked before use.
         let post = Request::post("/").header("host", "localhost").body(full("payload")).expect("request");
         let (parts, body) = send1(&mut conn, post).await;
         assert_eq!((parts.status, &body[..]), (StatusCode::OK, &b"posted"[..]), "the stale connection was detected");
+        closed.notified().await;
+        // A GET may be sent and, when the closed connection fails it, resent on a fresh one.
+        let (parts, body) = send1(&mut conn, get("/")).await;
+        assert_eq!(
+            (parts.status, &body[..]),
+            (StatusCode::OK, &b"got"[..]),
+            "resent after the stale connection failed"
+        );
         closed.notified().await;
     }
 }
