@@ -221,7 +221,6 @@ async fn exchange<T: ClientStream>(
             _ = pump.step(io, buf), if pump.is_active() => {}
         }
     };
-    drop(handling);
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let (parts, mut body) = response.into_parts();
