@@ -155,6 +155,12 @@ async fn accept_loop(bound: BoundListener, shared: Arc<Shared>, limit: Arc<Semap
     }
 }
 
+/// The request head parser, for the robustness tests of `http1`.
+#[cfg(test)]
+pub(crate) fn parse_request_head_for_tests(buf: &mut bytes::BytesMut) -> bool {
+    h1::parse_head_for_tests(buf)
+}
+
 /// EMFILE/ENFILE (FD table full) and kernel memory pressure: retrying at once would spin.
 fn is_resource_exhaustion(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))

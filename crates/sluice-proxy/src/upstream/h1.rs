@@ -232,6 +232,11 @@ fn parse_response(
     }
 }
 
+#[cfg(test)]
+pub(crate) fn parse_response_for_tests(buf: &mut BytesMut) -> bool {
+    parse_response(buf, false).is_ok()
+}
+
 /// RFC 9112 §6.3, for responses.
 fn response_framing(status: StatusCode, headers: &HeaderMap, head_request: bool) -> io::Result<Framing> {
     if head_request

@@ -151,6 +151,12 @@ impl UpstreamGroup {
     }
 }
 
+/// The response head parser, for the robustness tests of `http1`.
+#[cfg(test)]
+pub(crate) fn parse_response_head_for_tests(buf: &mut BytesMut) -> bool {
+    h1::parse_response_for_tests(buf)
+}
+
 /// What came back from an upstream: the response head and how to read the rest.
 pub(crate) struct UpstreamResponse {
     pub(crate) parts: http::response::Parts,

@@ -46,8 +46,8 @@ pub(crate) fn parse(buf: &mut BytesMut) -> Result<Option<RequestHead>, HeadError
     let method = Method::from_bytes(request.method.unwrap_or("").as_bytes())
         .map_err(|_| HeadError::Malformed("invalid method"))?;
     let path = request.path.unwrap_or("");
-    let path_at = path.as_ptr() as usize - buf.as_ptr() as usize;
-    let path_range = path_at..path_at + path.len();
+    let path_at = (path.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
+    let path_range = path_at..path_at.wrapping_add(path.len());
     let spans = FieldSpans::of(buf, request.headers);
     // The head's bytes become shared: header values and the URI are slices of them.
     let head = buf.split_to(len).freeze();

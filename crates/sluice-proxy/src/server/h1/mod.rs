@@ -162,6 +162,11 @@ async fn request_cycle<T: ClientStream>(
     }
 }
 
+#[cfg(test)]
+pub(crate) fn parse_head_for_tests(buf: &mut BytesMut) -> bool {
+    head::parse(buf).is_ok()
+}
+
 /// Result of reading a request head.
 #[allow(clippy::large_enum_variant)] // returned once per request and consumed at once
 enum HeadRead {
