@@ -38,9 +38,12 @@ async fn open_and_request(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_fd_table_pauses_accepting_without_spinning_or_dropping_connections() {
     let upstream = Upstream::hello().await;
-    let config = simple_config(&[upstream.addr], "pool = { max_connections = 4, max_idle = 4 }");
+    // A warm pool: its upstream connections are open before the flood takes every
+    // descriptor (a connect under EMFILE would fail the request with a 502).
+    let config = simple_config(&[upstream.addr], "pool = { max_connections = 4, max_idle = 4, min_idle = 4 }");
     let sluice = Sluice::start_with(&config, Some(48));
     sluice.wait_for_log("file descriptors: 48 available");
+    upstream.wait_accepted(4).await;
     let total = 80;
     let mut responses = open_and_request(sluice.addr, total).await;
     sluice.wait_for_log("out of file descriptors");

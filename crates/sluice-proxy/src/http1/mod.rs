@@ -4,7 +4,7 @@
 pub(crate) mod body;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue};
+use http::header::{HeaderName, HeaderValue, TRANSFER_ENCODING};
 use http::HeaderMap;
 
 /// A message head larger than this is rejected (431 for requests, 502 for responses).
@@ -46,6 +46,30 @@ pub(crate) fn last_chunk(out: &mut Vec<u8>, trailers: Option<&HeaderMap>) {
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Whether a comma-separated header (`Connection`, `TE`, ...) lists `token`.
+pub(crate) fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Whether the last transfer coding is `chunked` (RFC 9112 §6.3); None without the header.
+pub(crate) fn final_coding_is_chunked(headers: &HeaderMap) -> Option<bool> {
+    if !headers.contains_key(TRANSFER_ENCODING) {
+        return None;
+    }
+    let last = headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+        .map(str::trim)
+        .rfind(|t| !t.is_empty());
+    Some(last.is_some_and(|t| t.eq_ignore_ascii_case("chunked")))
 }
 
 /// Header fields per message at most; more is a 431 (requests) or 502 (responses).

@@ -46,12 +46,7 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Whether the client asked for trailers (`TE: trailers`), which gRPC needs end to end.
 pub(crate) fn wants_trailers(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::TE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+    crate::http1::has_token(headers, &header::TE, "trailers")
 }
 
 /// Adds X-Forwarded-For (appended), X-Forwarded-Proto, X-Forwarded-Host and Via.

@@ -14,13 +14,7 @@ pub(crate) fn requested(request: &Request<RequestBody>) -> Option<HeaderValue> {
         return None;
     }
     let protocol = request.headers().get(UPGRADE)?;
-    let asks = request
-        .headers()
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    let asks = crate::http1::has_token(request.headers(), &CONNECTION, "upgrade");
     asks.then(|| protocol.clone())
 }
 

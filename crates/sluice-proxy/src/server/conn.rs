@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use bytes::BytesMut;
 use hyper_util::rt::TokioExecutor;
 use sluice_config::ListenerProtocol;
 use tokio::net::TcpStream;
@@ -46,7 +47,7 @@ pub(crate) struct ListenerContext {
 /// HTTP/1 connections are spawned straight into `h1::serve`, to keep them small.)
 pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ConnContext>, listener: Arc<ListenerContext>) {
     let Some(acceptor) = &listener.tls else {
-        return h2::serve(stream, ctx, listener).await;
+        return h2::serve(stream, BytesMut::new(), ctx, listener).await;
     };
     let timeout = ctx.shared.snapshot().server.header_read_timeout;
     let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
@@ -56,7 +57,7 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ConnContext>, listener: Ar
     };
     let alpn_h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
     if alpn_h2 || listener.protocol == ListenerProtocol::Http2 {
-        return h2::serve(stream, ctx, listener).await;
+        return h2::serve(stream, BytesMut::new(), ctx, listener).await;
     }
     h1::serve(stream, ctx, listener).await;
 }

@@ -4,6 +4,8 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use bytes::BytesMut;
+
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
@@ -13,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::activity::{ConnActivity, Expiry};
 use super::conn::{ConnContext, ListenerContext};
-use super::io::MeteredIo;
+use super::h2_io::H2Io;
 use crate::proxy::{self, InflightGuard, RequestBody};
 
 /// hyper's HTTP/2 server settings.
@@ -24,12 +26,13 @@ pub(crate) fn builder() -> http2::Builder<TokioExecutor> {
 }
 
 /// Serves one HTTP/2 connection until it closes, idles out, or drains on shutdown.
-pub(crate) async fn serve<T>(stream: T, ctx: Arc<ConnContext>, listener: Arc<ListenerContext>)
+/// `read` holds bytes already read from `stream` (the h2c preface), served first.
+pub(crate) async fn serve<T>(stream: T, read: BytesMut, ctx: Arc<ConnContext>, listener: Arc<ListenerContext>)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Arc::new(ConnActivity::new());
-    let io = TokioIo::new(MeteredIo::new(stream, Arc::clone(&activity)));
+    let io = TokioIo::new(H2Io::new(read, stream, Arc::clone(&activity)));
     let (service_ctx, service_activity) = (Arc::clone(&ctx), Arc::clone(&activity));
     let service = service_fn(move |request: Request<Incoming>| {
         let ctx = Arc::clone(&service_ctx);

@@ -5,8 +5,7 @@ mod activity;
 mod conn;
 mod h1;
 mod h2;
-mod io;
-mod prefixed;
+mod h2_io;
 mod shutdown;
 mod tls;
 

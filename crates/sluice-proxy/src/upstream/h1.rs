@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderMap, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{HeaderMap, CONNECTION, CONTENT_LENGTH};
 use http::{request, Method, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -220,8 +220,8 @@ fn parse_response(
             continue; // 100 Continue, 103 Early Hints: the final response follows
         }
         let framing = response_framing(status, &headers, head_request)?;
-        let keep_alive = !has_token(&headers, "close")
-            && (version == Version::HTTP_11 || has_token(&headers, "keep-alive"))
+        let keep_alive = !http1::has_token(&headers, &CONNECTION, "close")
+            && (version == Version::HTTP_11 || http1::has_token(&headers, &CONNECTION, "keep-alive"))
             && framing != Framing::UntilClose
             && status != StatusCode::SWITCHING_PROTOCOLS;
         let mut parts = Response::new(()).into_parts().0;
@@ -246,14 +246,7 @@ fn response_framing(status: StatusCode, headers: &HeaderMap, head_request: bool)
     {
         return Ok(Framing::Empty);
     }
-    if headers.contains_key(TRANSFER_ENCODING) {
-        let chunked = headers
-            .get_all(TRANSFER_ENCODING)
-            .iter()
-            .flat_map(|v| v.to_str().unwrap_or("").split(','))
-            .map(str::trim)
-            .rfind(|t| !t.is_empty())
-            .is_some_and(|t| t.eq_ignore_ascii_case("chunked"));
+    if let Some(chunked) = http1::final_coding_is_chunked(headers) {
         return Ok(if chunked { Framing::Chunked } else { Framing::UntilClose });
     }
     let mut length = None;
@@ -270,15 +263,6 @@ fn response_framing(status: StatusCode, headers: &HeaderMap, head_request: bool)
         Some(n) => Framing::Length(n),
         None => Framing::UntilClose,
     })
-}
-
-fn has_token(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 fn invalid(why: &str) -> io::Error {

@@ -3,8 +3,8 @@
 
 use bytes::BytesMut;
 
-use crate::http1::{FieldSpans, Framing, HeadError, MAX_HEADERS, MAX_HEAD_BYTES};
-use http::header::{HeaderMap, HeaderName, CONNECTION, CONTENT_LENGTH, EXPECT, TE, TRANSFER_ENCODING};
+use crate::http1::{self, has_token, FieldSpans, Framing, HeadError, MAX_HEADERS, MAX_HEAD_BYTES};
+use http::header::{HeaderMap, CONNECTION, CONTENT_LENGTH, EXPECT, TE};
 use http::{Method, Uri, Version};
 
 /// A parsed request head and what the connection needs to know about it.
@@ -65,22 +65,17 @@ pub(crate) fn parse(buf: &mut BytesMut) -> Result<Option<RequestHead>, HeadError
 /// both Transfer-Encoding and Content-Length, or disagreeing lengths, is rejected
 /// (RFC 9112 §6.3), because proxies that guess differently get smuggled requests.
 fn framing(headers: &HeaderMap, version: Version) -> Result<Framing, HeadError> {
-    if headers.contains_key(TRANSFER_ENCODING) {
+    if let Some(chunked) = http1::final_coding_is_chunked(headers) {
         if version == Version::HTTP_10 {
             return Err(HeadError::Malformed("Transfer-Encoding in an HTTP/1.0 request"));
         }
         if headers.contains_key(CONTENT_LENGTH) {
             return Err(HeadError::Malformed("both Transfer-Encoding and Content-Length"));
         }
-        let last = headers
-            .get_all(TRANSFER_ENCODING)
-            .iter()
-            .flat_map(|v| v.to_str().unwrap_or("?").split(','))
-            .map(str::trim)
-            .rfind(|t| !t.is_empty());
-        return match last {
-            Some(t) if t.eq_ignore_ascii_case("chunked") => Ok(Framing::Chunked),
-            _ => Err(HeadError::Malformed("Transfer-Encoding without final chunked")),
+        return if chunked {
+            Ok(Framing::Chunked)
+        } else {
+            Err(HeadError::Malformed("Transfer-Encoding without final chunked"))
         };
     }
     let mut length = None;
@@ -108,15 +103,6 @@ fn keep_alive(headers: &HeaderMap, version: Version) -> bool {
         return false;
     }
     version == Version::HTTP_11 || has_token(headers, &CONNECTION, "keep-alive")
-}
-
-pub(crate) fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 impl From<HeadError> for crate::proxy::ClientError {

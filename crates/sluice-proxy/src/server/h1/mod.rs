@@ -30,7 +30,6 @@ use tokio::net::TcpStream;
 
 use super::conn::{ConnContext, ListenerContext};
 use super::h2;
-use super::prefixed::Prefixed;
 use crate::http1::{self, HeadError};
 use crate::proxy::{self, BodyError, ProxyBody, UpstreamUpgrade};
 use encode::{ConnectionHeader, ResponseFraming};
@@ -87,7 +86,7 @@ pub(crate) async fn serve<T: ClientStream>(mut io: T, ctx: Arc<ConnContext>, lis
         match cycle {
             Cycle::Again(buf) => pipelined = (!buf.is_empty()).then_some(buf),
             Cycle::Close => return,
-            Cycle::Http2(read) => return Box::pin(h2::serve(Prefixed::new(read, io), ctx, listener)).await,
+            Cycle::Http2(read) => return Box::pin(h2::serve(io, read, ctx, listener)).await,
             Cycle::Upgrade(buf, upgrade) => return Box::pin(tunnel(io, buf, upgrade, &ctx)).await,
         }
     }

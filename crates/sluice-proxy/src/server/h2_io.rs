@@ -1,32 +1,38 @@
-//! A stream with bytes already read in front: after sluice's HTTP/1 layer has read the
-//! first bytes and found the HTTP/2 preface, hyper's HTTP/2 server reads them again here.
+//! The client stream as hyper's HTTP/2 server sees it: bytes sluice already read (the
+//! h2c preface its HTTP/1 layer found) come first, and every read is reported to the
+//! connection's [`ConnActivity`] for the idle watchdog.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::activity::ConnActivity;
+
 pin_project! {
-    pub(crate) struct Prefixed<T> {
+    pub(crate) struct H2Io<T> {
         prefix: BytesMut,
         #[pin]
         inner: T,
+        activity: Arc<ConnActivity>,
     }
 }
 
-impl<T> Prefixed<T> {
-    pub(crate) fn new(prefix: BytesMut, inner: T) -> Self {
-        Prefixed { prefix, inner }
+impl<T> H2Io<T> {
+    pub(crate) fn new(prefix: BytesMut, inner: T, activity: Arc<ConnActivity>) -> Self {
+        H2Io { prefix, inner, activity }
     }
 }
 
-impl<T: AsyncRead> AsyncRead for Prefixed<T> {
+impl<T: AsyncRead> AsyncRead for H2Io<T> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
         if this.prefix.has_remaining() {
+            this.activity.on_read();
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix[..n]);
             this.prefix.advance(n);
@@ -35,11 +41,16 @@ impl<T: AsyncRead> AsyncRead for Prefixed<T> {
             }
             return Poll::Ready(Ok(()));
         }
-        this.inner.poll_read(cx, buf)
+        let before = buf.filled().len();
+        let result = this.inner.poll_read(cx, buf);
+        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.activity.on_read();
+        }
+        result
     }
 }
 
-impl<T: AsyncWrite> AsyncWrite for Prefixed<T> {
+impl<T: AsyncWrite> AsyncWrite for H2Io<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.project().inner.poll_write(cx, buf)
     }
