@@ -140,36 +140,50 @@ pub(crate) async fn exchange(
             }
             frame = request.body.frame(), if sending => {
                 request.body_started = true;
-                out.clear();
-                match frame {
-                    Some(Ok(frame)) => match frame.into_data() {
-                        Ok(data) => {
-                            let direct = encode_data(&mut out, &data, request.framing);
-                            stream.write_all(&out).await.map_err(ExchangeError::Failed)?;
-                            if let Some(data) = direct {
-                                stream.write_all(&data).await.map_err(ExchangeError::Failed)?;
-                                stream.write_all(b"\r\n").await.map_err(ExchangeError::Failed)?;
-                            }
-                        }
-                        Err(frame) => {
-                            if let (Ok(trailers), Framing::Chunked) = (frame.into_trailers(), request.framing) {
-                                http1::last_chunk(&mut out, Some(&trailers));
-                                stream.write_all(&out).await.map_err(ExchangeError::Failed)?;
-                                sending = false;
-                            }
-                        }
-                    },
-                    None => {
-                        if request.framing == Framing::Chunked {
-                            http1::last_chunk(&mut out, None);
-                            stream.write_all(&out).await.map_err(ExchangeError::Failed)?;
-                        }
-                        sending = false;
-                    }
-                    Some(Err(e)) => return Err(ExchangeError::Failed(io::Error::other(format!("request body: {e}")))),
-                }
+                sending = send_frame(stream, &mut out, frame, request.framing).await.map_err(ExchangeError::Failed)?;
             }
         }
+    }
+}
+
+/// Writes one request body frame (None: the end of the body) with its framing.
+/// Returns whether more of the body is to come.
+async fn send_frame(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    frame: Option<Result<Frame<Bytes>, BodyError>>,
+    framing: Framing,
+) -> io::Result<bool> {
+    out.clear();
+    let frame = match frame {
+        Some(Ok(frame)) => frame,
+        Some(Err(e)) => return Err(io::Error::other(format!("request body: {e}"))),
+        None => {
+            if framing == Framing::Chunked {
+                http1::last_chunk(out, None);
+                stream.write_all(out).await?;
+            }
+            return Ok(false);
+        }
+    };
+    match frame.into_data() {
+        Ok(data) => {
+            let direct = encode_data(out, &data, framing);
+            stream.write_all(out).await?;
+            if let Some(data) = direct {
+                stream.write_all(&data).await?;
+                stream.write_all(b"\r\n").await?;
+            }
+            Ok(true)
+        }
+        Err(frame) => match (frame.into_trailers(), framing) {
+            (Ok(trailers), Framing::Chunked) => {
+                http1::last_chunk(out, Some(&trailers));
+                stream.write_all(out).await?;
+                Ok(false)
+            }
+            _ => Ok(true), // trailers cannot travel in a Content-Length body
+        },
     }
 }
 

@@ -76,7 +76,7 @@ pub(crate) fn head(
     match framing {
         ResponseFraming::Length(n) if !headers.contains_key(CONTENT_LENGTH) => {
             out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(itoa_u64(n).as_bytes());
+            push_decimal(out, n);
             out.extend_from_slice(b"\r\n");
         }
         ResponseFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
@@ -95,8 +95,20 @@ pub(crate) fn head(
     out.extend_from_slice(b"\r\n");
 }
 
-fn itoa_u64(n: u64) -> String {
-    n.to_string()
+/// Appends `n` in decimal without a temporary allocation.
+fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// The current IMF-fixdate, formatted at most once a second per worker thread.
@@ -138,6 +150,15 @@ mod tests {
             framing(StatusCode::NOT_MODIFIED, &none, &unknown, false, Version::HTTP_11),
             ResponseFraming::NoBody
         );
+    }
+
+    #[test]
+    fn decimal_lengths() {
+        for n in [0, 7, 10, 16384, u64::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().into_bytes());
+        }
     }
 
     #[test]
