@@ -29,6 +29,15 @@ impl Sender {
             Sender::Http2(s) => s.is_closed(),
         }
     }
+
+    /// Closed, checking an idle HTTP/1 socket too (a system call only if it was marked
+    /// readable): for the pool's background sweep, not the per-request path.
+    pub(crate) fn is_closed_checked(&self) -> bool {
+        match self {
+            Sender::Http1(stream) => !super::h1::is_open(stream),
+            Sender::Http2(s) => s.is_closed(),
+        }
+    }
 }
 
 /// Connects to `endpoint` (and for HTTP/2 performs the handshake), all within `timeout`.

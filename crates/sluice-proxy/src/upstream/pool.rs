@@ -182,7 +182,8 @@ impl EndpointPool {
         let now = Instant::now();
         let usable = {
             let mut idle = self.lock_idle();
-            idle.retain(|c| !c.sender.is_closed() && self.rules.check_idle(&c.age, now).is_none());
+            // Sockets the upstream closed while idle go now, not at the next checkout.
+            idle.retain(|c| !c.sender.is_closed_checked() && self.rules.check_idle(&c.age, now).is_none());
             idle.len()
         };
         for _ in usable..self.settings.min_idle {
