@@ -2,6 +2,7 @@
 //! upstream client (`upstream::h1`): body framing and decoding, chunk encoding, limits.
 
 pub(crate) mod body;
+pub(crate) mod buffers;
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, TRANSFER_ENCODING};

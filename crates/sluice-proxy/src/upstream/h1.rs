@@ -20,11 +20,9 @@ use tokio::net::TcpStream;
 
 use super::pool::Lease;
 use crate::http1::body::{BodyDecoder, Decoded};
-use crate::http1::{self, FieldSpans, Framing, MAX_HEADERS, MAX_HEAD_BYTES};
+use crate::http1::{self, buffers, FieldSpans, Framing, MAX_HEADERS, MAX_HEAD_BYTES};
 use crate::proxy::{BodyError, RequestBody};
 
-/// A response head starts in a buffer this big; it grows up to `MAX_HEAD_BYTES`.
-const READ_BUFFER: usize = 4096;
 /// Request body frames up to this size are copied next to their chunk framing and sent
 /// in one write; larger ones are written as they are.
 const WRITE_COALESCE: usize = 16 * 1024;
@@ -117,7 +115,7 @@ pub(crate) async fn exchange(
     let failed = |e: io::Error| if reused { ExchangeError::Stale(e) } else { ExchangeError::Failed(e) };
     stream.write_all(&request.head).await.map_err(failed)?;
     let mut sending = request.framing != Framing::Empty;
-    let mut buf = BytesMut::with_capacity(READ_BUFFER);
+    let mut buf = buffers::take();
     let mut out = Vec::new();
     loop {
         tokio::select! {
@@ -135,7 +133,7 @@ pub(crate) async fn exchange(
                     return Ok(ResponseHead { parts: head.0, framing: head.2, reusable, buf });
                 }
                 if buf.capacity() - buf.len() < 1024 {
-                    buf.reserve(READ_BUFFER);
+                    buf.reserve(buffers::READ_BUFFER);
                 }
             }
             frame = request.body.frame(), if sending => {
@@ -304,7 +302,7 @@ impl H1Body {
                 lease.release();
             }
         }
-        self.buf = BytesMut::new();
+        buffers::give(std::mem::take(&mut self.buf));
     }
 }
 

@@ -30,15 +30,13 @@ use tokio::net::TcpStream;
 
 use super::conn::{ConnContext, ListenerContext};
 use super::h2;
-use crate::http1::{self, HeadError};
+use crate::http1::{self, buffers, HeadError};
 use crate::proxy::{self, BodyError, ProxyBody, UpstreamUpgrade};
 use encode::{ConnectionHeader, ResponseFraming};
 use head::RequestHead;
 use pump::BodyPump;
 use sluice_config::ListenerProtocol;
 
-/// The read buffer a request starts with; it grows for large heads and bodies.
-const READ_BUFFER: usize = 4096;
 /// Response bytes are gathered up to this size before a write; larger data frames go
 /// to the socket directly, without a copy.
 const WRITE_COALESCE: usize = 16 * 1024;
@@ -78,13 +76,14 @@ pub(crate) async fn serve<T: ClientStream>(mut io: T, ctx: Arc<ConnContext>, lis
         if pipelined.is_none() && !wait_for_request(&io, &ctx, first).await {
             return;
         }
-        let buf = pipelined.take().unwrap_or_else(|| BytesMut::with_capacity(READ_BUFFER));
+        let buf = pipelined.take().unwrap_or_else(buffers::take);
         // Boxed: the request's state exists only while a request does, so the future an
         // idle connection keeps is small.
         let cycle = Box::pin(request_cycle(&mut io, buf, &ctx, detect_h2 && first)).await;
         first = false;
         match cycle {
-            Cycle::Again(buf) => pipelined = (!buf.is_empty()).then_some(buf),
+            Cycle::Again(buf) if buf.is_empty() => buffers::give(buf),
+            Cycle::Again(buf) => pipelined = Some(buf),
             Cycle::Close => return,
             Cycle::Http2(read) => return Box::pin(h2::serve(io, read, ctx, listener)).await,
             Cycle::Upgrade(buf, upgrade) => return Box::pin(tunnel(io, buf, upgrade, &ctx)).await,
@@ -191,7 +190,7 @@ async fn read_head<T: AsyncRead + Unpin>(io: &mut T, buf: &mut BytesMut, detect_
             }
         }
         if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(READ_BUFFER);
+            buf.reserve(buffers::READ_BUFFER);
         }
         match io.read_buf(buf).await {
             Ok(0) | Err(_) => return HeadRead::Closed,
