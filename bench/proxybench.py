@@ -98,22 +98,28 @@ class Proc:
         self.log.close()
 
 
-def start_backend(work):
-    port = free_port()
-    with open(os.path.join(work, "big.bin"), "wb") as f:
-        f.write(b"b" * 16384)
-    conf = f"""
+def nginx_preamble(work, name, master):
+    """One worker, no access log, long keep-alive: the part both nginx configs share."""
+    return f"""
 worker_processes 1;
 daemon off;
-master_process off;
-pid {work}/backend.pid;
-error_log {work}/backend-error.log warn;
+master_process {"on" if master else "off"};
+pid {work}/{name}.pid;
+error_log {work}/{name}-error.log warn;
 worker_rlimit_nofile 20000;
 events {{ worker_connections 20000; }}
 http {{
     access_log off;
     keepalive_requests 100000000;
     keepalive_timeout 300s;
+"""
+
+
+def start_backend(work):
+    port = free_port()
+    with open(os.path.join(work, "big.bin"), "wb") as f:
+        f.write(b"b" * 16384)
+    conf = nginx_preamble(work, "backend", master=False) + f"""
     server {{
         listen 127.0.0.1:{port} backlog=4096;
         location = /small {{ default_type text/plain; return 200 "{SMALL_BODY}"; }}
@@ -130,17 +136,7 @@ http {{
 
 def start_nginx(work, backend):
     h1, h2 = free_port(), free_port()
-    conf = f"""
-worker_processes 1;
-daemon off;
-pid {work}/nginx.pid;
-error_log {work}/nginx-error.log warn;
-worker_rlimit_nofile 20000;
-events {{ worker_connections 20000; }}
-http {{
-    access_log off;
-    keepalive_requests 100000000;
-    keepalive_timeout 300s;
+    conf = nginx_preamble(work, "nginx", master=True) + f"""
     upstream backend {{ server 127.0.0.1:{backend}; keepalive 1024; keepalive_requests 100000000; }}
     server {{
         listen 127.0.0.1:{h1} backlog=4096;

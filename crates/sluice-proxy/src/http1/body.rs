@@ -85,13 +85,9 @@ impl BodyDecoder {
                     return Ok(Decoded::Data(buf.split_to(buf.len()).freeze()));
                 }
                 State::Length(remaining) => {
-                    if buf.is_empty() {
-                        return Ok(Decoded::NeedMore);
-                    }
-                    let take = remaining.min(buf.len() as u64);
-                    let left = remaining - take;
+                    let Some((data, left)) = take_data(buf, remaining) else { return Ok(Decoded::NeedMore) };
                     self.state = if left == 0 { State::Done } else { State::Length(left) };
-                    return Ok(Decoded::Data(buf.split_to(take as usize).freeze()));
+                    return Ok(Decoded::Data(data));
                 }
                 State::ChunkSize => {
                     let Some(line_end) = find_crlf(buf) else {
@@ -106,13 +102,9 @@ impl BodyDecoder {
                     self.state = if size == 0 { State::Trailers } else { State::ChunkData(size) };
                 }
                 State::ChunkData(remaining) => {
-                    if buf.is_empty() {
-                        return Ok(Decoded::NeedMore);
-                    }
-                    let take = remaining.min(buf.len() as u64);
-                    let left = remaining - take;
+                    let Some((data, left)) = take_data(buf, remaining) else { return Ok(Decoded::NeedMore) };
                     self.state = if left == 0 { State::ChunkDataEnd } else { State::ChunkData(left) };
-                    return Ok(Decoded::Data(buf.split_to(take as usize).freeze()));
+                    return Ok(Decoded::Data(data));
                 }
                 State::ChunkDataEnd => {
                     if buf.len() < 2 {
@@ -159,6 +151,16 @@ impl BodyDecoder {
             Err(_) => Err(malformed("invalid trailer section")),
         }
     }
+}
+
+/// Up to `remaining` buffered body bytes, split off without copying, and how many
+/// remain after them; None when nothing is buffered.
+fn take_data(buf: &mut BytesMut, remaining: u64) -> Option<(Bytes, u64)> {
+    if buf.is_empty() {
+        return None;
+    }
+    let take = remaining.min(buf.len() as u64);
+    Some((buf.split_to(take as usize).freeze(), remaining - take))
 }
 
 fn malformed(why: &'static str) -> HeadError {
