@@ -141,6 +141,39 @@ async fn slow_headers_and_idle_keepalive_are_closed_on_their_own_timeouts() {
     assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(5), "idle timeout after {waited:?}");
 }
 
+/// A request head that fills sluice's 4 KiB read buffer exactly leaves the socket
+/// marked readable with nothing to read; the connection must still count as idle
+/// (keep-alive timeout, no buffer), not as a slow request head (408).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_head_that_fills_the_read_buffer_exactly_leaves_the_connection_idle() {
+    let upstream = Upstream::hello().await;
+    let config = format!(
+        "[server]\nheader_read_timeout = \"300ms\"\nkeepalive_timeout = \"1500ms\"\n{}",
+        simple_config(&[upstream.addr], "")
+    );
+    let sluice = Sluice::start(&config);
+    let mut head = String::from("GET /exact HTTP/1.1\r\nHost: x\r\nX-Pad: ");
+    let pad = 4096 - head.len() - 4;
+    head.push_str(&"p".repeat(pad));
+    head.push_str("\r\n\r\n");
+    assert_eq!(head.len(), 4096);
+    let mut stream = TcpStream::connect(sluice.addr).await.expect("connect");
+    stream.write_all(head.as_bytes()).await.expect("write");
+    let mut buf = [0u8; 1024];
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("hello GET /exact") {
+        let n = tokio::time::timeout(WAIT, stream.read(&mut buf)).await.expect("response").expect("read");
+        assert!(n > 0, "closed before the response");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut rest)).await.expect("closed in time").expect("read");
+    let waited = started.elapsed();
+    assert!(rest.is_empty(), "an idle connection gets no 408: {}", String::from_utf8_lossy(&rest));
+    assert!(waited >= Duration::from_millis(1200), "closed after {waited:?}, before keepalive_timeout");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_finishes_the_request_in_flight_then_exits_zero() {
     let arrived = Arc::new(Notify::new());

@@ -80,8 +80,9 @@ pub(crate) async fn serve<T: ClientStream>(mut io: T, ctx: Arc<ConnContext>, lis
         // Boxed: the request's state exists only while a request does, so the future an
         // idle connection keeps is small.
         let cycle = Box::pin(request_cycle(&mut io, buf, &ctx, detect_h2 && first)).await;
-        first = false;
+        first &= matches!(cycle, Cycle::NotYet(_));
         match cycle {
+            Cycle::NotYet(buf) => buffers::give(buf),
             Cycle::Again(buf) if buf.is_empty() => buffers::give(buf),
             Cycle::Again(buf) => pipelined = Some(buf),
             Cycle::Close => return,
@@ -124,6 +125,8 @@ async fn wait_for_request<T: ClientStream>(io: &T, ctx: &ConnContext, first: boo
 
 /// How one request cycle ended.
 enum Cycle {
+    /// The socket looked readable but had nothing yet: still idle.
+    NotYet(BytesMut),
     /// Ready for the next request; the buffer holds any bytes already read of it.
     Again(BytesMut),
     Close,
@@ -138,6 +141,17 @@ async fn request_cycle<T: ClientStream>(
     ctx: &Arc<ConnContext>,
     detect_h2: bool,
 ) -> Cycle {
+    if buf.is_empty() {
+        // Readiness can outlive the bytes that caused it (a read that filled the buffer
+        // exactly leaves it set). Nothing to read yet means the connection is still
+        // idle: back to the buffer-free wait, under the keep-alive timeout.
+        let mut first_read = std::pin::pin!(io.read_buf(&mut buf));
+        match std::future::poll_fn(|cx| Poll::Ready(first_read.as_mut().poll(cx))).await {
+            Poll::Pending => return Cycle::NotYet(buf),
+            Poll::Ready(Ok(0) | Err(_)) => return Cycle::Close,
+            Poll::Ready(Ok(_)) => {}
+        }
+    }
     let header_timeout = ctx.shared.snapshot().server.header_read_timeout;
     let head = match tokio::time::timeout(header_timeout, read_head(io, &mut buf, detect_h2)).await {
         Ok(HeadRead::Head(head)) => head,
