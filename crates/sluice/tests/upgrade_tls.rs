@@ -125,3 +125,39 @@ async fn tls_listener_negotiates_h2_and_http1_by_alpn() {
     assert_eq!(body, "proto=https");
     drop(dir);
 }
+
+/// An idle TLS keep-alive connection is closed by the keep-alive timeout (not the
+/// header timeout, and without a 408), and waiting costs no CPU.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_tls_keepalive_connections_wait_quietly_for_the_keepalive_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = Upstream::hello().await;
+    let dir = support::TempDir::new();
+    let root = certificate(&dir.path);
+    let config = format!(
+        "[server]\nheader_read_timeout = \"300ms\"\nkeepalive_timeout = \"1500ms\"\n[[listener]]\naddress = \"127.0.0.1:0\"\ntls = {{ certificate = \"cert.pem\", key = \"key.pem\" }}\n[[route]]\nupstream = \"up\"\n[upstream.up]\nendpoints = [\"{}\"]\n",
+        upstream.addr
+    );
+    let path = dir.path.join("sluice.toml");
+    std::fs::write(&path, config).expect("write");
+    let sluice = Sluice::start_file(support::TempDir::new(), &path, None);
+    let mut tls = tls_connect(sluice.addr, root, &[b"http/1.1"]).await;
+    tls.write_all(b"GET /quiet HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+    let mut buf = [0u8; 1024];
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("hello GET /quiet") {
+        let n = tokio::time::timeout(support::WAIT, tls.read(&mut buf)).await.expect("response").expect("read");
+        assert!(n > 0, "closed before the response");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let cpu_before = sluice.cpu_time();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(support::WAIT, tls.read_to_end(&mut rest)).await.expect("closed in time");
+    let waited = started.elapsed();
+    assert!(!String::from_utf8_lossy(&rest).contains("408"), "{}", String::from_utf8_lossy(&rest));
+    assert!(waited >= std::time::Duration::from_millis(1200), "closed after {waited:?}, before keepalive_timeout");
+    let cpu = sluice.cpu_time() - cpu_before;
+    assert!(cpu < waited / 4, "an idle connection must not spin: {cpu:?} CPU in {waited:?}");
+    drop(dir);
+}

@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::upstream::{full, TestBody};
+use super::WAIT;
 
 /// An HTTP/1.1 keep-alive connection.
 pub async fn h1(addr: SocketAddr) -> http1::SendRequest<TestBody> {
@@ -45,21 +46,25 @@ pub fn get2(path: &str) -> Request<TestBody> {
     Request::get(format!("http://localhost{path}")).body(full("")).expect("request")
 }
 
-/// Sends on an HTTP/1.1 connection and reads the whole response.
+/// Sends on an HTTP/1.1 connection and reads the whole response (fails after `WAIT`).
 pub async fn send1(
     sender: &mut http1::SendRequest<TestBody>,
     request: Request<TestBody>,
 ) -> (http::response::Parts, Bytes) {
-    sender.ready().await.expect("ready");
-    read(sender.send_request(request).await.expect("response")).await
+    let exchange = async {
+        sender.ready().await.expect("ready");
+        read(sender.send_request(request).await.expect("response")).await
+    };
+    tokio::time::timeout(WAIT, exchange).await.expect("a response within WAIT")
 }
 
-/// Sends on an HTTP/2 connection and reads the whole response.
+/// Sends on an HTTP/2 connection and reads the whole response (fails after `WAIT`).
 pub async fn send2(
     sender: &mut http2::SendRequest<TestBody>,
     request: Request<TestBody>,
 ) -> (http::response::Parts, Bytes) {
-    read(sender.send_request(request).await.expect("response")).await
+    let exchange = async { read(sender.send_request(request).await.expect("response")).await };
+    tokio::time::timeout(WAIT, exchange).await.expect("a response within WAIT")
 }
 
 pub async fn read(response: Response<Incoming>) -> (http::response::Parts, Bytes) {

@@ -19,6 +19,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::EXPECT;
@@ -45,19 +46,27 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// A client stream this layer can serve.
 pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    /// Ready when a read would not block; registers the waker otherwise. No buffer needed.
+    /// Whether `poll_read_ready` tells when bytes arrive, so that an idle connection can
+    /// wait holding no buffer.
+    const WAITS_WITHOUT_BUFFER: bool;
+
+    /// Ready when a read would not block; registers the waker otherwise.
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 }
 
 impl ClientStream for TcpStream {
+    const WAITS_WITHOUT_BUFFER: bool = true;
+
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         TcpStream::poll_read_ready(self, cx)
     }
 }
 
 impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
-    /// rustls buffers internally, so readiness of the socket says little; an idle TLS
-    /// connection waits in `read` with its buffer (rustls holds ~tens of KiB anyway).
+    /// rustls decrypts into its own buffers, so socket readiness says little: an idle
+    /// TLS connection waits in `read`, with its buffer (rustls holds tens of KiB anyway).
+    const WAITS_WITHOUT_BUFFER: bool = false;
+
     fn poll_read_ready(&self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
@@ -73,13 +82,13 @@ pub(crate) async fn serve<T: ClientStream>(mut io: T, ctx: Arc<ConnContext>, lis
     let mut first = true;
     loop {
         // Idle: nothing allocated. The first request gets the header timeout to begin.
-        if pipelined.is_none() && !wait_for_request(&io, &ctx, first).await {
+        if pipelined.is_none() && T::WAITS_WITHOUT_BUFFER && !wait_for_request(&io, &ctx, first).await {
             return;
         }
         let buf = pipelined.take().unwrap_or_else(buffers::take);
         // Boxed: the request's state exists only while a request does, so the future an
         // idle connection keeps is small.
-        let cycle = Box::pin(request_cycle(&mut io, buf, &ctx, detect_h2 && first)).await;
+        let cycle = Box::pin(request_cycle(&mut io, buf, &ctx, first, detect_h2 && first)).await;
         first &= matches!(cycle, Cycle::NotYet(_));
         match cycle {
             Cycle::NotYet(buf) => buffers::give(buf),
@@ -96,14 +105,7 @@ pub(crate) async fn serve<T: ClientStream>(mut io: T, ctx: Arc<ConnContext>, lis
 /// passes or shutdown begins (false). Polls the socket's readiness directly rather
 /// than through a `readable()` future, which would add ~150 bytes to every idle task.
 async fn wait_for_request<T: ClientStream>(io: &T, ctx: &ConnContext, first: bool) -> bool {
-    let timeout = {
-        let server = &ctx.shared.snapshot().server;
-        if first {
-            server.header_read_timeout
-        } else {
-            server.keepalive_timeout
-        }
-    };
+    let timeout = idle_timeout(ctx, first);
     let shutdown = ctx.shared.shutdown.notified();
     let idle = tokio::time::sleep(timeout);
     tokio::pin!(shutdown, idle);
@@ -123,6 +125,26 @@ async fn wait_for_request<T: ClientStream>(io: &T, ctx: &ConnContext, first: boo
     .await
 }
 
+/// How long a connection may wait for a request to begin: the header timeout for its
+/// first (nginx's client_header_timeout), the keep-alive timeout between requests.
+fn idle_timeout(ctx: &ConnContext, first: bool) -> Duration {
+    let server = &ctx.shared.snapshot().server;
+    if first {
+        server.header_read_timeout
+    } else {
+        server.keepalive_timeout
+    }
+}
+
+/// A stream without readiness (TLS) waits for its next request in a read, with the
+/// buffer, under the idle timeout and until shutdown. False: timed out, closed, or draining.
+async fn read_first_bytes<T: ClientStream>(io: &mut T, buf: &mut BytesMut, ctx: &ConnContext, first: bool) -> bool {
+    tokio::select! {
+        read = tokio::time::timeout(idle_timeout(ctx, first), io.read_buf(buf)) => matches!(read, Ok(Ok(n)) if n > 0),
+        _ = ctx.shared.shutdown.wait() => false,
+    }
+}
+
 /// How one request cycle ended.
 enum Cycle {
     /// The socket looked readable but had nothing yet: still idle.
@@ -139,8 +161,12 @@ async fn request_cycle<T: ClientStream>(
     io: &mut T,
     mut buf: BytesMut,
     ctx: &Arc<ConnContext>,
+    first: bool,
     detect_h2: bool,
 ) -> Cycle {
+    if buf.is_empty() && !T::WAITS_WITHOUT_BUFFER && !read_first_bytes(io, &mut buf, ctx, first).await {
+        return Cycle::Close;
+    }
     if buf.is_empty() {
         // Readiness can outlive the bytes that caused it (a read that filled the buffer
         // exactly leaves it set). Nothing to read yet means the connection is still
