@@ -127,15 +127,9 @@ async fn slow_headers_and_idle_keepalive_are_closed_on_their_own_timeouts() {
     // not after the shorter header timeout.
     let mut idle = TcpStream::connect(sluice.addr).await.expect("connect");
     idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
-    let mut buf = [0u8; 1024];
-    let mut seen = Vec::new();
-    while !String::from_utf8_lossy(&seen).contains("hello GET /") {
-        let n = tokio::time::timeout(WAIT, idle.read(&mut buf)).await.expect("response").expect("read");
-        assert!(n > 0, "closed before the response");
-        seen.extend_from_slice(&buf[..n]);
-    }
+    support::read_until(&mut idle, "hello GET /").await;
     let started = Instant::now();
-    let n = tokio::time::timeout(WAIT, idle.read(&mut buf)).await.expect("closed in time").unwrap_or(0);
+    let n = tokio::time::timeout(WAIT, idle.read(&mut [0u8; 64])).await.expect("closed in time").unwrap_or(0);
     assert_eq!(n, 0);
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(5), "idle timeout after {waited:?}");
@@ -159,13 +153,7 @@ async fn a_head_that_fills_the_read_buffer_exactly_leaves_the_connection_idle() 
     assert_eq!(head.len(), 4096);
     let mut stream = TcpStream::connect(sluice.addr).await.expect("connect");
     stream.write_all(head.as_bytes()).await.expect("write");
-    let mut buf = [0u8; 1024];
-    let mut seen = Vec::new();
-    while !String::from_utf8_lossy(&seen).contains("hello GET /exact") {
-        let n = tokio::time::timeout(WAIT, stream.read(&mut buf)).await.expect("response").expect("read");
-        assert!(n > 0, "closed before the response");
-        seen.extend_from_slice(&buf[..n]);
-    }
+    support::read_until(&mut stream, "hello GET /exact").await;
     let started = Instant::now();
     let mut rest = Vec::new();
     tokio::time::timeout(WAIT, stream.read_to_end(&mut rest)).await.expect("closed in time").expect("read");

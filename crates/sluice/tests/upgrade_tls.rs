@@ -74,6 +74,16 @@ fn certificate(dir: &std::path::Path) -> rustls::pki_types::CertificateDer<'stat
     cert.cert.der().clone()
 }
 
+/// sluice with a TLS listener using the certificate in `dir`; `server` goes first.
+fn start_tls(dir: &support::TempDir, upstream: std::net::SocketAddr, server: &str) -> Sluice {
+    let config = format!(
+        "{server}[[listener]]\naddress = \"127.0.0.1:0\"\ntls = {{ certificate = \"cert.pem\", key = \"key.pem\" }}\n[[route]]\nupstream = \"up\"\n[upstream.up]\nendpoints = [\"{upstream}\"]\n"
+    );
+    let path = dir.path.join("sluice.toml");
+    std::fs::write(&path, config).expect("write");
+    Sluice::start_file(support::TempDir::new(), &path, None)
+}
+
 async fn tls_connect(
     addr: std::net::SocketAddr,
     root: rustls::pki_types::CertificateDer<'static>,
@@ -102,13 +112,7 @@ async fn tls_listener_negotiates_h2_and_http1_by_alpn() {
     .await;
     let dir = support::TempDir::new();
     let root = certificate(&dir.path);
-    let config = format!(
-        "[[listener]]\naddress = \"127.0.0.1:0\"\ntls = {{ certificate = \"cert.pem\", key = \"key.pem\" }}\n[[route]]\nupstream = \"up\"\n[upstream.up]\nendpoints = [\"{}\"]\n",
-        upstream.addr
-    );
-    let path = dir.path.join("sluice.toml");
-    std::fs::write(&path, config).expect("write");
-    let sluice = Sluice::start_file(support::TempDir::new(), &path, None);
+    let sluice = start_tls(&dir, upstream.addr, "");
 
     let tls = tls_connect(sluice.addr, root.clone(), &[b"h2", b"http/1.1"]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
@@ -134,22 +138,11 @@ async fn idle_tls_keepalive_connections_wait_quietly_for_the_keepalive_timeout()
     let upstream = Upstream::hello().await;
     let dir = support::TempDir::new();
     let root = certificate(&dir.path);
-    let config = format!(
-        "[server]\nheader_read_timeout = \"300ms\"\nkeepalive_timeout = \"1500ms\"\n[[listener]]\naddress = \"127.0.0.1:0\"\ntls = {{ certificate = \"cert.pem\", key = \"key.pem\" }}\n[[route]]\nupstream = \"up\"\n[upstream.up]\nendpoints = [\"{}\"]\n",
-        upstream.addr
-    );
-    let path = dir.path.join("sluice.toml");
-    std::fs::write(&path, config).expect("write");
-    let sluice = Sluice::start_file(support::TempDir::new(), &path, None);
+    let sluice =
+        start_tls(&dir, upstream.addr, "[server]\nheader_read_timeout = \"300ms\"\nkeepalive_timeout = \"1500ms\"\n");
     let mut tls = tls_connect(sluice.addr, root, &[b"http/1.1"]).await;
     tls.write_all(b"GET /quiet HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
-    let mut buf = [0u8; 1024];
-    let mut seen = Vec::new();
-    while !String::from_utf8_lossy(&seen).contains("hello GET /quiet") {
-        let n = tokio::time::timeout(support::WAIT, tls.read(&mut buf)).await.expect("response").expect("read");
-        assert!(n > 0, "closed before the response");
-        seen.extend_from_slice(&buf[..n]);
-    }
+    support::read_until(&mut tls, "hello GET /quiet").await;
     let cpu_before = sluice.cpu_time();
     let started = std::time::Instant::now();
     let mut rest = Vec::new();

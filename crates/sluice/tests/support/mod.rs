@@ -181,6 +181,19 @@ impl Drop for TempDir {
     }
 }
 
+/// Reads from `stream` until what arrived contains `needle`; fails on close or after `WAIT`.
+pub async fn read_until<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, needle: &str) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains(needle) {
+        let n = tokio::time::timeout(WAIT, stream.read(&mut buf)).await.expect("bytes in time").expect("read");
+        assert!(n > 0, "closed before {needle:?}: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    seen
+}
+
 /// A config with one listener on port 0 and one upstream group `up` routed at `/`.
 pub fn simple_config(endpoints: &[SocketAddr], upstream_extra: &str) -> String {
     let list: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
