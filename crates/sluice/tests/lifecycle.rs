@@ -104,14 +104,16 @@ async fn at_max_connections_new_clients_wait_in_the_backlog() {
     drop(second_conn);
 }
 
+/// A one-route config with the given header-read and keep-alive timeouts.
+fn with_timeouts(upstream: std::net::SocketAddr, header_read: &str, keepalive: &str) -> String {
+    let server = format!("[server]\nheader_read_timeout = \"{header_read}\"\nkeepalive_timeout = \"{keepalive}\"\n");
+    server + &simple_config(&[upstream], "")
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn slow_headers_and_idle_keepalive_are_closed_on_their_own_timeouts() {
     let upstream = Upstream::hello().await;
-    let config = format!(
-        "[server]\nheader_read_timeout = \"300ms\"\nkeepalive_timeout = \"1s\"\n{}",
-        simple_config(&[upstream.addr], "")
-    );
-    let sluice = Sluice::start(&config);
+    let sluice = Sluice::start(&with_timeouts(upstream.addr, "300ms", "1s"));
 
     // A slowloris client: half a request head, then nothing.
     let mut slow = TcpStream::connect(sluice.addr).await.expect("connect");
@@ -141,11 +143,7 @@ async fn slow_headers_and_idle_keepalive_are_closed_on_their_own_timeouts() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_head_that_fills_the_read_buffer_exactly_leaves_the_connection_idle() {
     let upstream = Upstream::hello().await;
-    let config = format!(
-        "[server]\nheader_read_timeout = \"300ms\"\nkeepalive_timeout = \"1500ms\"\n{}",
-        simple_config(&[upstream.addr], "")
-    );
-    let sluice = Sluice::start(&config);
+    let sluice = Sluice::start(&with_timeouts(upstream.addr, "300ms", "1500ms"));
     let mut head = String::from("GET /exact HTTP/1.1\r\nHost: x\r\nX-Pad: ");
     let pad = 4096 - head.len() - 4;
     head.push_str(&"p".repeat(pad));

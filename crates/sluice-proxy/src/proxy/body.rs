@@ -50,7 +50,7 @@ pub(crate) struct InflightGuard(Arc<ConnActivity>);
 
 impl InflightGuard {
     pub(crate) fn start(activity: &Arc<ConnActivity>) -> Self {
-        activity.request_started(true);
+        activity.request_started();
         InflightGuard(Arc::clone(activity))
     }
 }

@@ -32,7 +32,7 @@ where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Arc::new(ConnActivity::new());
-    let io = TokioIo::new(H2Io::new(read, stream, Arc::clone(&activity)));
+    let io = TokioIo::new(H2Io::new(read, stream));
     let (service_ctx, service_activity) = (Arc::clone(&ctx), Arc::clone(&activity));
     let service = service_fn(move |request: Request<Incoming>| {
         let ctx = Arc::clone(&service_ctx);
@@ -55,7 +55,7 @@ where
     loop {
         let deadline = match activity.expiry(header_timeout, idle_timeout) {
             Expiry::Busy => tokio::time::Instant::now() + idle_timeout,
-            Expiry::HeaderRead(at) | Expiry::Idle(at) => at.into(),
+            Expiry::FirstRequest(at) | Expiry::Idle(at) => at.into(),
         };
         watchdog.as_mut().reset(deadline);
         tokio::select! {
@@ -68,7 +68,7 @@ where
             _ = &mut watchdog => {
                 let now = std::time::Instant::now();
                 match activity.expiry(header_timeout, idle_timeout) {
-                    Expiry::HeaderRead(at) | Expiry::Idle(at) if at <= now => {
+                    Expiry::FirstRequest(at) | Expiry::Idle(at) if at <= now => {
                         tracing::debug!(peer = %ctx.peer, "closing idle HTTP/2 connection");
                         return;
                     }

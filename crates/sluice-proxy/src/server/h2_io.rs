@@ -1,30 +1,25 @@
 //! The client stream as hyper's HTTP/2 server sees it: bytes sluice already read (the
-//! h2c preface its HTTP/1 layer found) come first, and every read is reported to the
-//! connection's [`ConnActivity`] for the idle watchdog.
+//! h2c preface its HTTP/1 layer found) come first.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::activity::ConnActivity;
-
 pin_project! {
     pub(crate) struct H2Io<T> {
         prefix: BytesMut,
         #[pin]
         inner: T,
-        activity: Arc<ConnActivity>,
     }
 }
 
 impl<T> H2Io<T> {
-    pub(crate) fn new(prefix: BytesMut, inner: T, activity: Arc<ConnActivity>) -> Self {
-        H2Io { prefix, inner, activity }
+    pub(crate) fn new(prefix: BytesMut, inner: T) -> Self {
+        H2Io { prefix, inner }
     }
 }
 
@@ -32,7 +27,6 @@ impl<T: AsyncRead> AsyncRead for H2Io<T> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
         if this.prefix.has_remaining() {
-            this.activity.on_read();
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix[..n]);
             this.prefix.advance(n);
@@ -41,12 +35,7 @@ impl<T: AsyncRead> AsyncRead for H2Io<T> {
             }
             return Poll::Ready(Ok(()));
         }
-        let before = buf.filled().len();
-        let result = this.inner.poll_read(cx, buf);
-        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.activity.on_read();
-        }
-        result
+        this.inner.poll_read(cx, buf)
     }
 }
 
