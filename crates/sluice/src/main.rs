@@ -38,15 +38,28 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
     },
+    /// Load-test any HTTP API: many parallel calls, latency percentiles, throughput.
+    Bench(Box<sluice_bench::BenchArgs>),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Bench(args) = &cli.command {
+        // The load generator reports on stdout/stderr itself; it has no log.
+        return match sluice_bench::main(args) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sluice bench: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     init_logging();
     let result = match cli.command {
         Command::Check { config } => check(&config),
         Command::Run { config } => sluice_config::load(&config).map_err(anyhow::Error::from).and_then(serve::run),
         Command::Demo { listen } => demo::run(listen),
+        Command::Bench(_) => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

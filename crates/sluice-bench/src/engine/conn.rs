@@ -1,0 +1,176 @@
+//! A connection's loop: take a ticket, wait until it is due (open loop), send, record;
+//! reconnect after a failure. HTTP/1.1 connections carry one request at a time; an HTTP/2
+//! connection carries `--streams` loops, one per concurrent stream.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+
+use super::ThreadState;
+use crate::connect::connect;
+use crate::failure::Failure;
+use crate::h1::{Answer, H1Conn};
+use crate::h2;
+use crate::plan::RequestSpec;
+use crate::schedule::Ticket;
+
+/// After a failed connect, a connection waits this long before the next, so a server that
+/// is down yields a count of errors rather than a spinning client.
+const CONNECT_RETRY_PAUSE: Duration = Duration::from_millis(10);
+
+/// A failure, and whether it happened while connecting.
+type Failed = (Failure, bool);
+
+/// Starts connection number `index` of the run (its origin is `index` modulo the origins).
+pub(super) fn spawn(tasks: &mut JoinSet<()>, state: &Rc<ThreadState>, index: usize) {
+    let origin = index % state.plan.origins.len();
+    if state.plan.http2 {
+        let slot = Rc::new(H2Slot { sender: RefCell::new(None), connecting: tokio::sync::Mutex::new(()) });
+        for stream in 0..state.plan.streams {
+            let (state, slot) = (Rc::clone(state), Rc::clone(&slot));
+            tasks.spawn_local(h2_stream_loop(state, slot, origin, index, index + stream));
+        }
+    } else {
+        tasks.spawn_local(h1_loop(Rc::clone(state), origin, index));
+    }
+}
+
+/// The next ticket, and the instant its latency counts from, after waiting until it is due.
+async fn next_ticket(state: &ThreadState) -> Option<(Ticket, Instant)> {
+    let free_at = Instant::now();
+    let ticket = state.schedule.borrow_mut().next(free_at)?;
+    let sent_at = match ticket.due {
+        Some(due) if due > free_at => {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
+            Instant::now()
+        }
+        _ => free_at,
+    };
+    Some((ticket, ticket.start(free_at, sent_at)))
+}
+
+/// Records a request's end: a response, a failure, or (None) a timeout.
+fn record(state: &ThreadState, ticket: Ticket, start: Instant, result: Option<Result<(u16, u64), Failure>>) {
+    let end = Instant::now();
+    let mut recorder = state.recorder.borrow_mut();
+    match result {
+        Some(Ok((status, bytes))) => recorder.response(ticket.warmup, start, end, status, bytes),
+        Some(Err(failure)) => recorder.failure(ticket.warmup, end, failure),
+        None => recorder.failure(ticket.warmup, end, Failure::Timeout),
+    }
+}
+
+async fn h1_loop(state: Rc<ThreadState>, origin: usize, index: usize) {
+    let plan = Arc::clone(&state.plan);
+    let requests = &plan.requests[origin];
+    let mut turn = index % requests.len();
+    let mut conn: Option<H1Conn> = None;
+    while let Some((ticket, start)) = next_ticket(&state).await {
+        let request = &requests[turn];
+        turn = (turn + 1) % requests.len();
+        let outcome = tokio::time::timeout(plan.timeout, h1_request(&state, &mut conn, origin, index, request)).await;
+        let keep = matches!(outcome, Ok(Ok(Answer { reusable: true, .. }))) && plan.keepalive;
+        let pause = matches!(outcome, Ok(Err((_, true))));
+        let result = match outcome {
+            Ok(Ok(answer)) => Some(Ok((answer.status, answer.body_bytes))),
+            Ok(Err((failure, _))) => Some(Err(failure)),
+            Err(_) => None,
+        };
+        record(&state, ticket, start, result);
+        if !keep && conn.take().is_some() {
+            state.recorder.borrow_mut().disconnected();
+        }
+        if pause {
+            tokio::time::sleep(CONNECT_RETRY_PAUSE).await;
+        }
+    }
+    if conn.is_some() {
+        state.recorder.borrow_mut().disconnected();
+    }
+}
+
+async fn h1_request(
+    state: &ThreadState,
+    conn: &mut Option<H1Conn>,
+    origin: usize,
+    index: usize,
+    request: &RequestSpec,
+) -> Result<Answer, Failed> {
+    let conn = match conn {
+        Some(conn) => conn,
+        None => {
+            let plan = &state.plan;
+            let stream = connect(&plan.origins[origin], plan.tls.as_ref(), index).await.map_err(|f| (f, true))?;
+            state.recorder.borrow_mut().connected();
+            conn.insert(H1Conn::new(stream))
+        }
+    };
+    conn.exchange(request).await.map_err(|f| (f, false))
+}
+
+/// One HTTP/2 connection, shared by its stream loops; the first loop to find it closed
+/// reconnects while the others wait.
+struct H2Slot {
+    sender: RefCell<Option<h2::Sender>>,
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl H2Slot {
+    fn live(&self) -> Option<h2::Sender> {
+        self.sender.borrow().as_ref().filter(|s| !s.is_closed()).cloned()
+    }
+
+    async fn get(&self, state: &ThreadState, origin: usize, turn: usize) -> Result<h2::Sender, Failed> {
+        if let Some(sender) = self.live() {
+            return Ok(sender);
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(sender) = self.live() {
+            return Ok(sender);
+        }
+        if self.sender.borrow_mut().take().is_some() {
+            state.recorder.borrow_mut().disconnected();
+        }
+        let plan = &state.plan;
+        let stream = connect(&plan.origins[origin], plan.tls.as_ref(), turn).await.map_err(|f| (f, true))?;
+        let sender = h2::handshake(stream).await.map_err(|f| (f, true))?;
+        state.recorder.borrow_mut().connected();
+        *self.sender.borrow_mut() = Some(sender.clone());
+        Ok(sender)
+    }
+}
+
+async fn h2_stream_loop(state: Rc<ThreadState>, slot: Rc<H2Slot>, origin: usize, index: usize, first: usize) {
+    let plan = Arc::clone(&state.plan);
+    let requests = &plan.requests[origin];
+    let mut turn = first % requests.len();
+    let mut sender: Option<h2::Sender> = None;
+    while let Some((ticket, start)) = next_ticket(&state).await {
+        let request = &requests[turn];
+        turn = (turn + 1) % requests.len();
+        let exchange = async {
+            let live = match sender.as_mut().filter(|s| !s.is_closed()) {
+                Some(live) => live,
+                None => sender.insert(slot.get(&state, origin, index).await?),
+            };
+            h2::exchange(live, request).await.map_err(|f| (f, false))
+        };
+        let outcome = tokio::time::timeout(plan.timeout, exchange).await;
+        let pause = matches!(outcome, Ok(Err((_, true))));
+        let result = match outcome {
+            Ok(Ok(answer)) => Some(Ok(answer)),
+            Ok(Err((failure, _))) => Some(Err(failure)),
+            Err(_) => None,
+        };
+        if !matches!(result, Some(Ok(_))) {
+            sender = None;
+        }
+        record(&state, ticket, start, result);
+        if pause {
+            tokio::time::sleep(CONNECT_RETRY_PAUSE).await;
+        }
+    }
+}

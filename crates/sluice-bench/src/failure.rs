@@ -1,0 +1,128 @@
+//! Why a request failed, in the few kinds a user acts on differently.
+
+use std::io;
+
+/// A failed request. The run goes on; the kind is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Failure {
+    /// Connection refused: nothing listens there.
+    Refused,
+    /// Connection reset or broken pipe.
+    Reset,
+    /// The server closed the connection before a whole response.
+    Closed,
+    /// No response within --timeout (connect included).
+    Timeout,
+    /// This process ran out of file descriptors (EMFILE/ENFILE).
+    FdLimit,
+    /// The host name did not resolve.
+    Dns,
+    /// TLS handshake or certificate failure.
+    Tls,
+    /// The response was not valid HTTP.
+    Protocol,
+    /// Any other I/O error.
+    Io,
+}
+
+impl Failure {
+    pub const ALL: [Failure; 9] = [
+        Failure::Refused,
+        Failure::Reset,
+        Failure::Closed,
+        Failure::Timeout,
+        Failure::FdLimit,
+        Failure::Dns,
+        Failure::Tls,
+        Failure::Protocol,
+        Failure::Io,
+    ];
+
+    /// The name in reports and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Failure::Refused => "refused",
+            Failure::Reset => "reset",
+            Failure::Closed => "closed",
+            Failure::Timeout => "timeout",
+            Failure::FdLimit => "emfile",
+            Failure::Dns => "dns",
+            Failure::Tls => "tls",
+            Failure::Protocol => "protocol",
+            Failure::Io => "io",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Sorts an I/O error into its kind.
+    pub fn from_io(error: &io::Error) -> Failure {
+        if matches!(error.raw_os_error(), Some(code) if code == EMFILE || code == ENFILE) {
+            return Failure::FdLimit;
+        }
+        if error.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
+            return Failure::Tls;
+        }
+        match error.kind() {
+            io::ErrorKind::ConnectionRefused => Failure::Refused,
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted => {
+                Failure::Reset
+            }
+            io::ErrorKind::UnexpectedEof => Failure::Closed,
+            io::ErrorKind::TimedOut => Failure::Timeout,
+            io::ErrorKind::InvalidData => Failure::Protocol,
+            _ => Failure::Io,
+        }
+    }
+
+    /// Sorts a hyper (HTTP/2) error into its kind.
+    pub fn from_hyper(error: &hyper::Error) -> Failure {
+        use std::error::Error as _;
+        let mut source = error.source();
+        while let Some(inner) = source {
+            if let Some(io) = inner.downcast_ref::<io::Error>() {
+                return Failure::from_io(io);
+            }
+            source = inner.source();
+        }
+        if error.is_timeout() {
+            Failure::Timeout
+        } else if error.is_parse() || error.is_user() {
+            Failure::Protocol
+        } else if error.is_incomplete_message() || error.is_closed() || error.is_canceled() {
+            Failure::Closed
+        } else {
+            // h2 stream and connection errors (RST_STREAM, GOAWAY with an error) land here.
+            Failure::Reset
+        }
+    }
+}
+
+/// Linux errno values for "too many open files" (process and system).
+const EMFILE: i32 = 24;
+const ENFILE: i32 = 23;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_sort_by_what_the_user_does_next() {
+        let cases = [
+            (io::Error::from_raw_os_error(24), Failure::FdLimit),
+            (io::Error::from(io::ErrorKind::ConnectionRefused), Failure::Refused),
+            (io::Error::from(io::ErrorKind::BrokenPipe), Failure::Reset),
+            (io::Error::from(io::ErrorKind::UnexpectedEof), Failure::Closed),
+            (io::Error::new(io::ErrorKind::InvalidData, rustls::Error::DecryptError), Failure::Tls),
+            (io::Error::from(io::ErrorKind::InvalidData), Failure::Protocol),
+        ];
+        for (error, kind) in cases {
+            assert_eq!(Failure::from_io(&error), kind, "{error}");
+        }
+        let names: std::collections::BTreeSet<_> = Failure::ALL.iter().map(|f| f.name()).collect();
+        assert_eq!(names.len(), Failure::ALL.len());
+        assert!(Failure::ALL.iter().enumerate().all(|(i, f)| f.index() == i));
+    }
+}

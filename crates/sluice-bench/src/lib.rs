@@ -1,0 +1,79 @@
+//! `sluice bench`: a load generator for HTTP APIs, any API, not only sluice.
+//!
+//! The layout follows the path of a run:
+//! - [`args`]: the command line; [`plan`]: it, turned into origins and pre-encoded requests;
+//! - [`schedule`]: which request goes when (closed loop, or an open-loop timetable), pure;
+//! - [`engine`]: one single-threaded runtime per thread, the connections on it ([`h1`], [`h2`],
+//!   [`connect`]; [`failure`] sorts what goes wrong), each thread recording into its own
+//!   [`record::Recorder`];
+//! - [`progress`] while it runs, then [`report`]: table, JSON, SVG plot, comparison.
+#![forbid(unsafe_code)]
+
+pub mod args;
+pub mod connect;
+pub mod engine;
+pub mod failure;
+pub mod h1;
+pub mod h2;
+pub mod plan;
+pub mod progress;
+pub mod record;
+pub mod report;
+pub mod schedule;
+
+pub use args::BenchArgs;
+pub use report::Report;
+
+/// Runs the command as `sluice bench` would: a load run, or `--compare`.
+/// Returns the report of a load run so that callers (and tests) can read it.
+pub fn main(args: &BenchArgs) -> anyhow::Result<Option<Report>> {
+    if let Some(files) = &args.compare {
+        let [a, b] = files.as_slice() else {
+            anyhow::bail!("--compare takes two JSON files");
+        };
+        print!("{}", report::compare::compare_files(a, b)?);
+        return Ok(None);
+    }
+    let report = run(args)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report::table::render(&report));
+    }
+    if let Some(path) = &args.plot {
+        std::fs::write(path, report::svg::render(&report))
+            .map_err(|e| anyhow::anyhow!("cannot write the plot to {}: {e}", path.display()))?;
+        if !args.json {
+            println!("plot written to {}", path.display());
+        }
+    }
+    Ok(Some(report))
+}
+
+/// Runs the load described by `args` and returns its report; prints progress to stderr
+/// unless `--no-progress`.
+pub fn run(args: &BenchArgs) -> anyhow::Result<Report> {
+    let plan = std::sync::Arc::new(plan::Plan::from_args(args)?);
+    let fd_limit = raise_fd_limit();
+    let wanted = plan.connections as u64 + 32;
+    if wanted > fd_limit {
+        eprintln!(
+            "sluice bench: warning: {} connections asked for, but the file descriptor limit is {fd_limit}; \
+             expect EMFILE errors beyond about {}",
+            plan.connections,
+            fd_limit.saturating_sub(32)
+        );
+    }
+    let mut progress = progress::Progress::new(&plan, args.no_progress);
+    let outcome = engine::run(&plan, |tick| progress.tick(tick))?;
+    progress.finish();
+    Ok(Report::build(&plan, outcome, fd_limit))
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit; returns the limit in force.
+fn raise_fd_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(_) => rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft).unwrap_or(0),
+    }
+}

@@ -1,0 +1,206 @@
+//! The result of a run, as data: built once from the merged recorder, then rendered as a
+//! table ([`table`]), JSON (serde), an SVG plot ([`svg`]) or compared with another ([`compare`]).
+
+pub mod compare;
+pub mod svg;
+pub mod table;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::Outcome;
+use crate::failure::Failure;
+use crate::plan::{Plan, Stop};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub tool: String,
+    pub settings: Settings,
+    /// Seconds from the end of the warm-up to the last response.
+    pub elapsed_s: f64,
+    /// Responses plus failures.
+    pub requests: u64,
+    pub responses: u64,
+    pub errors: u64,
+    /// Responses per second.
+    pub rate: f64,
+    pub body_bytes: u64,
+    /// Responses by status class ("2xx", ...).
+    pub status: BTreeMap<String, u64>,
+    /// Failures by kind ("refused", "timeout", ...); kinds that did not happen are left out.
+    pub failures: BTreeMap<String, u64>,
+    pub latency_ms: Latency,
+    /// The latency curve: [percentile, milliseconds], from 0 to 100.
+    pub percentiles: Vec<[f64; 2]>,
+    pub per_second: Vec<SecondPoint>,
+    pub connections: Connections,
+    pub warmup_requests: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Settings {
+    pub requests: Vec<String>,
+    pub protocol: String,
+    pub keepalive: bool,
+    pub connections: usize,
+    pub streams: usize,
+    pub threads: usize,
+    /// "closed-loop" or "open-loop".
+    pub mode: String,
+    pub rate: Option<f64>,
+    pub duration_s: Option<f64>,
+    pub count: Option<u64>,
+    pub warmup_s: f64,
+    pub timeout_s: f64,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Latency {
+    pub min: f64,
+    pub mean: f64,
+    pub stdev: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p99_9: f64,
+    pub max: f64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct SecondPoint {
+    pub second: u64,
+    pub responses: u64,
+    pub errors: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Connections {
+    pub requested: usize,
+    /// Connections opened over the run (reconnects included).
+    pub opened: u64,
+    /// The most open at once (the sum of each thread's peak).
+    pub peak_open: u64,
+    pub fd_limit: u64,
+}
+
+impl Report {
+    pub fn build(plan: &Plan, outcome: Outcome, fd_limit: u64) -> Report {
+        let recorder = &outcome.recorder;
+        let elapsed = if recorder.last_end.is_some() { recorder.elapsed() } else { outcome.wall };
+        let elapsed_s = elapsed.as_secs_f64();
+        let responses = recorder.responses();
+        let errors = recorder.errors();
+        let histogram = &recorder.latency;
+        let ms = |us: u64| us as f64 / 1000.0;
+        let latency = if histogram.is_empty() {
+            Latency::default()
+        } else {
+            Latency {
+                min: ms(histogram.min()),
+                mean: histogram.mean() / 1000.0,
+                stdev: histogram.stdev() / 1000.0,
+                p50: ms(histogram.value_at_quantile(0.50)),
+                p90: ms(histogram.value_at_quantile(0.90)),
+                p99: ms(histogram.value_at_quantile(0.99)),
+                p99_9: ms(histogram.value_at_quantile(0.999)),
+                max: ms(histogram.max()),
+            }
+        };
+        let percentiles = if histogram.is_empty() {
+            Vec::new()
+        } else {
+            curve_quantiles().map(|q| [q * 100.0, ms(histogram.value_at_quantile(q))]).collect()
+        };
+        let classes = ["other", "1xx", "2xx", "3xx", "4xx", "5xx"];
+        let status =
+            classes.iter().zip(recorder.status).filter(|(_, n)| *n > 0).map(|(c, n)| (c.to_string(), n)).collect();
+        let failures = Failure::ALL
+            .iter()
+            .zip(recorder.failures)
+            .filter(|(_, n)| *n > 0)
+            .map(|(f, n)| (f.name().to_string(), n))
+            .collect();
+        let per_second = recorder
+            .per_second
+            .iter()
+            .enumerate()
+            .map(|(i, s)| SecondPoint { second: i as u64 + 1, responses: s.responses, errors: s.errors })
+            .collect();
+        Report {
+            tool: concat!("sluice bench ", env!("CARGO_PKG_VERSION")).to_string(),
+            settings: Settings::of(plan),
+            elapsed_s,
+            requests: responses + errors,
+            responses,
+            errors,
+            rate: if elapsed_s > 0.0 { responses as f64 / elapsed_s } else { 0.0 },
+            body_bytes: recorder.body_bytes,
+            status,
+            failures,
+            latency_ms: latency,
+            percentiles,
+            per_second,
+            connections: Connections {
+                requested: plan.connections,
+                opened: recorder.connects,
+                peak_open: recorder.peak_open,
+                fd_limit,
+            },
+            warmup_requests: recorder.warmup,
+        }
+    }
+
+    /// Responses with the given status class (2 for 2xx).
+    pub fn status_class(&self, class: u8) -> u64 {
+        self.status.get(&format!("{class}xx")).copied().unwrap_or(0)
+    }
+
+    pub fn failures_of(&self, kind: Failure) -> u64 {
+        self.failures.get(kind.name()).copied().unwrap_or(0)
+    }
+}
+
+impl Settings {
+    fn of(plan: &Plan) -> Settings {
+        Settings {
+            requests: plan.urls.clone(),
+            protocol: if plan.http2 { "HTTP/2" } else { "HTTP/1.1" }.to_string(),
+            keepalive: plan.keepalive,
+            connections: plan.connections,
+            streams: plan.streams,
+            threads: plan.threads,
+            mode: if plan.rate.is_some() { "open-loop" } else { "closed-loop" }.to_string(),
+            rate: plan.rate,
+            duration_s: match plan.stop {
+                Stop::After(d) => Some(d.as_secs_f64()),
+                Stop::Count(_) => None,
+            },
+            count: match plan.stop {
+                Stop::Count(n) => Some(n),
+                Stop::After(_) => None,
+            },
+            warmup_s: plan.warmup.as_secs_f64(),
+            timeout_s: plan.timeout.as_secs_f64(),
+        }
+    }
+}
+
+/// Quantiles for the latency curve, evenly spaced on the "nines" scale: 0, 20.6%, 36.9%,
+/// ..., 90%, ..., 99%, ..., 99.999%, then 100%.
+fn curve_quantiles() -> impl Iterator<Item = f64> {
+    (0..=50).map(|k| 1.0 - 10f64.powf(-(k as f64) / 10.0)).chain(std::iter::once(1.0))
+}
+
+/// Milliseconds with as many decimals as make sense: 0.045 ms, 1.24 ms, 12.3 ms, 1234 ms.
+pub fn format_ms(ms: f64) -> String {
+    if ms < 1.0 {
+        format!("{ms:.3} ms")
+    } else if ms < 10.0 {
+        format!("{ms:.2} ms")
+    } else if ms < 100.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{ms:.0} ms")
+    }
+}

@@ -1,0 +1,107 @@
+//! The final report as a table for people.
+
+use std::fmt::Write as _;
+
+use super::{format_ms, Report};
+use crate::progress::thousands;
+
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    let s = &report.settings;
+    let protocol = match (s.protocol.as_str(), s.keepalive) {
+        ("HTTP/2", _) => format!("HTTP/2, {} streams per connection", s.streams),
+        (p, true) => format!("{p} keep-alive"),
+        (p, false) => format!("{p}, a new connection per request"),
+    };
+    let mode = match s.rate {
+        Some(rate) => format!("open loop at {} req/s", thousands(rate.round() as u64)),
+        None => "closed loop".to_string(),
+    };
+    let length = match (s.duration_s, s.count) {
+        (Some(d), _) => format!("{d}s"),
+        (None, Some(n)) => format!("{} requests", thousands(n)),
+        (None, None) => String::new(),
+    };
+    let warmup = if s.warmup_s > 0.0 { format!(" after {}s warm-up", s.warmup_s) } else { String::new() };
+    let _ = writeln!(
+        out,
+        "sluice bench: {protocol}, {} connections on {} threads, {mode}, {length}{warmup}",
+        s.connections, s.threads
+    );
+    for request in s.requests.iter().take(5) {
+        let _ = writeln!(out, "  {request}");
+    }
+    if s.requests.len() > 5 {
+        let _ = writeln!(out, "  ... and {} more", s.requests.len() - 5);
+    }
+    out.push('\n');
+    let mib_per_s = report.body_bytes as f64 / report.elapsed_s.max(1e-9) / (1024.0 * 1024.0);
+    row(
+        &mut out,
+        "requests",
+        &format!(
+            "{} in {:.2}s, {} req/s, {mib_per_s:.1} MiB/s of bodies",
+            thousands(report.requests),
+            report.elapsed_s,
+            thousands(report.rate.round() as u64)
+        ),
+    );
+    let status: Vec<String> = report.status.iter().map(|(class, n)| format!("{class} {}", thousands(*n))).collect();
+    row(&mut out, "responses", &if status.is_empty() { "none".to_string() } else { status.join("   ") });
+    let failures: Vec<String> = report.failures.iter().map(|(kind, n)| format!("{kind} {}", thousands(*n))).collect();
+    row(&mut out, "errors", &if failures.is_empty() { "none".to_string() } else { failures.join("   ") });
+    let l = &report.latency_ms;
+    let _ = writeln!(
+        out,
+        "  {:<13}{:>11}{:>11}{:>11}{:>11}{:>11}{:>11}",
+        "latency", "p50", "p90", "p99", "p99.9", "max", "mean"
+    );
+    let _ = writeln!(
+        out,
+        "  {:<13}{:>11}{:>11}{:>11}{:>11}{:>11}{:>11}",
+        "",
+        format_ms(l.p50),
+        format_ms(l.p90),
+        format_ms(l.p99),
+        format_ms(l.p99_9),
+        format_ms(l.max),
+        format_ms(l.mean)
+    );
+    if let Some(line) = per_second_line(report) {
+        row(&mut out, "per second", &line);
+    }
+    let c = &report.connections;
+    row(
+        &mut out,
+        "connections",
+        &format!(
+            "{} asked for, {} open at most, {} opened in all (file descriptor limit {})",
+            thousands(c.requested as u64),
+            thousands(c.peak_open),
+            thousands(c.opened),
+            thousands(c.fd_limit)
+        ),
+    );
+    out
+}
+
+fn row(out: &mut String, name: &str, value: &str) {
+    let _ = writeln!(out, "  {name:<13}{value}");
+}
+
+/// Min / median / max responses per whole second (the last, partial second left out).
+fn per_second_line(report: &Report) -> Option<String> {
+    let whole = report.elapsed_s.floor() as usize;
+    let mut counts: Vec<u64> = report.per_second.iter().take(whole).map(|s| s.responses).collect();
+    if counts.len() < 2 {
+        return None;
+    }
+    counts.sort_unstable();
+    Some(format!(
+        "min {}   median {}   max {}   (over {} whole seconds)",
+        thousands(counts[0]),
+        thousands(counts[counts.len() / 2]),
+        thousands(counts[counts.len() - 1]),
+        counts.len()
+    ))
+}

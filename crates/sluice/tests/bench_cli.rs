@@ -1,0 +1,123 @@
+//! `sluice bench` as a user runs it: the binary, its table, progress, JSON, plot and
+//! comparison, its FD budget, and its errors for bad input.
+
+mod support;
+
+use std::process::{Command, Output};
+
+use support::upstream::Upstream;
+use support::TempDir;
+
+/// Runs `sluice bench ARGS` (under `prlimit --nofile=N:N` when given) off the async runtime.
+async fn sluice_bench(args: Vec<String>, nofile: Option<u64>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let bin = env!("CARGO_BIN_EXE_sluice");
+        let mut command = match nofile {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        command.arg("bench").args(&args).output().expect("run sluice bench")
+    })
+    .await
+    .expect("join")
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_plot_and_compare() {
+    let upstream = Upstream::hello().await;
+    let url = format!("http://{}/api", upstream.addr);
+    let dir = TempDir::new();
+    let svg = dir.path.join("a.svg");
+    let a = sluice_bench(
+        args(&["-n", "300", "-c", "4", "-t", "1", "--json", "--plot", svg.to_str().expect("utf-8"), &url]),
+        None,
+    )
+    .await;
+    assert!(a.status.success(), "{}", text(&a.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&a.stdout).expect("stdout is JSON");
+    assert_eq!(report["responses"], 300);
+    assert_eq!(report["status"]["2xx"], 300);
+    assert_eq!(report["connections"]["opened"], 4);
+    assert_eq!(upstream.accepted(), 4);
+    let p99 = report["latency_ms"]["p99"].as_f64().expect("p99");
+    assert!(p99 > 0.0 && p99 <= report["latency_ms"]["max"].as_f64().expect("max"));
+
+    let plot = std::fs::read_to_string(&svg).expect("plot written");
+    assert!(plot.starts_with("<svg") && plot.trim_end().ends_with("</svg>"), "an SVG document");
+    assert_eq!(plot.matches("<polyline").count(), 2, "latency curve and throughput");
+    assert!(plot.contains("99.9%") && plot.contains("Responses per second"));
+
+    let b = sluice_bench(args(&["-n", "300", "-c", "8", "-t", "1", "--json", &url]), None).await;
+    assert!(b.status.success(), "{}", text(&b.stderr));
+    let b_report: serde_json::Value = serde_json::from_slice(&b.stdout).expect("JSON");
+    let (a_json, b_json) = (dir.path.join("a.json"), dir.path.join("b.json"));
+    std::fs::write(&a_json, &a.stdout).expect("write");
+    std::fs::write(&b_json, &b.stdout).expect("write");
+    let compared =
+        sluice_bench(args(&["--compare", a_json.to_str().expect("utf-8"), b_json.to_str().expect("utf-8")]), None)
+            .await;
+    assert!(compared.status.success(), "{}", text(&compared.stderr));
+    let out = text(&compared.stdout);
+    let ratio = b_report["rate"].as_f64().expect("rate") / report["rate"].as_f64().expect("rate");
+    let rate_line = out.lines().find(|l| l.trim_start().starts_with("req/s")).expect("a req/s row");
+    assert!(rate_line.trim_end().ends_with(&format!("{ratio:.2}")), "{rate_line} vs {ratio:.2}");
+    assert!(out.contains("B ÷ A") && out.contains("latency p99.9") && out.contains("8 connections"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn table_on_stdout_and_progress_lines_when_not_a_terminal() {
+    let upstream = Upstream::hello().await;
+    let url = format!("http://{}/", upstream.addr);
+    let run = sluice_bench(args(&["-d", "2s", "-c", "2", "-t", "1", &url]), None).await;
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let progress = text(&run.stderr);
+    let seconds: Vec<&str> = progress.lines().filter(|l| l.contains("req/s") && l.contains("p99")).collect();
+    assert!(seconds.len() >= 2 && seconds[0].trim_start().starts_with("1s"), "one line a second:\n{progress}");
+    let table = text(&run.stdout);
+    for needle in ["closed loop, 2s", "requests", "2xx", "errors       none", "p99.9", "per second", "2 asked for"] {
+        assert!(table.contains(needle), "{needle:?} missing from\n{table}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_fd_limit_is_reported_and_counted_not_fatal() {
+    let upstream = Upstream::hello().await;
+    let url = format!("http://{}/", upstream.addr);
+    let run = sluice_bench(args(&["-c", "60", "-t", "1", "-n", "600", "--json", &url]), Some(40)).await;
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert!(text(&run.stderr).contains("the file descriptor limit is 40"), "{}", text(&run.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).expect("JSON");
+    let emfile = report["failures"]["emfile"].as_u64().unwrap_or(0);
+    let responses = report["responses"].as_u64().unwrap_or(0);
+    let peak = report["connections"]["peak_open"].as_u64().unwrap_or(0);
+    assert!(emfile > 0 && responses > 0, "EMFILE {emfile}, responses {responses}");
+    assert_eq!(emfile + responses, 600, "every request accounted for");
+    assert!(peak > 0 && peak < 40, "at most {peak} open under a limit of 40");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_a_clear_error() {
+    let cases: [(&[&str], &str); 4] = [
+        (&["ftp://example/"], "must start with http:// or https://"),
+        (&["-f", "/nonexistent/requests.txt"], "cannot read /nonexistent/requests.txt"),
+        (&["-H", "no colon", "http://127.0.0.1:1/"], "has no colon"),
+        (&["--rate", "0", "http://127.0.0.1:1/"], "--rate must be a positive number"),
+    ];
+    for (list, needle) in cases {
+        let run = sluice_bench(args(list), None).await;
+        assert!(!run.status.success(), "{list:?} should fail");
+        assert!(text(&run.stderr).contains(needle), "{list:?}: {}", text(&run.stderr));
+    }
+}
