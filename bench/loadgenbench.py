@@ -5,9 +5,9 @@ The backend is nginx, one worker pinned to CPU 0, serving a 100-byte body over H
 and HTTP/2 (h2c). Each load generator runs pinned to CPU 1 with one thread, the same
 connections (and streams) as the others. Reported per tool: requests per second, and the
 generator's own CPU time per request (user + system, from the kernel's rusage of the child),
-which does not depend on whether the backend or the generator was the bottleneck. Every
-scenario runs ROUNDS times, tools interleaved; medians are reported. Only 127.0.0.1 is used;
-every run is bounded in time.
+and how busy the backend was (near 1.0: nginx was the bottleneck). Every scenario runs
+ROUNDS times (default 7 × 4 s), the tools' order rotating; medians are reported, ratios as
+the median of per-round ratios. Only 127.0.0.1 is used; every run is bounded in time.
 
 Usage: bench/loadgen.sh [--rounds N] [--duration S] [--only SCENARIO,...] [--out FILE]
 """
@@ -23,7 +23,8 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from proxybench import ROOT, SLUICE, SMALL_BODY, Proc, free_port, nginx_preamble, parse_latency, wait_port  # noqa: E402
+from proxybench import (  # noqa: E402
+    ROOT, SLUICE, SMALL_BODY, Proc, cpu_seconds, free_port, nginx_preamble, parse_latency, wait_port)
 
 BACKEND_CPU = "0"
 LOAD_CPU = "1"
@@ -103,8 +104,8 @@ def run_tool(tool, proto, conns, streams, url, duration):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--duration", type=int, default=4)
     parser.add_argument("--only", default=",".join(SCENARIOS))
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "loadgen-results.json"))
     args = parser.parse_args()
@@ -116,25 +117,37 @@ def main():
             for name in args.only.split(","):
                 proto, conns, streams = SCENARIOS[name]
                 url = f"http://127.0.0.1:{h1 if proto == 'h1' else h2}/small"
-                for tool in TOOLS[proto]:
+                tools = TOOLS[proto]
+                # Rotate the order every round so no tool always runs first (or last).
+                for tool in tools[round_no % len(tools):] + tools[:round_no % len(tools)]:
+                    backend_before = cpu_seconds(backend.worker_pids())
                     r = run_tool(tool, proto, conns, streams, url, args.duration)
                     r["cpu_us_per_req"] = 1e6 * r["cpu_s"] / max(r["requests"], 1)
+                    # The backend's CPU share of the run: near 1.0 means nginx was the bottleneck.
+                    r["backend_busy"] = (cpu_seconds(backend.worker_pids()) - backend_before) / args.duration
                     results.setdefault(name, {}).setdefault(tool, []).append(r)
                     print(f"round {round_no + 1} {name:10} {tool:7} {json.dumps(r)}", flush=True)
     finally:
         backend.stop()
         shutil.rmtree(work, ignore_errors=True)
-    summary = {name: {tool: {k: statistics.median(run[k] for run in runs) for k in ("rps", "cpu_us_per_req", "errors")}
-                      for tool, runs in by_tool.items()} for name, by_tool in results.items()}
+    summary = {}
+    for name, by_tool in results.items():
+        for tool, runs in by_tool.items():
+            m = {k: statistics.median(run[k] for run in runs) for k in ("rps", "cpu_us_per_req", "errors", "backend_busy")}
+            if tool != "sluice":
+                # Paired by round (the two ran seconds apart): the machine's drift cancels out.
+                pairs = list(zip(by_tool["sluice"], runs))
+                m["sluice_rps_ratio"] = statistics.median(a["rps"] / b["rps"] for a, b in pairs)
+                m["sluice_cpu_ratio"] = statistics.median(a["cpu_us_per_req"] / b["cpu_us_per_req"] for a, b in pairs)
+            summary.setdefault(name, {})[tool] = m
     with open(args.out, "w") as f:
         json.dump({"raw": results, "median": summary}, f, indent=1)
-    print("\nmedians (sluice ÷ other: req/s higher is better, CPU per request lower is better)")
+    print("\nmedians; ratios are medians of per-round sluice ÷ other (req/s: higher is better; CPU per request: lower)")
     for name, by_tool in summary.items():
-        ours = by_tool["sluice"]
         for tool, m in by_tool.items():
-            ratio = "" if tool == "sluice" else f"   sluice ÷ {tool}: req/s {ours['rps'] / m['rps']:.2f}, CPU {ours['cpu_us_per_req'] / m['cpu_us_per_req']:.2f}"
-            print(f"  {name:10} {tool:7} {m['rps']:>10.0f} req/s  {m['cpu_us_per_req']:6.2f} µs CPU/req  errors {m['errors']:.0f}{ratio}")
-
+            ratio = "" if tool == "sluice" else f"   sluice ÷ {tool}: req/s {m['sluice_rps_ratio']:.2f}, CPU {m['sluice_cpu_ratio']:.2f}"
+            print(f"  {name:10} {tool:7} {m['rps']:>10.0f} req/s  {m['cpu_us_per_req']:6.2f} µs CPU/req  "
+                  f"errors {m['errors']:.0f}  backend busy {m['backend_busy']:.2f}{ratio}")
 
 if __name__ == "__main__":
     sys.exit(main())

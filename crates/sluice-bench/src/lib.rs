@@ -31,23 +31,31 @@ pub fn main(args: &BenchArgs) -> anyhow::Result<Option<Report>> {
         let [a, b] = files.as_slice() else {
             anyhow::bail!("--compare takes two JSON files");
         };
-        print!("{}", report::compare::compare_files(a, b)?);
+        emit(&report::compare::compare_files(a, b)?)?;
         return Ok(None);
     }
     let report = run(args)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report::table::render(&report));
-    }
     if let Some(path) = &args.plot {
         std::fs::write(path, report::svg::render(&report))
             .map_err(|e| anyhow::anyhow!("cannot write the plot to {}: {e}", path.display()))?;
-        if !args.json {
-            println!("plot written to {}", path.display());
-        }
     }
+    let mut text =
+        if args.json { serde_json::to_string_pretty(&report)? + "\n" } else { report::table::render(&report) };
+    if let (Some(path), false) = (&args.plot, args.json) {
+        text.push_str(&format!("plot written to {}\n", path.display()));
+    }
+    emit(&text)?;
     Ok(Some(report))
+}
+
+/// Writes to stdout; a closed pipe (`sluice bench ... | head`) ends quietly.
+fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(anyhow::anyhow!("cannot write to stdout: {e}")),
+        _ => Ok(()),
+    }
 }
 
 /// Runs the load described by `args` and returns its report; prints progress to stderr

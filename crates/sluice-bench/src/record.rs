@@ -41,6 +41,8 @@ pub struct Recorder {
     pub failures: [u64; Failure::ALL.len()],
     pub body_bytes: u64,
     pub warmup: u64,
+    /// Open loop: requests taken up after they were due, every connection being busy.
+    pub late: u64,
     pub last_end: Option<Instant>,
     pub connects: u64,
     open: u64,
@@ -58,6 +60,7 @@ impl Recorder {
             failures: [0; Failure::ALL.len()],
             body_bytes: 0,
             warmup: 0,
+            late: 0,
             last_end: None,
             connects: 0,
             open: 0,
@@ -140,6 +143,7 @@ impl Recorder {
         }
         self.body_bytes += other.body_bytes;
         self.warmup += other.warmup;
+        self.late += other.late;
         self.last_end = match (self.last_end, other.last_end) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),

@@ -78,6 +78,8 @@ fn a_one_second_stall_shows_in_open_loop_p99_and_hides_in_closed_loop() {
     assert_eq!(open.errors, 0);
     assert!(open.latency_ms.max >= 900.0, "the stall happened: max {} ms", open.latency_ms.max);
     assert!(open.latency_ms.p99 >= 500.0, "open loop p99 {} ms must show the 1 s stall", open.latency_ms.p99);
+    // ~1,000 requests fell due while all 8 connections waited: reported as sent late.
+    assert!(open.late_requests >= 500, "late: {}", open.late_requests);
 
     let server = TestServer::start(stall);
     let closed = bench(&["-c", "8", "-t", "1", "-d", "4s", &server.url("/")]);

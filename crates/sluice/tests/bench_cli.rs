@@ -80,13 +80,21 @@ async fn json_plot_and_compare() {
 async fn table_on_stdout_and_progress_lines_when_not_a_terminal() {
     let upstream = Upstream::hello().await;
     let url = format!("http://{}/", upstream.addr);
-    let run = sluice_bench(args(&["-d", "2s", "-c", "2", "-t", "1", &url]), None).await;
+    let run = sluice_bench(args(&["-d", "3s", "-c", "2", "-t", "1", &url]), None).await;
     assert!(run.status.success(), "{}", text(&run.stderr));
     let progress = text(&run.stderr);
     let seconds: Vec<&str> = progress.lines().filter(|l| l.contains("req/s") && l.contains("p99")).collect();
     assert!(seconds.len() >= 2 && seconds[0].trim_start().starts_with("1s"), "one line a second:\n{progress}");
     let table = text(&run.stdout);
-    for needle in ["closed loop, 2s", "requests", "2xx", "errors       none", "p99.9", "per second", "2 asked for"] {
+    for needle in [
+        "2 connections on 1 thread, closed loop, 3s",
+        "requests",
+        "2xx",
+        "errors       none",
+        "p99.9",
+        "per second",
+        "2 asked for",
+    ] {
         assert!(table.contains(needle), "{needle:?} missing from\n{table}");
     }
 }

@@ -21,6 +21,10 @@ use crate::schedule::Ticket;
 /// is down yields a count of errors rather than a spinning client.
 const CONNECT_RETRY_PAUSE: Duration = Duration::from_millis(10);
 
+/// Open loop: a request taken this long after it was due counts as sent late (all
+/// connections were busy); below it, the lateness is the timer's 1 ms granularity.
+const LATE: Duration = Duration::from_millis(2);
+
 /// A failure, and whether it happened while connecting.
 type Failed = (Failure, bool);
 
@@ -42,6 +46,9 @@ pub(super) fn spawn(tasks: &mut JoinSet<()>, state: &Rc<ThreadState>, index: usi
 async fn next_ticket(state: &ThreadState) -> Option<(Ticket, Instant)> {
     let free_at = Instant::now();
     let ticket = state.schedule.borrow_mut().next(free_at)?;
+    if ticket.due.is_some_and(|due| free_at > due + LATE) && !ticket.warmup {
+        state.recorder.borrow_mut().late += 1;
+    }
     let sent_at = match ticket.due {
         Some(due) if due > free_at => {
             tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
@@ -63,21 +70,43 @@ fn record(state: &ThreadState, ticket: Ticket, start: Instant, result: Option<Re
     }
 }
 
+/// A per-request timeout from one timer per connection: moving a registered timer's
+/// deadline later is an atomic store in tokio, where `tokio::time::timeout` would insert
+/// and remove a timer-wheel entry for every request.
+struct Deadline(std::pin::Pin<Box<tokio::time::Sleep>>);
+
+impl Deadline {
+    fn new() -> Deadline {
+        Deadline(Box::pin(tokio::time::sleep(Duration::from_secs(3600))))
+    }
+
+    /// Runs `work`, giving up (None) after `limit`.
+    async fn run<T>(&mut self, limit: Duration, work: impl std::future::Future<Output = T>) -> Option<T> {
+        self.0.as_mut().reset(tokio::time::Instant::now() + limit);
+        tokio::select! {
+            biased;
+            done = work => Some(done),
+            () = self.0.as_mut() => None,
+        }
+    }
+}
+
 async fn h1_loop(state: Rc<ThreadState>, origin: usize, index: usize) {
     let plan = Arc::clone(&state.plan);
     let requests = &plan.requests[origin];
     let mut turn = index % requests.len();
     let mut conn: Option<H1Conn> = None;
+    let mut deadline = Deadline::new();
     while let Some((ticket, start)) = next_ticket(&state).await {
         let request = &requests[turn];
         turn = (turn + 1) % requests.len();
-        let outcome = tokio::time::timeout(plan.timeout, h1_request(&state, &mut conn, origin, index, request)).await;
-        let keep = matches!(outcome, Ok(Ok(Answer { reusable: true, .. }))) && plan.keepalive;
-        let pause = matches!(outcome, Ok(Err((_, true))));
+        let outcome = deadline.run(plan.timeout, h1_request(&state, &mut conn, origin, index, request)).await;
+        let keep = matches!(outcome, Some(Ok(Answer { reusable: true, .. }))) && plan.keepalive;
+        let pause = matches!(outcome, Some(Err((_, true))));
         let result = match outcome {
-            Ok(Ok(answer)) => Some(Ok((answer.status, answer.body_bytes))),
-            Ok(Err((failure, _))) => Some(Err(failure)),
-            Err(_) => None,
+            Some(Ok(answer)) => Some(Ok((answer.status, answer.body_bytes))),
+            Some(Err((failure, _))) => Some(Err(failure)),
+            None => None,
         };
         record(&state, ticket, start, result);
         if !keep && conn.take().is_some() {
@@ -148,6 +177,7 @@ async fn h2_stream_loop(state: Rc<ThreadState>, slot: Rc<H2Slot>, origin: usize,
     let requests = &plan.requests[origin];
     let mut turn = first % requests.len();
     let mut sender: Option<h2::Sender> = None;
+    let mut deadline = Deadline::new();
     while let Some((ticket, start)) = next_ticket(&state).await {
         let request = &requests[turn];
         turn = (turn + 1) % requests.len();
@@ -158,12 +188,12 @@ async fn h2_stream_loop(state: Rc<ThreadState>, slot: Rc<H2Slot>, origin: usize,
             };
             h2::exchange(live, request).await.map_err(|f| (f, false))
         };
-        let outcome = tokio::time::timeout(plan.timeout, exchange).await;
-        let pause = matches!(outcome, Ok(Err((_, true))));
+        let outcome = deadline.run(plan.timeout, exchange).await;
+        let pause = matches!(outcome, Some(Err((_, true))));
         let result = match outcome {
-            Ok(Ok(answer)) => Some(Ok(answer)),
-            Ok(Err((failure, _))) => Some(Err(failure)),
-            Err(_) => None,
+            Some(Ok(answer)) => Some(Ok(answer)),
+            Some(Err((failure, _))) => Some(Err(failure)),
+            None => None,
         };
         if !matches!(result, Some(Ok(_))) {
             sender = None;

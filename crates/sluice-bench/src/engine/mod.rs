@@ -122,8 +122,10 @@ async fn thread_main(plan: Arc<Plan>, thread: usize, start: Instant, sender: mps
             }
         }
     }
+    // The last, partial second, unless it is only the in-flight requests finishing (a rate
+    // over a few milliseconds would mislead; the final report has those requests anyway).
     let tail = Instant::now().saturating_duration_since(start + second * seconds as u32);
-    if !tail.is_zero() {
+    if tail >= Duration::from_millis(250) {
         tick(seconds + 1, tail);
     }
     let recorder = state.recorder.borrow().clone();

@@ -36,6 +36,10 @@ pub struct Report {
     pub per_second: Vec<SecondPoint>,
     pub connections: Connections,
     pub warmup_requests: u64,
+    /// Open loop: requests sent more than 2 ms after they were due because every
+    /// connection was busy; their wait is part of their latency.
+    #[serde(default)]
+    pub late_requests: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -148,6 +152,7 @@ impl Report {
                 fd_limit,
             },
             warmup_requests: recorder.warmup,
+            late_requests: recorder.late,
         }
     }
 

@@ -9,11 +9,13 @@ use super::Report;
 const WIDTH: f64 = 820.0;
 const CHART_HEIGHT: f64 = 260.0;
 const LEFT: f64 = 70.0;
-const RIGHT: f64 = 20.0;
+const RIGHT: f64 = 45.0;
 
 struct Chart<'a> {
     top: f64,
     title: String,
+    /// Joined with straight lines (a curve), or drawn as steps over each unit (per second).
+    steps: bool,
     y_label: &'a str,
     /// Points in chart units.
     points: Vec<(f64, f64)>,
@@ -24,7 +26,7 @@ struct Chart<'a> {
 
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
-    let height = 2.0 * (CHART_HEIGHT + 70.0) + 20.0;
+    let height = 2.0 * (CHART_HEIGHT + 70.0) + 40.0;
     let _ = writeln!(
         out,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="sans-serif" font-size="12">"#
@@ -32,18 +34,27 @@ pub fn render(report: &Report) -> String {
     let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let s = &report.settings;
     let subtitle = format!(
-        "{} · {} connections · {} · {} req/s · {} responses, {} errors",
+        "{} · {} connections · {} · {} req/s · {} responses, {} errors · {}",
         s.protocol,
         s.connections,
         s.mode,
         report.rate.round(),
         report.responses,
-        report.errors
+        report.errors,
+        s.requests.first().map_or("", String::as_str)
     );
+    let _ = writeln!(out, r##"<text x="{LEFT}" y="18" fill="#555">{}</text>"##, escape(&subtitle));
     // Latency by percentile, x on the "nines" scale: x = log10(1 / (1 - q)).
     let latency = Chart {
-        top: 40.0,
-        title: format!("Latency by percentile (ms) — {}", escape(&subtitle)),
+        top: 60.0,
+        title: format!(
+            "Latency by percentile: p50 {} · p99 {} · p99.9 {} · max {}",
+            super::format_ms(report.latency_ms.p50),
+            super::format_ms(report.latency_ms.p99),
+            super::format_ms(report.latency_ms.p99_9),
+            super::format_ms(report.latency_ms.max)
+        ),
+        steps: false,
         y_label: "ms",
         points: report.percentiles.iter().map(|[p, ms]| (nines(*p / 100.0), *ms)).collect(),
         x_max: 5.0,
@@ -55,13 +66,17 @@ pub fn render(report: &Report) -> String {
         color: "#c0392b",
     };
     draw(&mut out, &latency);
-    let seconds = report.per_second.len().max(1) as f64;
+    // Whole seconds only (the last, partial one would look like a drop), unless that is all.
+    let whole = (report.elapsed_s.floor() as usize).max(1);
+    let shown: Vec<_> = report.per_second.iter().take(whole).collect();
+    let seconds = shown.len().max(1) as f64;
     let step = ((seconds / 10.0).ceil()).max(1.0);
     let throughput = Chart {
-        top: 40.0 + CHART_HEIGHT + 70.0,
+        top: 60.0 + CHART_HEIGHT + 70.0,
         title: "Responses per second, over the run".to_string(),
+        steps: true,
         y_label: "req/s",
-        points: report.per_second.iter().map(|p| (p.second as f64, p.responses as f64)).collect(),
+        points: shown.iter().map(|p| (p.second as f64, p.responses as f64)).collect(),
         x_max: seconds,
         x_ticks: (0..=(seconds / step) as u64)
             .map(|i| ((i as f64) * step, format!("{}s", (i as f64 * step) as u64)))
@@ -85,7 +100,8 @@ fn nines(q: f64) -> f64 {
 fn draw(out: &mut String, chart: &Chart) {
     let (top, bottom) = (chart.top, chart.top + CHART_HEIGHT);
     let (left, right) = (LEFT, WIDTH - RIGHT);
-    let y_max = nice_ceiling(chart.points.iter().map(|p| p.1).fold(0.0, f64::max));
+    // 5% headroom so a flat line at the maximum does not hide in the frame.
+    let y_max = nice_ceiling(1.05 * chart.points.iter().map(|p| p.1).fold(0.0, f64::max));
     let x = |v: f64| left + (v / chart.x_max.max(1e-9)) * (right - left);
     let y = |v: f64| bottom - (v / y_max) * (bottom - top);
     let _ = writeln!(
@@ -94,8 +110,9 @@ fn draw(out: &mut String, chart: &Chart) {
         top - 14.0,
         chart.title
     );
-    for i in 0..=4 {
-        let value = y_max * i as f64 / 4.0;
+    let divisions = grid_divisions(y_max);
+    for i in 0..=divisions {
+        let value = y_max * i as f64 / divisions as f64;
         let _ = writeln!(
             out,
             r##"<line x1="{left}" x2="{right}" y1="{0:.1}" y2="{0:.1}" stroke="#ddd"/><text x="{1}" y="{2:.1}" text-anchor="end">{3}</text>"##,
@@ -126,7 +143,17 @@ fn draw(out: &mut String, chart: &Chart) {
         r##"<rect x="{left}" y="{top}" width="{}" height="{CHART_HEIGHT}" fill="none" stroke="#888"/>"##,
         right - left
     );
-    let path: Vec<String> = chart.points.iter().map(|(px, py)| format!("{:.1},{:.1}", x(*px), y(*py))).collect();
+    let path: Vec<String> = if chart.steps {
+        // Each point covers the unit before it: second 3 is the time from 2 s to 3 s.
+        chart
+            .points
+            .iter()
+            .flat_map(|(px, py)| [(px - 1.0, *py), (*px, *py)])
+            .map(|(px, py)| format!("{:.1},{:.1}", x(px), y(py)))
+            .collect()
+    } else {
+        chart.points.iter().map(|(px, py)| format!("{:.1},{:.1}", x(*px), y(*py))).collect()
+    };
     let _ = writeln!(
         out,
         r#"<polyline fill="none" stroke="{}" stroke-width="2" points="{}"/>"#,
@@ -144,13 +171,23 @@ fn nice_ceiling(v: f64) -> f64 {
     [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * power).find(|c| *c >= v).unwrap_or(10.0 * power)
 }
 
+/// Grid lines that land on round values for a top of 1, 2 or 5 × 10ⁿ.
+fn grid_divisions(top: f64) -> u32 {
+    let mantissa = top / 10f64.powf(top.log10().floor());
+    if (mantissa - 2.0).abs() < 1e-9 {
+        4
+    } else {
+        5
+    }
+}
+
 fn short(v: f64) -> String {
     if v >= 10_000.0 {
-        format!("{:.0}k", v / 1000.0)
-    } else if v >= 10.0 || v == 0.0 {
+        format!("{}k", v / 1000.0)
+    } else if v >= 10.0 || v.fract() == 0.0 {
         format!("{v:.0}")
     } else {
-        format!("{v:.2}")
+        format!("{v:.2}").trim_end_matches('0').to_string()
     }
 }
 

@@ -23,11 +23,9 @@ pub fn render(report: &Report) -> String {
         (None, None) => String::new(),
     };
     let warmup = if s.warmup_s > 0.0 { format!(" after {}s warm-up", s.warmup_s) } else { String::new() };
-    let _ = writeln!(
-        out,
-        "sluice bench: {protocol}, {} connections on {} threads, {mode}, {length}{warmup}",
-        s.connections, s.threads
-    );
+    let threads = if s.threads == 1 { "1 thread".to_string() } else { format!("{} threads", s.threads) };
+    let _ =
+        writeln!(out, "sluice bench: {protocol}, {} connections on {threads}, {mode}, {length}{warmup}", s.connections);
     for request in s.requests.iter().take(5) {
         let _ = writeln!(out, "  {request}");
     }
@@ -69,6 +67,18 @@ pub fn render(report: &Report) -> String {
     );
     if let Some(line) = per_second_line(report) {
         row(&mut out, "per second", &line);
+    }
+    if s.rate.is_some() && report.late_requests > 0 {
+        let share = 100.0 * report.late_requests as f64 / report.requests.max(1) as f64;
+        row(
+            &mut out,
+            "sent late",
+            &format!(
+                "{} ({share:.1}%): every connection was busy when they were due; the wait counts as latency \
+                 (more -c if the server takes more at once)",
+                thousands(report.late_requests)
+            ),
+        );
     }
     let c = &report.connections;
     row(
