@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use support::upstream::Upstream;
 use support::TempDir;
@@ -11,15 +11,7 @@ use support::TempDir;
 /// Runs `sluice bench ARGS` (under `prlimit --nofile=N:N` when given) off the async runtime.
 async fn sluice_bench(args: Vec<String>, nofile: Option<u64>) -> Output {
     tokio::task::spawn_blocking(move || {
-        let bin = env!("CARGO_BIN_EXE_sluice");
-        let mut command = match nofile {
-            Some(n) => {
-                let mut c = Command::new("prlimit");
-                c.arg(format!("--nofile={n}:{n}")).arg(bin);
-                c
-            }
-            None => Command::new(bin),
-        };
+        let mut command = support::sluice_command(nofile);
         command.arg("bench").args(&args).output().expect("run sluice bench")
     })
     .await

@@ -40,15 +40,7 @@ impl Sluice {
     }
 
     pub fn start_file(dir: TempDir, path: &std::path::Path, nofile: Option<u64>) -> Sluice {
-        let bin = env!("CARGO_BIN_EXE_sluice");
-        let mut command = match nofile {
-            Some(n) => {
-                let mut c = Command::new("prlimit");
-                c.arg(format!("--nofile={n}:{n}")).arg(bin);
-                c
-            }
-            None => Command::new(bin),
-        };
+        let mut command = sluice_command(nofile);
         command.arg("run").arg("--config").arg(path);
         command
             .env("RUST_LOG", "info,sluice_proxy=debug")
@@ -161,6 +153,19 @@ impl Drop for Sluice {
 }
 
 /// A folder removed when dropped.
+/// The `sluice` binary, under `prlimit --nofile=N:N` when `nofile` is given.
+pub fn sluice_command(nofile: Option<u64>) -> Command {
+    let bin = env!("CARGO_BIN_EXE_sluice");
+    match nofile {
+        Some(n) => {
+            let mut command = Command::new("prlimit");
+            command.arg(format!("--nofile={n}:{n}")).arg(bin);
+            command
+        }
+        None => Command::new(bin),
+    }
+}
+
 pub struct TempDir {
     pub path: PathBuf,
 }
