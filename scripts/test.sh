@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Runs sluice's whole test suite. Installs what the tests need when it is missing:
-# prlimit (util-linux) for the FD-exhaustion test, kill (procps) for the SIGTERM test.
+# prlimit (util-linux) for the FD-exhaustion tests, kill (procps) for the SIGTERM test,
+# script (bsdutils) to run `sluice bench` on a pseudo-terminal.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v prlimit >/dev/null || missing+=(util-linux)
 command -v kill >/dev/null || missing+=(procps)
+command -v script >/dev/null || missing+=(bsdutils)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing test dependencies: ${missing[*]}"
     if [ "$(id -u)" -eq 0 ]; then

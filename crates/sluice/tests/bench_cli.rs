@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::process::Output;
+use std::process::{Command, Output};
 
 use support::upstream::Upstream;
 use support::TempDir;
@@ -89,6 +89,25 @@ async fn table_on_stdout_and_progress_lines_when_not_a_terminal() {
     ] {
         assert!(table.contains(needle), "{needle:?} missing from\n{table}");
     }
+}
+
+/// On a terminal (a pseudo-terminal from `script`), progress is a bar redrawn in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_progress_bar_on_a_terminal() {
+    let upstream = Upstream::hello().await;
+    let command = format!("{} bench -d 2s -c 2 -t 1 http://{}/", env!("CARGO_BIN_EXE_sluice"), upstream.addr);
+    let run = tokio::task::spawn_blocking(move || {
+        Command::new("script").args(["-qec", &command, "/dev/null"]).stdin(std::process::Stdio::null()).output()
+    })
+    .await
+    .expect("join")
+    .expect("run script");
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let screen = text(&run.stdout);
+    assert!(screen.contains("\x1b[2K"), "lines redrawn in place (erase-line sequences):\n{screen:?}");
+    assert!(screen.contains("[00:00:01]") && screen.contains("req/s"), "elapsed time and rate:\n{screen}");
+    assert!(screen.contains("1s ") && screen.contains("p99"), "the second's rate and p99:\n{screen}");
+    assert!(screen.contains("closed loop, 2s") && screen.contains("latency"), "then the table:\n{screen}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
