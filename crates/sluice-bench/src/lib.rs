@@ -21,6 +21,9 @@ pub mod record;
 pub mod report;
 pub mod schedule;
 
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
 pub use args::BenchArgs;
 pub use report::Report;
 
@@ -34,7 +37,9 @@ pub fn main(args: &BenchArgs) -> anyhow::Result<Option<Report>> {
         emit(&report::compare::compare_files(a, b)?)?;
         return Ok(None);
     }
-    let report = run(args)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    engine::watch_interrupts(Arc::clone(&stop));
+    let report = run_until(args, &stop)?;
     if let Some(path) = &args.plot {
         std::fs::write(path, report::svg::render(&report))
             .map_err(|e| anyhow::anyhow!("cannot write the plot to {}: {e}", path.display()))?;
@@ -61,7 +66,12 @@ fn emit(text: &str) -> anyhow::Result<()> {
 /// Runs the load described by `args` and returns its report; prints progress to stderr
 /// unless `--no-progress`.
 pub fn run(args: &BenchArgs) -> anyhow::Result<Report> {
-    let plan = std::sync::Arc::new(plan::Plan::from_args(args)?);
+    run_until(args, &Arc::new(AtomicBool::new(false)))
+}
+
+/// As [`run`]; setting `stop` ends the run early, with a report of the part that ran.
+pub fn run_until(args: &BenchArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<Report> {
+    let plan = Arc::new(plan::Plan::from_args(args)?);
     let fd_limit = raise_fd_limit();
     let wanted = plan.connections as u64 + 32;
     if wanted > fd_limit {
@@ -73,7 +83,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Report> {
         );
     }
     let mut progress = progress::Progress::new(&plan, args.no_progress);
-    let outcome = engine::run(&plan, |tick| progress.tick(tick))?;
+    let outcome = engine::run(&plan, stop, |tick| progress.tick(tick))?;
     progress.finish();
     Ok(Report::build(&plan, outcome, fd_limit))
 }

@@ -140,3 +140,38 @@ async fn bad_input_is_a_clear_error() {
         assert!(text(&run.stderr).contains(needle), "{list:?}: {}", text(&run.stderr));
     }
 }
+
+/// Ctrl-C (SIGINT) ends a long run early with a report of what ran, as wrk and oha do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_the_run_and_still_reports() {
+    use std::io::{BufRead, BufReader, Read};
+    let upstream = Upstream::hello().await;
+    let url = format!("http://{}/", upstream.addr);
+    let run = tokio::task::spawn_blocking(move || {
+        let mut child = support::sluice_command(None)
+            .args(["bench", "-d", "60s", "-c", "2", "-t", "1", &url])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start sluice bench");
+        let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+        let mut line = String::new();
+        // The first progress line says the load is running; then interrupt it.
+        while stderr.read_line(&mut line).expect("read stderr") > 0 && !line.contains("req/s") {
+            line.clear();
+        }
+        let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill");
+        assert!(status.success());
+        let mut rest = String::new();
+        stderr.read_to_string(&mut rest).expect("read stderr");
+        let mut stdout = String::new();
+        child.stdout.take().expect("stdout").read_to_string(&mut stdout).expect("read stdout");
+        (child.wait().expect("wait"), rest, stdout)
+    });
+    let (status, stderr, stdout) =
+        tokio::time::timeout(support::WAIT, run).await.expect("stopped well before 60 s").expect("join");
+    assert!(status.success(), "{status:?}\n{stderr}");
+    assert!(stderr.contains("interrupted; finishing the requests in flight"), "{stderr}");
+    assert!(stdout.contains("interrupted by Ctrl-C after"), "{stdout}");
+    assert!(stdout.contains("2xx") && stdout.contains("p99.9"), "{stdout}");
+}

@@ -44,6 +44,9 @@ pub(super) fn spawn(tasks: &mut JoinSet<()>, state: &Rc<ThreadState>, index: usi
 
 /// The next ticket, and the instant its latency counts from, after waiting until it is due.
 async fn next_ticket(state: &ThreadState) -> Option<(Ticket, Instant)> {
+    if state.stopped() {
+        return None;
+    }
     let free_at = Instant::now();
     let ticket = state.schedule.borrow_mut().next(free_at)?;
     if ticket.due.is_some_and(|due| free_at > due + LATE) && !ticket.warmup {

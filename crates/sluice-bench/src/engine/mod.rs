@@ -7,6 +7,7 @@ mod conn;
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,6 +34,8 @@ pub struct Outcome {
     pub recorder: Recorder,
     /// Wall time from the end of the warm-up until the last thread finished.
     pub wall: Duration,
+    /// Stopped early by Ctrl-C (SIGINT).
+    pub interrupted: bool,
 }
 
 enum Message {
@@ -45,19 +48,29 @@ struct ThreadState {
     plan: Arc<Plan>,
     schedule: RefCell<Schedule>,
     recorder: RefCell<Recorder>,
+    /// Set by Ctrl-C: take no more tickets; requests in flight finish.
+    stop: Arc<AtomicBool>,
+}
+
+impl ThreadState {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
 }
 
 /// Runs the plan to its end; `on_tick` sees each thread's progress once a second.
-pub fn run(plan: &Arc<Plan>, mut on_tick: impl FnMut(Tick)) -> anyhow::Result<Outcome> {
+/// `stop`, once set, ends the run early (see [`watch_interrupts`]).
+pub fn run(plan: &Arc<Plan>, stop: &Arc<AtomicBool>, mut on_tick: impl FnMut(Tick)) -> anyhow::Result<Outcome> {
     let start = Instant::now();
     let (sender, receiver) = mpsc::channel();
     let mut handles = Vec::with_capacity(plan.threads);
     for thread in 0..plan.threads {
         let plan = Arc::clone(plan);
         let sender = sender.clone();
+        let stop = Arc::clone(stop);
         let handle = std::thread::Builder::new()
             .name(format!("sluice-bench-{thread}"))
-            .spawn(move || run_thread(plan, thread, start, sender))
+            .spawn(move || run_thread(plan, thread, start, stop, sender))
             .context("cannot start a load thread")?;
         handles.push(handle);
     }
@@ -78,25 +91,61 @@ pub fn run(plan: &Arc<Plan>, mut on_tick: impl FnMut(Tick)) -> anyhow::Result<Ou
         handle.join().map_err(|_| anyhow::anyhow!("a load thread panicked"))??;
     }
     let wall = Instant::now().saturating_duration_since(start + plan.warmup);
-    Ok(Outcome { recorder: merged, wall })
+    Ok(Outcome { recorder: merged, wall, interrupted: stop.load(Ordering::Relaxed) })
 }
 
-fn run_thread(plan: Arc<Plan>, thread: usize, start: Instant, sender: mpsc::Sender<Message>) -> anyhow::Result<()> {
+/// For the command line: Ctrl-C sets `stop` (requests in flight finish, then the report);
+/// a second one quits. A thread of its own, so that it answers whichever load threads are
+/// still running; it stays for the life of the process, which ends after the run.
+pub fn watch_interrupts(stop: Arc<AtomicBool>) {
+    let watcher = move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_io().build() else { return };
+        runtime.block_on(async {
+            let Ok(mut interrupts) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) else {
+                return;
+            };
+            while interrupts.recv().await.is_some() {
+                if stop.swap(true, Ordering::Relaxed) {
+                    eprintln!("sluice bench: interrupted again; quitting without a report");
+                    std::process::exit(130);
+                }
+                eprintln!("sluice bench: interrupted; finishing the requests in flight (Ctrl-C again to quit now)");
+            }
+        });
+    };
+    // Without the watcher Ctrl-C still ends the process, only without a report.
+    let _ = std::thread::Builder::new().name("sluice-bench-signals".into()).spawn(watcher);
+}
+
+fn run_thread(
+    plan: Arc<Plan>,
+    thread: usize,
+    start: Instant,
+    stop: Arc<AtomicBool>,
+    sender: mpsc::Sender<Message>,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
     let local = tokio::task::LocalSet::new();
-    let recorder = local.block_on(&runtime, thread_main(plan, thread, start, sender.clone()));
+    let recorder = local.block_on(&runtime, thread_main(plan, thread, start, stop, sender.clone()));
     // The receiver is gone only if the main thread gave up; nothing is left to tell then.
     let _ = sender.send(Message::Done(Box::new(recorder)));
     Ok(())
 }
 
-async fn thread_main(plan: Arc<Plan>, thread: usize, start: Instant, sender: mpsc::Sender<Message>) -> Recorder {
+async fn thread_main(
+    plan: Arc<Plan>,
+    thread: usize,
+    start: Instant,
+    stop: Arc<AtomicBool>,
+    sender: mpsc::Sender<Message>,
+) -> Recorder {
     let schedule = thread_schedule(&plan, thread, start);
     let measure_from = schedule.measure_from();
     let state = Rc::new(ThreadState {
         plan: Arc::clone(&plan),
         schedule: RefCell::new(schedule),
         recorder: RefCell::new(Recorder::new(measure_from)),
+        stop,
     });
     let mut tasks = tokio::task::JoinSet::new();
     let first = (0..thread).map(|t| share(plan.connections as u64, plan.threads, t)).sum::<u64>() as usize;

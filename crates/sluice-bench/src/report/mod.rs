@@ -40,6 +40,9 @@ pub struct Report {
     /// connection was busy; their wait is part of their latency.
     #[serde(default)]
     pub late_requests: u64,
+    /// Stopped early by Ctrl-C: the figures cover the part that ran.
+    #[serde(default)]
+    pub interrupted: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -153,6 +156,7 @@ impl Report {
             },
             warmup_requests: recorder.warmup,
             late_requests: recorder.late,
+            interrupted: outcome.interrupted,
         }
     }
 

@@ -32,6 +32,13 @@ pub fn render(report: &Report) -> String {
     if s.requests.len() > 5 {
         let _ = writeln!(out, "  ... and {} more", s.requests.len() - 5);
     }
+    if report.interrupted {
+        let _ = writeln!(
+            out,
+            "  (interrupted by Ctrl-C after {:.2}s: the figures cover the part that ran)",
+            report.elapsed_s
+        );
+    }
     out.push('\n');
     let mib_per_s = report.body_bytes as f64 / report.elapsed_s.max(1e-9) / (1024.0 * 1024.0);
     row(
