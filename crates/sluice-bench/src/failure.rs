@@ -77,25 +77,19 @@ impl Failure {
         }
     }
 
-    /// Sorts a hyper (HTTP/2) error into its kind.
-    pub fn from_hyper(error: &hyper::Error) -> Failure {
-        use std::error::Error as _;
-        let mut source = error.source();
-        while let Some(inner) = source {
-            if let Some(io) = inner.downcast_ref::<io::Error>() {
-                return Failure::from_io(io);
-            }
-            source = inner.source();
+    /// Sorts an HTTP/2 (h2) error into its kind.
+    pub fn from_h2(error: &h2::Error) -> Failure {
+        if let Some(io) = error.get_io() {
+            return Failure::from_io(io);
         }
-        if error.is_timeout() {
-            Failure::Timeout
-        } else if error.is_parse() || error.is_user() {
-            Failure::Protocol
-        } else if error.is_incomplete_message() || error.is_closed() || error.is_canceled() {
-            Failure::Closed
-        } else {
-            // h2 stream and connection errors (RST_STREAM, GOAWAY with an error) land here.
-            Failure::Reset
+        match error.reason() {
+            // Malformed frames, from either side's point of view (an HTTP/1-only server
+            // answering the preface with an HTTP/1 response lands here).
+            Some(h2::Reason::PROTOCOL_ERROR | h2::Reason::FRAME_SIZE_ERROR | h2::Reason::COMPRESSION_ERROR) => {
+                Failure::Protocol
+            }
+            // RST_STREAM and GOAWAY with any other reason.
+            _ => Failure::Reset,
         }
     }
 }

@@ -75,18 +75,12 @@ impl H1Conn {
 
     async fn read_head(&mut self, is_head: bool) -> Result<(u16, Framing, bool), Failure> {
         loop {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut response = httparse::Response::new(&mut headers);
-            match response.parse(&self.buf[self.start..self.end]) {
-                Ok(httparse::Status::Complete(length)) => {
-                    let status = response.code.unwrap_or(0);
-                    let http10 = response.version == Some(0);
-                    let (framing, reusable) = framing(status, is_head, http10, response.headers)?;
+            match parse_head(&self.buf[self.start..self.end], is_head)? {
+                Some((length, status, framing, reusable)) => {
                     self.start += length;
                     return Ok((status, framing, reusable));
                 }
-                Ok(httparse::Status::Partial) => self.read_more(MAX_HEAD).await?,
-                Err(_) => return Err(Failure::Protocol),
+                None => self.read_more(MAX_HEAD).await?,
             }
         }
     }
@@ -185,6 +179,24 @@ impl H1Conn {
                 Err(e) => return Err(Failure::from_io(&e)),
             }
         }
+    }
+}
+
+/// Parses a response head: (head length, status, framing, reusable), or None if incomplete.
+/// A plain function so that the header slots never live across an await: inside the
+/// async reader they made its future 2 KiB larger, copied on every request.
+fn parse_head(buf: &[u8], is_head: bool) -> Result<Option<(usize, u16, Framing, bool)>, Failure> {
+    let mut headers = [const { std::mem::MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut response, buf, &mut headers) {
+        Ok(httparse::Status::Complete(length)) => {
+            let status = response.code.unwrap_or(0);
+            let http10 = response.version == Some(0);
+            let (framing, reusable) = framing(status, is_head, http10, response.headers)?;
+            Ok(Some((length, status, framing, reusable)))
+        }
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(_) => Err(Failure::Protocol),
     }
 }
 

@@ -3,7 +3,7 @@
 //! The layout follows the path of a run:
 //! - [`args`]: the command line; [`plan`]: it, turned into origins and pre-encoded requests;
 //! - [`schedule`]: which request goes when (closed loop, or an open-loop timetable), pure;
-//! - [`engine`]: one single-threaded runtime per thread, the connections on it ([`h1`], [`h2`],
+//! - [`engine`]: one single-threaded runtime per thread, the connections on it ([`h1`], [`http2`],
 //!   [`connect`]; [`failure`] sorts what goes wrong), each thread recording into its own
 //!   [`record::Recorder`];
 //! - [`progress`] while it runs, then [`report`]: table, JSON, SVG plot, comparison.
@@ -14,7 +14,7 @@ pub mod connect;
 pub mod engine;
 pub mod failure;
 pub mod h1;
-pub mod h2;
+pub mod http2;
 pub mod plan;
 pub mod progress;
 pub mod record;

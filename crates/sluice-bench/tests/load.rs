@@ -200,3 +200,16 @@ fn tls_with_alpn_for_both_protocols() {
     assert_eq!(server.seen().connections, 2 + 1 + 1 + 3);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn http2_sends_request_bodies_larger_than_a_flow_control_window() {
+    let server = TestServer::start(Behaviour { keep_requests: true, ..Behaviour::default() });
+    let body = "b".repeat(200_000); // over HTTP/2's 64 KiB default window
+    let url = server.url("/upload");
+    let report =
+        bench(&["--http2", "--streams", "4", "-c", "1", "-t", "1", "-n", "20", "-m", "POST", "-b", &body, &url]);
+    assert_eq!((report.status_class(2), report.errors), (20, 0), "{:?}", report.failures);
+    let log = server.seen().log;
+    assert_eq!(log.len(), 20);
+    assert!(log.iter().all(|(method, path, received)| method == "POST" && path == "/upload" && *received == body));
+}

@@ -13,7 +13,7 @@ use super::ThreadState;
 use crate::connect::connect;
 use crate::failure::Failure;
 use crate::h1::{Answer, H1Conn};
-use crate::h2;
+use crate::http2;
 use crate::plan::RequestSpec;
 use crate::schedule::Ticket;
 
@@ -135,7 +135,10 @@ async fn h1_request(
         Some(conn) => conn,
         None => {
             let plan = &state.plan;
-            let stream = connect(&plan.origins[origin], plan.tls.as_ref(), index).await.map_err(|f| (f, true))?;
+            // Boxed: the connect future (TLS handshake state included) is large, and inline it
+            // would make every request's future as large, copied each time it is started.
+            let connecting = Box::pin(connect(&plan.origins[origin], plan.tls.as_ref(), index));
+            let stream = connecting.await.map_err(|f| (f, true))?;
             state.recorder.borrow_mut().connected();
             conn.insert(H1Conn::new(stream))
         }
@@ -146,16 +149,16 @@ async fn h1_request(
 /// One HTTP/2 connection, shared by its stream loops; the first loop to find it closed
 /// reconnects while the others wait.
 struct H2Slot {
-    sender: RefCell<Option<h2::Sender>>,
+    sender: RefCell<Option<http2::H2Conn>>,
     connecting: tokio::sync::Mutex<()>,
 }
 
 impl H2Slot {
-    fn live(&self) -> Option<h2::Sender> {
+    fn live(&self) -> Option<http2::H2Conn> {
         self.sender.borrow().as_ref().filter(|s| !s.is_closed()).cloned()
     }
 
-    async fn get(&self, state: &ThreadState, origin: usize, turn: usize) -> Result<h2::Sender, Failed> {
+    async fn get(&self, state: &ThreadState, origin: usize, turn: usize) -> Result<http2::H2Conn, Failed> {
         if let Some(sender) = self.live() {
             return Ok(sender);
         }
@@ -168,7 +171,7 @@ impl H2Slot {
         }
         let plan = &state.plan;
         let stream = connect(&plan.origins[origin], plan.tls.as_ref(), turn).await.map_err(|f| (f, true))?;
-        let sender = h2::handshake(stream).await.map_err(|f| (f, true))?;
+        let sender = http2::handshake(stream).await.map_err(|f| (f, true))?;
         state.recorder.borrow_mut().connected();
         *self.sender.borrow_mut() = Some(sender.clone());
         Ok(sender)
@@ -179,7 +182,7 @@ async fn h2_stream_loop(state: Rc<ThreadState>, slot: Rc<H2Slot>, origin: usize,
     let plan = Arc::clone(&state.plan);
     let requests = &plan.requests[origin];
     let mut turn = first % requests.len();
-    let mut sender: Option<h2::Sender> = None;
+    let mut sender: Option<http2::H2Conn> = None;
     let mut deadline = Deadline::new();
     while let Some((ticket, start)) = next_ticket(&state).await {
         let request = &requests[turn];
@@ -187,9 +190,10 @@ async fn h2_stream_loop(state: Rc<ThreadState>, slot: Rc<H2Slot>, origin: usize,
         let exchange = async {
             let live = match sender.as_mut().filter(|s| !s.is_closed()) {
                 Some(live) => live,
-                None => sender.insert(slot.get(&state, origin, index).await?),
+                // Boxed for the reason given in h1_request.
+                None => sender.insert(Box::pin(slot.get(&state, origin, index)).await?),
             };
-            h2::exchange(live, request).await.map_err(|f| (f, false))
+            http2::exchange(live, request).await.map_err(|f| (f, false))
         };
         let outcome = deadline.run(plan.timeout, exchange).await;
         let pause = matches!(outcome, Some(Err((_, true))));
