@@ -141,37 +141,51 @@ async fn bad_input_is_a_clear_error() {
     }
 }
 
-/// Ctrl-C (SIGINT) ends a long run early with a report of what ran, as wrk and oha do.
+/// Ctrl-C (SIGINT) ends a long run early with a report of what ran, as wrk and oha do:
+/// in a closed loop, and in an open loop whose connections wait up to a minute for their
+/// next due time (1 request per second over 64 connections).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_stops_the_run_and_still_reports() {
-    use std::io::{BufRead, BufReader, Read};
     let upstream = Upstream::hello().await;
     let url = format!("http://{}/", upstream.addr);
-    let run = tokio::task::spawn_blocking(move || {
-        let mut child = support::sluice_command(None)
-            .args(["bench", "-d", "60s", "-c", "2", "-t", "1", &url])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("start sluice bench");
-        let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-        let mut line = String::new();
-        // The first progress line says the load is running; then interrupt it.
-        while stderr.read_line(&mut line).expect("read stderr") > 0 && !line.contains("req/s") {
-            line.clear();
-        }
-        let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill");
-        assert!(status.success());
-        let mut rest = String::new();
-        stderr.read_to_string(&mut rest).expect("read stderr");
-        let mut stdout = String::new();
-        child.stdout.take().expect("stdout").read_to_string(&mut stdout).expect("read stdout");
-        (child.wait().expect("wait"), rest, stdout)
-    });
-    let (status, stderr, stdout) =
-        tokio::time::timeout(support::WAIT, run).await.expect("stopped well before 60 s").expect("join");
-    assert!(status.success(), "{status:?}\n{stderr}");
-    assert!(stderr.contains("interrupted; finishing the requests in flight"), "{stderr}");
-    assert!(stdout.contains("interrupted by Ctrl-C after"), "{stdout}");
-    assert!(stdout.contains("2xx") && stdout.contains("p99.9"), "{stdout}");
+    for extra in [&[][..], &["--rate", "1"][..]] {
+        let mut list = vec!["-d", "60s", "-c", "64", "-t", "1"];
+        list.extend_from_slice(extra);
+        list.push(&url);
+        let run = tokio::task::spawn_blocking({
+            let list = args(&list);
+            move || interrupt_after_first_progress_line(list)
+        });
+        let (status, stderr, stdout) =
+            tokio::time::timeout(support::WAIT, run).await.expect("stopped well before 60 s").expect("join");
+        assert!(status.success(), "{extra:?}: {status:?}\n{stderr}");
+        assert!(stderr.contains("interrupted; finishing the requests in flight"), "{extra:?}: {stderr}");
+        assert!(stdout.contains("interrupted by Ctrl-C after"), "{extra:?}: {stdout}");
+        assert!(stdout.contains("2xx") && stdout.contains("p99.9"), "{extra:?}: {stdout}");
+    }
+}
+
+/// Starts `sluice bench ARGS`, sends SIGINT once its first progress line is out, and
+/// returns its exit status, the rest of its stderr, and its stdout.
+fn interrupt_after_first_progress_line(list: Vec<String>) -> (std::process::ExitStatus, String, String) {
+    use std::io::{BufRead, BufReader, Read};
+    let mut child = support::sluice_command(None)
+        .arg("bench")
+        .args(&list)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start sluice bench");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    while stderr.read_line(&mut line).expect("read stderr") > 0 && !line.contains("req/s") {
+        line.clear();
+    }
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).expect("read stderr");
+    let mut stdout = String::new();
+    child.stdout.take().expect("stdout").read_to_string(&mut stdout).expect("read stdout");
+    (child.wait().expect("wait"), rest, stdout)
 }

@@ -25,6 +25,9 @@ const CONNECT_RETRY_PAUSE: Duration = Duration::from_millis(10);
 /// connections were busy); below it, the lateness is the timer's 1 ms granularity.
 const LATE: Duration = Duration::from_millis(2);
 
+/// How often a connection waiting for a due time looks at the stop flag.
+const STOP_CHECK: Duration = Duration::from_millis(100);
+
 /// A failure, and whether it happened while connecting.
 type Failed = (Failure, bool);
 
@@ -54,7 +57,14 @@ async fn next_ticket(state: &ThreadState) -> Option<(Ticket, Instant)> {
     }
     let sent_at = match ticket.due {
         Some(due) if due > free_at => {
-            tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
+            // In slices, so that Ctrl-C is seen during long waits (a low rate, many connections).
+            let due = tokio::time::Instant::from_std(due);
+            while tokio::time::Instant::now() < due {
+                tokio::time::sleep_until(due.min(tokio::time::Instant::now() + STOP_CHECK)).await;
+                if state.stopped() {
+                    return None;
+                }
+            }
             Instant::now()
         }
         _ => free_at,
