@@ -23,9 +23,8 @@ pub fn render(report: &Report) -> String {
         (None, None) => String::new(),
     };
     let warmup = if s.warmup_s > 0.0 { format!(" after {}s warm-up", s.warmup_s) } else { String::new() };
-    let threads = if s.threads == 1 { "1 thread".to_string() } else { format!("{} threads", s.threads) };
-    let _ =
-        writeln!(out, "sluice bench: {protocol}, {} connections on {threads}, {mode}, {length}{warmup}", s.connections);
+    let (connections, threads) = (counted(s.connections, "connection"), counted(s.threads, "thread"));
+    let _ = writeln!(out, "sluice bench: {protocol}, {connections} on {threads}, {mode}, {length}{warmup}");
     for request in s.requests.iter().take(5) {
         let _ = writeln!(out, "  {request}");
     }
@@ -56,22 +55,26 @@ pub fn render(report: &Report) -> String {
     let failures: Vec<String> = report.failures.iter().map(|(kind, n)| format!("{kind} {}", thousands(*n))).collect();
     row(&mut out, "errors", &if failures.is_empty() { "none".to_string() } else { failures.join("   ") });
     let l = &report.latency_ms;
-    let _ = writeln!(
-        out,
-        "  {:<13}{:>11}{:>11}{:>11}{:>11}{:>11}{:>11}",
-        "latency", "p50", "p90", "p99", "p99.9", "max", "mean"
-    );
-    let _ = writeln!(
-        out,
-        "  {:<13}{:>11}{:>11}{:>11}{:>11}{:>11}{:>11}",
-        "",
-        format_ms(l.p50),
-        format_ms(l.p90),
-        format_ms(l.p99),
-        format_ms(l.p99_9),
-        format_ms(l.max),
-        format_ms(l.mean)
-    );
+    if report.responses == 0 {
+        row(&mut out, "latency", "no responses to measure");
+    } else {
+        let _ = writeln!(
+            out,
+            "  {:<13}{:>11}{:>11}{:>11}{:>11}{:>11}{:>11}",
+            "latency", "p50", "p90", "p99", "p99.9", "max", "mean"
+        );
+        let _ = writeln!(
+            out,
+            "  {:<13}{:>11}{:>11}{:>11}{:>11}{:>11}{:>11}",
+            "",
+            format_ms(l.p50),
+            format_ms(l.p90),
+            format_ms(l.p99),
+            format_ms(l.p99_9),
+            format_ms(l.max),
+            format_ms(l.mean)
+        );
+    }
     if let Some(line) = per_second_line(report) {
         row(&mut out, "per second", &line);
     }
@@ -100,6 +103,15 @@ pub fn render(report: &Report) -> String {
         ),
     );
     out
+}
+
+/// "1 thread", "2 threads".
+fn counted(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{} {noun}s", thousands(n as u64))
+    }
 }
 
 fn row(out: &mut String, name: &str, value: &str) {
