@@ -11,7 +11,8 @@ use crate::connect::Stream;
 use crate::failure::Failure;
 use crate::plan::RequestSpec;
 
-const READ_BUFFER: usize = 16 * 1024;
+/// Per connection, as wrk (pages are touched only as far as responses fill them).
+const READ_BUFFER: usize = 8 * 1024;
 /// A response head larger than this is refused as a protocol error.
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 64;
