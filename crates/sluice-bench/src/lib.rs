@@ -73,13 +73,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Report> {
 pub fn run_until(args: &BenchArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<Report> {
     let plan = Arc::new(plan::Plan::from_args(args)?);
     let fd_limit = raise_fd_limit();
-    let wanted = plan.connections as u64 + 32;
-    if wanted > fd_limit {
+    if plan.connections as u64 + FD_RESERVE > fd_limit {
         eprintln!(
             "sluice bench: warning: {} connections asked for, but the file descriptor limit is {fd_limit}; \
              expect EMFILE errors beyond about {}",
             plan.connections,
-            fd_limit.saturating_sub(32)
+            fd_limit.saturating_sub(FD_RESERVE)
         );
     }
     let mut progress = progress::Progress::new(&plan, args.no_progress);
@@ -87,6 +86,9 @@ pub fn run_until(args: &BenchArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<Rep
     progress.finish();
     Ok(Report::build(&plan, outcome, fd_limit))
 }
+
+/// Descriptors kept for other uses (stdio, the runtimes' epoll and eventfds, files).
+const FD_RESERVE: u64 = 32;
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit; returns the limit in force.
 fn raise_fd_limit() -> u64 {

@@ -82,7 +82,7 @@ impl Recorder {
         self.status[if (1..=5).contains(&class) { class } else { 0 }] += 1;
         self.body_bytes += body_bytes;
         self.second(end).responses += 1;
-        self.last_end = Some(self.last_end.map_or(end, |last| last.max(end)));
+        self.ended_at(end);
     }
 
     /// A request failed.
@@ -94,6 +94,10 @@ impl Recorder {
         }
         self.failures[kind.index()] += 1;
         self.second(end).errors += 1;
+        self.ended_at(end);
+    }
+
+    fn ended_at(&mut self, end: Instant) {
         self.last_end = Some(self.last_end.map_or(end, |last| last.max(end)));
     }
 
@@ -144,10 +148,9 @@ impl Recorder {
         self.body_bytes += other.body_bytes;
         self.warmup += other.warmup;
         self.late += other.late;
-        self.last_end = match (self.last_end, other.last_end) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
+        if let Some(end) = other.last_end {
+            self.ended_at(end);
+        }
         self.connects += other.connects;
         self.peak_open += other.peak_open;
     }

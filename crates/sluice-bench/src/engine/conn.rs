@@ -72,15 +72,20 @@ async fn next_ticket(state: &ThreadState) -> Option<(Ticket, Instant)> {
     Some((ticket, ticket.start(free_at, sent_at)))
 }
 
-/// Records a request's end: a response, a failure, or (None) a timeout.
-fn record(state: &ThreadState, ticket: Ticket, start: Instant, result: Option<Result<(u16, u64), Failure>>) {
+/// Records a request's end: a response (status, body bytes), a failure, or (None) a
+/// timeout. True when the connect failed: the caller pauses before trying again.
+fn settle(state: &ThreadState, ticket: Ticket, start: Instant, outcome: Option<Result<(u16, u64), Failed>>) -> bool {
     let end = Instant::now();
     let mut recorder = state.recorder.borrow_mut();
-    match result {
+    match outcome {
         Some(Ok((status, bytes))) => recorder.response(ticket.warmup, start, end, status, bytes),
-        Some(Err(failure)) => recorder.failure(ticket.warmup, end, failure),
+        Some(Err((failure, connecting))) => {
+            recorder.failure(ticket.warmup, end, failure);
+            return connecting;
+        }
         None => recorder.failure(ticket.warmup, end, Failure::Timeout),
     }
+    false
 }
 
 /// A per-request timeout from one timer per connection: moving a registered timer's
@@ -115,17 +120,11 @@ async fn h1_loop(state: Rc<ThreadState>, origin: usize, index: usize) {
         turn = (turn + 1) % requests.len();
         let outcome = deadline.run(plan.timeout, h1_request(&state, &mut conn, origin, index, request)).await;
         let keep = matches!(outcome, Some(Ok(Answer { reusable: true, .. }))) && plan.keepalive;
-        let pause = matches!(outcome, Some(Err((_, true))));
-        let result = match outcome {
-            Some(Ok(answer)) => Some(Ok((answer.status, answer.body_bytes))),
-            Some(Err((failure, _))) => Some(Err(failure)),
-            None => None,
-        };
-        record(&state, ticket, start, result);
         if !keep && conn.take().is_some() {
             state.recorder.borrow_mut().disconnected();
         }
-        if pause {
+        let outcome = outcome.map(|result| result.map(|answer| (answer.status, answer.body_bytes)));
+        if settle(&state, ticket, start, outcome) {
             tokio::time::sleep(CONNECT_RETRY_PAUSE).await;
         }
     }
@@ -206,17 +205,10 @@ async fn h2_stream_loop(state: Rc<ThreadState>, slot: Rc<H2Slot>, origin: usize,
             http2::exchange(live, request).await.map_err(|f| (f, false))
         };
         let outcome = deadline.run(plan.timeout, exchange).await;
-        let pause = matches!(outcome, Some(Err((_, true))));
-        let result = match outcome {
-            Some(Ok(answer)) => Some(Ok(answer)),
-            Some(Err((failure, _))) => Some(Err(failure)),
-            None => None,
-        };
-        if !matches!(result, Some(Ok(_))) {
+        if !matches!(outcome, Some(Ok(_))) {
             sender = None;
         }
-        record(&state, ticket, start, result);
-        if pause {
+        if settle(&state, ticket, start, outcome) {
             tokio::time::sleep(CONNECT_RETRY_PAUSE).await;
         }
     }

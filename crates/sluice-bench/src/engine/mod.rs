@@ -20,7 +20,6 @@ use crate::schedule::{share, Limit, Schedule};
 
 /// One thread's counts for one second of the run, for progress.
 pub struct Tick {
-    pub thread: usize,
     /// Seconds since the run started (warm-up included), counting from 1.
     pub second: u64,
     pub warmup: bool,
@@ -160,7 +159,7 @@ async fn thread_main(
         let interval = state.recorder.borrow_mut().take_interval();
         let warmup = Instant::now() < measure_from;
         // The receiver outlives the threads; a failed send only loses a progress line.
-        let _ = sender.send(Message::Tick(Tick { thread, second, warmup, length, interval }));
+        let _ = sender.send(Message::Tick(Tick { second, warmup, length, interval }));
     };
     loop {
         tokio::select! {
@@ -177,8 +176,7 @@ async fn thread_main(
     if tail >= Duration::from_millis(250) {
         tick(seconds + 1, tail);
     }
-    let recorder = state.recorder.borrow().clone();
-    recorder
+    state.recorder.replace(Recorder::new(measure_from))
 }
 
 /// This thread's share of the requests, and of the rate when there is one.
