@@ -10,6 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::duration::ConfigDuration;
+use crate::size::ConfigSize;
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -34,6 +35,10 @@ pub struct FileServer {
     pub header_read_timeout: Option<Spanned<ConfigDuration>>,
     pub keepalive_timeout: Option<Spanned<ConfigDuration>>,
     pub drain_timeout: Option<ConfigDuration>,
+    pub client_body_timeout: Option<Spanned<ConfigDuration>>,
+    pub send_timeout: Option<Spanned<ConfigDuration>>,
+    pub merge_slashes: Option<bool>,
+    pub escaped_slashes: Option<Spanned<String>>,
 }
 
 /// `[[listener]]`: one address sluice accepts on.
@@ -65,6 +70,10 @@ pub struct FileRoute {
     pub methods: Option<Vec<Spanned<String>>>,
     pub upstream: Spanned<String>,
     pub timeout: Option<ConfigDuration>,
+    pub request_buffer: Option<ConfigSize>,
+    pub response_buffer: Option<ConfigSize>,
+    pub max_request_body: Option<Spanned<ConfigSize>>,
+    pub upgrades: Option<Vec<Spanned<String>>>,
 }
 
 /// `[upstream.NAME]`: a group of interchangeable endpoints.

@@ -9,6 +9,7 @@
 mod duration;
 mod file;
 mod model;
+mod size;
 mod validate;
 
 use std::fmt;
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 pub use duration::parse_duration;
 pub use model::*;
+pub use size::parse_size;
 
 /// One thing wrong in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,11 +74,80 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 /// Validates config text; `path` names the file in errors and anchors relative paths.
+/// Every problem is reported in one pass: type errors and unknown keys first (each
+/// offending line is set aside so that parsing can go on), then the checks of values.
 pub fn parse(source: &str, path: &Path) -> Result<Config, ConfigError> {
-    let invalid = |problems| ConfigError::Invalid { path: path.to_path_buf(), problems };
-    let file: file::FileConfig = toml::from_str(source).map_err(|e| invalid(vec![syntax_problem(source, &e)]))?;
+    let invalid = |mut problems: Vec<Problem>| {
+        problems.sort_by_key(|p| p.line);
+        problems.dedup();
+        ConfigError::Invalid { path: path.to_path_buf(), problems }
+    };
+    let (file, mut problems) = deserialize_collecting(source);
+    let Some(file) = file else { return Err(invalid(problems)) };
     let base_dir = path.parent().unwrap_or(Path::new("."));
-    validate::validate(file, source, base_dir).map_err(invalid)
+    match validate::validate(file, source, base_dir) {
+        Ok(config) if problems.is_empty() => Ok(config),
+        Ok(_) => Err(invalid(problems)),
+        Err(more) => {
+            problems.extend(more);
+            Err(invalid(problems))
+        }
+    }
+}
+
+/// At most this many parse problems are collected from one file.
+const MAX_PARSE_PROBLEMS: usize = 50;
+
+/// Deserializes the file, collecting each type error or unknown key and blanking the
+/// text it came from, then trying again. Blanking keeps every byte offset (and so every
+/// line number) of the original. Stops at a problem that blanking cannot step past: a
+/// missing required key (blanking would hide the table it belongs to), or no progress.
+fn deserialize_collecting(source: &str) -> (Option<file::FileConfig>, Vec<Problem>) {
+    let mut text = source.as_bytes().to_vec();
+    let mut problems: Vec<Problem> = Vec::new();
+    while problems.len() < MAX_PARSE_PROBLEMS {
+        let attempt = std::str::from_utf8(&text).map_err(|_| None).and_then(|t| toml::from_str(t).map_err(Some));
+        let error = match attempt {
+            Ok(file) => return (Some(file), problems),
+            Err(None) => break,
+            Err(Some(error)) => error,
+        };
+        let missing = error.message().starts_with("missing field");
+        if missing && !problems.is_empty() {
+            break; // most likely a key this loop blanked after reporting it
+        }
+        let problem = syntax_problem(source, &error);
+        let blank = error.span().map(|span| blank_range(&text, span));
+        let repeated = problems.last() == Some(&problem);
+        if !repeated {
+            problems.push(problem);
+        }
+        match blank {
+            Some(range) if !missing && !repeated && text[range.clone()].iter().any(|b| !b.is_ascii_whitespace()) => {
+                text[range].iter_mut().filter(|b| **b != b'\n').for_each(|b| *b = b' ');
+            }
+            _ => break,
+        }
+    }
+    (None, problems)
+}
+
+/// What to blank for an error at `span`: the whole `key = value` line(s) when the span
+/// is a key or a value after `=`, else (an array element) the span alone.
+fn blank_range(text: &[u8], span: std::ops::Range<usize>) -> std::ops::Range<usize> {
+    let start = span.start.min(text.len());
+    let end = span.end.clamp(start, text.len());
+    let line_start = text[..start].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let line_end = |from: usize| text[from..].iter().position(|&b| b == b'\n').map_or(text.len(), |i| from + i);
+    let before = String::from_utf8_lossy(&text[line_start..start]);
+    let after = String::from_utf8_lossy(&text[end..line_end(end)]);
+    let is_value = before.trim_end().ends_with('=');
+    let is_key = after.trim_start().starts_with('=');
+    if is_value || is_key || start == end {
+        line_start..line_end(end)
+    } else {
+        start..end
+    }
 }
 
 /// Turns a TOML/serde error into a problem; the key is read off the offending line.

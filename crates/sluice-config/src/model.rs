@@ -31,6 +31,39 @@ pub struct ServerSettings {
     pub keepalive_timeout: Duration,
     /// On SIGTERM, in-flight requests get this long to finish. Default 30s.
     pub drain_timeout: Duration,
+    /// The longest pause between two reads of a request body; 408 after. Default 30s.
+    pub client_body_timeout: Duration,
+    /// The longest a client may take to accept more response bytes; it is cut after. Default 30s.
+    pub send_timeout: Duration,
+    /// How request paths are normalised before routing.
+    pub paths: PathRules,
+}
+
+/// Request path normalisation, applied before routing and forwarded as normalised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathRules {
+    /// `//a///b` → `/a/b`. Default false (some APIs give empty segments meaning).
+    pub merge_slashes: bool,
+    /// What to do with `%2F` and `%5C` (encoded `/` and `\`) in a path. Default reject.
+    pub escaped_slashes: EscapedSlashes,
+}
+
+/// Envoy's `path_with_escaped_slashes_action`, without its redirect option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EscapedSlashes {
+    /// Forward as sent. Safe only when every upstream treats `%2F` as data, never as `/`.
+    Keep,
+    /// Decode to `/` (and `\` to `/`) before dot-segment removal, routing and forwarding.
+    Decode,
+    /// 400: the default, because a router and an upstream that disagree on `%2F` are a
+    /// route-based access control bypass.
+    Reject,
+}
+
+impl Default for PathRules {
+    fn default() -> Self {
+        PathRules { merge_slashes: false, escaped_slashes: EscapedSlashes::Reject }
+    }
 }
 
 /// Which HTTP versions a listener speaks.
@@ -74,6 +107,18 @@ pub struct RouteConfig {
     pub upstream: usize,
     /// Time from sending upstream to receiving the response head. Default 30s.
     pub timeout: Duration,
+    /// Request bodies up to this size are read whole before an upstream connection is
+    /// taken, so a slow uploader holds none; larger ones stream. Default 64 KiB.
+    pub request_buffer: u64,
+    /// Response bytes read ahead of a slow client, so a small response frees its
+    /// upstream connection at once. Default 64 KiB.
+    pub response_buffer: u64,
+    /// A request body larger than this gets 413 (before the upstream is contacted when
+    /// Content-Length says so). Default 1 GiB.
+    pub max_request_body: u64,
+    /// Upgrade protocols tunnelled after a 101 (lower case); any other `Upgrade` is
+    /// removed. Default `["websocket"]`.
+    pub upgrades: Vec<String>,
 }
 
 /// The protocol sluice speaks to an upstream group.

@@ -53,19 +53,18 @@ fn a_good_file_gets_its_values_and_defaults() {
 fn an_unknown_key_is_an_error_on_its_line() {
     let src = "[server]\nmax_conections = 5\n";
     let p = problems(src);
-    assert_eq!(p.len(), 1);
-    assert_eq!(p[0].line, 2);
-    assert_eq!(p[0].key, "max_conections");
-    assert!(p[0].message.contains("unknown field"), "{}", p[0].message);
+    let unknown = p.iter().find(|p| p.line == 2).expect("the unknown key's problem");
+    assert_eq!(unknown.key, "max_conections");
+    assert!(unknown.message.contains("unknown field"), "{}", unknown.message);
 }
 
 #[test]
 fn a_bad_duration_says_how_to_write_one() {
     let src = "[server]\nkeepalive_timeout = \"5 minutes\"\n";
     let p = problems(src);
-    assert_eq!(p[0].line, 2);
-    assert_eq!(p[0].key, "keepalive_timeout");
-    assert!(p[0].message.contains("\"10s\""), "{}", p[0].message);
+    let bad = p.iter().find(|p| p.line == 2).expect("the duration's problem");
+    assert_eq!(bad.key, "keepalive_timeout");
+    assert!(bad.message.contains("\"10s\""), "{}", bad.message);
 }
 
 #[test]
@@ -128,4 +127,58 @@ endpoints = ["127.0.0.1:2"]
     let p = problems(src);
     assert_eq!(p.len(), 2, "{p:?}");
     assert!(p[0].message.contains("nope.pem"), "{}", p[0].message);
+}
+
+#[test]
+fn type_errors_and_unknown_keys_are_all_reported_in_one_pass() {
+    let src = r#"[server]
+max_conections = 5
+keepalive_timeout = 60
+header_read_timeout = "5 minutes"
+
+[[listener]]
+address = "127.0.0.1:8080"
+backlog = "big"
+protocl = "auto"
+
+[[route]]
+upstream = "api"
+timeout = "soon"
+
+[upstream.api]
+endpoints = ["127.0.0.1:9001", 9002]
+pool = { max_connections = "many" }
+"#;
+    let p = problems(src);
+    let lines: Vec<usize> = p.iter().map(|p| p.line).collect();
+    assert_eq!(lines, vec![2, 3, 4, 8, 9, 13, 16, 17], "{p:#?}");
+    assert_eq!(p[0].key, "max_conections");
+    assert!(p[0].message.contains("unknown field"), "{}", p[0].message);
+    assert!(p[2].message.contains("\"10s\""), "{}", p[2].message);
+}
+
+#[test]
+fn parse_problems_and_value_problems_come_together() {
+    let src = "[server]\nmax_conections = 5\n\n[[listener]]\naddress = \"localhost\"\n\n[[route]]\nupstream = \"nope\"\n\n[upstream.api]\nendpoints = [\"127.0.0.1:1\"]\n";
+    let p = problems(src);
+    let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, vec!["max_conections", "listener[0].address", "route[0].upstream"], "{p:#?}");
+}
+
+#[test]
+fn tls_files_that_are_not_pem_are_named_with_the_fix() {
+    let dir = std::env::temp_dir().join(format!("sluice-config-pem-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(dir.join("cert.pem"), "this is not a certificate\n").expect("write");
+    std::fs::write(dir.join("key.pem"), "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+        .expect("write");
+    let src = "[[listener]]\naddress = \"127.0.0.1:8443\"\ntls = { certificate = \"cert.pem\", key = \"key.pem\" }\n[[route]]\nupstream = \"a\"\n[upstream.a]\nendpoints = [\"127.0.0.1:2\"]\n";
+    let err = parse(src, &dir.join("sluice.toml")).expect_err("not PEM");
+    let _ = std::fs::remove_dir_all(&dir);
+    let p = err.problems();
+    assert_eq!(p.len(), 2, "{p:#?}");
+    assert_eq!((p[0].line, p[0].key.as_str()), (3, "listener[0].tls.certificate"));
+    assert!(p[0].message.contains("no CERTIFICATE block"), "{}", p[0].message);
+    assert_eq!(p[1].key, "listener[0].tls.key");
+    assert!(p[1].message.contains("no usable private key"), "{}", p[1].message);
 }

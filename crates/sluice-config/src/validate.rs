@@ -74,12 +74,34 @@ fn check_server(checker: &mut Checker, server: &FileServer) -> ServerSettings {
         .unwrap_or(Duration::from_secs(10));
     let keepalive_timeout = nonzero_duration(checker, &server.keepalive_timeout, "server.keepalive_timeout")
         .unwrap_or(Duration::from_secs(60));
+    let client_body_timeout = nonzero_duration(checker, &server.client_body_timeout, "server.client_body_timeout")
+        .unwrap_or(Duration::from_secs(30));
+    let send_timeout =
+        nonzero_duration(checker, &server.send_timeout, "server.send_timeout").unwrap_or(Duration::from_secs(30));
+    let defaults = PathRules::default();
+    let escaped_slashes = match server.escaped_slashes.as_ref().map(|e| (e.get_ref().as_str(), e.span())) {
+        None => defaults.escaped_slashes,
+        Some(("keep", _)) => EscapedSlashes::Keep,
+        Some(("decode", _)) => EscapedSlashes::Decode,
+        Some(("reject", _)) => EscapedSlashes::Reject,
+        Some((other, span)) => {
+            checker.problem(
+                span,
+                "server.escaped_slashes",
+                format!("unknown action \"{other}\"; use \"reject\" (the default), \"decode\" or \"keep\""),
+            );
+            defaults.escaped_slashes
+        }
+    };
     ServerSettings {
         worker_threads,
         max_connections,
         header_read_timeout,
         keepalive_timeout,
         drain_timeout: server.drain_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(30)),
+        client_body_timeout,
+        send_timeout,
+        paths: PathRules { merge_slashes: server.merge_slashes.unwrap_or(defaults.merge_slashes), escaped_slashes },
     }
 }
 
@@ -155,12 +177,16 @@ fn check_listener(
         for (path, spanned, name) in
             [(&files.certificate, &file_tls.certificate, "certificate"), (&files.key, &file_tls.key, "key")]
         {
-            if !path.is_file() {
-                checker.problem(
-                    spanned.span(),
-                    format!("{key}.tls.{name}"),
-                    format!("file {} does not exist; give a PEM file path (relative paths are from the config file's folder)", path.display()),
-                );
+            let problem = if !path.is_file() {
+                Some(format!(
+                    "file {} does not exist; give a PEM file path (relative paths are from the config file's folder)",
+                    path.display()
+                ))
+            } else {
+                pem_problem(path, name == "key")
+            };
+            if let Some(message) = problem {
+                checker.problem(spanned.span(), format!("{key}.tls.{name}"), message);
             }
         }
     }
@@ -171,6 +197,26 @@ fn check_listener(
         backlog: backlog?,
         tls,
     })
+}
+
+/// Reads a PEM file as the server will at start: a certificate chain (at least one
+/// CERTIFICATE block) or one private key. None when it is usable.
+fn pem_problem(path: &Path, is_key: bool) -> Option<String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let shown = path.display();
+    if is_key {
+        return PrivateKeyDer::from_pem_file(path).err().map(|e| {
+            format!("{shown} holds no usable private key ({e}); give a PEM file with a PKCS#8, PKCS#1 or SEC1 key")
+        });
+    }
+    match CertificateDer::pem_file_iter(path).and_then(|certs| certs.collect::<Result<Vec<_>, _>>()) {
+        Ok(certs) if certs.is_empty() => {
+            Some(format!("{shown} holds no CERTIFICATE block; give the PEM certificate chain, leaf first"))
+        }
+        Ok(_) => None,
+        Err(e) => Some(format!("{shown} is not a PEM certificate chain ({e}); give the chain, leaf first")),
+    }
 }
 
 fn check_upstream(checker: &mut Checker, name: &str, upstream: &FileUpstream) -> Option<UpstreamConfig> {
@@ -321,6 +367,15 @@ fn check_route(checker: &mut Checker, index: usize, route: &FileRoute, upstreams
             methods.push(upper);
         }
     }
+    let upgrades = check_upgrades(checker, &key, route);
+    let max_request_body = match &route.max_request_body {
+        Some(size) if size.get_ref().0 == 0 => {
+            checker.problem(size.span(), format!("{key}.max_request_body"), "must be at least 1 byte; e.g. \"10MiB\"");
+            None
+        }
+        Some(size) => Some(size.get_ref().0),
+        None => Some(DEFAULT_MAX_REQUEST_BODY),
+    };
     let host = if route.host.is_some() { host? } else { None };
     Some(RouteConfig {
         host,
@@ -328,5 +383,41 @@ fn check_route(checker: &mut Checker, index: usize, route: &FileRoute, upstreams
         methods,
         upstream: upstream?,
         timeout: route.timeout.map(|d| d.0).unwrap_or(Duration::from_secs(30)),
+        request_buffer: route.request_buffer.map(|s| s.0).unwrap_or(DEFAULT_BODY_BUFFER),
+        response_buffer: route.response_buffer.map(|s| s.0).unwrap_or(DEFAULT_BODY_BUFFER),
+        max_request_body: max_request_body?,
+        upgrades,
     })
+}
+
+/// Request and response bytes buffered per request by default: 64 KiB.
+const DEFAULT_BODY_BUFFER: u64 = 64 * 1024;
+/// Request bodies larger than this are refused by default: 1 GiB.
+const DEFAULT_MAX_REQUEST_BODY: u64 = 1 << 30;
+
+/// Upgrade tokens are protocol names (RFC 9110 §7.8), compared without case.
+fn check_upgrades(checker: &mut Checker, key: &str, route: &FileRoute) -> Vec<String> {
+    let Some(list) = &route.upgrades else { return vec!["websocket".to_string()] };
+    let mut upgrades = Vec::new();
+    for protocol in list {
+        let name = protocol.get_ref().to_ascii_lowercase();
+        let token =
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~/".contains(&b));
+        if !token {
+            checker.problem(
+                protocol.span(),
+                format!("{key}.upgrades"),
+                format!("\"{}\" is not a protocol name; write e.g. \"websocket\"", protocol.get_ref()),
+            );
+        } else if name.starts_with("h2c") {
+            checker.problem(
+                protocol.span(),
+                format!("{key}.upgrades"),
+                "\"h2c\" cannot be tunnelled: requests inside it would bypass sluice's routing (h2c smuggling); remove it".to_string(),
+            );
+        } else {
+            upgrades.push(name);
+        }
+    }
+    upgrades
 }

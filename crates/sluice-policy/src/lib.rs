@@ -1,10 +1,12 @@
 //! sluice's decision logic, free of I/O and of any async runtime: which route a
-//! request takes, which endpoint serves it, and when a pooled connection retires.
+//! request takes (and the normalised path it routes on), which endpoint serves it, and
+//! when a pooled connection retires.
 //!
 //! Everything here is a plain function of its inputs (time is passed in), so it is
 //! unit-tested exhaustively and benchmarked on its own.
 #![forbid(unsafe_code)]
 
 pub mod balance;
+pub mod path;
 pub mod retire;
 pub mod route;

@@ -9,6 +9,7 @@ mod http1;
 mod proxy;
 mod runtime;
 mod server;
+mod stats;
 mod upstream;
 
 pub use server::{Server, ServerError};

@@ -10,6 +10,7 @@ use sluice_config::{Config, ServerSettings};
 use sluice_policy::route::{HostPattern, RouteRule, Router};
 
 use crate::server::Shutdown;
+use crate::stats::Counters;
 use crate::upstream::UpstreamGroup;
 
 /// Everything a request needs from the configuration.
@@ -23,6 +24,14 @@ pub(crate) struct Route {
     pub(crate) upstream: Arc<UpstreamGroup>,
     /// From sending upstream to the response head.
     pub(crate) timeout: Duration,
+    /// Request bodies up to this size are read whole before the upstream is contacted.
+    pub(crate) request_buffer: u64,
+    /// Response bytes read ahead of a slow HTTP/1 client.
+    pub(crate) response_buffer: u64,
+    /// Larger request bodies get 413.
+    pub(crate) max_request_body: u64,
+    /// Upgrade protocols tunnelled (lower case).
+    pub(crate) upgrades: Vec<String>,
 }
 
 impl Snapshot {
@@ -37,7 +46,14 @@ impl Snapshot {
                 host: HostPattern::new(r.host.as_deref()),
                 path_prefix: r.path_prefix.clone(),
                 methods: r.methods.clone(),
-                target: Route { upstream: Arc::clone(&groups[r.upstream]), timeout: r.timeout },
+                target: Route {
+                    upstream: Arc::clone(&groups[r.upstream]),
+                    timeout: r.timeout,
+                    request_buffer: r.request_buffer,
+                    response_buffer: r.response_buffer,
+                    max_request_body: r.max_request_body,
+                    upgrades: r.upgrades.clone(),
+                },
             })
             .collect();
         Snapshot { server: config.server.clone(), router: Router::new(rules) }
@@ -49,11 +65,17 @@ pub(crate) struct Shared {
     snapshot: ArcSwap<Snapshot>,
     /// Set on SIGTERM/Ctrl-C; connections drain.
     pub(crate) shutdown: Shutdown,
+    /// What went wrong, and whose fault it was.
+    pub(crate) counters: Counters,
 }
 
 impl Shared {
     pub(crate) fn new(config: &Config) -> Self {
-        Shared { snapshot: ArcSwap::from_pointee(Snapshot::build(config)), shutdown: Shutdown::default() }
+        Shared {
+            snapshot: ArcSwap::from_pointee(Snapshot::build(config)),
+            shutdown: Shutdown::default(),
+            counters: Counters::default(),
+        }
     }
 
     /// The current snapshot for a short look; cheap, lock-free. Not to be held across awaits.

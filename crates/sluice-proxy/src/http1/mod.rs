@@ -5,11 +5,13 @@ pub(crate) mod body;
 pub(crate) mod buffers;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, TRANSFER_ENCODING};
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::HeaderMap;
 
 /// A message head larger than this is rejected (431 for requests, 502 for responses).
 pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// A request line longer than this is a 414 (nginx's large_client_header_buffers is 8 KiB).
+pub(crate) const MAX_REQUEST_LINE: usize = 16 * 1024;
 
 /// How a message body is delimited (RFC 9112 §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +32,10 @@ pub(crate) enum HeadError {
     TooLarge,
     #[error("HTTP version not supported")]
     Version,
+    #[error("request target too long")]
+    UriTooLong,
+    #[error("not implemented: {0}")]
+    NotImplemented(&'static str),
 }
 
 /// The chunk-size line for a chunk of `len` bytes.
@@ -71,6 +77,31 @@ pub(crate) fn final_coding_is_chunked(headers: &HeaderMap) -> Option<bool> {
         .map(str::trim)
         .rfind(|t| !t.is_empty());
     Some(last.is_some_and(|t| t.eq_ignore_ascii_case("chunked")))
+}
+
+/// The Content-Length of a message, None without one. Every value, comma lists
+/// included, must be the same number of digits only (RFC 9110 §8.6; RFC 9112 §6.3
+/// makes anything else a framing error). The flag says whether it was repeated, so
+/// that the caller forwards it once.
+pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<(u64, bool)>, HeadError> {
+    let mut length = None;
+    let mut values = 0;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        for part in value.to_str().map_err(|_| HeadError::Malformed("invalid Content-Length"))?.split(',') {
+            // Digits only: u64's FromStr would also take a sign.
+            let part = part.trim();
+            let n = (!part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| part.parse::<u64>().ok())
+                .flatten()
+                .ok_or(HeadError::Malformed("invalid Content-Length"))?;
+            if length.is_some_and(|prior| prior != n) {
+                return Err(HeadError::Malformed("conflicting Content-Length values"));
+            }
+            length = Some(n);
+            values += 1;
+        }
+    }
+    Ok(length.map(|n| (n, values > 1)))
 }
 
 /// Header fields per message at most; more is a 431 (requests) or 502 (responses).

@@ -35,6 +35,9 @@ pub struct ProxyBody {
     inflight: Option<InflightGuard>,
     /// For a 101: the upstream connection that becomes the tunnel's other end.
     upgrade: Option<UpstreamUpgrade>,
+    /// Bytes the HTTP/1 connection may read ahead of a slow client (the route's
+    /// response_buffer), so that a small response frees its upstream connection at once.
+    read_ahead: u64,
 }
 
 /// The upstream side of a protocol switch: the connection (still counted in its pool
@@ -70,21 +73,30 @@ impl ProxyBody {
                 return ProxyBody::switching(UpstreamUpgrade { lease, read });
             }
         };
-        ProxyBody { kind, inflight: None, upgrade: None }
+        ProxyBody { kind, inflight: None, upgrade: None, read_ahead: 0 }
     }
 
     pub(crate) fn local(text: impl Into<Bytes>) -> Self {
-        ProxyBody { kind: Kind::Local(Full::new(text.into())), inflight: None, upgrade: None }
+        ProxyBody { kind: Kind::Local(Full::new(text.into())), inflight: None, upgrade: None, read_ahead: 0 }
     }
 
     /// An empty body carrying the upstream half of a 101.
     pub(crate) fn switching(upgrade: UpstreamUpgrade) -> Self {
-        ProxyBody { kind: Kind::Local(Full::new(Bytes::new())), inflight: None, upgrade: Some(upgrade) }
+        ProxyBody { kind: Kind::Local(Full::new(Bytes::new())), inflight: None, upgrade: Some(upgrade), read_ahead: 0 }
     }
 
     /// The upstream half of a 101, for the connection layer to build the tunnel.
     pub(crate) fn take_upgrade(&mut self) -> Option<UpstreamUpgrade> {
         self.upgrade.take()
+    }
+
+    pub(crate) fn set_read_ahead(&mut self, bytes: u64) {
+        self.read_ahead = bytes;
+    }
+
+    /// How many response bytes may be held while the client is slow to take them.
+    pub(crate) fn read_ahead(&self) -> u64 {
+        self.read_ahead
     }
 
     /// Keeps the request in flight until this body ends or is dropped.

@@ -1,23 +1,40 @@
 //! The one place where a failed request becomes a response: status, a short body
 //! naming the cause, Retry-After where waiting helps, and one log line with the id.
 
-use http::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
 use http::{Response, StatusCode};
 
 use super::body::ProxyBody;
 use crate::upstream::UpstreamError;
 
-/// A request sluice could not read (HTTP/1 connection layer); the connection closes after.
-#[derive(Debug, Clone, Copy, thiserror::Error)]
+/// A request sluice will not take as it was sent: the client's fault, logged and
+/// counted as such, never as an upstream failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {
     #[error("malformed request: {0}")]
     Malformed(&'static str),
     #[error("request head too large")]
     HeadTooLarge,
+    #[error("request target too long")]
+    UriTooLong,
     #[error("HTTP version not supported")]
     Version,
+    #[error("not implemented: {0}")]
+    NotImplemented(&'static str),
     #[error("request head not received within header_read_timeout")]
     HeadTimeout,
+    #[error("bad request path: {0}")]
+    Path(sluice_policy::path::PathError),
+    #[error("CONNECT is not supported: sluice is a reverse proxy, not a tunnel")]
+    Connect,
+    #[error("request body larger than this route's max_request_body")]
+    BodyTooLarge,
+    #[error("request body paused for longer than client_body_timeout")]
+    BodyTimeout,
+    #[error("malformed request body: {0}")]
+    BadBody(&'static str),
+    #[error("client closed the connection in the middle of the request body")]
+    BodyClosed,
 }
 
 /// Why sluice answered a request itself.
@@ -44,10 +61,17 @@ impl ProxyError {
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::UpgradeNeedsHttp1 | ProxyError::UnrequestedSwitch => StatusCode::BAD_GATEWAY,
             ProxyError::Client(e) => match e {
-                ClientError::Malformed(_) => StatusCode::BAD_REQUEST,
+                ClientError::Malformed(_)
+                | ClientError::Path(_)
+                | ClientError::BadBody(_)
+                | ClientError::BodyClosed => StatusCode::BAD_REQUEST,
                 ClientError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                ClientError::UriTooLong => StatusCode::URI_TOO_LONG,
                 ClientError::Version => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
-                ClientError::HeadTimeout => StatusCode::REQUEST_TIMEOUT,
+                ClientError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+                ClientError::HeadTimeout | ClientError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+                ClientError::Connect => StatusCode::METHOD_NOT_ALLOWED,
+                ClientError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             },
             ProxyError::Upstream(e) => match e {
                 UpstreamError::ConnectTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -56,6 +80,8 @@ impl ProxyError {
                 | UpstreamError::Exchange { .. }
                 | UpstreamError::StaleConnections { .. }
                 | UpstreamError::NoEndpoint => StatusCode::BAD_GATEWAY,
+                // Converted to ProxyError::Client before here; kept a 400 should one slip through.
+                UpstreamError::ClientBody(_) => StatusCode::BAD_REQUEST,
             },
         }
     }
@@ -74,6 +100,9 @@ pub(crate) fn error_response(error: &ProxyError, request_id: &HeaderValue) -> Re
     let mut response = Response::new(ProxyBody::local(body));
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    if matches!(error, ProxyError::Client(ClientError::Connect)) {
+        response.headers_mut().insert(ALLOW, HeaderValue::from_static(super::target::ALLOWED_METHODS));
+    }
     if status == StatusCode::SERVICE_UNAVAILABLE {
         // The pool wait already took wait_timeout; a second is a fair pause before retrying.
         response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));

@@ -15,13 +15,22 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1). `TE: trailers` is
 /// put back by the caller. `Trailer` is not here although RFC 2616 listed it: RFC 9110
 /// §6.6.2 makes it an end-to-end declaration, and hyper's HTTP/1 client sends only the
 /// trailer fields a `Trailer` header declares, so removing it would drop every trailer.
-static HOP_BY_HOP: [&HeaderName; 6] =
-    [&header::CONNECTION, &KEEP_ALIVE, &PROXY_CONNECTION, &header::TE, &header::TRANSFER_ENCODING, &header::UPGRADE];
+/// `HTTP2-Settings` belongs to an h2c upgrade (RFC 7540 §3.2.1), which is never forwarded.
+static HOP_BY_HOP: [&HeaderName; 7] = [
+    &header::CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &header::TE,
+    &header::TRANSFER_ENCODING,
+    &header::UPGRADE,
+    &HTTP2_SETTINGS,
+];
 
 /// Removes the hop-by-hop headers and every header that `Connection` names.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
@@ -41,6 +50,18 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
     for name in HOP_BY_HOP {
         headers.remove(name);
+    }
+}
+
+/// Joins several `Cookie` fields into one, "; "-separated (RFC 9113 §8.2.3).
+pub(crate) fn join_cookies(headers: &mut HeaderMap) {
+    let mut cookies = headers.get_all(header::COOKIE).iter();
+    if cookies.next().is_none() || cookies.next().is_none() {
+        return;
+    }
+    let parts: Vec<&[u8]> = headers.get_all(header::COOKIE).iter().map(HeaderValue::as_bytes).collect();
+    if let Ok(joined) = HeaderValue::from_maybe_shared(Bytes::from(parts.join(&b"; "[..]))) {
+        headers.insert(header::COOKIE, joined);
     }
 }
 
@@ -139,6 +160,7 @@ mod tests {
             ("transfer-encoding", "chunked"),
             ("upgrade", "h2c"),
             ("proxy-connection", "keep-alive"),
+            ("http2-settings", "AAMAAABkAAQAAP__"),
             ("trailer", "grpc-status"),
             ("accept", "*/*"),
         ]);
@@ -146,6 +168,16 @@ mod tests {
         assert_eq!(h.len(), 2, "{h:?}");
         assert!(h.contains_key("accept"));
         assert!(h.contains_key("trailer"), "an end-to-end declaration (RFC 9110 §6.6.2)");
+    }
+
+    #[test]
+    fn split_cookies_are_joined() {
+        let mut h = map(&[("cookie", "a=1"), ("cookie", "b=2"), ("cookie", "c=3")]);
+        join_cookies(&mut h);
+        assert_eq!(h.get_all("cookie").iter().collect::<Vec<_>>(), ["a=1; b=2; c=3"]);
+        let mut one = map(&[("cookie", "a=1")]);
+        join_cookies(&mut one);
+        assert_eq!(one["cookie"], "a=1");
     }
 
     #[test]

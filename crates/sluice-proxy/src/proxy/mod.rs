@@ -1,5 +1,6 @@
-//! The request path, one linear async function: id → route → upstream request →
-//! send (pooled, with timeout) → response, or an error mapped in `error`.
+//! The request path, one linear async function: id → target (authority, normalised
+//! path) → route → body admission (limits, buffering) → upstream request → send
+//! (pooled, with timeout) → response, or an error mapped in `error`.
 //!
 //! Later stages slot in here in this order: admission (limits) before routing, the
 //! cache between routing and sending, metrics and access log at the end.
@@ -8,6 +9,7 @@ mod body;
 mod error;
 mod headers;
 mod request_body;
+pub(crate) mod target;
 mod upgrade;
 
 use std::sync::Arc;
@@ -20,19 +22,27 @@ use sluice_config::UpstreamProtocol;
 pub(crate) use body::{BodyError, InflightGuard, ProxyBody, UpstreamUpgrade};
 pub(crate) use error::ClientError;
 use error::{error_response, ProxyError};
-use headers::X_REQUEST_ID;
-pub(crate) use request_body::{BodyFrame, RequestBody};
+pub(crate) use headers::X_REQUEST_ID;
+use request_body::BodyLimits;
+pub(crate) use request_body::{client_cause as client_body_cause, BodyFrame, ClientBodyError, RequestBody};
+use target::Target;
 
 use crate::runtime::Route;
 use crate::server::ConnContext;
-use crate::upstream::{UpstreamBody, UpstreamResponse};
+use crate::stats::Counters;
+use crate::upstream::{UpstreamBody, UpstreamError, UpstreamResponse};
 
 /// Handles one client request; never fails (errors become responses).
 pub(crate) async fn handle(conn: Arc<ConnContext>, request: Request<RequestBody>) -> Response<ProxyBody> {
     let request_id = headers::request_id(request.headers());
     let mut response = match forward(&conn, request, &request_id).await {
         Ok(response) => response,
-        Err(error) => error_response(&error, &request_id),
+        Err(error) => {
+            if matches!(error, ProxyError::Client(_)) {
+                Counters::bump(&conn.shared.counters.client_errors);
+            }
+            error_response(&error, &request_id)
+        }
     };
     response.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
     response
@@ -48,33 +58,53 @@ pub(crate) fn client_error_response(error: ClientError) -> Response<ProxyBody> {
 
 async fn forward(
     conn: &Arc<ConnContext>,
-    request: Request<RequestBody>,
+    mut request: Request<RequestBody>,
     request_id: &HeaderValue,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let snapshot = conn.shared.current();
+    if target::resolve(&mut request, snapshot.server.paths)? == Target::ServerOptions {
+        return Ok(target::server_options());
+    }
     let host = request_host(&request);
     let route = snapshot
         .router
         .find(host.as_ref().and_then(|h| h.to_str().ok()), request.uri().path(), request.method().as_str())
         .ok_or(ProxyError::NoRoute)?;
-    let upgrade = upgrade::requested(&request);
+    let upgrade = upgrade::requested(&request, &route.upgrades);
     if upgrade.is_some() && route.upstream.protocol() != UpstreamProtocol::Http1 {
         return Err(ProxyError::UpgradeNeedsHttp1);
     }
+    let limits = BodyLimits {
+        buffer: route.request_buffer,
+        max: route.max_request_body,
+        timeout: snapshot.server.client_body_timeout,
+    };
+    let request = request_body::admit(request, limits).await?;
     let idempotent = is_idempotent(request.method());
     let upstream_request = upstream_request(conn, route, request, host.as_ref(), request_id, upgrade.as_ref());
     let response = tokio::time::timeout(route.timeout, route.upstream.send(upstream_request, idempotent))
         .await
-        .map_err(|_| ProxyError::Timeout)??;
+        .map_err(|_| ProxyError::Timeout)?
+        .map_err(upstream_failure)?;
 
     let UpstreamResponse { mut parts, body } = response;
     if let UpstreamBody::Switched { lease, read } = body {
         let protocol = upgrade.ok_or(ProxyError::UnrequestedSwitch)?;
-        return Ok(upgrade::switching(parts, protocol, UpstreamUpgrade { lease, read }));
+        return upgrade::switching(parts, protocol, UpstreamUpgrade { lease, read });
     }
     headers::remove_hop_by_hop(&mut parts.headers);
     parts.version = Version::HTTP_11;
-    Ok(Response::from_parts(parts, ProxyBody::upstream(body)))
+    let mut body = ProxyBody::upstream(body);
+    body.set_read_ahead(route.response_buffer);
+    Ok(Response::from_parts(parts, body))
+}
+
+/// A request body that broke off while streaming upstream is the client's failure.
+fn upstream_failure(error: UpstreamError) -> ProxyError {
+    match error {
+        UpstreamError::ClientBody(cause) => ProxyError::Client(cause.into()),
+        other => other.into(),
+    }
 }
 
 /// Rewrites the client's request for the upstream: URI form and version for the
@@ -103,6 +133,9 @@ fn upstream_request(
     let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     match route.upstream.protocol() {
         UpstreamProtocol::Http1 => {
+            // RFC 9113 §8.2.3: HTTP/2 clients may split Cookie into several fields;
+            // HTTP/1.1 servers expect one (RFC 6265 §5.4), joined with "; ".
+            headers::join_cookies(&mut parts.headers);
             parts.version = Version::HTTP_11;
             parts.uri = Uri::from(path);
             // Host is kept; an HTTP/2 client sent it as :authority.

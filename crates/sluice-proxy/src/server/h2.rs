@@ -15,8 +15,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::activity::{ConnActivity, Expiry};
 use super::conn::{ConnContext, ListenerContext};
-use super::h2_io::H2Io;
+use super::h2_io::{self, H2Io};
 use crate::proxy::{self, InflightGuard, RequestBody};
+use crate::stats::Counters;
 
 /// hyper's HTTP/2 server settings.
 pub(crate) fn builder() -> http2::Builder<TokioExecutor> {
@@ -60,8 +61,13 @@ where
         watchdog.as_mut().reset(deadline);
         tokio::select! {
             result = conn.as_mut() => {
-                if let Err(e) = result {
-                    tracing::debug!(peer = %ctx.peer, error = %e, "HTTP/2 client connection ended with an error");
+                match result {
+                    Err(e) if h2_io::is_flood(&e) => {
+                        let total = Counters::bump(&ctx.shared.counters.h2_control_floods);
+                        tracing::warn!(peer = %ctx.peer, floods_total = total, "closed an HTTP/2 connection flooding PING/SETTINGS frames");
+                    }
+                    Err(e) => tracing::debug!(peer = %ctx.peer, error = %e, "HTTP/2 client connection ended with an error"),
+                    Ok(()) => {}
                 }
                 return;
             }

@@ -9,9 +9,10 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderMap, CONNECTION, CONTENT_LENGTH};
+use http::header::{HeaderMap, CONNECTION, CONTENT_LENGTH, EXPECT};
 use http::{request, Method, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -21,7 +22,7 @@ use tokio::net::TcpStream;
 use super::pool::Lease;
 use crate::http1::body::{BodyDecoder, Decoded};
 use crate::http1::{self, buffers, FieldSpans, Framing, MAX_HEADERS, MAX_HEAD_BYTES};
-use crate::proxy::{BodyError, RequestBody};
+use crate::proxy::{client_body_cause, BodyError, ClientBodyError, RequestBody};
 
 /// Request body frames up to this size are copied next to their chunk framing and sent
 /// in one write; larger ones are written as they are.
@@ -37,7 +38,16 @@ pub(crate) struct EncodedRequest {
     head_request: bool,
     /// Whether any body frame has been taken: then the request cannot be sent again.
     body_started: bool,
+    /// The client's `Expect: 100-continue`, forwarded with a streamed body: the body
+    /// waits for the upstream's 100 (or `EXPECT_WAIT`), so a refusal (413, 401) can come first.
+    expect_continue: bool,
 }
+
+/// How long a body held for the upstream's 100 Continue waits before it is sent anyway
+/// (curl waits 1 s; an HTTP/1.0 upstream never sends 100).
+const EXPECT_WAIT: Duration = Duration::from_secs(1);
+/// How long to wait for an answer from an upstream that stopped reading the body.
+const EARLY_ANSWER_WAIT: Duration = Duration::from_secs(1);
 
 impl EncodedRequest {
     /// Encodes the head (`parts.uri` in origin form, Host already set by the caller).
@@ -62,7 +72,16 @@ impl EncodedRequest {
             _ => {}
         }
         head.extend_from_slice(b"\r\n");
-        EncodedRequest { head, framing, body, head_request: parts.method == Method::HEAD, body_started: false }
+        let expect_continue = framing != Framing::Empty
+            && parts.headers.get(EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        EncodedRequest {
+            head,
+            framing,
+            body,
+            head_request: parts.method == Method::HEAD,
+            body_started: false,
+            expect_continue,
+        }
     }
 
     /// Nothing of the body was consumed, so the request can go to another connection.
@@ -93,6 +112,8 @@ pub(crate) enum ExchangeError {
     Stale(io::Error),
     /// Anything else: a 502.
     Failed(io::Error),
+    /// The client's request body broke off: its fault, a 4xx. The connection is dropped.
+    ClientBody(ClientBodyError),
 }
 
 /// A response head and what follows it on the connection.
@@ -115,6 +136,7 @@ pub(crate) async fn exchange(
     let failed = |e: io::Error| if reused { ExchangeError::Stale(e) } else { ExchangeError::Failed(e) };
     stream.write_all(&request.head).await.map_err(failed)?;
     let mut sending = request.framing != Framing::Empty;
+    let mut hold = (sending && request.expect_continue).then(|| Box::pin(tokio::time::sleep(EXPECT_WAIT)));
     let mut buf = buffers::take();
     let mut out = Vec::new();
     loop {
@@ -128,19 +150,67 @@ pub(crate) async fn exchange(
                     Err(e) if buf.is_empty() => return Err(failed(e)),
                     Err(e) => return Err(ExchangeError::Failed(e)),
                 }
-                if let Some(head) = parse_response(&mut buf, request.head_request).map_err(ExchangeError::Failed)? {
+                let mut continued = false;
+                if let Some(head) = parse_response(&mut buf, request.head_request, &mut continued).map_err(ExchangeError::Failed)? {
                     let reusable = head.1 && !sending;
                     return Ok(ResponseHead { parts: head.0, framing: head.2, reusable, buf });
+                }
+                if continued {
+                    hold = None; // the upstream asked for the body
                 }
                 if buf.capacity() - buf.len() < 1024 {
                     buf.reserve(buffers::READ_BUFFER);
                 }
             }
-            frame = request.body.frame(), if sending => {
+            _ = async { if let Some(wait) = hold.as_mut() { wait.await } }, if hold.is_some() => hold = None,
+            frame = request.body.frame(), if sending && hold.is_none() => {
                 request.body_started = true;
-                sending = send_frame(stream, &mut out, frame, request.framing).await.map_err(ExchangeError::Failed)?;
+                match send_frame(stream, &mut out, frame, request.framing).await {
+                    Ok(more) => sending = more,
+                    Err(SendError::Body(cause)) => return Err(ExchangeError::ClientBody(cause)),
+                    Err(SendError::Io(e)) => return answer_after_failed_send(stream, buf, request.head_request, e).await,
+                }
             }
         }
+    }
+}
+
+/// An upstream that refuses a body (413, 401) may answer and close while the body is
+/// still being written, so the write fails: its answer, if it sent one, is what the
+/// client should get, not a 502. The connection is not reused.
+async fn answer_after_failed_send(
+    stream: &mut TcpStream,
+    mut buf: BytesMut,
+    head_request: bool,
+    error: io::Error,
+) -> Result<ResponseHead, ExchangeError> {
+    let read_answer = async {
+        loop {
+            let mut continued = false;
+            if let Ok(Some(head)) = parse_response(&mut buf, head_request, &mut continued) {
+                return Some(head);
+            }
+            match stream.read_buf(&mut buf).await {
+                Ok(n) if n > 0 => {}
+                _ => return None,
+            }
+        }
+    };
+    match tokio::time::timeout(EARLY_ANSWER_WAIT, read_answer).await {
+        Ok(Some((parts, _, framing))) => Ok(ResponseHead { parts, framing, reusable: false, buf }),
+        _ => Err(ExchangeError::Failed(error)),
+    }
+}
+
+/// Why a request body frame could not be sent.
+enum SendError {
+    Body(ClientBodyError),
+    Io(io::Error),
+}
+
+impl From<io::Error> for SendError {
+    fn from(error: io::Error) -> Self {
+        SendError::Io(error)
     }
 }
 
@@ -151,11 +221,11 @@ async fn send_frame(
     out: &mut Vec<u8>,
     frame: Option<Result<Frame<Bytes>, BodyError>>,
     framing: Framing,
-) -> io::Result<bool> {
+) -> Result<bool, SendError> {
     out.clear();
     let frame = match frame {
         Some(Ok(frame)) => frame,
-        Some(Err(e)) => return Err(io::Error::other(format!("request body: {e}"))),
+        Some(Err(e)) => return Err(SendError::Body(client_body_cause(&*e).unwrap_or(ClientBodyError::Closed))),
         None => {
             if framing == Framing::Chunked {
                 http1::last_chunk(out, None);
@@ -205,11 +275,13 @@ fn encode_data(out: &mut Vec<u8>, data: &Bytes, framing: Framing) -> Option<Byte
     None
 }
 
-/// Parses a final response head (skipping 1xx interim responses other than 101).
-/// Returns the head, whether the connection stays open, and the body framing.
+/// Parses a final response head, skipping 1xx interim responses other than 101
+/// (`continued` is set when one was a 100 Continue). Returns the head, whether the
+/// connection stays open, and the body framing.
 fn parse_response(
     buf: &mut BytesMut,
     head_request: bool,
+    continued: &mut bool,
 ) -> io::Result<Option<(http::response::Parts, bool, Framing)>> {
     loop {
         let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -227,12 +299,14 @@ fn parse_response(
         let spans = FieldSpans::of(buf, response.headers);
         // Header values become slices of the head's bytes rather than copies.
         let head = buf.split_to(len).freeze();
-        let headers = spans.header_map(&head).map_err(|e| invalid(&e.to_string()))?;
+        let mut headers = spans.header_map(&head).map_err(|e| invalid(&e.to_string()))?;
         if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+            *continued |= status == StatusCode::CONTINUE;
             continue; // 100 Continue, 103 Early Hints: the final response follows
         }
-        let framing = response_framing(status, &headers, head_request)?;
-        let keep_alive = !http1::has_token(&headers, &CONNECTION, "close")
+        let (framing, ambiguous) = response_framing(status, &mut headers, head_request)?;
+        let keep_alive = !ambiguous
+            && !http1::has_token(&headers, &CONNECTION, "close")
             && (version == Version::HTTP_11 || http1::has_token(&headers, &CONNECTION, "keep-alive"))
             && framing != Framing::UntilClose
             && status != StatusCode::SWITCHING_PROTOCOLS;
@@ -246,35 +320,39 @@ fn parse_response(
 
 #[cfg(test)]
 pub(crate) fn parse_response_for_tests(buf: &mut BytesMut) -> bool {
-    parse_response(buf, false).is_ok()
+    parse_response(buf, false, &mut false).is_ok()
 }
 
-/// RFC 9112 §6.3, for responses.
-fn response_framing(status: StatusCode, headers: &HeaderMap, head_request: bool) -> io::Result<Framing> {
-    if head_request
+/// RFC 9112 §6.3, for responses. Transfer-Encoding wins over Content-Length, and the
+/// Content-Length is removed: forwarded beside a re-framed body it would tell an
+/// HTTP/1.1 client a different length than it gets (response desync). Such a response
+/// is `ambiguous`: its connection is not reused, since the upstream may mean the other.
+/// A repeated equal Content-Length is forwarded once.
+fn response_framing(status: StatusCode, headers: &mut HeaderMap, head_request: bool) -> io::Result<(Framing, bool)> {
+    let no_body = head_request
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
-        return Ok(Framing::Empty);
-    }
+        || status == StatusCode::NOT_MODIFIED;
     if let Some(chunked) = http1::final_coding_is_chunked(headers) {
-        return Ok(if chunked { Framing::Chunked } else { Framing::UntilClose });
+        let ambiguous = headers.remove(CONTENT_LENGTH).is_some();
+        let framing = match (no_body, chunked) {
+            (true, _) => Framing::Empty,
+            (false, true) => Framing::Chunked,
+            (false, false) => Framing::UntilClose,
+        };
+        return Ok((framing, ambiguous));
     }
-    let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        let n: u64 =
-            value.to_str().ok().and_then(|v| v.trim().parse().ok()).ok_or_else(|| invalid("invalid Content-Length"))?;
-        if length.is_some_and(|prior| prior != n) {
-            return Err(invalid("conflicting Content-Length values"));
-        }
-        length = Some(n);
+    let length = http1::content_length(headers).map_err(|e| invalid(&e.to_string()))?;
+    if let Some((n, true)) = length {
+        headers.insert(CONTENT_LENGTH, n.into());
     }
-    Ok(match length {
-        Some(0) => Framing::Empty,
-        Some(n) => Framing::Length(n),
+    let framing = match length {
+        _ if no_body => Framing::Empty,
+        Some((0, _)) => Framing::Empty,
+        Some((n, _)) => Framing::Length(n),
         None => Framing::UntilClose,
-    })
+    };
+    Ok((framing, false))
 }
 
 fn invalid(why: &str) -> io::Error {
@@ -407,31 +485,61 @@ mod tests {
     #[test]
     fn response_heads_and_their_framing() {
         let mut buf = BytesMut::from("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
-        let (parts, keep_alive, framing) = parse_response(&mut buf, false).expect("valid").expect("complete");
+        let (parts, keep_alive, framing) =
+            parse_response(&mut buf, false, &mut false).expect("valid").expect("complete");
         assert_eq!(parts.status, StatusCode::OK);
         assert!(keep_alive);
         assert_eq!(framing, Framing::Length(5));
         assert_eq!(&buf[..], b"hello");
 
         let mut closing = BytesMut::from("HTTP/1.0 200 OK\r\n\r\nuntil close");
-        let (_, keep_alive, framing) = parse_response(&mut closing, false).expect("valid").expect("complete");
+        let (_, keep_alive, framing) =
+            parse_response(&mut closing, false, &mut false).expect("valid").expect("complete");
         assert!(!keep_alive);
         assert_eq!(framing, Framing::UntilClose);
 
         let mut head = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n");
-        assert_eq!(parse_response(&mut head, true).expect("valid").expect("complete").2, Framing::Empty);
+        assert_eq!(parse_response(&mut head, true, &mut false).expect("valid").expect("complete").2, Framing::Empty);
 
         let mut chunked = BytesMut::from("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
-        let (_, keep_alive, framing) = parse_response(&mut chunked, false).expect("valid").expect("complete");
+        let (_, keep_alive, framing) =
+            parse_response(&mut chunked, false, &mut false).expect("valid").expect("complete");
         assert_eq!((keep_alive, framing), (false, Framing::Chunked));
     }
 
     #[test]
     fn bad_response_heads_are_errors() {
         for bad in ["HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", "NOT HTTP\r\n\r\n"] {
-            assert!(parse_response(&mut BytesMut::from(bad), false).is_err(), "{bad}");
+            assert!(parse_response(&mut BytesMut::from(bad), false, &mut false).is_err(), "{bad}");
         }
-        assert!(parse_response(&mut BytesMut::from("HTTP/1.1 200 OK\r\n"), false).expect("valid").is_none());
+        assert!(parse_response(&mut BytesMut::from("HTTP/1.1 200 OK\r\n"), false, &mut false)
+            .expect("valid")
+            .is_none());
+    }
+
+    #[test]
+    fn transfer_encoding_with_content_length_is_rechunked_and_not_reused() {
+        let mut buf = BytesMut::from(
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        );
+        let (parts, keep_alive, framing) =
+            parse_response(&mut buf, false, &mut false).expect("valid").expect("complete");
+        assert_eq!(framing, Framing::Chunked);
+        assert!(!keep_alive, "an ambiguous response's connection is not reused");
+        assert!(!parts.headers.contains_key(CONTENT_LENGTH), "the length that does not describe the body is gone");
+        let mut repeated = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\nhello");
+        let (parts, keep_alive, framing) =
+            parse_response(&mut repeated, false, &mut false).expect("valid").expect("complete");
+        assert_eq!((framing, keep_alive), (Framing::Length(5), true));
+        assert_eq!(parts.headers.get_all(CONTENT_LENGTH).iter().collect::<Vec<_>>(), ["5"]);
+    }
+
+    #[test]
+    fn a_100_continue_is_noticed_and_skipped() {
+        let mut buf = BytesMut::from("HTTP/1.1 100 Continue\r\n\r\n");
+        let mut continued = false;
+        assert!(parse_response(&mut buf, false, &mut continued).expect("valid").is_none());
+        assert!(continued);
     }
 
     #[test]
@@ -439,11 +547,12 @@ mod tests {
         let mut headers = HeaderMap::new();
         assert_eq!(request_framing(&headers, &RequestBody::Empty), Framing::Empty);
         let (_tx, rx) = tokio::sync::mpsc::channel(1);
-        assert_eq!(request_framing(&headers, &RequestBody::Channel { frames: rx, remaining: None }), Framing::Chunked);
+        let body = RequestBody::Channel { frames: rx, remaining: None, go_ahead: None };
+        assert_eq!(request_framing(&headers, &body), Framing::Chunked);
         headers.insert(CONTENT_LENGTH, HeaderValue::from_static("7"));
         let (_tx, rx) = tokio::sync::mpsc::channel(1);
         assert_eq!(
-            request_framing(&headers, &RequestBody::Channel { frames: rx, remaining: Some(7) }),
+            request_framing(&headers, &RequestBody::Channel { frames: rx, remaining: Some(7), go_ahead: None }),
             Framing::Length(7)
         );
     }

@@ -39,6 +39,9 @@ pub enum UpstreamError {
     StaleConnections { endpoint: String },
     #[error("upstream group has no endpoints")]
     NoEndpoint,
+    /// The client's request body broke off while it was being sent (its fault, a 4xx).
+    #[error("{0}")]
+    ClientBody(crate::proxy::ClientBodyError),
 }
 
 impl UpstreamError {
@@ -110,6 +113,7 @@ impl UpstreamGroup {
                     tracing::debug!(endpoint = %lease.endpoint(), error = %e, "pooled connection was closed; resending");
                     attempts.stale(lease.endpoint());
                 }
+                Err(ExchangeError::ClientBody(cause)) => return Err(UpstreamError::ClientBody(cause)),
                 Err(ExchangeError::Stale(source) | ExchangeError::Failed(source)) => {
                     return Err(UpstreamError::Exchange {
                         endpoint: lease.endpoint().to_string(),
@@ -140,7 +144,11 @@ impl UpstreamGroup {
                         request = unsent;
                     }
                     None => {
-                        let source = e.into_error().into();
+                        let error = e.into_error();
+                        if let Some(cause) = crate::proxy::client_body_cause(&error) {
+                            return Err(UpstreamError::ClientBody(cause));
+                        }
+                        let source = error.into();
                         return Err(UpstreamError::Exchange { endpoint: lease.endpoint().to_string(), source });
                     }
                 },

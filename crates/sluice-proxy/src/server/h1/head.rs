@@ -3,8 +3,9 @@
 
 use bytes::BytesMut;
 
-use crate::http1::{self, has_token, FieldSpans, Framing, HeadError, MAX_HEADERS, MAX_HEAD_BYTES};
-use http::header::{HeaderMap, CONNECTION, CONTENT_LENGTH, EXPECT, TE};
+use crate::http1::{self, has_token, FieldSpans, Framing, HeadError, MAX_HEADERS, MAX_HEAD_BYTES, MAX_REQUEST_LINE};
+use crate::proxy::target;
+use http::header::{HeaderMap, HeaderValue, CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TE, TRANSFER_ENCODING};
 use http::{Method, Uri, Version};
 
 /// A parsed request head and what the connection needs to know about it.
@@ -25,6 +26,9 @@ pub(crate) struct RequestHead {
 
 /// Parses the head at the start of `buf`, consuming it. `Ok(None)`: need more bytes.
 pub(crate) fn parse(buf: &mut BytesMut) -> Result<Option<RequestHead>, HeadError> {
+    if !check_request_line(buf)? {
+        return Ok(None);
+    }
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut slots);
     let len = match request.parse(buf) {
@@ -53,49 +57,116 @@ pub(crate) fn parse(buf: &mut BytesMut) -> Result<Option<RequestHead>, HeadError
     let head = buf.split_to(len).freeze();
     let uri =
         Uri::from_maybe_shared(head.slice(path_range)).map_err(|_| HeadError::Malformed("invalid request target"))?;
-    let headers = spans.header_map(&head)?;
-    let framing = framing(&headers, version)?;
+    let mut headers = spans.header_map(&head)?;
+    resolve_host(&mut headers, &uri, version)?;
+    let framing = framing(&mut headers, version)?;
     let keep_alive = keep_alive(&headers, version);
     let expect_continue = headers.get(EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let accepts_trailers = has_token(&headers, &TE, "trailers");
     Ok(Some(RequestHead { method, uri, version, headers, framing, keep_alive, expect_continue, accepts_trailers }))
 }
 
-/// Transfer-Encoding wins only when chunked is its final coding; a request carrying
-/// both Transfer-Encoding and Content-Length, or disagreeing lengths, is rejected
-/// (RFC 9112 §6.3), because proxies that guess differently get smuggled requests.
-fn framing(headers: &HeaderMap, version: Version) -> Result<Framing, HeadError> {
-    if let Some(chunked) = http1::final_coding_is_chunked(headers) {
+/// Checks the request line before httparse sees it: 414 for an over-long one, 400 for
+/// a version that is not `HTTP/d.d` (`http/1.1` included), 505 for a major version
+/// other than 1. A higher HTTP/1 minor version (`HTTP/1.2`) is rewritten to `HTTP/1.1`
+/// in place: RFC 9112 §2.3 says to answer it as the highest 1.x we speak.
+/// Returns false while the line is incomplete.
+fn check_request_line(buf: &mut BytesMut) -> Result<bool, HeadError> {
+    // RFC 9112 §2.2: empty lines before the request line are ignored (httparse does too).
+    let start = buf.iter().position(|b| *b != b'\r' && *b != b'\n').unwrap_or(buf.len());
+    let Some(line_len) = buf[start..].iter().take(MAX_REQUEST_LINE + 2).position(|b| *b == b'\n') else {
+        return if buf.len() - start > MAX_REQUEST_LINE { Err(HeadError::UriTooLong) } else { Ok(false) };
+    };
+    let line = &buf[start..start + line_len];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.len() > MAX_REQUEST_LINE {
+        return Err(HeadError::UriTooLong);
+    }
+    let version_at = line.iter().rposition(|b| *b == b' ').map_or(0, |i| i + 1);
+    match line[version_at..] {
+        [b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor] if minor.is_ascii_digit() => {
+            if minor > b'1' {
+                buf[start + version_at + 7] = b'1';
+            }
+            Ok(true)
+        }
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor] if major.is_ascii_digit() && minor.is_ascii_digit() => {
+            Err(HeadError::Version)
+        }
+        _ => Err(HeadError::Malformed("invalid HTTP version in the request line")),
+    }
+}
+
+/// One authority per request, the same for routing and forwarding. RFC 9112 §3.2:
+/// exactly one Host in HTTP/1.1; §3.2.2: an absolute-form target's authority replaces
+/// Host. Host values must be authorities (RFC 3986 §3.2), with no userinfo.
+fn resolve_host(headers: &mut HeaderMap, uri: &Uri, version: Version) -> Result<(), HeadError> {
+    let mut hosts = headers.get_all(HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(HeadError::Malformed("more than one Host header"));
+    }
+    if let Some(authority) = uri.authority() {
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            return Err(HeadError::Malformed("absolute-form target with a scheme other than http or https"));
+        }
+        if !target::is_valid_authority(authority.as_str().as_bytes()) {
+            return Err(HeadError::Malformed("invalid authority in the request target"));
+        }
+        let value = HeaderValue::from_str(authority.as_str())
+            .map_err(|_| HeadError::Malformed("invalid authority in the request target"))?;
+        headers.insert(HOST, value);
+        return Ok(());
+    }
+    match host {
+        None if version == Version::HTTP_11 => Err(HeadError::Malformed("HTTP/1.1 request without a Host header")),
+        Some(host) if !target::is_valid_authority(host.as_bytes()) => {
+            Err(HeadError::Malformed("Host is not a valid authority"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// RFC 9112 §6.3 for requests, strict where lenience enables smuggling:
+/// Transfer-Encoding must be exactly `chunked` (chunked twice, or not last: 400; any
+/// other coding, which sluice would have to decode: 501), never with Content-Length or
+/// in HTTP/1.0; Content-Length values must agree and are forwarded as one.
+fn framing(headers: &mut HeaderMap, version: Version) -> Result<Framing, HeadError> {
+    if headers.contains_key(TRANSFER_ENCODING) {
         if version == Version::HTTP_10 {
             return Err(HeadError::Malformed("Transfer-Encoding in an HTTP/1.0 request"));
         }
         if headers.contains_key(CONTENT_LENGTH) {
             return Err(HeadError::Malformed("both Transfer-Encoding and Content-Length"));
         }
-        return if chunked {
-            Ok(Framing::Chunked)
-        } else {
-            Err(HeadError::Malformed("Transfer-Encoding without final chunked"))
-        };
+        return transfer_coding(headers);
     }
-    let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for part in value.to_str().map_err(|_| HeadError::Malformed("invalid Content-Length"))?.split(',') {
-            let part = part.trim();
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(HeadError::Malformed("invalid Content-Length"));
-            }
-            let n: u64 = part.parse().map_err(|_| HeadError::Malformed("invalid Content-Length"))?;
-            if length.is_some_and(|prior| prior != n) {
-                return Err(HeadError::Malformed("conflicting Content-Length values"));
-            }
-            length = Some(n);
-        }
+    let length = http1::content_length(headers)?;
+    if let Some((n, true)) = length {
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
     }
     Ok(match length {
-        None | Some(0) => Framing::Empty,
-        Some(n) => Framing::Length(n),
+        None | Some((0, _)) => Framing::Empty,
+        Some((n, _)) => Framing::Length(n),
     })
+}
+
+fn transfer_coding(headers: &HeaderMap) -> Result<Framing, HeadError> {
+    let mut codings = Vec::new();
+    for value in headers.get_all(TRANSFER_ENCODING) {
+        let text = value.to_str().map_err(|_| HeadError::Malformed("invalid Transfer-Encoding"))?;
+        codings.extend(text.split(',').map(str::trim).filter(|t| !t.is_empty()));
+    }
+    let chunked = |t: &str| t.eq_ignore_ascii_case("chunked");
+    match codings.as_slice() {
+        [only] if chunked(only) => Ok(Framing::Chunked),
+        [.., last] if !chunked(last) => Err(HeadError::Malformed("Transfer-Encoding without final chunked")),
+        [] => Err(HeadError::Malformed("empty Transfer-Encoding")),
+        list if list.iter().filter(|t| chunked(t)).count() > 1 => {
+            Err(HeadError::Malformed("chunked applied more than once"))
+        }
+        _ => Err(HeadError::NotImplemented("transfer codings other than chunked")),
+    }
 }
 
 fn keep_alive(headers: &HeaderMap, version: Version) -> bool {
@@ -112,6 +183,8 @@ impl From<HeadError> for crate::proxy::ClientError {
             HeadError::Malformed(why) => ClientError::Malformed(why),
             HeadError::TooLarge => ClientError::HeadTooLarge,
             HeadError::Version => ClientError::Version,
+            HeadError::UriTooLong => ClientError::UriTooLong,
+            HeadError::NotImplemented(what) => ClientError::NotImplemented(what),
         }
     }
 }
@@ -144,20 +217,27 @@ mod tests {
     #[test]
     fn body_framing_follows_rfc_9112() {
         let chunked =
-            parse_str("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").expect("ok").expect("head");
+            parse_str("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n").expect("ok").expect("head");
         assert_eq!(chunked.framing, Framing::Chunked);
-        let length =
-            parse_str("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n").expect("ok").expect("head");
+        let length = parse_str("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5, 5\r\n\r\n")
+            .expect("ok")
+            .expect("head");
         assert_eq!(length.framing, Framing::Length(5));
+        assert_eq!(length.headers.get_all(CONTENT_LENGTH).iter().collect::<Vec<_>>(), ["5"], "forwarded as one");
         for bad in [
-            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
-            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 6\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551616\r\n\r\n",
             "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
         ] {
             assert!(matches!(parse_str(bad), Err(HeadError::Malformed(_))), "{bad}");
         }
+        let gzip = parse_str("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+        assert!(matches!(gzip, Err(HeadError::NotImplemented(_))), "{gzip:?}");
     }
 
     #[test]
@@ -166,7 +246,7 @@ mod tests {
         assert!(!old.keep_alive);
         let old_ka = parse_str("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").expect("ok").expect("head");
         assert!(old_ka.keep_alive);
-        let close = parse_str("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").expect("ok").expect("head");
+        let close = parse_str("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("ok").expect("head");
         assert!(!close.keep_alive);
     }
 
@@ -176,5 +256,41 @@ mod tests {
         assert_eq!(parse_str("GET / HTTP/2.0\r\n\r\n").err(), Some(HeadError::Version));
         let huge = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(MAX_HEAD_BYTES + 1));
         assert_eq!(parse_str(&huge).err(), Some(HeadError::TooLarge));
+    }
+
+    #[test]
+    fn request_line_rules() {
+        let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(MAX_REQUEST_LINE));
+        assert_eq!(parse_str(&long).err(), Some(HeadError::UriTooLong));
+        let long_partial = format!("GET /{}", "a".repeat(MAX_REQUEST_LINE + 10));
+        assert_eq!(parse_str(&long_partial).err(), Some(HeadError::UriTooLong));
+        let newer = parse_str("GET / HTTP/1.2\r\nHost: x\r\n\r\n").expect("ok").expect("head");
+        assert_eq!(newer.version, Version::HTTP_11);
+        assert!(matches!(parse_str("GET / http/1.1\r\nHost: x\r\n\r\n"), Err(HeadError::Malformed(_))));
+        assert!(matches!(parse_str("GET / HTTP/1.1 x\r\nHost: x\r\n\r\n"), Err(HeadError::Malformed(_))));
+        assert_eq!(parse_str("GET / HTTP/2.0\r\nHost: x\r\n\r\n").err(), Some(HeadError::Version));
+        assert!(parse_str("\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n").expect("ok").is_some());
+    }
+
+    #[test]
+    fn one_host_per_request_and_the_absolute_form_wins() {
+        for bad in [
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: user@a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n",
+            "GET http://u@a.test/x HTTP/1.1\r\nHost: b\r\n\r\n",
+            "GET ftp://a.test/x HTTP/1.1\r\nHost: b\r\n\r\n",
+        ] {
+            assert!(matches!(parse_str(bad), Err(HeadError::Malformed(_))), "{bad}");
+        }
+        let old = parse_str("GET / HTTP/1.0\r\n\r\n").expect("ok").expect("HTTP/1.0 needs no Host");
+        assert!(old.headers.get(HOST).is_none());
+        let absolute =
+            parse_str("GET http://a.test:8080/x HTTP/1.1\r\nHost: b.test\r\n\r\n").expect("ok").expect("head");
+        assert_eq!(absolute.headers[HOST], "a.test:8080");
+        let v6 = parse_str("GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n").expect("ok").expect("head");
+        assert_eq!(v6.headers[HOST], "[::1]:80");
     }
 }

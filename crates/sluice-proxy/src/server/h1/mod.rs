@@ -13,36 +13,45 @@
 mod encode;
 mod head;
 mod pump;
+mod respond;
 
 use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use http::header::EXPECT;
-use http::{Method, Request, Response, StatusCode, Version};
-use http_body::{Body, Frame};
-use http_body_util::BodyExt;
+use http::{Method, Request, StatusCode, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::conn::{ConnContext, ListenerContext};
 use super::h2;
-use crate::http1::{self, buffers, HeadError};
-use crate::proxy::{self, BodyError, ProxyBody, UpstreamUpgrade};
+use crate::http1::{buffers, Framing, HeadError};
+use crate::proxy::{self, UpstreamUpgrade};
+use crate::stats::Counters;
 use encode::{ConnectionHeader, ResponseFraming};
 use head::RequestHead;
 use pump::BodyPump;
+use respond::{write_error, ResponseContext};
 use sluice_config::ListenerProtocol;
 
-/// Response bytes are gathered up to this size before a write; larger data frames go
-/// to the socket directly, without a copy.
-const WRITE_COALESCE: usize = 16 * 1024;
 /// The HTTP/2 connection preface (RFC 9113 §3.4): an h2c client with prior knowledge.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// The preface's first line: a connection that starts with it and then differs is a
+/// broken HTTP/2 client, not an HTTP/1 request.
+const H2_PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0\r\n";
+/// An empty SETTINGS (the server preface) and GOAWAY(last stream 0, PROTOCOL_ERROR):
+/// RFC 9113 §3.4 makes an invalid preface a connection error of that type.
+const H2_PREFACE_ERROR: &[u8] = b"\0\0\0\x04\0\0\0\0\0\0\0\x08\x07\0\0\0\0\0\0\0\0\0\0\0\0\x01";
+/// After a response whose request body was left unread, the client's remaining bytes
+/// are read and dropped for up to this long before closing (nginx's lingering_close),
+/// so that the close does not turn into a reset that destroys the response in flight.
+const LINGER_TIME: Duration = Duration::from_secs(5);
+/// Lingering ends sooner when the client sends nothing for this long.
+const LINGER_IDLE: Duration = Duration::from_secs(1);
 
 /// A client stream this layer can serve.
 pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
@@ -95,6 +104,7 @@ pub(crate) async fn serve<T: ClientStream>(mut io: T, ctx: Arc<ConnContext>, lis
             Cycle::Again(buf) if buf.is_empty() => buffers::give(buf),
             Cycle::Again(buf) => pipelined = Some(buf),
             Cycle::Close => return,
+            Cycle::Linger(mut buf) => return linger(&mut io, &mut buf).await,
             Cycle::Http2(read) => return Box::pin(h2::serve(io, read, ctx, listener)).await,
             Cycle::Upgrade(buf, upgrade) => return Box::pin(tunnel(io, buf, upgrade, &ctx)).await,
         }
@@ -152,6 +162,8 @@ enum Cycle {
     /// Ready for the next request; the buffer holds any bytes already read of it.
     Again(BytesMut),
     Close,
+    /// Close after reading and dropping what the client still sends of its body.
+    Linger(BytesMut),
     Http2(BytesMut),
     Upgrade(BytesMut, UpstreamUpgrade),
 }
@@ -183,7 +195,14 @@ async fn request_cycle<T: ClientStream>(
         Ok(HeadRead::Head(head)) => head,
         Ok(HeadRead::Http2) => return Cycle::Http2(buf),
         Ok(HeadRead::Closed) => return Cycle::Close,
+        Ok(HeadRead::BrokenPreface) => {
+            tracing::debug!(peer = %ctx.peer, "invalid HTTP/2 connection preface; GOAWAY(PROTOCOL_ERROR)");
+            let _ = io.write_all(H2_PREFACE_ERROR).await;
+            let _ = io.shutdown().await;
+            return Cycle::Close;
+        }
         Ok(HeadRead::Invalid(error)) => {
+            Counters::bump(&ctx.shared.counters.client_errors);
             let _ = write_error(io, proxy::client_error_response(error.into())).await;
             return Cycle::Close;
         }
@@ -194,9 +213,10 @@ async fn request_cycle<T: ClientStream>(
         }
     };
     match exchange(io, &mut buf, head, ctx).await {
-        Ok(Some(upgrade)) => Cycle::Upgrade(buf, upgrade),
-        Ok(None) => Cycle::Again(buf),
-        Err(_) => Cycle::Close,
+        Ok(Next::Upgrade(upgrade)) => Cycle::Upgrade(buf, upgrade),
+        Ok(Next::Again) => Cycle::Again(buf),
+        Ok(Next::Linger) => Cycle::Linger(buf),
+        Ok(Next::Close) | Err(_) => Cycle::Close,
     }
 }
 
@@ -210,6 +230,8 @@ pub(crate) fn parse_head_for_tests(buf: &mut BytesMut) -> bool {
 enum HeadRead {
     Head(RequestHead),
     Http2,
+    /// Started as the HTTP/2 preface, then differed from it.
+    BrokenPreface,
     Closed,
     Invalid(HeadError),
 }
@@ -221,6 +243,8 @@ async fn read_head<T: AsyncRead + Unpin>(io: &mut T, buf: &mut BytesMut, detect_
                 if buf.len() >= H2_PREFACE.len() {
                     return HeadRead::Http2;
                 }
+            } else if detect_h2 && buf.starts_with(H2_PREFACE_LINE) {
+                return HeadRead::BrokenPreface;
             } else {
                 match head::parse(buf) {
                     Ok(Some(head)) => return HeadRead::Head(head),
@@ -239,20 +263,30 @@ async fn read_head<T: AsyncRead + Unpin>(io: &mut T, buf: &mut BytesMut, detect_
     }
 }
 
-/// One request and its response. Returns the upstream's upgrade for a 101; an error or
-/// `Ok(None)` with an unfinished request body closes the connection.
+/// What the connection does after an exchange.
+enum Next {
+    Again,
+    Upgrade(UpstreamUpgrade),
+    /// The response went out but the request body was not all read.
+    Linger,
+    Close,
+}
+
+/// One request and its response.
 async fn exchange<T: ClientStream>(
     io: &mut T,
     buf: &mut BytesMut,
     head: RequestHead,
     ctx: &Arc<ConnContext>,
-) -> io::Result<Option<UpstreamUpgrade>> {
+) -> io::Result<Next> {
     let head_request = head.method == Method::HEAD;
     let client_version = head.version;
     let accepts_trailers = head.accepts_trailers;
     let keep_alive = head.keep_alive;
-    let (mut pump, body) = BodyPump::new(head.framing, head.expect_continue);
-    let request = into_request(head, body);
+    // RFC 9110 §10.1.1: an HTTP/1.0 client's 100-continue is ignored.
+    let expect_continue = head.expect_continue && head.version == Version::HTTP_11;
+    let (mut pump, body) = BodyPump::new(head.framing, expect_continue);
+    let request = into_request(head, body, expect_continue);
 
     // Pinned here, inside the request cycle that `serve` already boxed.
     let handling = proxy::handle(Arc::clone(ctx), request);
@@ -271,159 +305,50 @@ async fn exchange<T: ClientStream>(
             let mut out = Vec::with_capacity(256);
             encode::head(&mut out, parts.status, &parts.headers, ResponseFraming::NoBody, ConnectionHeader::Omit);
             io.write_all(&out).await?;
-            return Ok(Some(upgrade));
+            return Ok(Next::Upgrade(upgrade));
         }
         return Err(io::Error::other("101 without an upgrade"));
     }
     let keep_alive = keep_alive && !ctx.shared.shutdown.is_triggered();
-    let reusable = write_response(
-        io,
-        buf,
-        &mut pump,
-        response,
-        ResponseContext { head_request, client_version, accepts_trailers, keep_alive },
-    )
-    .await?;
-    if reusable && pump.is_complete() {
-        Ok(None)
-    } else {
-        Err(io::Error::other("connection not reusable"))
-    }
+    let cx = ResponseContext { head_request, client_version, accepts_trailers, keep_alive };
+    let reusable = respond::write_response(io, buf, &mut pump, response, cx, ctx).await?;
+    Ok(match (reusable, pump.is_complete()) {
+        (true, true) => Next::Again,
+        (_, false) => Next::Linger,
+        (false, true) => Next::Close,
+    })
 }
 
-/// The request as the proxy sees it. `Expect` is answered here, so it is not forwarded.
-fn into_request(head: RequestHead, body: proxy::RequestBody) -> Request<proxy::RequestBody> {
+/// The request as the proxy sees it. `Expect` stays only where a go-ahead is pending
+/// (the proxy decides whether it is answered here or by the upstream).
+fn into_request(head: RequestHead, body: proxy::RequestBody, expect_continue: bool) -> Request<proxy::RequestBody> {
     let mut request = Request::new(body);
     *request.method_mut() = head.method;
     *request.uri_mut() = head.uri;
     *request.version_mut() = head.version;
     *request.headers_mut() = head.headers;
-    request.headers_mut().remove(EXPECT);
+    if !expect_continue || head.framing == Framing::Empty {
+        request.headers_mut().remove(EXPECT);
+    }
     request
 }
 
-/// What the response writer needs to know about the request.
-struct ResponseContext {
-    head_request: bool,
-    client_version: Version,
-    accepts_trailers: bool,
-    keep_alive: bool,
-}
-
-/// Writes the response, pumping the request body whenever the response body waits.
-/// Returns whether the connection may carry another request.
-async fn write_response<T: ClientStream>(
-    io: &mut T,
-    buf: &mut BytesMut,
-    pump: &mut BodyPump,
-    response: Response<ProxyBody>,
-    cx: ResponseContext,
-) -> io::Result<bool> {
-    let (parts, mut body) = response.into_parts();
-    let framing = encode::framing(parts.status, &parts.headers, &body.size_hint(), cx.head_request, cx.client_version);
-    let keep_alive = cx.keep_alive && framing != ResponseFraming::UntilClose;
-    let connection = match (keep_alive, cx.client_version) {
-        (false, _) => ConnectionHeader::Close,
-        (true, Version::HTTP_10) => ConnectionHeader::KeepAlive,
-        (true, _) => ConnectionHeader::Omit,
-    };
-    let mut out = Vec::with_capacity(512);
-    encode::head(&mut out, parts.status, &parts.headers, framing, connection);
-    drop(parts);
-    if framing == ResponseFraming::NoBody {
-        io.write_all(&out).await?;
-        return Ok(keep_alive);
+/// Reads and drops what the client still sends, within `LINGER_TIME`, after telling it
+/// that the response is complete; then the connection closes.
+async fn linger<T: ClientStream>(io: &mut T, buf: &mut BytesMut) {
+    if io.shutdown().await.is_err() {
+        return;
     }
-    let mut trailers = None;
+    let deadline = tokio::time::Instant::now() + LINGER_TIME;
     loop {
-        let frame = match poll_now(&mut body) {
-            Poll::Ready(frame) => frame,
-            Poll::Pending => {
-                if !out.is_empty() {
-                    io.write_all(&out).await?;
-                    out.clear();
-                }
-                loop {
-                    tokio::select! {
-                        biased;
-                        frame = body.frame() => break frame,
-                        _ = pump.step(io, buf), if pump.is_active() => {}
-                    }
-                }
-            }
-        };
-        let frame = match frame {
-            None => break,
-            Some(Ok(frame)) => frame,
-            Some(Err(e)) => return Err(io::Error::other(e)), // truncated: the client sees the close
-        };
-        match frame.into_data() {
-            Ok(data) => emit_data(io, &mut out, data, framing).await?,
-            Err(frame) => trailers = frame.into_trailers().ok(),
+        buf.clear();
+        buf.reserve(buffers::READ_BUFFER);
+        let wait = deadline.min(tokio::time::Instant::now() + LINGER_IDLE);
+        match tokio::time::timeout_at(wait, io.read_buf(buf)).await {
+            Ok(Ok(n)) if n > 0 => continue,
+            _ => return,
         }
     }
-    if framing == ResponseFraming::Chunked {
-        http1::last_chunk(&mut out, trailers.as_ref().filter(|_| cx.accepts_trailers));
-    }
-    if !out.is_empty() {
-        io.write_all(&out).await?;
-    }
-    io.flush().await?;
-    Ok(keep_alive)
-}
-
-/// Appends one data frame to `out`, or writes it straight through when it is large.
-async fn emit_data<T: AsyncWrite + Unpin>(
-    io: &mut T,
-    out: &mut Vec<u8>,
-    data: Bytes,
-    framing: ResponseFraming,
-) -> io::Result<()> {
-    if data.is_empty() {
-        return Ok(());
-    }
-    let chunked = framing == ResponseFraming::Chunked;
-    if chunked {
-        http1::chunk_header(out, data.len());
-    }
-    if data.len() > WRITE_COALESCE {
-        io.write_all(out).await?;
-        out.clear();
-        io.write_all(&data).await?;
-    } else {
-        out.extend_from_slice(&data);
-    }
-    if chunked {
-        out.extend_from_slice(b"\r\n");
-    }
-    if out.len() >= WRITE_COALESCE {
-        io.write_all(out).await?;
-        out.clear();
-    }
-    Ok(())
-}
-
-/// Polls the body once without waiting, to gather frames that are already there.
-fn poll_now(body: &mut ProxyBody) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-    let mut cx = Context::from_waker(std::task::Waker::noop());
-    Pin::new(body).poll_frame(&mut cx)
-}
-
-/// Writes a response sluice made itself (errors), then the connection closes.
-async fn write_error<T: AsyncWrite + Unpin>(io: &mut T, response: Response<ProxyBody>) -> io::Result<()> {
-    let (parts, body) = response.into_parts();
-    let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-    let mut out = Vec::with_capacity(256 + bytes.len());
-    encode::head(
-        &mut out,
-        parts.status,
-        &parts.headers,
-        ResponseFraming::Length(bytes.len() as u64),
-        ConnectionHeader::Close,
-    );
-    out.extend_from_slice(&bytes);
-    io.write_all(&out).await?;
-    io.shutdown().await
 }
 
 /// After a 101: bytes flow both ways until either side closes. Bytes either side sent

@@ -1,14 +1,16 @@
-//! Moves a request body from the client socket to the upstream, one frame at a time,
-//! while the connection waits for (or writes) the response.
+//! Moves a request body from the client socket to the request path, one frame at a
+//! time, while the connection waits for (or writes) the response. A client that sent
+//! `Expect: 100-continue` gets its go-ahead only once the body is asked for: by sluice
+//! buffering it, or by an upstream that agreed to take it.
 
 use bytes::BytesMut;
 use http_body::Frame;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::http1::body::{BodyDecoder, Decoded};
-use crate::http1::Framing;
-use crate::proxy::{BodyFrame, RequestBody};
+use crate::http1::{Framing, HeadError};
+use crate::proxy::{BodyFrame, ClientBodyError, RequestBody};
 
 /// Frames buffered between the client connection and the upstream at most. With
 /// reads of up to `READ_CHUNK`, this bounds a request's body memory.
@@ -20,7 +22,8 @@ const READ_CHUNK: usize = 16 * 1024;
 pub(crate) struct BodyPump {
     frames: Option<mpsc::Sender<BodyFrame>>,
     decoder: BodyDecoder,
-    send_continue: bool,
+    /// Present until the body is first asked for, when the client expects a 100.
+    go_ahead: Option<oneshot::Receiver<()>>,
 }
 
 impl BodyPump {
@@ -28,13 +31,19 @@ impl BodyPump {
     pub(crate) fn new(framing: Framing, expect_continue: bool) -> (BodyPump, RequestBody) {
         let decoder = BodyDecoder::new(framing);
         if framing == Framing::Empty {
-            return (BodyPump { frames: None, decoder, send_continue: false }, RequestBody::Empty);
+            return (BodyPump { frames: None, decoder, go_ahead: None }, RequestBody::Empty);
         }
         let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
         let remaining = decoder.remaining_length();
+        let (go_tx, go_rx) = if expect_continue {
+            let (go_tx, go_rx) = oneshot::channel();
+            (Some(go_tx), Some(go_rx))
+        } else {
+            (None, None)
+        };
         (
-            BodyPump { frames: Some(tx), decoder, send_continue: expect_continue },
-            RequestBody::Channel { frames: rx, remaining },
+            BodyPump { frames: Some(tx), decoder, go_ahead: go_rx },
+            RequestBody::Channel { frames: rx, remaining, go_ahead: go_tx },
         )
     }
 
@@ -48,29 +57,35 @@ impl BodyPump {
         self.decoder.is_done()
     }
 
-    /// Moves one frame once the upstream has room for it. Cancel-safe: dropping it
-    /// mid-read loses nothing (bytes stay in `buf`).
+    /// Moves one frame once the consumer has room for it. Cancel-safe: dropping it
+    /// mid-read loses nothing (bytes stay in `buf`, the go-ahead stays armed).
     pub(crate) async fn step<T: AsyncRead + AsyncWrite + Unpin>(&mut self, io: &mut T, buf: &mut BytesMut) {
+        if let Some(go_ahead) = &mut self.go_ahead {
+            let asked = go_ahead.await.is_ok();
+            self.go_ahead = None;
+            // Not asked (the body was dropped unread): no 100, and the unread body
+            // means the connection closes after the response.
+            if !asked || io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+                self.frames = None;
+                return;
+            }
+        }
         let Some(frames) = &self.frames else { return std::future::pending().await };
-        if !move_frame(frames, &mut self.decoder, &mut self.send_continue, io, buf).await {
+        if !move_frame(frames, &mut self.decoder, io, buf).await {
             self.frames = None;
         }
     }
 }
 
-/// Sends the next frame; false once the body has ended, broke, or the upstream stopped
+/// Sends the next frame; false once the body has ended, broke, or the consumer stopped
 /// reading it (then the unread rest means the connection closes after the response).
-async fn move_frame<T: AsyncRead + AsyncWrite + Unpin>(
+async fn move_frame<T: AsyncRead + Unpin>(
     frames: &mpsc::Sender<BodyFrame>,
     decoder: &mut BodyDecoder,
-    send_continue: &mut bool,
     io: &mut T,
     buf: &mut BytesMut,
 ) -> bool {
     let Ok(permit) = frames.reserve().await else { return false };
-    if std::mem::take(send_continue) && io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
-        return false;
-    }
     loop {
         match decoder.decode(buf) {
             Ok(Decoded::Data(data)) => {
@@ -87,13 +102,17 @@ async fn move_frame<T: AsyncRead + AsyncWrite + Unpin>(
                 match io.read_buf(buf).await {
                     Ok(n) if n > 0 => {}
                     _ => {
-                        permit.send(Err("client closed the connection in the middle of the request body".into()));
+                        permit.send(Err(ClientBodyError::Closed.into()));
                         return false;
                     }
                 }
             }
             Err(e) => {
-                permit.send(Err(e.into()));
+                let why = match e {
+                    HeadError::Malformed(why) => why,
+                    _ => "trailer section too large",
+                };
+                permit.send(Err(ClientBodyError::Malformed(why).into()));
                 return false;
             }
         }

@@ -1,0 +1,346 @@
+//! Writing a response to an HTTP/1.1 client.
+//!
+//! The response body is read from the upstream ahead of the client, into at most the
+//! route's `response_buffer`, so a small response frees its upstream connection as
+//! soon as the upstream has sent it, however slowly the client reads; a client that
+//! takes no bytes for `send_timeout` is cut. A body that breaks off upstream is logged
+//! with the request id, counted, and shown to the client as a truncation: what arrived
+//! is sent, then the connection closes without a terminating chunk.
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{Response, Version};
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+use super::encode::{self, ConnectionHeader, ResponseFraming};
+use super::pump::BodyPump;
+use super::ClientStream;
+use crate::http1;
+use crate::proxy::{BodyError, ProxyBody, X_REQUEST_ID};
+use crate::server::ConnContext;
+use crate::stats::Counters;
+
+/// Response bytes are gathered up to this size before a write; larger data frames are
+/// queued as they are, without a copy.
+const WRITE_COALESCE: usize = 16 * 1024;
+
+/// What the response writer needs to know about the request.
+pub(super) struct ResponseContext {
+    pub(super) head_request: bool,
+    pub(super) client_version: Version,
+    pub(super) accepts_trailers: bool,
+    pub(super) keep_alive: bool,
+}
+
+/// Why writing a response stopped early.
+enum WriteError {
+    /// The client went away or stopped reading.
+    Client(io::Error),
+    /// The upstream body broke off.
+    Upstream(BodyError),
+}
+
+impl From<io::Error> for WriteError {
+    fn from(error: io::Error) -> Self {
+        WriteError::Client(error)
+    }
+}
+
+/// Writes the response. Returns whether the connection may carry another request.
+pub(super) async fn write_response<T: ClientStream>(
+    io: &mut T,
+    buf: &mut BytesMut,
+    pump: &mut BodyPump,
+    response: Response<ProxyBody>,
+    cx: ResponseContext,
+    conn: &ConnContext,
+) -> io::Result<bool> {
+    let (parts, mut body) = response.into_parts();
+    let framing = encode::framing(parts.status, &parts.headers, &body.size_hint(), cx.head_request, cx.client_version);
+    let keep_alive = cx.keep_alive && framing != ResponseFraming::UntilClose;
+    let connection = match (keep_alive, cx.client_version) {
+        (false, _) => ConnectionHeader::Close,
+        (true, Version::HTTP_10) => ConnectionHeader::KeepAlive,
+        (true, _) => ConnectionHeader::Omit,
+    };
+    let mut head = Vec::with_capacity(512);
+    encode::head(&mut head, parts.status, &parts.headers, framing, connection);
+    let request_id = parts.headers.get(&X_REQUEST_ID).cloned();
+    let status = parts.status;
+    drop(parts);
+    let send_timeout = conn.shared.snapshot().server.send_timeout;
+    let body_cx = BodyContext { framing, accepts_trailers: cx.accepts_trailers, send_timeout };
+    let written = if framing == ResponseFraming::NoBody {
+        write_timed(io, &head, send_timeout).await.map_err(WriteError::Client)
+    } else if pump.is_active() {
+        // The request body is still coming in (an early answer, a bidirectional
+        // stream): keep reading it while the response is written.
+        write_with_pump(io, buf, pump, &mut body, head, &body_cx).await
+    } else {
+        write_read_ahead(io, &mut body, head, &body_cx).await
+    };
+    let id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
+    match written {
+        Ok(()) => Ok(keep_alive),
+        Err(WriteError::Upstream(e)) => {
+            let total = Counters::bump(&conn.shared.counters.upstream_truncated);
+            tracing::warn!(request_id = id, %status, error = %e, truncated_total = total, "upstream response body broke off; closing the client connection so the truncation shows");
+            Err(io::Error::other(e))
+        }
+        Err(WriteError::Client(e)) if e.kind() == io::ErrorKind::TimedOut => {
+            let total = Counters::bump(&conn.shared.counters.send_timeouts);
+            tracing::info!(request_id = id, peer = %conn.peer, send_timeouts_total = total, "client took no response bytes for send_timeout; closed (client error)");
+            Err(e)
+        }
+        Err(WriteError::Client(e)) => {
+            tracing::debug!(request_id = id, peer = %conn.peer, error = %e, "client went away during the response");
+            Err(e)
+        }
+    }
+}
+
+/// How the body goes on the wire.
+struct BodyContext {
+    framing: ResponseFraming,
+    accepts_trailers: bool,
+    send_timeout: Duration,
+}
+
+/// Response bytes waiting for the client: small pieces coalesced, large frames as they are.
+struct Outbox {
+    queue: VecDeque<Bytes>,
+    staging: Vec<u8>,
+    /// Bytes in `queue` and `staging`.
+    len: usize,
+}
+
+impl Outbox {
+    fn new(head: Vec<u8>) -> Self {
+        Outbox { queue: VecDeque::new(), len: head.len(), staging: head }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn push_data(&mut self, data: Bytes, framing: ResponseFraming) {
+        if data.is_empty() {
+            return;
+        }
+        let chunked = framing == ResponseFraming::Chunked;
+        let mut added = data.len();
+        if chunked {
+            let before = self.staging.len();
+            http1::chunk_header(&mut self.staging, data.len());
+            added += self.staging.len() - before + 2;
+        }
+        if data.len() > WRITE_COALESCE {
+            self.seal();
+            self.queue.push_back(data);
+        } else {
+            self.staging.extend_from_slice(&data);
+        }
+        if chunked {
+            self.staging.extend_from_slice(b"\r\n");
+        }
+        self.len += added;
+        if self.staging.len() >= WRITE_COALESCE {
+            self.seal();
+        }
+    }
+
+    /// The end of the body: the last chunk (with trailers the client accepts).
+    fn push_end(&mut self, framing: ResponseFraming, trailers: Option<&http::HeaderMap>) {
+        if framing == ResponseFraming::Chunked {
+            let before = self.staging.len();
+            http1::last_chunk(&mut self.staging, trailers);
+            self.len += self.staging.len() - before;
+        }
+    }
+
+    /// Moves the coalesced bytes into the queue, so they can be written.
+    fn seal(&mut self) {
+        if !self.staging.is_empty() {
+            self.queue.push_back(Bytes::from(std::mem::take(&mut self.staging)));
+        }
+    }
+
+    fn front(&self) -> &[u8] {
+        self.queue.front().map_or(&[], |b| &b[..])
+    }
+
+    fn advance(&mut self, n: usize) {
+        if let Some(front) = self.queue.front_mut() {
+            front.advance(n);
+            if front.is_empty() {
+                self.queue.pop_front();
+            }
+        }
+        self.len -= n;
+    }
+}
+
+/// The body read ahead of the client into at most the route's response buffer, while
+/// the client is written to as fast as it reads.
+async fn write_read_ahead<T: ClientStream>(
+    io: &mut T,
+    body: &mut ProxyBody,
+    head: Vec<u8>,
+    cx: &BodyContext,
+) -> Result<(), WriteError> {
+    let limit = (body.read_ahead() as usize).max(WRITE_COALESCE);
+    let mut outbox = Outbox::new(head);
+    let mut ended = false;
+    let mut last_progress = Instant::now();
+    loop {
+        // Take what the body already has, without waiting.
+        while !ended && outbox.len < limit {
+            match poll_now(body) {
+                Poll::Ready(frame) => ended = take_frame(&mut outbox, frame, cx, io).await?,
+                Poll::Pending => break,
+            }
+        }
+        if ended && outbox.is_empty() {
+            break;
+        }
+        outbox.seal();
+        tokio::select! {
+            biased;
+            written = io.write(outbox.front()), if !outbox.is_empty() => {
+                match written? {
+                    0 => return Err(WriteError::Client(io::ErrorKind::WriteZero.into())),
+                    n => outbox.advance(n),
+                }
+                last_progress = Instant::now();
+            }
+            frame = body.frame(), if !ended && outbox.len < limit => {
+                ended = take_frame(&mut outbox, frame, cx, io).await?;
+            }
+            _ = tokio::time::sleep_until(last_progress + cx.send_timeout), if !outbox.is_empty() => {
+                return Err(WriteError::Client(io::ErrorKind::TimedOut.into()));
+            }
+        }
+    }
+    io.flush().await?;
+    Ok(())
+}
+
+/// Adds one body frame to the outbox; true at the end of the body. On an upstream
+/// error, what is already queued is sent first (bounded by the send timeout), so the
+/// client sees a truncation, not a missing body.
+async fn take_frame<T: ClientStream>(
+    outbox: &mut Outbox,
+    frame: Option<Result<Frame<Bytes>, BodyError>>,
+    cx: &BodyContext,
+    io: &mut T,
+) -> Result<bool, WriteError> {
+    match frame {
+        None => {
+            outbox.push_end(cx.framing, None);
+            Ok(true)
+        }
+        Some(Ok(frame)) => match frame.into_data() {
+            Ok(data) => {
+                outbox.push_data(data, cx.framing);
+                Ok(false)
+            }
+            Err(frame) => {
+                let trailers = frame.into_trailers().ok().filter(|_| cx.accepts_trailers);
+                outbox.push_end(cx.framing, trailers.as_ref());
+                Ok(true)
+            }
+        },
+        Some(Err(e)) => {
+            outbox.seal();
+            while !outbox.is_empty() {
+                let front = outbox.front().to_vec();
+                if write_timed(io, &front, cx.send_timeout).await.is_err() {
+                    break;
+                }
+                outbox.advance(front.len());
+            }
+            Err(WriteError::Upstream(e))
+        }
+    }
+}
+
+/// The response written while the request body is still pumped from the same socket.
+async fn write_with_pump<T: ClientStream>(
+    io: &mut T,
+    buf: &mut BytesMut,
+    pump: &mut BodyPump,
+    body: &mut ProxyBody,
+    head: Vec<u8>,
+    cx: &BodyContext,
+) -> Result<(), WriteError> {
+    let mut outbox = Outbox::new(head);
+    let mut ended = false;
+    while !ended {
+        let frame = match poll_now(body) {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                outbox.seal();
+                while !outbox.is_empty() {
+                    let front = outbox.front().to_vec();
+                    write_timed(io, &front, cx.send_timeout).await?;
+                    outbox.advance(front.len());
+                }
+                loop {
+                    tokio::select! {
+                        biased;
+                        frame = body.frame() => break frame,
+                        _ = pump.step(io, buf), if pump.is_active() => {}
+                    }
+                }
+            }
+        };
+        ended = take_frame(&mut outbox, frame, cx, io).await?;
+    }
+    outbox.seal();
+    while !outbox.is_empty() {
+        let front = outbox.front().to_vec();
+        write_timed(io, &front, cx.send_timeout).await?;
+        outbox.advance(front.len());
+    }
+    io.flush().await?;
+    Ok(())
+}
+
+/// `write_all` under the send timeout.
+async fn write_timed<T: AsyncWrite + Unpin>(io: &mut T, bytes: &[u8], timeout: Duration) -> io::Result<()> {
+    match tokio::time::timeout(timeout, io.write_all(bytes)).await {
+        Ok(result) => result,
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// Polls the body once without waiting, to gather frames that are already there.
+fn poll_now(body: &mut ProxyBody) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    Pin::new(body).poll_frame(&mut cx)
+}
+
+/// Writes a response sluice made itself (errors), then the connection closes.
+pub(super) async fn write_error<T: AsyncWrite + Unpin>(io: &mut T, response: Response<ProxyBody>) -> io::Result<()> {
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let mut out = Vec::with_capacity(256 + bytes.len());
+    encode::head(
+        &mut out,
+        parts.status,
+        &parts.headers,
+        ResponseFraming::Length(bytes.len() as u64),
+        ConnectionHeader::Close,
+    );
+    out.extend_from_slice(&bytes);
+    io.write_all(&out).await?;
+    io.shutdown().await
+}
