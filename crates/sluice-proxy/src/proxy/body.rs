@@ -38,6 +38,9 @@ pub struct ProxyBody {
     /// Bytes the HTTP/1 connection may read ahead of a slow client (the route's
     /// response_buffer), so that a small response frees its upstream connection at once.
     read_ahead: u64,
+    /// The client sent something sluice refused: close its HTTP/1 connection after this
+    /// response rather than trust the rest of its byte stream.
+    close_connection: bool,
 }
 
 /// The upstream side of a protocol switch: the connection (still counted in its pool
@@ -73,16 +76,16 @@ impl ProxyBody {
                 return ProxyBody::switching(UpstreamUpgrade { lease, read });
             }
         };
-        ProxyBody { kind, inflight: None, upgrade: None, read_ahead: 0 }
+        ProxyBody { kind, inflight: None, upgrade: None, read_ahead: 0, close_connection: false }
     }
 
     pub(crate) fn local(text: impl Into<Bytes>) -> Self {
-        ProxyBody { kind: Kind::Local(Full::new(text.into())), inflight: None, upgrade: None, read_ahead: 0 }
+        ProxyBody { kind: Kind::Local(Full::new(text.into())), inflight: None, upgrade: None, read_ahead: 0, close_connection: false }
     }
 
     /// An empty body carrying the upstream half of a 101.
     pub(crate) fn switching(upgrade: UpstreamUpgrade) -> Self {
-        ProxyBody { kind: Kind::Local(Full::new(Bytes::new())), inflight: None, upgrade: Some(upgrade), read_ahead: 0 }
+        ProxyBody { kind: Kind::Local(Full::new(Bytes::new())), inflight: None, upgrade: Some(upgrade), read_ahead: 0, close_connection: false }
     }
 
     /// The upstream half of a 101, for the connection layer to build the tunnel.
@@ -92,6 +95,14 @@ impl ProxyBody {
 
     pub(crate) fn set_read_ahead(&mut self, bytes: u64) {
         self.read_ahead = bytes;
+    }
+
+    pub(crate) fn mark_close(&mut self) {
+        self.close_connection = true;
+    }
+
+    pub(crate) fn closes_connection(&self) -> bool {
+        self.close_connection
     }
 
     /// How many response bytes may be held while the client is slow to take them.

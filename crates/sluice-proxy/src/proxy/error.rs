@@ -91,13 +91,22 @@ impl ProxyError {
 pub(crate) fn error_response(error: &ProxyError, request_id: &HeaderValue) -> Response<ProxyBody> {
     let status = error.status();
     let id = request_id.to_str().unwrap_or("-");
-    if status == StatusCode::NOT_FOUND || status.is_client_error() {
+    let clients_fault = matches!(error, ProxyError::Client(_));
+    // The client's mistakes are logged as such and quietly (an attacker controls
+    // their rate); the upstream's are warnings.
+    if clients_fault {
+        tracing::debug!(request_id = id, %status, fault = "client", "{error}");
+    } else if status == StatusCode::NOT_FOUND {
         tracing::debug!(request_id = id, %status, "{error}");
     } else {
-        tracing::warn!(request_id = id, %status, "{error}");
+        tracing::warn!(request_id = id, %status, fault = "upstream", "{error}");
     }
     let body = format!("{} {}: {error}\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
-    let mut response = Response::new(ProxyBody::local(body));
+    let mut body = ProxyBody::local(body);
+    if clients_fault {
+        body.mark_close();
+    }
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     if matches!(error, ProxyError::Client(ClientError::Connect)) {

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test file uses a different part of this module
 
 pub mod client;
+pub mod raw;
 pub mod upstream;
 
 use std::io::{BufRead, BufReader};

@@ -106,7 +106,8 @@ fn resolve_host(headers: &mut HeaderMap, uri: &Uri, version: Version) -> Result<
     if hosts.next().is_some() {
         return Err(HeadError::Malformed("more than one Host header"));
     }
-    if let Some(authority) = uri.authority() {
+    // Authority-form (CONNECT's) leaves Host alone; the proxy refuses CONNECT.
+    if let (Some(authority), Some(_)) = (uri.authority(), uri.scheme()) {
         if !matches!(uri.scheme_str(), Some("http" | "https")) {
             return Err(HeadError::Malformed("absolute-form target with a scheme other than http or https"));
         }

@@ -65,7 +65,7 @@ pub(super) async fn write_response<T: ClientStream>(
 ) -> io::Result<bool> {
     let (parts, mut body) = response.into_parts();
     let framing = encode::framing(parts.status, &parts.headers, &body.size_hint(), cx.head_request, cx.client_version);
-    let keep_alive = cx.keep_alive && framing != ResponseFraming::UntilClose;
+    let keep_alive = cx.keep_alive && framing != ResponseFraming::UntilClose && !body.closes_connection();
     let connection = match (keep_alive, cx.client_version) {
         (false, _) => ConnectionHeader::Close,
         (true, Version::HTTP_10) => ConnectionHeader::KeepAlive,

@@ -1,0 +1,125 @@
+//! Request bodies at the edge: an upstream's early answer (413, 401) reaches the client
+//! with `Expect: 100-continue` and without it; HTTP/2 cookies reach an HTTP/1.1
+//! upstream as one field; a client that pauses its body gets 408, not a 504.
+
+mod support;
+
+use std::time::Duration;
+
+use http::Request;
+use hyper::body::Incoming;
+use support::client;
+use support::raw::RawUpstream;
+use support::upstream::{full, Upstream};
+use support::{read_until, simple_config, Sluice, WAIT};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// An upstream that refuses uploads at once, without reading them: 413.
+async fn refusing_upstream() -> Upstream {
+    Upstream::start(|_req: Request<Incoming>| async move {
+        let mut response = http::Response::new(full("too large\n"));
+        *response.status_mut() = http::StatusCode::PAYLOAD_TOO_LARGE;
+        response
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expect_100_continue_lets_the_upstream_refuse_before_the_body() {
+    let upstream = refusing_upstream().await;
+    let sluice = Sluice::start(&simple_config(&[upstream.addr], ""));
+    for _ in 0..6 {
+        let mut stream = TcpStream::connect(sluice.addr).await.expect("connect");
+        stream
+            .write_all(b"PUT /big HTTP/1.1\r\nHost: x\r\nContent-Length: 104857600\r\nExpect: 100-continue\r\n\r\n")
+            .await
+            .expect("write head");
+        let text = String::from_utf8_lossy(&read_until(&mut stream, "too large\n").await).into_owned();
+        assert!(text.starts_with("HTTP/1.1 413 "), "the upstream's answer, with no 100 first: {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expect_100_continue_is_relayed_when_the_upstream_takes_a_large_body() {
+    let upstream = Upstream::start(|req: Request<Incoming>| async move {
+        let n = support::upstream::count_body(req.into_body()).await;
+        http::Response::new(full(format!("got {n}")))
+    })
+    .await;
+    let sluice = Sluice::start(&simple_config(&[upstream.addr], ""));
+    let mut stream = TcpStream::connect(sluice.addr).await.expect("connect");
+    let size = 256 * 1024;
+    stream
+        .write_all(format!("PUT /big HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\nExpect: 100-continue\r\n\r\n").as_bytes())
+        .await
+        .expect("write head");
+    let go = String::from_utf8_lossy(&read_until(&mut stream, "\r\n\r\n").await).into_owned();
+    assert!(go.starts_with("HTTP/1.1 100 Continue\r\n"), "{go}");
+    stream.write_all(&vec![b'x'; size]).await.expect("body");
+    let text = String::from_utf8_lossy(&read_until(&mut stream, &format!("got {size}")).await).into_owned();
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_that_answers_mid_upload_is_heard_not_turned_into_a_502() {
+    let upstream = refusing_upstream().await;
+    let sluice = Sluice::start(&simple_config(&[upstream.addr], ""));
+    for _ in 0..6 {
+        let stream = TcpStream::connect(sluice.addr).await.expect("connect");
+        let (mut reader, mut writer) = stream.into_split();
+        let size: usize = 100 << 20;
+        let upload = tokio::spawn(async move {
+            let head = format!("PUT /big HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n");
+            writer.write_all(head.as_bytes()).await?;
+            let chunk = vec![b'x'; 64 * 1024];
+            for _ in 0..size / chunk.len() {
+                writer.write_all(&chunk).await?;
+            }
+            Ok::<_, std::io::Error>(())
+        });
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains("too large\n") {
+            match tokio::time::timeout(WAIT, reader.read(&mut buf)).await.expect("an answer in time") {
+                Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
+                other => panic!("connection ended before the answer ({other:?}): {}", String::from_utf8_lossy(&seen)),
+            }
+        }
+        assert!(String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 413 "), "{}", String::from_utf8_lossy(&seen));
+        upload.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_split_cookies_reach_an_http1_upstream_as_one_field() {
+    let upstream = RawUpstream::ok().await;
+    let sluice = Sluice::start(&simple_config(&[upstream.addr], ""));
+    let mut sender = client::h2(sluice.addr).await;
+    let request = Request::get("http://localhost/c")
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .header("cookie", "c=3")
+        .body(full(""))
+        .expect("request");
+    let (parts, _) = client::send2(&mut sender, request).await;
+    assert_eq!(parts.status, 200);
+    let forwarded = upstream.requests().pop().expect("forwarded");
+    assert_eq!(forwarded.matches("cookie: ").count(), 1, "{forwarded}");
+    assert!(forwarded.contains("cookie: a=1; b=2; c=3\r\n"), "{forwarded}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_pauses_its_body_gets_408_and_holds_no_upstream_connection() {
+    let upstream = RawUpstream::ok().await;
+    let config = simple_config(&[upstream.addr], "").replace("[[listener]]", "[server]\nclient_body_timeout = \"300ms\"\n\n[[listener]]");
+    let sluice = Sluice::start(&config);
+    let mut stream = TcpStream::connect(sluice.addr).await.expect("connect");
+    stream.write_all(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc").await.expect("write");
+    let started = std::time::Instant::now();
+    let mut text = String::new();
+    tokio::time::timeout(WAIT, stream.read_to_string(&mut text)).await.expect("answer").expect("read");
+    assert!(text.starts_with("HTTP/1.1 408 "), "{text}");
+    assert!(started.elapsed() >= Duration::from_millis(250), "after the body timeout, not before");
+    assert_eq!(upstream.accepted(), 0, "the buffered body never took an upstream connection");
+}
