@@ -51,7 +51,10 @@ async fn expect_100_continue_is_relayed_when_the_upstream_takes_a_large_body() {
     let mut stream = TcpStream::connect(sluice.addr).await.expect("connect");
     let size = 256 * 1024;
     stream
-        .write_all(format!("PUT /big HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\nExpect: 100-continue\r\n\r\n").as_bytes())
+        .write_all(
+            format!("PUT /big HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\nExpect: 100-continue\r\n\r\n")
+                .as_bytes(),
+        )
         .await
         .expect("write head");
     let go = String::from_utf8_lossy(&read_until(&mut stream, "\r\n\r\n").await).into_owned();
@@ -112,7 +115,8 @@ async fn http2_split_cookies_reach_an_http1_upstream_as_one_field() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_pauses_its_body_gets_408_and_holds_no_upstream_connection() {
     let upstream = RawUpstream::ok().await;
-    let config = simple_config(&[upstream.addr], "").replace("[[listener]]", "[server]\nclient_body_timeout = \"300ms\"\n\n[[listener]]");
+    let config = simple_config(&[upstream.addr], "")
+        .replace("[[listener]]", "[server]\nclient_body_timeout = \"300ms\"\n\n[[listener]]");
     let sluice = Sluice::start(&config);
     let mut stream = TcpStream::connect(sluice.addr).await.expect("connect");
     stream.write_all(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc").await.expect("write");

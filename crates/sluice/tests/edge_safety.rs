@@ -17,7 +17,10 @@ fn status_of(response: &str) -> &str {
 async fn upstream_transfer_encoding_with_content_length_cannot_desync_the_client() {
     let upstream = RawUpstream::start(|request| {
         if request.starts_with("GET /smuggle ") {
-            Answer::Keep(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec())
+            Answer::Keep(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+                    .to_vec(),
+            )
         } else {
             Answer::Keep(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecond".to_vec())
         }
@@ -38,9 +41,10 @@ async fn upstream_transfer_encoding_with_content_length_cannot_desync_the_client
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_truncated_upstream_body_is_logged_counted_and_shown_as_a_close() {
-    let upstream =
-        RawUpstream::start(|_| Answer::Close(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n".to_vec()))
-            .await;
+    let upstream = RawUpstream::start(|_| {
+        Answer::Close(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n".to_vec())
+    })
+    .await;
     let sluice = Sluice::start(&simple_config(&[upstream.addr], ""));
     let text = roundtrip(sluice.addr, b"GET /cut HTTP/1.1\r\nHost: x\r\nx-request-id: cut-1\r\n\r\n").await;
     assert!(text.ends_with("5\r\nhello\r\n"), "what arrived is sent, with no terminating chunk: {text:?}");
@@ -75,7 +79,8 @@ async fn absolute_form_targets_route_and_forward_the_same_authority() {
         a.addr, b.addr
     );
     let sluice = Sluice::start(&config);
-    let text = roundtrip(sluice.addr, b"GET http://a.test/x HTTP/1.1\r\nHost: b.test\r\nConnection: close\r\n\r\n").await;
+    let text =
+        roundtrip(sluice.addr, b"GET http://a.test/x HTTP/1.1\r\nHost: b.test\r\nConnection: close\r\n\r\n").await;
     assert_eq!(status_of(&text), "200", "{text}");
     let forwarded = a.requests().pop().expect("a got it");
     assert!(forwarded.starts_with("GET /x HTTP/1.1\r\n"), "origin form upstream: {forwarded}");
@@ -89,7 +94,10 @@ async fn request_framing_that_could_smuggle_is_refused_before_the_upstream() {
     let sluice = Sluice::start(&simple_config(&[upstream.addr], ""));
     let cases: [(&str, &str); 7] = [
         ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n", "400"),
-        ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "400"),
+        (
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "400",
+        ),
         ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", "501"),
         ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n", "400"),
         ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffff\r\n", "400"),
@@ -124,10 +132,10 @@ async fn repeated_equal_content_lengths_are_forwarded_as_one() {
 async fn a_body_that_turns_bad_mid_stream_is_a_client_error_and_aborts_the_upstream() {
     let upstream = RawUpstream::ok().await;
     // A 1 KiB buffer: the body below streams, so the upstream has its head first.
-    let sluice = Sluice::start(&simple_config(&[upstream.addr], "").replace(
-        "upstream = \"up\"",
-        "upstream = \"up\"\nrequest_buffer = \"1KiB\"",
-    ));
+    let sluice = Sluice::start(
+        &simple_config(&[upstream.addr], "")
+            .replace("upstream = \"up\"", "upstream = \"up\"\nrequest_buffer = \"1KiB\""),
+    );
     let mut stream = TcpStream::connect(sluice.addr).await.expect("connect");
     let good = format!("800\r\n{}\r\n", "a".repeat(0x800));
     stream

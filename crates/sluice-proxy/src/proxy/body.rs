@@ -80,12 +80,24 @@ impl ProxyBody {
     }
 
     pub(crate) fn local(text: impl Into<Bytes>) -> Self {
-        ProxyBody { kind: Kind::Local(Full::new(text.into())), inflight: None, upgrade: None, read_ahead: 0, close_connection: false }
+        ProxyBody {
+            kind: Kind::Local(Full::new(text.into())),
+            inflight: None,
+            upgrade: None,
+            read_ahead: 0,
+            close_connection: false,
+        }
     }
 
     /// An empty body carrying the upstream half of a 101.
     pub(crate) fn switching(upgrade: UpstreamUpgrade) -> Self {
-        ProxyBody { kind: Kind::Local(Full::new(Bytes::new())), inflight: None, upgrade: Some(upgrade), read_ahead: 0, close_connection: false }
+        ProxyBody {
+            kind: Kind::Local(Full::new(Bytes::new())),
+            inflight: None,
+            upgrade: Some(upgrade),
+            read_ahead: 0,
+            close_connection: false,
+        }
     }
 
     /// The upstream half of a 101, for the connection layer to build the tunnel.

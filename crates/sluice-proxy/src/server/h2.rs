@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::activity::{ConnActivity, Expiry};
 use super::conn::{ConnContext, ListenerContext};
-use super::h2_io::{self, H2Io};
+use super::h2_io::H2Io;
 use crate::proxy::{self, InflightGuard, RequestBody};
 use crate::stats::Counters;
 
@@ -33,7 +33,8 @@ where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Arc::new(ConnActivity::new());
-    let io = TokioIo::new(H2Io::new(read, stream));
+    let (io, flooded) = H2Io::new(read, stream);
+    let io = TokioIo::new(io);
     let (service_ctx, service_activity) = (Arc::clone(&ctx), Arc::clone(&activity));
     let service = service_fn(move |request: Request<Incoming>| {
         let ctx = Arc::clone(&service_ctx);
@@ -62,7 +63,7 @@ where
         tokio::select! {
             result = conn.as_mut() => {
                 match result {
-                    Err(e) if h2_io::is_flood(&e) => {
+                    Err(_) if flooded.load(std::sync::atomic::Ordering::Relaxed) => {
                         let total = Counters::bump(&ctx.shared.counters.h2_control_floods);
                         tracing::warn!(peer = %ctx.peer, floods_total = total, "closed an HTTP/2 connection flooding PING/SETTINGS frames");
                     }

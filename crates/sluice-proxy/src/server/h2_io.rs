@@ -11,6 +11,8 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -96,14 +98,19 @@ pin_project! {
     pub(crate) struct H2Io<T> {
         prefix: BytesMut,
         watch: FrameWatch,
+        // Set when the connection is ended for a flood: hyper and h2 keep only the
+        // message of an I/O error, so the cause is told this way.
+        flooded: Arc<AtomicBool>,
         #[pin]
         inner: T,
     }
 }
 
 impl<T> H2Io<T> {
-    pub(crate) fn new(prefix: BytesMut, inner: T) -> Self {
-        H2Io { prefix, watch: FrameWatch::new(), inner }
+    /// The stream, and a flag set if it is ended for flooding control frames.
+    pub(crate) fn new(prefix: BytesMut, inner: T) -> (Self, Arc<AtomicBool>) {
+        let flooded = Arc::new(AtomicBool::new(false));
+        (H2Io { prefix, watch: FrameWatch::new(), flooded: Arc::clone(&flooded), inner }, flooded)
     }
 }
 
@@ -123,7 +130,10 @@ impl<T: AsyncRead> AsyncRead for H2Io<T> {
         }
         match this.watch.observe(&buf.filled()[before..]) {
             Ok(()) => Poll::Ready(Ok(())),
-            Err(flood) => Poll::Ready(Err(io::Error::other(flood))),
+            Err(flood) => {
+                this.flooded.store(true, Ordering::Relaxed);
+                Poll::Ready(Err(io::Error::other(flood)))
+            }
         }
     }
 }
@@ -152,23 +162,6 @@ impl<T: AsyncWrite> AsyncWrite for H2Io<T> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.project().inner.poll_shutdown(cx)
     }
-}
-
-/// Whether `error` (hyper's, for a connection) came from a [`ControlFlood`].
-pub(crate) fn is_flood(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if e.downcast_ref::<ControlFlood>().is_some() {
-            return true;
-        }
-        if let Some(io) = e.downcast_ref::<io::Error>() {
-            if io.get_ref().is_some_and(|inner| inner.is::<ControlFlood>()) {
-                return true;
-            }
-        }
-        current = e.source();
-    }
-    false
 }
 
 #[cfg(test)]

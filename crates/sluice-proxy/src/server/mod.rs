@@ -154,9 +154,12 @@ async fn accept_loop(bound: BoundListener, shared: Arc<Shared>, limit: Arc<Semap
     }
 }
 
-/// The request head parser, for the robustness tests of `http1`.
+/// The request head parser, for the corpus and robustness tests of `http1`: the
+/// framing and headers of a complete head.
 #[cfg(test)]
-pub(crate) fn parse_request_head_for_tests(buf: &mut bytes::BytesMut) -> bool {
+pub(crate) fn parse_request_head_for_tests(
+    buf: &mut bytes::BytesMut,
+) -> Result<Option<(crate::http1::Framing, http::HeaderMap)>, crate::http1::HeadError> {
     h1::parse_head_for_tests(buf)
 }
 

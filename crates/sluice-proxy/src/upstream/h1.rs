@@ -319,8 +319,10 @@ fn parse_response(
 }
 
 #[cfg(test)]
-pub(crate) fn parse_response_for_tests(buf: &mut BytesMut) -> bool {
-    parse_response(buf, false, &mut false).is_ok()
+pub(crate) fn parse_response_for_tests(
+    buf: &mut BytesMut,
+) -> io::Result<Option<(http::response::Parts, bool, Framing)>> {
+    parse_response(buf, false, &mut false)
 }
 
 /// RFC 9112 §6.3, for responses. Transfer-Encoding wins over Content-Length, and the

@@ -161,7 +161,9 @@ impl UpstreamGroup {
 
 /// The response head parser, for the robustness tests of `http1`.
 #[cfg(test)]
-pub(crate) fn parse_response_head_for_tests(buf: &mut BytesMut) -> bool {
+pub(crate) fn parse_response_head_for_tests(
+    buf: &mut BytesMut,
+) -> io::Result<Option<(http::response::Parts, bool, crate::http1::Framing)>> {
     h1::parse_response_for_tests(buf)
 }
 

@@ -96,13 +96,15 @@ async fn read_request(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> 
         read_more(stream, buf).await?;
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-    let header = |name: &str| {
-        head.lines().find_map(|l| l.strip_prefix(&format!("{name}:")).map(|v| v.trim().to_string()))
-    };
+    let header =
+        |name: &str| head.lines().find_map(|l| l.strip_prefix(&format!("{name}:")).map(|v| v.trim().to_string()));
     let total = if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        // The last chunk ("0" at a line start), then trailers up to an empty line.
         loop {
-            if let Some(at) = find(&buf[head_end..], b"0\r\n\r\n") {
-                break head_end + at + 5;
+            let body = &buf[head_end..];
+            let last = if body.starts_with(b"0\r\n") { Some(0) } else { find(body, b"\r\n0\r\n").map(|at| at + 2) };
+            if let Some(end) = last.and_then(|at| find(&body[at..], b"\r\n\r\n").map(|e| at + e + 4)) {
+                break head_end + end;
             }
             read_more(stream, buf).await?;
         }

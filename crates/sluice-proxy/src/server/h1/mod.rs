@@ -221,8 +221,8 @@ async fn request_cycle<T: ClientStream>(
 }
 
 #[cfg(test)]
-pub(crate) fn parse_head_for_tests(buf: &mut BytesMut) -> bool {
-    head::parse(buf).is_ok()
+pub(crate) fn parse_head_for_tests(buf: &mut BytesMut) -> Result<Option<(Framing, http::HeaderMap)>, HeadError> {
+    head::parse(buf).map(|head| head.map(|h| (h.framing, h.headers)))
 }
 
 /// Result of reading a request head.
