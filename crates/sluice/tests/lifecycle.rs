@@ -193,7 +193,21 @@ async fn sigterm_finishes_the_request_in_flight_then_exits_zero() {
 #[test]
 fn check_lists_every_problem_with_file_line_and_key() {
     let dir = support::TempDir::new();
-    let cases: [(&str, &str, &[&str]); 4] = [
+    std::fs::write(dir.path.join("cert.pem"), "not a certificate\n").expect("write");
+    std::fs::write(dir.path.join("key.pem"), "not a key\n").expect("write");
+    let cases: [(&str, &str, &[&str]); 5] = [
+        (
+            "everything.toml",
+            "[server]\nmax_conections = 10\nkeepalive_timeout = 60\n\n[[listener]]\naddress = \"localhost:80\"\ntls = { certificate = \"cert.pem\", key = \"key.pem\" }\n\n[[route]]\nupstream = \"api\"\n",
+            &[
+                ":2: max_conections: unknown field",
+                ":3: keepalive_timeout:",
+                ":6: listener[0].address:",
+                ":7: listener[0].tls.certificate:",
+                ":7: listener[0].tls.key:",
+                ":10: route[0].upstream:",
+            ],
+        ),
         ("typo.toml", "[server]\nmax_conections = 10\n", &[":2: max_conections: unknown field"]),
         ("duration.toml", "[server]\n\nkeepalive_timeout = \"ten seconds\"\n", &[":3: keepalive_timeout:"]),
         (

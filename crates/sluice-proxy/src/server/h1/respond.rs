@@ -208,7 +208,9 @@ async fn write_read_ahead<T: ClientStream>(
                 Poll::Pending => break,
             }
         }
-        if ended && outbox.is_empty() {
+        if ended {
+            // The usual case for small responses: everything is here, one write.
+            drain(io, &mut outbox, cx.send_timeout).await?;
             break;
         }
         outbox.seal();
@@ -259,14 +261,7 @@ async fn take_frame<T: ClientStream>(
             }
         },
         Some(Err(e)) => {
-            outbox.seal();
-            while !outbox.is_empty() {
-                let front = outbox.front().to_vec();
-                if write_timed(io, &front, cx.send_timeout).await.is_err() {
-                    break;
-                }
-                outbox.advance(front.len());
-            }
+            let _ = drain(io, outbox, cx.send_timeout).await;
             Err(WriteError::Upstream(e))
         }
     }
@@ -287,12 +282,7 @@ async fn write_with_pump<T: ClientStream>(
         let frame = match poll_now(body) {
             Poll::Ready(frame) => frame,
             Poll::Pending => {
-                outbox.seal();
-                while !outbox.is_empty() {
-                    let front = outbox.front().to_vec();
-                    write_timed(io, &front, cx.send_timeout).await?;
-                    outbox.advance(front.len());
-                }
+                drain(io, &mut outbox, cx.send_timeout).await?;
                 loop {
                     tokio::select! {
                         biased;
@@ -304,13 +294,22 @@ async fn write_with_pump<T: ClientStream>(
         };
         ended = take_frame(&mut outbox, frame, cx, io).await?;
     }
-    outbox.seal();
-    while !outbox.is_empty() {
-        let front = outbox.front().to_vec();
-        write_timed(io, &front, cx.send_timeout).await?;
-        outbox.advance(front.len());
-    }
+    drain(io, &mut outbox, cx.send_timeout).await?;
     io.flush().await?;
+    Ok(())
+}
+
+/// Writes everything in the outbox, each write under the send timeout.
+async fn drain<T: AsyncWrite + Unpin>(io: &mut T, outbox: &mut Outbox, timeout: Duration) -> io::Result<()> {
+    while let Some(front) = outbox.queue.pop_front() {
+        outbox.len -= front.len();
+        write_timed(io, &front, timeout).await?;
+    }
+    if !outbox.staging.is_empty() {
+        outbox.len -= outbox.staging.len();
+        write_timed(io, &outbox.staging, timeout).await?;
+        outbox.staging.clear();
+    }
     Ok(())
 }
 
