@@ -76,28 +76,20 @@ impl ProxyBody {
                 return ProxyBody::switching(UpstreamUpgrade { lease, read });
             }
         };
-        ProxyBody { kind, inflight: None, upgrade: None, read_ahead: 0, close_connection: false }
+        ProxyBody::with(kind, None)
     }
 
     pub(crate) fn local(text: impl Into<Bytes>) -> Self {
-        ProxyBody {
-            kind: Kind::Local(Full::new(text.into())),
-            inflight: None,
-            upgrade: None,
-            read_ahead: 0,
-            close_connection: false,
-        }
+        ProxyBody::with(Kind::Local(Full::new(text.into())), None)
     }
 
     /// An empty body carrying the upstream half of a 101.
     pub(crate) fn switching(upgrade: UpstreamUpgrade) -> Self {
-        ProxyBody {
-            kind: Kind::Local(Full::new(Bytes::new())),
-            inflight: None,
-            upgrade: Some(upgrade),
-            read_ahead: 0,
-            close_connection: false,
-        }
+        ProxyBody::with(Kind::Local(Full::new(Bytes::new())), Some(upgrade))
+    }
+
+    fn with(kind: Kind, upgrade: Option<UpstreamUpgrade>) -> Self {
+        ProxyBody { kind, inflight: None, upgrade, read_ahead: 0, close_connection: false }
     }
 
     /// The upstream half of a 101, for the connection layer to build the tunnel.

@@ -5,6 +5,7 @@ use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
 use http::{Response, StatusCode};
 
 use super::body::ProxyBody;
+use super::request_body::ClientBodyError;
 use crate::upstream::UpstreamError;
 
 /// A request sluice will not take as it was sent: the client's fault, logged and
@@ -27,14 +28,8 @@ pub enum ClientError {
     Path(sluice_policy::path::PathError),
     #[error("CONNECT is not supported: sluice is a reverse proxy, not a tunnel")]
     Connect,
-    #[error("request body larger than this route's max_request_body")]
-    BodyTooLarge,
-    #[error("request body paused for longer than client_body_timeout")]
-    BodyTimeout,
-    #[error("malformed request body: {0}")]
-    BadBody(&'static str),
-    #[error("client closed the connection in the middle of the request body")]
-    BodyClosed,
+    #[error(transparent)]
+    Body(#[from] ClientBodyError),
 }
 
 /// Why sluice answered a request itself.
@@ -49,9 +44,20 @@ pub(crate) enum ProxyError {
     #[error("upstream switched protocols without being asked to")]
     UnrequestedSwitch,
     #[error(transparent)]
-    Upstream(#[from] UpstreamError),
+    Upstream(UpstreamError),
     #[error(transparent)]
     Client(#[from] ClientError),
+}
+
+/// A request body that broke off while it was being sent upstream is the client's
+/// failure: it becomes a client error here, the one place upstream errors convert.
+impl From<UpstreamError> for ProxyError {
+    fn from(error: UpstreamError) -> Self {
+        match error {
+            UpstreamError::ClientBody(cause) => ProxyError::Client(ClientError::Body(cause)),
+            other => ProxyError::Upstream(other),
+        }
+    }
 }
 
 impl ProxyError {
@@ -63,15 +69,14 @@ impl ProxyError {
             ProxyError::Client(e) => match e {
                 ClientError::Malformed(_)
                 | ClientError::Path(_)
-                | ClientError::BadBody(_)
-                | ClientError::BodyClosed => StatusCode::BAD_REQUEST,
+                | ClientError::Body(ClientBodyError::Malformed(_) | ClientBodyError::Closed) => StatusCode::BAD_REQUEST,
                 ClientError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 ClientError::UriTooLong => StatusCode::URI_TOO_LONG,
                 ClientError::Version => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
                 ClientError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
-                ClientError::HeadTimeout | ClientError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+                ClientError::HeadTimeout | ClientError::Body(ClientBodyError::Timeout) => StatusCode::REQUEST_TIMEOUT,
                 ClientError::Connect => StatusCode::METHOD_NOT_ALLOWED,
-                ClientError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+                ClientError::Body(ClientBodyError::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
             },
             ProxyError::Upstream(e) => match e {
                 UpstreamError::ConnectTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -80,7 +85,7 @@ impl ProxyError {
                 | UpstreamError::Exchange { .. }
                 | UpstreamError::StaleConnections { .. }
                 | UpstreamError::NoEndpoint => StatusCode::BAD_GATEWAY,
-                // Converted to ProxyError::Client before here; kept a 400 should one slip through.
+                // `From<UpstreamError>` makes this a ProxyError::Client; never seen here.
                 UpstreamError::ClientBody(_) => StatusCode::BAD_REQUEST,
             },
         }

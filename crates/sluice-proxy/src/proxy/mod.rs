@@ -30,7 +30,7 @@ use target::Target;
 use crate::runtime::Route;
 use crate::server::ConnContext;
 use crate::stats::Counters;
-use crate::upstream::{UpstreamBody, UpstreamError, UpstreamResponse};
+use crate::upstream::{UpstreamBody, UpstreamResponse};
 
 /// Handles one client request; never fails (errors become responses).
 pub(crate) async fn handle(conn: Arc<ConnContext>, request: Request<RequestBody>) -> Response<ProxyBody> {
@@ -84,8 +84,7 @@ async fn forward(
     let upstream_request = upstream_request(conn, route, request, host.as_ref(), request_id, upgrade.as_ref());
     let response = tokio::time::timeout(route.timeout, route.upstream.send(upstream_request, idempotent))
         .await
-        .map_err(|_| ProxyError::Timeout)?
-        .map_err(upstream_failure)?;
+        .map_err(|_| ProxyError::Timeout)??;
 
     let UpstreamResponse { mut parts, body } = response;
     if let UpstreamBody::Switched { lease, read } = body {
@@ -97,14 +96,6 @@ async fn forward(
     let mut body = ProxyBody::upstream(body);
     body.set_read_ahead(route.response_buffer);
     Ok(Response::from_parts(parts, body))
-}
-
-/// A request body that broke off while streaming upstream is the client's failure.
-fn upstream_failure(error: UpstreamError) -> ProxyError {
-    match error {
-        UpstreamError::ClientBody(cause) => ProxyError::Client(cause.into()),
-        other => other.into(),
-    }
 }
 
 /// Rewrites the client's request for the upstream: URI form and version for the

@@ -39,17 +39,6 @@ pub(crate) enum ClientBodyError {
     Closed,
 }
 
-impl From<ClientBodyError> for ClientError {
-    fn from(error: ClientBodyError) -> Self {
-        match error {
-            ClientBodyError::TooLarge => ClientError::BodyTooLarge,
-            ClientBodyError::Timeout => ClientError::BodyTimeout,
-            ClientBodyError::Malformed(why) => ClientError::BadBody(why),
-            ClientBodyError::Closed => ClientError::BodyClosed,
-        }
-    }
-}
-
 /// The client-body error somewhere in `error`'s source chain (hyper wraps it).
 pub(crate) fn client_cause(error: &(dyn std::error::Error + 'static)) -> Option<ClientBodyError> {
     let mut current = Some(error);
@@ -114,7 +103,7 @@ pub(crate) async fn admit(
     }
     let declared = request.body().size_hint().exact();
     if declared.is_some_and(|n| n > limits.max) {
-        return Err(ClientError::BodyTooLarge);
+        return Err(ClientBodyError::TooLarge.into());
     }
     let (mut parts, body) = request.into_parts();
     let mut streaming = Streaming { prefix: VecDeque::new(), inner: body, limits, received: 0, waiting: None };
