@@ -39,6 +39,7 @@ pub struct FileServer {
     pub send_timeout: Option<Spanned<ConfigDuration>>,
     pub merge_slashes: Option<bool>,
     pub escaped_slashes: Option<Spanned<String>>,
+    pub spool_dir: Option<Spanned<String>>,
 }
 
 /// `[[listener]]`: one address sluice accepts on.
@@ -73,6 +74,7 @@ pub struct FileRoute {
     pub request_buffer: Option<ConfigSize>,
     pub response_buffer: Option<ConfigSize>,
     pub max_request_body: Option<Spanned<ConfigSize>>,
+    pub large_request_bodies: Option<Spanned<String>>,
     pub upgrades: Option<Vec<Spanned<String>>>,
 }
 

@@ -37,6 +37,9 @@ pub struct ServerSettings {
     pub send_timeout: Duration,
     /// How request paths are normalised before routing.
     pub paths: PathRules,
+    /// Where request bodies of `large_request_bodies = "spool"` routes are written
+    /// (files are unlinked as soon as they are opened). Default: the system temp dir.
+    pub spool_dir: PathBuf,
 }
 
 /// Request path normalisation, applied before routing and forwarded as normalised.
@@ -116,9 +119,22 @@ pub struct RouteConfig {
     /// A request body larger than this gets 413 (before the upstream is contacted when
     /// Content-Length says so). Default 1 GiB.
     pub max_request_body: u64,
+    /// What happens to a request body larger than `request_buffer`. Default stream.
+    pub large_request_bodies: LargeBodies,
     /// Upgrade protocols tunnelled after a 101 (lower case); any other `Upgrade` is
     /// removed. Default `["websocket"]`.
     pub upgrades: Vec<String>,
+}
+
+/// Request bodies larger than a route's `request_buffer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LargeBodies {
+    /// Sent upstream as they arrive: the upstream connection is held while the client
+    /// uploads (the only choice that keeps memory and disk flat for huge uploads).
+    Stream,
+    /// Written to a temp file (at most `max_request_body`) first, so a slow uploader
+    /// holds no upstream connection whatever the body's size (nginx's default).
+    Spool,
 }
 
 /// The protocol sluice speaks to an upstream group.

@@ -182,3 +182,43 @@ fn tls_files_that_are_not_pem_are_named_with_the_fix() {
     assert_eq!(p[1].key, "listener[0].tls.key");
     assert!(p[1].message.contains("no usable private key"), "{}", p[1].message);
 }
+
+#[test]
+fn body_settings_are_checked() {
+    let src = r#"[server]
+spool_dir = "/no/such/folder"
+[[listener]]
+address = "127.0.0.1:1"
+[[route]]
+upstream = "a"
+large_request_bodies = "disk"
+upgrades = ["websocket", "h2c"]
+max_request_body = 0
+[upstream.a]
+endpoints = ["127.0.0.1:2"]
+"#;
+    let p = problems(src);
+    let keys: Vec<(usize, &str)> = p.iter().map(|p| (p.line, p.key.as_str())).collect();
+    assert_eq!(
+        keys,
+        vec![
+            (2, "server.spool_dir"),
+            (7, "route[0].large_request_bodies"),
+            (8, "route[0].upgrades"),
+            (9, "route[0].max_request_body")
+        ],
+        "{p:#?}"
+    );
+    assert!(p[2].message.contains("h2c smuggling"), "{}", p[2].message);
+    let ok = parse(
+        &src.replace("/no/such/folder", "/tmp")
+            .replace("\"disk\"", "\"spool\"")
+            .replace(", \"h2c\"", "")
+            .replace("= 0", "= \"2MiB\""),
+        Path::new("s.toml"),
+    )
+    .expect("valid");
+    assert_eq!(ok.routes[0].large_request_bodies, LargeBodies::Spool);
+    assert_eq!(ok.routes[0].max_request_body, 2 << 20);
+    assert_eq!(ok.routes[0].request_buffer, 64 * 1024);
+}

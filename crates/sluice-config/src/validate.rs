@@ -102,7 +102,25 @@ fn check_server(checker: &mut Checker, server: &FileServer) -> ServerSettings {
         client_body_timeout,
         send_timeout,
         paths: PathRules { merge_slashes: server.merge_slashes.unwrap_or(defaults.merge_slashes), escaped_slashes },
+        spool_dir: check_spool_dir(checker, server),
     }
+}
+
+/// The spool folder must exist; the default is the system's temp folder.
+fn check_spool_dir(checker: &mut Checker, server: &FileServer) -> std::path::PathBuf {
+    let Some(dir) = &server.spool_dir else { return std::env::temp_dir() };
+    let path = std::path::PathBuf::from(dir.get_ref());
+    if !path.is_dir() {
+        checker.problem(
+            dir.span(),
+            "server.spool_dir",
+            format!(
+                "{} is not a folder; give an existing folder sluice may write to, e.g. \"/var/tmp\"",
+                path.display()
+            ),
+        );
+    }
+    path
 }
 
 fn positive(checker: &mut Checker, value: &Option<Spanned<usize>>, key: &str) -> Option<usize> {
@@ -368,6 +386,7 @@ fn check_route(checker: &mut Checker, index: usize, route: &FileRoute, upstreams
         }
     }
     let upgrades = check_upgrades(checker, &key, route);
+    let large_request_bodies = check_large_bodies(checker, &key, route);
     let max_request_body = match &route.max_request_body {
         Some(size) if size.get_ref().0 == 0 => {
             checker.problem(size.span(), format!("{key}.max_request_body"), "must be at least 1 byte; e.g. \"10MiB\"");
@@ -386,6 +405,7 @@ fn check_route(checker: &mut Checker, index: usize, route: &FileRoute, upstreams
         request_buffer: route.request_buffer.map(|s| s.0).unwrap_or(DEFAULT_BODY_BUFFER),
         response_buffer: route.response_buffer.map(|s| s.0).unwrap_or(DEFAULT_BODY_BUFFER),
         max_request_body: max_request_body?,
+        large_request_bodies: large_request_bodies?,
         upgrades,
     })
 }
@@ -394,6 +414,21 @@ fn check_route(checker: &mut Checker, index: usize, route: &FileRoute, upstreams
 const DEFAULT_BODY_BUFFER: u64 = 64 * 1024;
 /// Request bodies larger than this are refused by default: 1 GiB.
 const DEFAULT_MAX_REQUEST_BODY: u64 = 1 << 30;
+
+fn check_large_bodies(checker: &mut Checker, key: &str, route: &FileRoute) -> Option<LargeBodies> {
+    match route.large_request_bodies.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
+        None | Some(("stream", _)) => Some(LargeBodies::Stream),
+        Some(("spool", _)) => Some(LargeBodies::Spool),
+        Some((other, span)) => {
+            checker.problem(
+                span,
+                format!("{key}.large_request_bodies"),
+                format!("unknown choice \"{other}\"; use \"stream\" (the default) or \"spool\""),
+            );
+            None
+        }
+    }
+}
 
 /// Upgrade tokens are protocol names (RFC 9110 §7.8), compared without case.
 fn check_upgrades(checker: &mut Checker, key: &str, route: &FileRoute) -> Vec<String> {

@@ -30,6 +30,8 @@ pub(crate) struct Route {
     pub(crate) response_buffer: u64,
     /// Larger request bodies get 413.
     pub(crate) max_request_body: u64,
+    /// Bodies over request_buffer: streamed or spooled.
+    pub(crate) large_request_bodies: sluice_config::LargeBodies,
     /// Upgrade protocols tunnelled (lower case).
     pub(crate) upgrades: Vec<String>,
 }
@@ -52,6 +54,7 @@ impl Snapshot {
                     request_buffer: r.request_buffer,
                     response_buffer: r.response_buffer,
                     max_request_body: r.max_request_body,
+                    large_request_bodies: r.large_request_bodies,
                     upgrades: r.upgrades.clone(),
                 },
             })

@@ -127,3 +127,53 @@ async fn a_client_that_pauses_its_body_gets_408_and_holds_no_upstream_connection
     assert!(started.elapsed() >= Duration::from_millis(250), "after the body timeout, not before");
     assert_eq!(upstream.accepted(), 0, "the buffered body never took an upstream connection");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spooled_upload_holds_no_upstream_connection_and_leaves_no_file() {
+    let upstream = Upstream::start(|req: Request<Incoming>| async move {
+        let length = req.headers().get("content-length").map(|v| v.to_str().unwrap_or("?").to_string());
+        let n = support::upstream::count_body(req.into_body()).await;
+        http::Response::new(full(format!("got {n} (content-length {length:?})")))
+    })
+    .await;
+    let spool = support::TempDir::new();
+    let config = simple_config(&[upstream.addr], "")
+        .replace("[[listener]]", &format!("[server]\nspool_dir = \"{}\"\n\n[[listener]]", spool.path.display()))
+        .replace(
+            "upstream = \"up\"",
+            "upstream = \"up\"\nrequest_buffer = \"1KiB\"\nmax_request_body = \"1MiB\"\nlarge_request_bodies = \"spool\"",
+        );
+    let sluice = Sluice::start(&config);
+    let size = 256 * 1024;
+    let mut upload = TcpStream::connect(sluice.addr).await.expect("connect");
+    upload
+        .write_all(format!("PUT /file HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n").as_bytes())
+        .await
+        .expect("head");
+    upload.write_all(&vec![b'u'; size - 1024]).await.expect("most of the body");
+    // Another request goes through meanwhile; the unfinished upload has no upstream connection.
+    let (parts, _) = client::get_once(sluice.addr, "/other").await;
+    assert_eq!(parts.status, 200);
+    assert_eq!(upstream.accepted(), 1, "only the other request reached the upstream");
+    let leftovers = std::fs::read_dir(&spool.path).expect("spool dir").count();
+    assert_eq!(leftovers, 0, "the spool file is unlinked while in use");
+    upload.write_all(&vec![b'u'; 1024]).await.expect("the rest");
+    let text = String::from_utf8_lossy(&read_until(&mut upload, "\"))").await).into_owned();
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+    assert!(text.contains(&format!("got {size} (content-length Some(\"{size}\"))")), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chunked_body_over_max_request_body_gets_413_also_when_spooled() {
+    let upstream = RawUpstream::ok().await;
+    let config = simple_config(&[upstream.addr], "").replace(
+        "upstream = \"up\"",
+        "upstream = \"up\"\nrequest_buffer = \"1KiB\"\nmax_request_body = \"4KiB\"\nlarge_request_bodies = \"spool\"",
+    );
+    let sluice = Sluice::start(&config);
+    let chunk = format!("800\r\n{}\r\n", "c".repeat(0x800));
+    let wire = format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{}0\r\n\r\n", chunk.repeat(4));
+    let text = support::raw::roundtrip(sluice.addr, wire.as_bytes()).await;
+    assert!(text.starts_with("HTTP/1.1 413 "), "{text}");
+    assert_eq!(upstream.accepted(), 0);
+}

@@ -47,6 +47,8 @@ pub(crate) enum ProxyError {
     Upstream(UpstreamError),
     #[error(transparent)]
     Client(#[from] ClientError),
+    #[error(transparent)]
+    Spool(super::spool::SpoolError),
 }
 
 /// A request body that broke off while it was being sent upstream is the client's
@@ -66,6 +68,8 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::UpgradeNeedsHttp1 | ProxyError::UnrequestedSwitch => StatusCode::BAD_GATEWAY,
+            // sluice's own disk failed it, as nginx answers when it cannot write a temp file.
+            ProxyError::Spool(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::Client(e) => match e {
                 ClientError::Malformed(_)
                 | ClientError::Path(_)
@@ -104,7 +108,8 @@ pub(crate) fn error_response(error: &ProxyError, request_id: &HeaderValue) -> Re
     } else if status == StatusCode::NOT_FOUND {
         tracing::debug!(request_id = id, %status, "{error}");
     } else {
-        tracing::warn!(request_id = id, %status, fault = "upstream", "{error}");
+        let fault = if matches!(error, ProxyError::Spool(_)) { "sluice" } else { "upstream" };
+        tracing::warn!(request_id = id, %status, fault, "{error}");
     }
     let body = format!("{} {}: {error}\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
     let mut body = ProxyBody::local(body);

@@ -9,6 +9,7 @@ mod body;
 mod error;
 mod headers;
 mod request_body;
+mod spool;
 pub(crate) mod target;
 mod upgrade;
 
@@ -78,8 +79,9 @@ async fn forward(
         buffer: route.request_buffer,
         max: route.max_request_body,
         timeout: snapshot.server.client_body_timeout,
+        large: route.large_request_bodies,
     };
-    let request = request_body::admit(request, limits).await?;
+    let request = request_body::admit(request, limits, &snapshot.server.spool_dir).await?;
     let idempotent = is_idempotent(request.method());
     let upstream_request = upstream_request(conn, route, request, host.as_ref(), request_id, upgrade.as_ref());
     let response = tokio::time::timeout(route.timeout, route.upstream.send(upstream_request, idempotent))

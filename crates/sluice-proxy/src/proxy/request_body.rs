@@ -2,10 +2,12 @@
 //! contacted: over `max_request_body` is a 413; a body that fits `request_buffer` is
 //! read whole first (so a slow uploader holds no upstream connection and a malformed
 //! body is a 400 that never reaches the upstream); a larger one streams, watched for
-//! the same limits. Every way a body can break is a [`ClientBodyError`].
+//! the same limits, or is spooled to disk first (`spool`). Every way a body can break
+//! is a [`ClientBodyError`].
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -16,11 +18,13 @@ use http::{HeaderMap, Request};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use sluice_config::LargeBodies;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Sleep;
 
 use super::body::BodyError;
-use super::error::ClientError;
+use super::error::{ClientError, ProxyError};
+use super::spool::{self, SpoolError, SpooledBody};
 
 /// One request body frame, or why the body broke off.
 pub(crate) type BodyFrame = Result<Frame<Bytes>, BodyError>;
@@ -70,6 +74,8 @@ pub enum RequestBody {
     },
     /// Too large to buffer: streamed, under the size limit and the body timeout.
     Streaming(Box<Streaming>),
+    /// Too large to buffer: written to a temp file first (`large_request_bodies = "spool"`).
+    Spooled(Box<SpooledBody>),
 }
 
 /// Limits on one request body, from the route and the server settings.
@@ -78,6 +84,7 @@ pub(crate) struct BodyLimits {
     pub(crate) buffer: u64,
     pub(crate) max: u64,
     pub(crate) timeout: Duration,
+    pub(crate) large: LargeBodies,
 }
 
 /// A body streamed upstream: what was buffered first, then the rest, guarded.
@@ -92,29 +99,30 @@ pub struct Streaming {
 }
 
 /// Applies the body limits before the request goes anywhere (see the module comment).
-/// The client's `Expect: 100-continue` is kept only for a body that streams, so the
-/// upstream decides; a buffered body was already asked for by sluice.
+/// The client's `Expect: 100-continue` is kept only for a body that streams as it
+/// arrives, so the upstream decides; a body sluice reads first, it asked for itself.
 pub(crate) async fn admit(
     request: Request<RequestBody>,
     limits: BodyLimits,
-) -> Result<Request<RequestBody>, ClientError> {
+    spool_dir: &Path,
+) -> Result<Request<RequestBody>, ProxyError> {
     if request.body().is_end_stream() {
         return Ok(request);
     }
     let declared = request.body().size_hint().exact();
     if declared.is_some_and(|n| n > limits.max) {
-        return Err(ClientBodyError::TooLarge.into());
+        return Err(ClientError::Body(ClientBodyError::TooLarge).into());
     }
     let (mut parts, body) = request.into_parts();
     let mut streaming = Streaming { prefix: VecDeque::new(), inner: body, limits, received: 0, waiting: None };
     if declared.is_some_and(|n| n > limits.buffer) {
-        return Ok(Request::from_parts(parts, RequestBody::Streaming(Box::new(streaming))));
+        return large(parts, streaming, spool_dir).await;
     }
     let mut chunks = VecDeque::new();
     let mut buffered = 0u64;
     let mut trailers = None;
     while let Some(frame) = streaming.frame().await {
-        let frame = frame.map_err(|e| client_cause(&*e).unwrap_or(ClientBodyError::Closed))?;
+        let frame = frame.map_err(|e| ClientError::Body(client_cause(&*e).unwrap_or(ClientBodyError::Closed)))?;
         match frame.into_data() {
             Ok(data) => {
                 buffered += data.len() as u64;
@@ -122,7 +130,7 @@ pub(crate) async fn admit(
                 if buffered > limits.buffer {
                     parts.headers.remove(EXPECT);
                     streaming.prefix = chunks;
-                    return Ok(Request::from_parts(parts, RequestBody::Streaming(Box::new(streaming))));
+                    return large(parts, streaming, spool_dir).await;
                 }
             }
             Err(frame) => trailers = frame.into_trailers().ok(),
@@ -130,6 +138,26 @@ pub(crate) async fn admit(
     }
     parts.headers.remove(EXPECT);
     Ok(Request::from_parts(parts, RequestBody::Buffered { chunks, trailers, remaining: buffered }))
+}
+
+/// A body over `request_buffer`: streamed as it arrives, or spooled to disk first.
+async fn large(
+    mut parts: http::request::Parts,
+    streaming: Streaming,
+    spool_dir: &Path,
+) -> Result<Request<RequestBody>, ProxyError> {
+    let body = match streaming.limits.large {
+        LargeBodies::Stream => RequestBody::Streaming(Box::new(streaming)),
+        LargeBodies::Spool => {
+            parts.headers.remove(EXPECT);
+            match spool::write(streaming, spool_dir).await {
+                Ok(spooled) => RequestBody::Spooled(Box::new(spooled)),
+                Err(SpoolError::Client(cause)) => return Err(ClientError::Body(cause).into()),
+                Err(e) => return Err(ProxyError::Spool(e)),
+            }
+        }
+    };
+    Ok(Request::from_parts(parts, body))
 }
 
 impl Body for Streaming {
@@ -208,6 +236,7 @@ impl Body for RequestBody {
                 Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t))))
             }
             RequestBody::Streaming(streaming) => Pin::new(streaming.as_mut()).poll_frame(cx),
+            RequestBody::Spooled(spooled) => Pin::new(spooled.as_mut()).poll_frame(cx),
         }
     }
 
@@ -218,6 +247,7 @@ impl Body for RequestBody {
             RequestBody::Channel { .. } => false,
             RequestBody::Buffered { chunks, trailers, .. } => chunks.is_empty() && trailers.is_none(),
             RequestBody::Streaming(streaming) => streaming.is_end_stream(),
+            RequestBody::Spooled(spooled) => spooled.is_end_stream(),
         }
     }
 
@@ -231,6 +261,7 @@ impl Body for RequestBody {
             RequestBody::Buffered { remaining, trailers: None, .. } => SizeHint::with_exact(*remaining),
             RequestBody::Buffered { .. } => SizeHint::new(),
             RequestBody::Streaming(streaming) => streaming.size_hint(),
+            RequestBody::Spooled(spooled) => spooled.size_hint(),
         }
     }
 }

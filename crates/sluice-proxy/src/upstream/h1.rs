@@ -225,7 +225,13 @@ async fn send_frame(
     out.clear();
     let frame = match frame {
         Some(Ok(frame)) => frame,
-        Some(Err(e)) => return Err(SendError::Body(client_body_cause(&*e).unwrap_or(ClientBodyError::Closed))),
+        // A client's body error is the client's; anything else (the spool file) is ours.
+        Some(Err(e)) => {
+            return Err(match client_body_cause(&*e) {
+                Some(cause) => SendError::Body(cause),
+                None => SendError::Io(io::Error::other(e)),
+            })
+        }
         None => {
             if framing == Framing::Chunked {
                 http1::last_chunk(out, None);
