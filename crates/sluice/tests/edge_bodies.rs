@@ -177,3 +177,63 @@ async fn a_chunked_body_over_max_request_body_gets_413_also_when_spooled() {
     assert!(text.starts_with("HTTP/1.1 413 "), "{text}");
     assert_eq!(upstream.accepted(), 0);
 }
+
+/// An h2c connection whose streams open with a 16 KiB window, so that a response the
+/// test does not read stalls at once.
+async fn narrow_h2(addr: std::net::SocketAddr) -> hyper::client::conn::http2::SendRequest<support::upstream::TestBody> {
+    let io = hyper_util::rt::TokioIo::new(TcpStream::connect(addr).await.expect("connect"));
+    let (sender, conn) = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .initial_stream_window_size(16 * 1024)
+        .handshake(io)
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(conn);
+    sender
+}
+
+/// 1 MiB at /big, "ok" elsewhere.
+async fn big_upstream() -> Upstream {
+    Upstream::start(|req: Request<Incoming>| async move {
+        if req.uri().path() == "/big" {
+            return http::Response::new(full(vec![b'b'; 1 << 20]));
+        }
+        http::Response::new(full("ok"))
+    })
+    .await
+}
+
+fn one_connection_pool(upstream: &Upstream, server: &str, route: &str) -> String {
+    simple_config(&[upstream.addr], "pool = { max_connections = 1, wait_timeout = \"2s\" }")
+        .replace("[[listener]]", &format!("[server]\n{server}\n\n[[listener]]"))
+        .replace("upstream = \"up\"", &format!("upstream = \"up\"\n{route}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http2_client_that_does_not_read_holds_no_upstream_connection() {
+    let upstream = big_upstream().await;
+    let sluice = Sluice::start(&one_connection_pool(&upstream, "", "response_buffer = \"2MiB\""));
+    let mut sender = narrow_h2(sluice.addr).await;
+    let stalled = client::send_head2(&mut sender, client::get2("/big")).await;
+    assert_eq!(stalled.status(), 200);
+    // The only pooled connection is free again: the 1 MiB was read ahead of the client.
+    let (parts, body) = client::send2(&mut sender, client::get2("/small")).await;
+    assert_eq!((parts.status.as_u16(), &body[..]), (200, &b"ok"[..]));
+    let (_, big) = client::read(stalled).await;
+    assert_eq!(big.len(), 1 << 20, "and the stalled response is whole when read");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http2_client_that_stops_reading_is_cut_after_send_timeout() {
+    let upstream = big_upstream().await;
+    let config = one_connection_pool(&upstream, "send_timeout = \"300ms\"", "response_buffer = \"64KiB\"");
+    let sluice = Sluice::start(&config);
+    let mut sender = narrow_h2(sluice.addr).await;
+    let stalled = client::send_head2(&mut sender, client::get2("/big")).await;
+    assert_eq!(stalled.status(), 200);
+    let log = sluice.wait_for_log("HTTP/2 client took no response bytes for send_timeout");
+    assert!(log.contains("send_timeouts_total=1"), "{log}");
+    let (parts, _) = client::send2(&mut sender, client::get2("/small")).await;
+    assert_eq!(parts.status, 200, "the pooled connection was given up");
+    let rest = http_body_util::BodyExt::collect(stalled.into_body()).await;
+    assert!(rest.is_err(), "the stalled stream was reset");
+}

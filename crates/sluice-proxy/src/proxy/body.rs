@@ -12,6 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
+use super::read_ahead::Detached;
 use crate::server::ConnActivity;
 use crate::upstream::{H1Body, Lease, UpstreamBody};
 
@@ -26,6 +27,8 @@ enum Kind {
         _lease: Lease,
     },
     Local(Full<Bytes>),
+    /// Read ahead of an HTTP/2 client (`read_ahead::for_http2`).
+    Detached(Box<Detached>),
 }
 
 /// A response body. Every kind is `Unpin`, so no pin projection is needed.
@@ -109,6 +112,18 @@ impl ProxyBody {
         self.close_connection
     }
 
+    /// Moves the body's stream into a body of its own (for a task to read), leaving an
+    /// empty one here.
+    pub(crate) fn take_stream(&mut self) -> ProxyBody {
+        let kind = std::mem::replace(&mut self.kind, Kind::Local(Full::new(Bytes::new())));
+        ProxyBody::with(kind, None)
+    }
+
+    /// Serves frames read ahead of the client from now on.
+    pub(crate) fn set_detached(&mut self, detached: Detached) {
+        self.kind = Kind::Detached(Box::new(detached));
+    }
+
     /// How many response bytes may be held while the client is slow to take them.
     pub(crate) fn read_ahead(&self) -> u64 {
         self.read_ahead
@@ -129,6 +144,7 @@ impl Body for ProxyBody {
             Kind::Http1(body) => Pin::new(body).poll_frame(cx),
             Kind::Http2 { body, .. } => Pin::new(body).poll_frame(cx).map_err(Into::into),
             Kind::Local(body) => Pin::new(body).poll_frame(cx).map_err(|never| match never {}),
+            Kind::Detached(body) => Pin::new(body.as_mut()).poll_frame(cx),
         }
     }
 
@@ -137,6 +153,7 @@ impl Body for ProxyBody {
             Kind::Http1(body) => body.is_end_stream(),
             Kind::Http2 { body, .. } => body.is_end_stream(),
             Kind::Local(body) => body.is_end_stream(),
+            Kind::Detached(body) => body.is_end_stream(),
         }
     }
 
@@ -145,6 +162,7 @@ impl Body for ProxyBody {
             Kind::Http1(body) => body.size_hint(),
             Kind::Http2 { body, .. } => body.size_hint(),
             Kind::Local(body) => body.size_hint(),
+            Kind::Detached(body) => body.size_hint(),
         }
     }
 }

@@ -8,6 +8,7 @@
 mod body;
 mod error;
 mod headers;
+pub(crate) mod read_ahead;
 mod request_body;
 mod spool;
 pub(crate) mod target;

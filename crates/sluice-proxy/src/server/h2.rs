@@ -40,7 +40,8 @@ where
         let ctx = Arc::clone(&service_ctx);
         let inflight = InflightGuard::start(&service_activity);
         async move {
-            let mut response = proxy::handle(ctx, request.map(RequestBody::Hyper)).await;
+            let mut response = proxy::handle(Arc::clone(&ctx), request.map(RequestBody::Hyper)).await;
+            proxy::read_ahead::for_http2(&mut response, &ctx.shared);
             response.body_mut().track(inflight);
             Ok::<_, Infallible>(response)
         }

@@ -67,6 +67,11 @@ pub async fn send2(
     tokio::time::timeout(WAIT, exchange).await.expect("a response within WAIT")
 }
 
+/// Sends on an HTTP/2 connection and returns once the response head arrives.
+pub async fn send_head2(sender: &mut http2::SendRequest<TestBody>, request: Request<TestBody>) -> Response<Incoming> {
+    tokio::time::timeout(WAIT, sender.send_request(request)).await.expect("a head within WAIT").expect("response")
+}
+
 pub async fn read(response: Response<Incoming>) -> (http::response::Parts, Bytes) {
     let (parts, body) = response.into_parts();
     let bytes = body.collect().await.expect("body").to_bytes();
