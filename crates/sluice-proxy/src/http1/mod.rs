@@ -89,13 +89,8 @@ pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<(u64, bool)>,
     let mut length = None;
     let mut values = 0;
     for value in headers.get_all(CONTENT_LENGTH) {
-        for part in value.to_str().map_err(|_| HeadError::Malformed("invalid Content-Length"))?.split(',') {
-            // Digits only: u64's FromStr would also take a sign.
-            let part = part.trim();
-            let n = (!part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| part.parse::<u64>().ok())
-                .flatten()
-                .ok_or(HeadError::Malformed("invalid Content-Length"))?;
+        for part in value.as_bytes().split(|b| *b == b',') {
+            let n = parse_decimal(part.trim_ascii()).ok_or(HeadError::Malformed("invalid Content-Length"))?;
             if length.is_some_and(|prior| prior != n) {
                 return Err(HeadError::Malformed("conflicting Content-Length values"));
             }
@@ -104,6 +99,19 @@ pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<(u64, bool)>,
         }
     }
     Ok(length.map(|n| (n, values > 1)))
+}
+
+/// Decimal digits only (u64's FromStr would also take a sign), None on overflow.
+fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &b| {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+    })
 }
 
 /// Header fields per message at most; more is a 431 (requests) or 502 (responses).

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use http::header::{HeaderValue, HOST};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, Uri, Version};
+use http_body::Body as _;
 use sluice_config::UpstreamProtocol;
 
 pub(crate) use body::{BodyError, InflightGuard, ProxyBody, UpstreamUpgrade};
@@ -82,7 +83,11 @@ async fn forward(
         timeout: snapshot.server.client_body_timeout,
         large: route.large_request_bodies,
     };
-    let request = request_body::admit(request, limits, &snapshot.server.spool_dir).await?;
+    // Boxed: most requests have no body, and this future is larger than the rest of the path.
+    let request = match request.body().is_end_stream() {
+        true => request,
+        false => Box::pin(request_body::admit(request, limits, &snapshot.server.spool_dir)).await?,
+    };
     let idempotent = is_idempotent(request.method());
     let upstream_request = upstream_request(conn, route, request, host.as_ref(), request_id, upgrade.as_ref());
     let response = tokio::time::timeout(route.timeout, route.upstream.send(upstream_request, idempotent))
@@ -129,7 +134,9 @@ fn upstream_request(
         UpstreamProtocol::Http1 => {
             // RFC 9113 §8.2.3: HTTP/2 clients may split Cookie into several fields;
             // HTTP/1.1 servers expect one (RFC 6265 §5.4), joined with "; ".
-            headers::join_cookies(&mut parts.headers);
+            if client_version == Version::HTTP_2 {
+                headers::join_cookies(&mut parts.headers);
+            }
             parts.version = Version::HTTP_11;
             parts.uri = Uri::from(path);
             // Host is kept; an HTTP/2 client sent it as :authority.

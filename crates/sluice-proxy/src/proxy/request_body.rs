@@ -66,16 +66,20 @@ pub enum RequestBody {
         /// Fired at the first poll: the client's `Expect: 100-continue` may be answered.
         go_ahead: Option<oneshot::Sender<()>>,
     },
-    /// Read whole before the upstream was contacted.
-    Buffered {
-        chunks: VecDeque<Bytes>,
-        trailers: Option<HeaderMap>,
-        remaining: u64,
-    },
+    /// Read whole before the upstream was contacted. Boxed, as the other large kinds
+    /// are: a request is moved through several futures, and most have no body.
+    Buffered(Box<Buffered>),
     /// Too large to buffer: streamed, under the size limit and the body timeout.
     Streaming(Box<Streaming>),
     /// Too large to buffer: written to a temp file first (`large_request_bodies = "spool"`).
     Spooled(Box<SpooledBody>),
+}
+
+/// A body read whole.
+pub struct Buffered {
+    chunks: VecDeque<Bytes>,
+    trailers: Option<HeaderMap>,
+    remaining: u64,
 }
 
 /// Limits on one request body, from the route and the server settings.
@@ -98,7 +102,8 @@ pub struct Streaming {
     waiting: Option<Pin<Box<Sleep>>>,
 }
 
-/// Applies the body limits before the request goes anywhere (see the module comment).
+/// Applies the body limits before the request goes anywhere (see the module comment);
+/// the caller skips it for a request without a body.
 /// The client's `Expect: 100-continue` is kept only for a body that streams as it
 /// arrives, so the upstream decides; a body sluice reads first, it asked for itself.
 pub(crate) async fn admit(
@@ -137,7 +142,7 @@ pub(crate) async fn admit(
         }
     }
     parts.headers.remove(EXPECT);
-    Ok(Request::from_parts(parts, RequestBody::Buffered { chunks, trailers, remaining: buffered }))
+    Ok(Request::from_parts(parts, RequestBody::Buffered(Box::new(Buffered { chunks, trailers, remaining: buffered }))))
 }
 
 /// A body over `request_buffer`: streamed as it arrives, or spooled to disk first.
@@ -228,12 +233,12 @@ impl Body for RequestBody {
                 }
                 Poll::Ready(frame)
             }
-            RequestBody::Buffered { chunks, trailers, remaining } => {
-                if let Some(data) = chunks.pop_front() {
-                    *remaining -= data.len() as u64;
+            RequestBody::Buffered(body) => {
+                if let Some(data) = body.chunks.pop_front() {
+                    body.remaining -= data.len() as u64;
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t))))
+                Poll::Ready(body.trailers.take().map(|t| Ok(Frame::trailers(t))))
             }
             RequestBody::Streaming(streaming) => Pin::new(streaming.as_mut()).poll_frame(cx),
             RequestBody::Spooled(spooled) => Pin::new(spooled.as_mut()).poll_frame(cx),
@@ -245,7 +250,7 @@ impl Body for RequestBody {
             RequestBody::Empty => true,
             RequestBody::Hyper(body) => body.is_end_stream(),
             RequestBody::Channel { .. } => false,
-            RequestBody::Buffered { chunks, trailers, .. } => chunks.is_empty() && trailers.is_none(),
+            RequestBody::Buffered(body) => body.chunks.is_empty() && body.trailers.is_none(),
             RequestBody::Streaming(streaming) => streaming.is_end_stream(),
             RequestBody::Spooled(spooled) => spooled.is_end_stream(),
         }
@@ -258,8 +263,8 @@ impl Body for RequestBody {
             RequestBody::Channel { remaining: Some(n), .. } => SizeHint::with_exact(*n),
             RequestBody::Channel { remaining: None, .. } => SizeHint::new(),
             // With trailers the body must go chunked, so its length is not offered.
-            RequestBody::Buffered { remaining, trailers: None, .. } => SizeHint::with_exact(*remaining),
-            RequestBody::Buffered { .. } => SizeHint::new(),
+            RequestBody::Buffered(body) if body.trailers.is_none() => SizeHint::with_exact(body.remaining),
+            RequestBody::Buffered(_) => SizeHint::new(),
             RequestBody::Streaming(streaming) => streaming.size_hint(),
             RequestBody::Spooled(spooled) => spooled.size_hint(),
         }

@@ -168,7 +168,8 @@ pub(crate) async fn exchange(
                 match send_frame(stream, &mut out, frame, request.framing).await {
                     Ok(more) => sending = more,
                     Err(SendError::Body(cause)) => return Err(ExchangeError::ClientBody(cause)),
-                    Err(SendError::Io(e)) => return answer_after_failed_send(stream, buf, request.head_request, e).await,
+                    // Boxed: rare, and it would grow every request's future.
+                    Err(SendError::Io(e)) => return Box::pin(answer_after_failed_send(stream, buf, request.head_request, e)).await,
                 }
             }
         }

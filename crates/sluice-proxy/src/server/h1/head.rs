@@ -74,7 +74,8 @@ pub(crate) fn parse(buf: &mut BytesMut) -> Result<Option<RequestHead>, HeadError
 fn check_request_line(buf: &mut BytesMut) -> Result<bool, HeadError> {
     // RFC 9112 §2.2: empty lines before the request line are ignored (httparse does too).
     let start = buf.iter().position(|b| *b != b'\r' && *b != b'\n').unwrap_or(buf.len());
-    let Some(line_len) = buf[start..].iter().take(MAX_REQUEST_LINE + 2).position(|b| *b == b'\n') else {
+    let window = &buf[start..buf.len().min(start + MAX_REQUEST_LINE + 2)];
+    let Some(line_len) = window.iter().position(|b| *b == b'\n') else {
         return if buf.len() - start > MAX_REQUEST_LINE { Err(HeadError::UriTooLong) } else { Ok(false) };
     };
     let line = &buf[start..start + line_len];

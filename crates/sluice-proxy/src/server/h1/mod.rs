@@ -288,14 +288,18 @@ async fn exchange<T: ClientStream>(
     let (mut pump, body) = BodyPump::new(head.framing, expect_continue);
     let request = into_request(head, body, expect_continue);
 
-    // Pinned here, inside the request cycle that `serve` already boxed.
-    let handling = proxy::handle(Arc::clone(ctx), request);
-    tokio::pin!(handling);
-    let response = loop {
-        tokio::select! {
-            biased;
-            response = &mut handling => break response,
-            _ = pump.step(io, buf), if pump.is_active() => {}
+    // Pinned here, inside the request cycle that `serve` already boxed; in a block of
+    // its own so that its storage is reused by the response writer's (the future that
+    // every request moves into its box is then the larger of the two, not their sum).
+    let response = {
+        let handling = proxy::handle(Arc::clone(ctx), request);
+        tokio::pin!(handling);
+        loop {
+            tokio::select! {
+                biased;
+                response = &mut handling => break response,
+                _ = pump.step(io, buf), if pump.is_active() => {}
+            }
         }
     };
 

@@ -83,7 +83,7 @@ pub(super) async fn write_response<T: ClientStream>(
     } else if pump.is_active() {
         // The request body is still coming in (an early answer, a bidirectional
         // stream): keep reading it while the response is written.
-        write_with_pump(io, buf, pump, &mut body, head, &body_cx).await
+        Box::pin(write_with_pump(io, buf, pump, &mut body, head, &body_cx)).await
     } else {
         write_read_ahead(io, &mut body, head, &body_cx).await
     };
@@ -313,12 +313,32 @@ async fn drain<T: AsyncWrite + Unpin>(io: &mut T, outbox: &mut Outbox, timeout: 
     Ok(())
 }
 
-/// `write_all` under the send timeout.
+/// `write_all` under the send timeout. Most writes are taken by the socket at once, so
+/// a timer is only set for what has to wait.
 async fn write_timed<T: AsyncWrite + Unpin>(io: &mut T, bytes: &[u8], timeout: Duration) -> io::Result<()> {
-    match tokio::time::timeout(timeout, io.write_all(bytes)).await {
+    let written = write_now(io, bytes)?;
+    if written == bytes.len() {
+        return Ok(());
+    }
+    match tokio::time::timeout(timeout, io.write_all(&bytes[written..])).await {
         Ok(result) => result,
         Err(_) => Err(io::ErrorKind::TimedOut.into()),
     }
+}
+
+/// Writes what the socket takes without waiting; how much that was.
+fn write_now<T: AsyncWrite + Unpin>(io: &mut T, bytes: &[u8]) -> io::Result<usize> {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut written = 0;
+    while written < bytes.len() {
+        match Pin::new(&mut *io).poll_write(&mut cx, &bytes[written..]) {
+            Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Poll::Ready(Ok(n)) => written += n,
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => break,
+        }
+    }
+    Ok(written)
 }
 
 /// Polls the body once without waiting, to gather frames that are already there.
