@@ -79,20 +79,13 @@ fn check_server(checker: &mut Checker, server: &FileServer) -> ServerSettings {
     let send_timeout =
         nonzero_duration(checker, &server.send_timeout, "server.send_timeout").unwrap_or(Duration::from_secs(30));
     let defaults = PathRules::default();
-    let escaped_slashes = match server.escaped_slashes.as_ref().map(|e| (e.get_ref().as_str(), e.span())) {
-        None => defaults.escaped_slashes,
-        Some(("keep", _)) => EscapedSlashes::Keep,
-        Some(("decode", _)) => EscapedSlashes::Decode,
-        Some(("reject", _)) => EscapedSlashes::Reject,
-        Some((other, span)) => {
-            checker.problem(
-                span,
-                "server.escaped_slashes",
-                format!("unknown action \"{other}\"; use \"reject\" (the default), \"decode\" or \"keep\""),
-            );
-            defaults.escaped_slashes
-        }
-    };
+    let escaped_slashes = choice(
+        checker,
+        &server.escaped_slashes,
+        "server.escaped_slashes",
+        &[("reject", EscapedSlashes::Reject), ("decode", EscapedSlashes::Decode), ("keep", EscapedSlashes::Keep)],
+    )
+    .unwrap_or(defaults.escaped_slashes);
     ServerSettings {
         worker_threads,
         max_connections,
@@ -166,19 +159,12 @@ fn check_listener(
             None
         }
     };
-    let protocol = match listener.protocol.as_ref().map(|p| (p.get_ref().as_str(), p.span())) {
-        None | Some(("auto", _)) => Some(ListenerProtocol::Auto),
-        Some(("http1", _)) => Some(ListenerProtocol::Http1),
-        Some(("http2", _)) => Some(ListenerProtocol::Http2),
-        Some((other, span)) => {
-            checker.problem(
-                span,
-                format!("{key}.protocol"),
-                format!("unknown protocol \"{other}\"; use \"auto\", \"http1\" or \"http2\""),
-            );
-            None
-        }
-    };
+    let protocol = choice(
+        checker,
+        &listener.protocol,
+        &format!("{key}.protocol"),
+        &[("auto", ListenerProtocol::Auto), ("http1", ListenerProtocol::Http1), ("http2", ListenerProtocol::Http2)],
+    );
     let backlog = match &listener.backlog {
         Some(b) if *b.get_ref() == 0 => {
             checker.problem(b.span(), format!("{key}.backlog"), "must be at least 1; the default is 4096");
@@ -260,18 +246,12 @@ fn check_upstream(checker: &mut Checker, name: &str, upstream: &FileUpstream) ->
             ),
         }
     }
-    let protocol = match upstream.protocol.as_ref().map(|p| (p.get_ref().as_str(), p.span())) {
-        None | Some(("http1", _)) => Some(UpstreamProtocol::Http1),
-        Some(("http2", _)) => Some(UpstreamProtocol::Http2),
-        Some((other, span)) => {
-            checker.problem(
-                span,
-                format!("{key}.protocol"),
-                format!("unknown protocol \"{other}\"; use \"http1\" or \"http2\""),
-            );
-            None
-        }
-    };
+    let protocol = choice(
+        checker,
+        &upstream.protocol,
+        &format!("{key}.protocol"),
+        &[("http1", UpstreamProtocol::Http1), ("http2", UpstreamProtocol::Http2)],
+    );
     let pool = check_pool(checker, &key, &upstream.pool);
     if endpoints.len() != upstream.endpoints.get_ref().len() {
         return None;
@@ -386,7 +366,12 @@ fn check_route(checker: &mut Checker, index: usize, route: &FileRoute, upstreams
         }
     }
     let upgrades = check_upgrades(checker, &key, route);
-    let large_request_bodies = check_large_bodies(checker, &key, route);
+    let large_request_bodies = choice(
+        checker,
+        &route.large_request_bodies,
+        &format!("{key}.large_request_bodies"),
+        &[("stream", LargeBodies::Stream), ("spool", LargeBodies::Spool)],
+    );
     let max_request_body = match &route.max_request_body {
         Some(size) if size.get_ref().0 == 0 => {
             checker.problem(size.span(), format!("{key}.max_request_body"), "must be at least 1 byte; e.g. \"10MiB\"");
@@ -415,19 +400,31 @@ const DEFAULT_BODY_BUFFER: u64 = 64 * 1024;
 /// Request bodies larger than this are refused by default: 1 GiB.
 const DEFAULT_MAX_REQUEST_BODY: u64 = 1 << 30;
 
-fn check_large_bodies(checker: &mut Checker, key: &str, route: &FileRoute) -> Option<LargeBodies> {
-    match route.large_request_bodies.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
-        None | Some(("stream", _)) => Some(LargeBodies::Stream),
-        Some(("spool", _)) => Some(LargeBodies::Spool),
-        Some((other, span)) => {
-            checker.problem(
-                span,
-                format!("{key}.large_request_bodies"),
-                format!("unknown choice \"{other}\"; use \"stream\" (the default) or \"spool\""),
-            );
-            None
-        }
+/// A setting that names one of `choices` (the first is the default when it is absent);
+/// anything else is a problem that lists them.
+fn choice<T: Copy>(
+    checker: &mut Checker,
+    value: &Option<Spanned<String>>,
+    key: &str,
+    choices: &[(&str, T)],
+) -> Option<T> {
+    let Some(value) = value else { return choices.first().map(|(_, default)| *default) };
+    if let Some((_, chosen)) = choices.iter().find(|(name, _)| *name == value.get_ref()) {
+        return Some(*chosen);
     }
+    let names: Vec<String> = choices.iter().map(|(name, _)| format!("\"{name}\"")).collect();
+    let (last, rest) = names.split_last().map_or(("", &[][..]), |(l, r)| (l.as_str(), r));
+    let listed = if rest.is_empty() { last.to_string() } else { format!("{} or {last}", rest.join(", ")) };
+    checker.problem(
+        value.span(),
+        key,
+        format!(
+            "unknown value \"{}\"; use {listed} (the default is {})",
+            value.get_ref(),
+            names.first().map_or("", String::as_str)
+        ),
+    );
+    None
 }
 
 /// Upgrade tokens are protocol names (RFC 9110 §7.8), compared without case.
