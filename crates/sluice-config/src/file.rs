@@ -24,6 +24,16 @@ pub struct FileConfig {
     pub routes: Vec<FileRoute>,
     #[serde(default, rename = "upstream")]
     pub upstreams: BTreeMap<String, FileUpstream>,
+    pub access_log: Option<FileAccessLog>,
+}
+
+/// `[access_log]`: one line per request, written off the request path.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAccessLog {
+    pub path: Option<Spanned<String>>,
+    pub format: Option<Spanned<String>>,
+    pub queue: Option<Spanned<usize>>,
 }
 
 /// `[server]`: process-wide settings.
@@ -34,12 +44,13 @@ pub struct FileServer {
     pub max_connections: Option<Spanned<usize>>,
     pub header_read_timeout: Option<Spanned<ConfigDuration>>,
     pub keepalive_timeout: Option<Spanned<ConfigDuration>>,
-    pub drain_timeout: Option<ConfigDuration>,
+    pub drain_timeout: Option<Spanned<ConfigDuration>>,
     pub client_body_timeout: Option<Spanned<ConfigDuration>>,
     pub send_timeout: Option<Spanned<ConfigDuration>>,
     pub merge_slashes: Option<bool>,
     pub escaped_slashes: Option<Spanned<String>>,
     pub spool_dir: Option<Spanned<String>>,
+    pub trusted_proxies: Option<Vec<Spanned<String>>>,
 }
 
 /// `[[listener]]`: one address sluice accepts on.
@@ -54,10 +65,20 @@ pub struct FileListener {
     pub tls: Option<FileTls>,
 }
 
-/// `[listener.tls]`: certificate chain and private key, PEM files.
+/// `[listener.tls]`: certificate chain and private key, PEM files; or several, chosen
+/// by the name the client asks for (SNI).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileTls {
+    pub certificate: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+    pub certificates: Option<Spanned<Vec<FileCertificate>>>,
+}
+
+/// One certificate chain and its key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCertificate {
     pub certificate: Spanned<String>,
     pub key: Spanned<String>,
 }
@@ -66,11 +87,14 @@ pub struct FileTls {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileRoute {
+    pub name: Option<Spanned<String>>,
     pub host: Option<Spanned<String>>,
     pub path_prefix: Option<Spanned<String>>,
     pub methods: Option<Vec<Spanned<String>>>,
     pub upstream: Spanned<String>,
-    pub timeout: Option<ConfigDuration>,
+    pub timeout: Option<Spanned<ConfigDuration>>,
+    pub read_timeout: Option<Spanned<ConfigDuration>>,
+    pub tunnel_idle_timeout: Option<Spanned<ConfigDuration>>,
     pub request_buffer: Option<ConfigSize>,
     pub response_buffer: Option<ConfigSize>,
     pub max_request_body: Option<Spanned<ConfigSize>>,
@@ -86,6 +110,17 @@ pub struct FileUpstream {
     pub protocol: Option<Spanned<String>>,
     #[serde(default)]
     pub pool: FilePool,
+    pub tls: Option<FileUpstreamTls>,
+}
+
+/// `[upstream.NAME.tls]`: sluice connects to the endpoints over TLS.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileUpstreamTls {
+    pub server_name: Option<Spanned<String>>,
+    pub ca_file: Option<Spanned<String>>,
+    pub certificate: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
 }
 
 /// `[upstream.NAME.pool]`: connection pool settings, per endpoint.
@@ -95,9 +130,9 @@ pub struct FilePool {
     pub max_connections: Option<Spanned<usize>>,
     pub max_idle: Option<Spanned<usize>>,
     pub min_idle: Option<Spanned<usize>>,
-    pub idle_timeout: Option<ConfigDuration>,
-    pub max_lifetime: Option<ConfigDuration>,
+    pub idle_timeout: Option<Spanned<ConfigDuration>>,
+    pub max_lifetime: Option<Spanned<ConfigDuration>>,
     pub max_requests: Option<u64>,
-    pub connect_timeout: Option<ConfigDuration>,
+    pub connect_timeout: Option<Spanned<ConfigDuration>>,
     pub wait_timeout: Option<ConfigDuration>,
 }

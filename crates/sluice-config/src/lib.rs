@@ -6,11 +6,13 @@
 //! (a TOML syntax or type error stops parsing, so it is reported alone).
 #![forbid(unsafe_code)]
 
+pub mod defaults;
 mod duration;
 mod file;
 mod model;
 mod size;
 mod validate;
+mod warnings;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

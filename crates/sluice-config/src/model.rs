@@ -3,7 +3,7 @@
 //! Nothing here can be invalid by construction of `validate`; the proxy builds its
 //! runtime state from these types and never sees the TOML file.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -16,6 +16,69 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Sorted by name; every route names one of these.
     pub upstreams: Vec<UpstreamConfig>,
+    /// None: no access log (the `[access_log]` table is absent).
+    pub access_log: Option<AccessLogConfig>,
+    /// Things that are valid but probably not meant (an unreachable route, an unused
+    /// upstream): `sluice check` prints them, `sluice run` logs them.
+    pub warnings: Vec<crate::Problem>,
+}
+
+/// `[access_log]`: one line per request, from its outcome record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessLogConfig {
+    pub destination: LogDestination,
+    pub format: LogFormat,
+    /// Lines waiting for the writer thread at most; beyond, lines are dropped and counted.
+    pub queue: usize,
+}
+
+/// Where access log lines go.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LogDestination {
+    Stderr,
+    /// Appended to; relative paths are from the config file's folder.
+    File(PathBuf),
+}
+
+/// How an access log line is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Apache/nginx combined format, with sluice's fields appended as key=value.
+    Combined,
+}
+
+/// An IP network in CIDR form (`10.0.0.0/8`, `::1/128`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNetwork {
+    pub address: IpAddr,
+    pub prefix: u8,
+}
+
+impl IpNetwork {
+    /// Whether `ip` is in this network. An IPv4 address seen as IPv4-mapped IPv6 matches
+    /// its IPv4 network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.address, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => prefix_matches(&net.octets(), &ip.octets(), self.prefix),
+            (IpAddr::V6(net), IpAddr::V6(ip)) => prefix_matches(&net.octets(), &ip.octets(), self.prefix),
+            _ => false,
+        }
+    }
+}
+
+fn prefix_matches(net: &[u8], ip: &[u8], prefix: u8) -> bool {
+    let full = usize::from(prefix / 8);
+    if net[..full] != ip[..full] {
+        return false;
+    }
+    let rest = prefix % 8;
+    rest == 0 || (net[full] ^ ip[full]) & (0xffu8 << (8 - rest)) == 0
 }
 
 /// Process-wide settings from `[server]`.
@@ -40,6 +103,9 @@ pub struct ServerSettings {
     /// Where request bodies of `large_request_bodies = "spool"` routes are written
     /// (files are unlinked as soon as they are opened). Default: the system temp dir.
     pub spool_dir: PathBuf,
+    /// Clients whose X-Forwarded-For is extended; anyone else's is replaced by their
+    /// address. Default: none (every client's value is replaced).
+    pub trusted_proxies: Vec<IpNetwork>,
 }
 
 /// Request path normalisation, applied before routing and forwarded as normalised.
@@ -90,9 +156,17 @@ pub struct ListenerConfig {
     pub tls: Option<TlsFiles>,
 }
 
-/// PEM files for a TLS listener, resolved relative to the config file.
+/// PEM files for a TLS listener, resolved relative to the config file. With several,
+/// the client's SNI name picks the one whose certificate names it; the first is used
+/// for clients that send no name or one no certificate has.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TlsFiles {
+    pub certificates: Vec<CertificateFiles>,
+}
+
+/// A PEM certificate chain (leaf first) and its private key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CertificateFiles {
     pub certificate: PathBuf,
     pub key: PathBuf,
 }
@@ -100,6 +174,8 @@ pub struct TlsFiles {
 /// One `[[route]]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
+    /// Names the route in logs and metrics. Default: its host and path prefix.
+    pub name: String,
     /// Exact host (`api.example.com`) or one-label wildcard (`*.example.com`); None matches any.
     pub host: Option<String>,
     /// Default "/": every path.
@@ -108,8 +184,15 @@ pub struct RouteConfig {
     pub methods: Vec<String>,
     /// Index into `Config::upstreams`.
     pub upstream: usize,
-    /// Time from sending upstream to receiving the response head. Default 30s.
+    /// From the moment the request is handed to the upstream group (waiting for a pool
+    /// connection, connecting and sending the request included) to the response head;
+    /// 504 after. Default 30s.
     pub timeout: Duration,
+    /// After the response head, the longest the upstream may send nothing while the
+    /// body is read; the client connection is closed after (a visible truncation). Default 60s.
+    pub read_timeout: Duration,
+    /// An upgraded connection (WebSocket) with no bytes either way for this long is closed. Default 10m.
+    pub tunnel_idle_timeout: Duration,
     /// Request bodies up to this size are read whole before an upstream connection is
     /// taken, so a slow uploader holds none; larger ones stream. Default 64 KiB.
     pub request_buffer: u64,
@@ -138,7 +221,7 @@ pub enum LargeBodies {
 }
 
 /// The protocol sluice speaks to an upstream group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum UpstreamProtocol {
     Http1,
     /// Prior-knowledge HTTP/2 (h2c): many requests multiplexed over one connection.
@@ -152,6 +235,19 @@ pub struct UpstreamConfig {
     pub endpoints: Vec<Endpoint>,
     pub protocol: UpstreamProtocol,
     pub pool: PoolSettings,
+    /// Some: connect to the endpoints over TLS.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// TLS to an upstream group's endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UpstreamTls {
+    /// The name sent as SNI and checked against the certificate. Default: the endpoint's host.
+    pub server_name: Option<String>,
+    /// PEM CA certificates to trust instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate for mutual TLS.
+    pub client_certificate: Option<CertificateFiles>,
 }
 
 /// host:port of one upstream server; the host may be a DNS name, resolved at connect time.
@@ -172,13 +268,16 @@ impl std::fmt::Display for Endpoint {
 }
 
 /// Connection pool settings, applied to each endpoint of a group.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PoolSettings {
     /// Open connections (idle + busy) at most. Default 256.
     pub max_connections: usize,
-    /// Idle connections kept at most. Default 64.
+    /// Idle connections kept at most when a response ends. Default: max_connections, so
+    /// that steady load never closes and reopens connections; idle ones are trimmed by
+    /// age (idle_timeout) instead.
     pub max_idle: usize,
-    /// Idle connections kept warm: opened at start and refilled. Default 0.
+    /// Connections kept open (HTTP/2: connections, not streams): opened at start and
+    /// refilled. Default 0.
     pub min_idle: usize,
     /// An idle connection is closed after this. Default 60s.
     pub idle_timeout: Duration,
@@ -194,15 +293,16 @@ pub struct PoolSettings {
 
 impl Default for PoolSettings {
     fn default() -> Self {
+        use crate::defaults::*;
         PoolSettings {
-            max_connections: 256,
-            max_idle: 64,
-            min_idle: 0,
-            idle_timeout: Duration::from_secs(60),
-            max_lifetime: Duration::from_secs(600),
+            max_connections: POOL_MAX_CONNECTIONS,
+            max_idle: POOL_MAX_CONNECTIONS,
+            min_idle: POOL_MIN_IDLE,
+            idle_timeout: POOL_IDLE_TIMEOUT,
+            max_lifetime: POOL_MAX_LIFETIME,
             max_requests: 0,
-            connect_timeout: Duration::from_secs(2),
-            wait_timeout: Duration::from_secs(1),
+            connect_timeout: POOL_CONNECT_TIMEOUT,
+            wait_timeout: POOL_WAIT_TIMEOUT,
         }
     }
 }

@@ -8,7 +8,12 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use crate::file::{FileConfig, FileListener, FilePool, FileRoute, FileServer, FileUpstream};
+use crate::defaults;
+use crate::duration::ConfigDuration;
+use crate::file::{
+    FileAccessLog, FileCertificate, FileConfig, FileListener, FilePool, FileRoute, FileServer, FileUpstream,
+    FileUpstreamTls,
+};
 use crate::model::*;
 use crate::Problem;
 
@@ -46,10 +51,12 @@ pub(crate) fn validate(file: FileConfig, source: &str, base_dir: &Path) -> Resul
             message: "no [[listener]] is configured; add one, e.g. [[listener]] address = \"127.0.0.1:8080\"".into(),
         });
     }
-    let listeners =
+    let listeners: Vec<ListenerConfig> =
         file.listeners.iter().enumerate().filter_map(|(i, l)| check_listener(&mut checker, i, l, base_dir)).collect();
+    check_duplicate_addresses(&mut checker, &file.listeners, &listeners);
     let names: Vec<String> = file.upstreams.keys().cloned().collect();
-    let upstreams = file.upstreams.iter().filter_map(|(name, u)| check_upstream(&mut checker, name, u)).collect();
+    let upstreams =
+        file.upstreams.iter().filter_map(|(name, u)| check_upstream(&mut checker, name, u, base_dir)).collect();
     if file.routes.is_empty() {
         checker.problems.push(Problem {
             line: 1,
@@ -57,9 +64,12 @@ pub(crate) fn validate(file: FileConfig, source: &str, base_dir: &Path) -> Resul
             message: "no [[route]] is configured; add one, e.g. [[route]] upstream = \"api\"".into(),
         });
     }
-    let routes = file.routes.iter().enumerate().filter_map(|(i, r)| check_route(&mut checker, i, r, &names)).collect();
+    let routes: Vec<RouteConfig> =
+        file.routes.iter().enumerate().filter_map(|(i, r)| check_route(&mut checker, i, r, &names)).collect();
+    let access_log = file.access_log.as_ref().and_then(|log| check_access_log(&mut checker, log, base_dir));
     if checker.problems.is_empty() {
-        Ok(Config { server, listeners, routes, upstreams })
+        let warnings = crate::warnings::find(&file, source, &routes, &names);
+        Ok(Config { server, listeners, routes, upstreams, access_log, warnings })
     } else {
         checker.problems.sort_by_key(|p| p.line);
         Err(checker.problems)
@@ -69,15 +79,16 @@ pub(crate) fn validate(file: FileConfig, source: &str, base_dir: &Path) -> Resul
 fn check_server(checker: &mut Checker, server: &FileServer) -> ServerSettings {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let worker_threads = positive(checker, &server.worker_threads, "server.worker_threads").unwrap_or(cores);
-    let max_connections = positive(checker, &server.max_connections, "server.max_connections").unwrap_or(10_000);
+    let max_connections =
+        positive(checker, &server.max_connections, "server.max_connections").unwrap_or(defaults::MAX_CONNECTIONS);
     let header_read_timeout = nonzero_duration(checker, &server.header_read_timeout, "server.header_read_timeout")
-        .unwrap_or(Duration::from_secs(10));
+        .unwrap_or(defaults::HEADER_READ_TIMEOUT);
     let keepalive_timeout = nonzero_duration(checker, &server.keepalive_timeout, "server.keepalive_timeout")
-        .unwrap_or(Duration::from_secs(60));
+        .unwrap_or(defaults::KEEPALIVE_TIMEOUT);
     let client_body_timeout = nonzero_duration(checker, &server.client_body_timeout, "server.client_body_timeout")
-        .unwrap_or(Duration::from_secs(30));
+        .unwrap_or(defaults::CLIENT_BODY_TIMEOUT);
     let send_timeout =
-        nonzero_duration(checker, &server.send_timeout, "server.send_timeout").unwrap_or(Duration::from_secs(30));
+        nonzero_duration(checker, &server.send_timeout, "server.send_timeout").unwrap_or(defaults::SEND_TIMEOUT);
     let defaults = PathRules::default();
     let escaped_slashes = choice(
         checker,
@@ -91,11 +102,84 @@ fn check_server(checker: &mut Checker, server: &FileServer) -> ServerSettings {
         max_connections,
         header_read_timeout,
         keepalive_timeout,
-        drain_timeout: server.drain_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(30)),
+        drain_timeout: nonzero_duration(checker, &server.drain_timeout, "server.drain_timeout")
+            .unwrap_or(defaults::DRAIN_TIMEOUT),
         client_body_timeout,
         send_timeout,
         paths: PathRules { merge_slashes: server.merge_slashes.unwrap_or(defaults.merge_slashes), escaped_slashes },
         spool_dir: check_spool_dir(checker, server),
+        trusted_proxies: check_networks(checker, server.trusted_proxies.as_deref().unwrap_or(&[])),
+    }
+}
+
+/// `server.trusted_proxies`: addresses or CIDR networks.
+fn check_networks(checker: &mut Checker, list: &[Spanned<String>]) -> Vec<IpNetwork> {
+    let mut networks = Vec::new();
+    for entry in list {
+        let text = entry.get_ref().trim();
+        let (addr, prefix) = text.split_once('/').map_or((text, None), |(a, p)| (a, Some(p)));
+        let parsed = addr.parse::<std::net::IpAddr>().ok().and_then(|address| {
+            let max = if address.is_ipv4() { 32 } else { 128 };
+            let prefix = match prefix {
+                Some(p) => p.parse::<u8>().ok().filter(|&p| p <= max)?,
+                None => max,
+            };
+            Some(IpNetwork { address, prefix })
+        });
+        match parsed {
+            Some(network) => networks.push(network),
+            None => checker.problem(
+                entry.span(),
+                "server.trusted_proxies",
+                format!("\"{text}\" is not an IP address or network; write e.g. \"10.0.0.0/8\" or \"::1\""),
+            ),
+        }
+    }
+    networks
+}
+
+/// `[access_log]`: where and how.
+fn check_access_log(checker: &mut Checker, log: &FileAccessLog, base_dir: &Path) -> Option<AccessLogConfig> {
+    let destination = match &log.path {
+        None => LogDestination::Stderr,
+        Some(p) if p.get_ref() == "stderr" || p.get_ref() == "-" => LogDestination::Stderr,
+        Some(p) => {
+            let path = base_dir.join(p.get_ref());
+            if !path.parent().is_some_and(Path::is_dir) {
+                checker.problem(
+                    p.span(),
+                    "access_log.path",
+                    format!("the folder of {} does not exist; create it or write \"stderr\"", path.display()),
+                );
+            }
+            LogDestination::File(path)
+        }
+    };
+    let format = choice(
+        checker,
+        &log.format,
+        "access_log.format",
+        &[("json", LogFormat::Json), ("combined", LogFormat::Combined)],
+    )?;
+    let queue = positive(checker, &log.queue, "access_log.queue").unwrap_or(defaults::ACCESS_LOG_QUEUE);
+    Some(AccessLogConfig { destination, format, queue })
+}
+
+/// Two listeners on one address cannot both bind; say so before trying.
+fn check_duplicate_addresses(checker: &mut Checker, files: &[FileListener], listeners: &[ListenerConfig]) {
+    for (i, listener) in listeners.iter().enumerate() {
+        if listeners[..i].iter().any(|l| l.address == listener.address) {
+            if let Some(file) = files.iter().filter(|f| f.address.get_ref().parse() == Ok(listener.address)).nth(1) {
+                checker.problem(
+                    file.address.span(),
+                    "listener.address",
+                    format!(
+                        "{} is already used by an earlier [[listener]]; give each listener its own address",
+                        listener.address
+                    ),
+                );
+            }
+        }
     }
 }
 
@@ -125,11 +209,7 @@ fn positive(checker: &mut Checker, value: &Option<Spanned<usize>>, key: &str) ->
     Some(*value.get_ref())
 }
 
-fn nonzero_duration(
-    checker: &mut Checker,
-    value: &Option<Spanned<crate::duration::ConfigDuration>>,
-    key: &str,
-) -> Option<Duration> {
+fn nonzero_duration(checker: &mut Checker, value: &Option<Spanned<ConfigDuration>>, key: &str) -> Option<Duration> {
     let value = value.as_ref()?;
     if value.get_ref().0.is_zero() {
         checker.problem(value.span(), key, "must be longer than 0; e.g. \"10s\"");
@@ -171,36 +251,83 @@ fn check_listener(
             None
         }
         Some(b) => Some(*b.get_ref()),
-        None => Some(4096),
+        None => Some(defaults::BACKLOG),
     };
-    let tls = listener.tls.as_ref().map(|tls| TlsFiles {
-        certificate: base_dir.join(tls.certificate.get_ref()),
-        key: base_dir.join(tls.key.get_ref()),
-    });
-    if let (Some(files), Some(file_tls)) = (&tls, &listener.tls) {
-        for (path, spanned, name) in
-            [(&files.certificate, &file_tls.certificate, "certificate"), (&files.key, &file_tls.key, "key")]
-        {
-            let problem = if !path.is_file() {
-                Some(format!(
-                    "file {} does not exist; give a PEM file path (relative paths are from the config file's folder)",
-                    path.display()
-                ))
-            } else {
-                pem_problem(path, name == "key")
-            };
-            if let Some(message) = problem {
-                checker.problem(spanned.span(), format!("{key}.tls.{name}"), message);
-            }
-        }
-    }
+    let tls = match &listener.tls {
+        None => Some(None),
+        Some(tls) => check_listener_tls(checker, &key, tls, listener.address.span(), base_dir).map(Some),
+    };
     Some(ListenerConfig {
         address: address?,
         protocol: protocol?,
         reuse_port: listener.reuse_port,
         backlog: backlog?,
-        tls,
+        tls: tls?,
     })
+}
+
+/// A TLS listener's certificates: `certificate` + `key`, or a `certificates` list.
+fn check_listener_tls(
+    checker: &mut Checker,
+    key: &str,
+    tls: &crate::file::FileTls,
+    span: Range<usize>,
+    base_dir: &Path,
+) -> Option<TlsFiles> {
+    let mut certificates = Vec::new();
+    if let (Some(certificate), Some(pem_key)) = (&tls.certificate, &tls.key) {
+        let pair = FileCertificate { certificate: certificate.clone(), key: pem_key.clone() };
+        certificates.push(check_pem_pair(checker, &format!("{key}.tls"), &pair, base_dir)?);
+    } else if tls.certificate.is_some() || tls.key.is_some() {
+        checker.problem(span.clone(), format!("{key}.tls"), "give both certificate and key");
+        return None;
+    }
+    for (i, pair) in tls.certificates.iter().flat_map(|c| c.get_ref().iter()).enumerate() {
+        certificates.push(check_pem_pair(checker, &format!("{key}.tls.certificates[{i}]"), pair, base_dir)?);
+    }
+    if certificates.is_empty() {
+        checker.problem(
+            span,
+            format!("{key}.tls"),
+            "names no certificate; write tls = { certificate = \"cert.pem\", key = \"key.pem\" }",
+        );
+        return None;
+    }
+    Some(TlsFiles { certificates })
+}
+
+/// A certificate chain and key that exist and parse as PEM.
+fn check_pem_pair(
+    checker: &mut Checker,
+    key: &str,
+    pair: &FileCertificate,
+    base_dir: &Path,
+) -> Option<CertificateFiles> {
+    let files = CertificateFiles {
+        certificate: base_dir.join(pair.certificate.get_ref()),
+        key: base_dir.join(pair.key.get_ref()),
+    };
+    let mut ok = true;
+    for (path, spanned, name) in
+        [(&files.certificate, &pair.certificate, "certificate"), (&files.key, &pair.key, "key")]
+    {
+        if let Some(message) = pem_file_problem(path, name == "key") {
+            checker.problem(spanned.span(), format!("{key}.{name}"), message);
+            ok = false;
+        }
+    }
+    ok.then_some(files)
+}
+
+/// A PEM file that is missing or holds nothing usable.
+fn pem_file_problem(path: &Path, is_key: bool) -> Option<String> {
+    if !path.is_file() {
+        return Some(format!(
+            "file {} does not exist; give a PEM file path (relative paths are from the config file's folder)",
+            path.display()
+        ));
+    }
+    pem_problem(path, is_key)
 }
 
 /// Reads a PEM file as the server will at start: a certificate chain (at least one
@@ -223,7 +350,12 @@ fn pem_problem(path: &Path, is_key: bool) -> Option<String> {
     }
 }
 
-fn check_upstream(checker: &mut Checker, name: &str, upstream: &FileUpstream) -> Option<UpstreamConfig> {
+fn check_upstream(
+    checker: &mut Checker,
+    name: &str,
+    upstream: &FileUpstream,
+    base_dir: &Path,
+) -> Option<UpstreamConfig> {
     let key = format!("upstream.{name}");
     if upstream.endpoints.get_ref().is_empty() {
         checker.problem(
@@ -253,10 +385,53 @@ fn check_upstream(checker: &mut Checker, name: &str, upstream: &FileUpstream) ->
         &[("http1", UpstreamProtocol::Http1), ("http2", UpstreamProtocol::Http2)],
     );
     let pool = check_pool(checker, &key, &upstream.pool);
+    let tls = match &upstream.tls {
+        None => Some(None),
+        Some(tls) => check_upstream_tls(checker, &key, tls, base_dir).map(Some),
+    };
     if endpoints.len() != upstream.endpoints.get_ref().len() {
         return None;
     }
-    Some(UpstreamConfig { name: name.to_string(), endpoints, protocol: protocol?, pool: pool? })
+    Some(UpstreamConfig { name: name.to_string(), endpoints, protocol: protocol?, pool: pool?, tls: tls? })
+}
+
+/// `[upstream.NAME.tls]`: a CA file and a client certificate, when given, must be usable.
+fn check_upstream_tls(checker: &mut Checker, key: &str, tls: &FileUpstreamTls, base_dir: &Path) -> Option<UpstreamTls> {
+    let mut ok = true;
+    let ca_file = tls.ca_file.as_ref().map(|ca| {
+        let path = base_dir.join(ca.get_ref());
+        if let Some(message) = pem_file_problem(&path, false) {
+            checker.problem(ca.span(), format!("{key}.tls.ca_file"), message);
+            ok = false;
+        }
+        path
+    });
+    let client_certificate = match (&tls.certificate, &tls.key) {
+        (Some(certificate), Some(pem_key)) => {
+            let pair = FileCertificate { certificate: certificate.clone(), key: pem_key.clone() };
+            let checked = check_pem_pair(checker, &format!("{key}.tls"), &pair, base_dir);
+            ok &= checked.is_some();
+            checked
+        }
+        (Some(one), None) | (None, Some(one)) => {
+            checker.problem(one.span(), format!("{key}.tls"), "a client certificate needs both certificate and key");
+            ok = false;
+            None
+        }
+        (None, None) => None,
+    };
+    let server_name = tls.server_name.as_ref().map(|n| n.get_ref().clone());
+    if let (Some(name), Some(spanned)) = (&server_name, &tls.server_name) {
+        if rustls_pki_types::ServerName::try_from(name.as_str()).is_err() {
+            checker.problem(
+                spanned.span(),
+                format!("{key}.tls.server_name"),
+                format!("\"{name}\" is not a DNS name or IP address"),
+            );
+            ok = false;
+        }
+    }
+    ok.then_some(UpstreamTls { server_name, ca_file, client_certificate })
 }
 
 /// `host:port`, `[v6]:port`; the host is not resolved here.
@@ -274,7 +449,7 @@ fn check_pool(checker: &mut Checker, key: &str, pool: &FilePool) -> Option<PoolS
     let defaults = PoolSettings::default();
     let max_connections = positive(checker, &pool.max_connections, &format!("{key}.pool.max_connections"))
         .unwrap_or(defaults.max_connections);
-    let max_idle = pool.max_idle.as_ref().map(|v| *v.get_ref()).unwrap_or(defaults.max_idle.min(max_connections));
+    let max_idle = pool.max_idle.as_ref().map(|v| *v.get_ref()).unwrap_or(max_connections);
     let min_idle = pool.min_idle.as_ref().map(|v| *v.get_ref()).unwrap_or(defaults.min_idle);
     let mut ok = true;
     if let Some(v) = &pool.max_idle {
@@ -297,14 +472,18 @@ fn check_pool(checker: &mut Checker, key: &str, pool: &FilePool) -> Option<PoolS
             ok = false;
         }
     }
+    let idle_timeout = nonzero_duration(checker, &pool.idle_timeout, &format!("{key}.pool.idle_timeout"));
+    let max_lifetime = nonzero_duration(checker, &pool.max_lifetime, &format!("{key}.pool.max_lifetime"));
+    let connect_timeout = nonzero_duration(checker, &pool.connect_timeout, &format!("{key}.pool.connect_timeout"));
     ok.then(|| PoolSettings {
         max_connections,
         max_idle,
         min_idle,
-        idle_timeout: pool.idle_timeout.map(|d| d.0).unwrap_or(defaults.idle_timeout),
-        max_lifetime: pool.max_lifetime.map(|d| d.0).unwrap_or(defaults.max_lifetime),
+        idle_timeout: idle_timeout.unwrap_or(defaults.idle_timeout),
+        max_lifetime: max_lifetime.unwrap_or(defaults.max_lifetime),
         max_requests: pool.max_requests.unwrap_or(defaults.max_requests),
-        connect_timeout: pool.connect_timeout.map(|d| d.0).unwrap_or(defaults.connect_timeout),
+        connect_timeout: connect_timeout.unwrap_or(defaults.connect_timeout),
+        // Zero means something here: fail at once instead of waiting for a free connection.
         wait_timeout: pool.wait_timeout.map(|d| d.0).unwrap_or(defaults.wait_timeout),
     })
 }
@@ -378,27 +557,34 @@ fn check_route(checker: &mut Checker, index: usize, route: &FileRoute, upstreams
             None
         }
         Some(size) => Some(size.get_ref().0),
-        None => Some(DEFAULT_MAX_REQUEST_BODY),
+        None => Some(defaults::MAX_REQUEST_BODY),
     };
     let host = if route.host.is_some() { host? } else { None };
+    let timeout = nonzero_duration(checker, &route.timeout, &format!("{key}.timeout"));
+    let read_timeout = nonzero_duration(checker, &route.read_timeout, &format!("{key}.read_timeout"));
+    let tunnel_idle_timeout =
+        nonzero_duration(checker, &route.tunnel_idle_timeout, &format!("{key}.tunnel_idle_timeout"));
+    let path_prefix = path_prefix?;
+    let name = match &route.name {
+        Some(name) => name.get_ref().clone(),
+        None => format!("{}{}", host.as_deref().unwrap_or(""), path_prefix),
+    };
     Some(RouteConfig {
+        name,
         host,
-        path_prefix: path_prefix?,
+        path_prefix,
         methods,
         upstream: upstream?,
-        timeout: route.timeout.map(|d| d.0).unwrap_or(Duration::from_secs(30)),
-        request_buffer: route.request_buffer.map(|s| s.0).unwrap_or(DEFAULT_BODY_BUFFER),
-        response_buffer: route.response_buffer.map(|s| s.0).unwrap_or(DEFAULT_BODY_BUFFER),
+        timeout: timeout.unwrap_or(defaults::ROUTE_TIMEOUT),
+        read_timeout: read_timeout.unwrap_or(defaults::READ_TIMEOUT),
+        tunnel_idle_timeout: tunnel_idle_timeout.unwrap_or(defaults::TUNNEL_IDLE_TIMEOUT),
+        request_buffer: route.request_buffer.map(|s| s.0).unwrap_or(defaults::BODY_BUFFER),
+        response_buffer: route.response_buffer.map(|s| s.0).unwrap_or(defaults::BODY_BUFFER),
         max_request_body: max_request_body?,
         large_request_bodies: large_request_bodies?,
         upgrades,
     })
 }
-
-/// Request and response bytes buffered per request by default: 64 KiB.
-const DEFAULT_BODY_BUFFER: u64 = 64 * 1024;
-/// Request bodies larger than this are refused by default: 1 GiB.
-const DEFAULT_MAX_REQUEST_BODY: u64 = 1 << 30;
 
 /// A setting that names one of `choices` (the first is the default when it is absent);
 /// anything else is a problem that lists them.

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod http1;
+mod outcome;
 mod proxy;
 mod runtime;
 mod server;

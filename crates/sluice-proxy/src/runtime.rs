@@ -9,21 +9,30 @@ use arc_swap::{ArcSwap, Guard};
 use sluice_config::{Config, ServerSettings};
 use sluice_policy::route::{HostPattern, RouteRule, Router};
 
+use crate::outcome::Outcomes;
 use crate::server::Shutdown;
 use crate::stats::Counters;
-use crate::upstream::UpstreamGroup;
+use crate::upstream::{PoolRegistry, UpstreamGroup};
 
 /// Everything a request needs from the configuration.
 pub(crate) struct Snapshot {
     pub(crate) server: ServerSettings,
     pub(crate) router: Router<Route>,
+    pub(crate) groups: Vec<Arc<UpstreamGroup>>,
 }
 
 /// Where a matched request goes.
 pub(crate) struct Route {
+    /// For logs, metrics and the outcome record.
+    pub(crate) name: Arc<str>,
     pub(crate) upstream: Arc<UpstreamGroup>,
-    /// From sending upstream to the response head.
+    /// From handing the request to the upstream group (pool wait and connect included)
+    /// to the response head.
     pub(crate) timeout: Duration,
+    /// Longest silence from the upstream in the middle of a response body.
+    pub(crate) read_timeout: Duration,
+    /// Longest silence both ways on an upgraded connection.
+    pub(crate) tunnel_idle_timeout: Duration,
     /// Request bodies up to this size are read whole before the upstream is contacted.
     pub(crate) request_buffer: u64,
     /// Response bytes read ahead of a slow HTTP/1 client.
@@ -37,10 +46,14 @@ pub(crate) struct Route {
 }
 
 impl Snapshot {
-    /// Builds the snapshot and starts its upstream pools. Call inside a tokio runtime.
-    fn build(config: &Config) -> Snapshot {
-        let groups: Vec<Arc<UpstreamGroup>> =
-            config.upstreams.iter().map(|u| Arc::new(UpstreamGroup::spawn(u))).collect();
+    /// Builds the snapshot on the registry's pools (new ones start). Call inside a
+    /// tokio runtime. An error names the upstream whose TLS settings failed to load.
+    fn build(config: &Config, registry: &PoolRegistry) -> Result<Snapshot, String> {
+        let groups = config
+            .upstreams
+            .iter()
+            .map(|u| UpstreamGroup::build(u, registry).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
         let rules = config
             .routes
             .iter()
@@ -49,8 +62,11 @@ impl Snapshot {
                 path_prefix: r.path_prefix.clone(),
                 methods: r.methods.clone(),
                 target: Route {
+                    name: Arc::from(r.name.as_str()),
                     upstream: Arc::clone(&groups[r.upstream]),
                     timeout: r.timeout,
+                    read_timeout: r.read_timeout,
+                    tunnel_idle_timeout: r.tunnel_idle_timeout,
                     request_buffer: r.request_buffer,
                     response_buffer: r.response_buffer,
                     max_request_body: r.max_request_body,
@@ -59,7 +75,7 @@ impl Snapshot {
                 },
             })
             .collect();
-        Snapshot { server: config.server.clone(), router: Router::new(rules) }
+        Ok(Snapshot { server: config.server.clone(), router: Router::new(rules), groups })
     }
 }
 
@@ -68,17 +84,27 @@ pub(crate) struct Shared {
     snapshot: ArcSwap<Snapshot>,
     /// Set on SIGTERM/Ctrl-C; connections drain.
     pub(crate) shutdown: Shutdown,
-    /// What went wrong, and whose fault it was.
+    /// Connection-level events no request record covers.
     pub(crate) counters: Counters,
+    /// Where every request's outcome record goes (totals, access log).
+    pub(crate) outcomes: Arc<Outcomes>,
+    /// Upstream pools, kept across snapshots.
+    pub(crate) pools: PoolRegistry,
 }
 
 impl Shared {
-    pub(crate) fn new(config: &Config) -> Self {
-        Shared {
-            snapshot: ArcSwap::from_pointee(Snapshot::build(config)),
+    pub(crate) fn new(config: &Config) -> Result<Self, crate::server::ServerError> {
+        use crate::server::ServerError;
+        let pools = PoolRegistry::default();
+        let snapshot = Snapshot::build(config, &pools).map_err(ServerError::Upstream)?;
+        let outcomes = Outcomes::new(config.access_log.as_ref()).map_err(ServerError::AccessLog)?;
+        Ok(Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
             shutdown: Shutdown::default(),
             counters: Counters::default(),
-        }
+            outcomes: Arc::new(outcomes),
+            pools,
+        })
     }
 
     /// The current snapshot for a short look; cheap, lock-free. Not to be held across awaits.
@@ -89,5 +115,47 @@ impl Shared {
     /// The current snapshot for one request's whole life.
     pub(crate) fn current(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
+    }
+}
+
+impl Shared {
+    /// What the process did, logged once at exit (the Prometheus metrics of #12 will
+    /// show the same totals live).
+    pub(crate) fn log_summary(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let t = &self.outcomes.tally;
+        let class = |i: usize| t.by_class[i].load(Relaxed);
+        tracing::info!(
+            requests = t.requests.load(Relaxed),
+            status_2xx = class(2),
+            status_3xx = class(3),
+            status_4xx = class(4),
+            status_5xx = class(5),
+            client_errors = t.client_errors.load(Relaxed),
+            client_gone = t.client_gone.load(Relaxed),
+            upstream_broke = t.upstream_broke.load(Relaxed),
+            send_timeouts = t.send_timeouts.load(Relaxed),
+            access_log_dropped = self.outcomes.dropped_lines(),
+            h2_control_floods = self.counters.h2_control_floods.load(Relaxed),
+            "requests since start"
+        );
+        let snapshot = self.snapshot();
+        for group in &snapshot.groups {
+            for pool in group.pools() {
+                let stats = pool.stats();
+                let (idle, open) = pool.counts();
+                tracing::info!(
+                    upstream = %group.name,
+                    endpoint = %pool.label(),
+                    created = stats.created.load(Relaxed),
+                    reused = stats.reused.load(Relaxed),
+                    connect_failures = stats.connect_failures.load(Relaxed),
+                    idle,
+                    open,
+                    "upstream pool since start"
+                );
+            }
+        }
+        tracing::debug!(pools = self.pools.len(), "live upstream pools");
     }
 }

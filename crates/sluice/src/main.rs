@@ -70,8 +70,13 @@ fn main() -> ExitCode {
     }
 }
 
+/// Prints every problem (exit 1) or `ok`, with warnings about settings that are valid
+/// but probably not meant.
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
-    sluice_config::load(path)?;
+    let config = sluice_config::load(path)?;
+    for warning in &config.warnings {
+        println!("{}:{}: warning: {}: {}", path.display(), warning.line, warning.key, warning.message);
+    }
     println!("{}: ok", path.display());
     Ok(())
 }

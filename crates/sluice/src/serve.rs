@@ -28,6 +28,9 @@ pub async fn serve(config: Config, on_ready: impl FnOnce(&[std::net::SocketAddr]
             config.server.max_connections
         );
     }
+    for warning in &config.warnings {
+        tracing::warn!("config line {}: {}: {}", warning.line, warning.key, warning.message);
+    }
     let server = Server::bind(&config)?;
     let addrs = server.local_addrs();
     for addr in &addrs {
@@ -38,19 +41,30 @@ pub async fn serve(config: Config, on_ready: impl FnOnce(&[std::net::SocketAddr]
     Ok(())
 }
 
-/// SIGTERM or Ctrl-C (SIGINT).
+/// SIGTERM or Ctrl-C (SIGINT). SIGHUP (what `systemctl reload` sends) is caught so
+/// that it does not kill the process; until hot reload exists (#12) it is logged and
+/// ignored.
 async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
     let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
+    tokio::pin!(ctrl_c);
+    let mut hangup = signal(SignalKind::hangup())
+        .inspect_err(|e| tracing::warn!(error = %e, "cannot catch SIGHUP; it would stop sluice"))
+        .ok();
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => Some(term),
         Err(e) => {
             tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops sluice");
-            let _ = ctrl_c.await;
-            return;
+            None
         }
     };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c => return,
+            Some(()) = async { match &mut term { Some(t) => t.recv().await, None => std::future::pending().await } } => return,
+            Some(()) = async { match &mut hangup { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                tracing::warn!("SIGHUP received: reloading the config is not supported yet (it comes with the admin API); ignored, still serving the current config");
+            }
+        }
     }
 }

@@ -230,8 +230,7 @@ async fn an_http2_client_that_stops_reading_is_cut_after_send_timeout() {
     let mut sender = narrow_h2(sluice.addr).await;
     let stalled = client::send_head2(&mut sender, client::get2("/big")).await;
     assert_eq!(stalled.status(), 200);
-    let log = sluice.wait_for_log("HTTP/2 client took no response bytes for send_timeout");
-    assert!(log.contains("send_timeouts_total=1"), "{log}");
+    sluice.wait_for_log("HTTP/2 client took no response bytes for send_timeout");
     let (parts, _) = client::send2(&mut sender, client::get2("/small")).await;
     assert_eq!(parts.status, 200, "the pooled connection was given up");
     let rest = http_body_util::BodyExt::collect(stalled.into_body()).await;

@@ -5,7 +5,7 @@
 mod support;
 
 use support::raw::{roundtrip, Answer, RawUpstream};
-use support::{simple_config, Sluice, WAIT};
+use support::{simple_config, with_access_log, Sluice, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -45,12 +45,15 @@ async fn a_truncated_upstream_body_is_logged_counted_and_shown_as_a_close() {
         Answer::Close(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n".to_vec())
     })
     .await;
-    let sluice = Sluice::start(&simple_config(&[upstream.addr], ""));
+    let sluice = Sluice::start(&with_access_log(&simple_config(&[upstream.addr], "")));
     let text = roundtrip(sluice.addr, b"GET /cut HTTP/1.1\r\nHost: x\r\nx-request-id: cut-1\r\n\r\n").await;
     assert!(text.ends_with("5\r\nhello\r\n"), "what arrived is sent, with no terminating chunk: {text:?}");
     let log = sluice.wait_for_log("upstream response body broke off");
     let line = log.lines().find(|l| l.contains("broke off")).expect("log line");
-    assert!(line.contains("cut-1") && line.contains("truncated_total=1"), "{line}");
+    assert!(line.contains("cut-1") && line.contains("route=\"/\"") && line.contains("upstream=\"up\""), "{line}");
+    let record = sluice.record("cut-1");
+    assert_eq!((record["end"].as_str(), record["error"].as_str()), (Some("upstream_broke"), Some("upstream_body")));
+    assert_eq!(record["bytes_out"], 5);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -162,9 +162,16 @@ async fn at_max_connections_a_request_waits_then_gets_503() {
     let (parts, body) = client::get_once(sluice.addr, "/other").await;
     assert_eq!(parts.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(parts.headers["retry-after"], "1");
-    assert!(String::from_utf8_lossy(&body).contains("max_connections"), "{body:?}");
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("busy"), "{text}");
+    assert!(!text.contains(&upstream.addr.to_string()), "no internal address reaches the client: {text}");
     let id = parts.headers["x-request-id"].to_str().expect("id").to_string();
-    sluice.wait_for_log(&id);
+    let log = sluice.wait_for_log(&id);
+    let line = log.lines().find(|l| l.contains(&id)).expect("line");
+    assert!(
+        line.contains("max_connections") && line.contains(&upstream.addr.to_string()),
+        "the log has the detail: {line}"
+    );
     release.notify_one();
     assert_eq!(holder.await.expect("holder").0.status, StatusCode::OK);
 }

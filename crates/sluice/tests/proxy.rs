@@ -49,7 +49,7 @@ async fn http1_to_http1_forwards_and_rewrites_headers() {
     let seen = header_lines(&body);
     assert!(seen.starts_with("get /items?page=2 http/1.1"), "{seen}");
     assert!(seen.contains("host: api.example.com\n"), "Host kept: {seen}");
-    assert!(seen.contains("x-forwarded-for: 203.0.113.9, 127.0.0.1\n"), "{seen}");
+    assert!(seen.contains("x-forwarded-for: 127.0.0.1\n"), "an untrusted client's value is replaced: {seen}");
     assert!(seen.contains("x-forwarded-proto: http\n"), "{seen}");
     assert!(seen.contains("x-forwarded-host: api.example.com\n"), "{seen}");
     assert!(seen.contains("via: 1.1 sluice\n"), "{seen}");
@@ -171,4 +171,37 @@ impl hyper::body::Body for TrailerBody {
         };
         std::task::Poll::Ready(frame.map(Ok))
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trusted_proxy_has_its_forwarded_for_extended_and_trace_context_flows_on() {
+    let upstream = header_echo().await;
+    let config = simple_config(&[upstream.addr], "")
+        .replace("[[listener]]", "[server]\ntrusted_proxies = [\"127.0.0.0/8\", \"::1\"]\n\n[[listener]]");
+    let sluice = Sluice::start(&config);
+    let mut conn = client::h1(sluice.addr).await;
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let request = Request::get("/t")
+        .header("host", "api.example.com")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("traceparent", parent)
+        .body(full(""))
+        .expect("request");
+    let (_, body) = send1(&mut conn, request).await;
+    let seen = header_lines(&body);
+    assert!(seen.contains("x-forwarded-for: 203.0.113.9, 127.0.0.1\n"), "{seen}");
+    let sent = seen.lines().find_map(|l| l.strip_prefix("traceparent: ")).expect("traceparent forwarded");
+    assert!(sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && sent.ends_with("-01"), "{sent}");
+    assert_ne!(sent, parent, "sluice's own span is the parent now");
+
+    // Without one, sluice starts a trace; request ids are random, not a counter.
+    let (parts, body) = send1(&mut conn, Request::get("/t").header("host", "a").body(full("")).expect("request")).await;
+    let fresh = header_lines(&body);
+    let started = fresh.lines().find_map(|l| l.strip_prefix("traceparent: ")).expect("a new traceparent");
+    assert_eq!(started.len(), 55, "{started}");
+    let (next, _) = send1(&mut conn, Request::get("/t").header("host", "a").body(full("")).expect("request")).await;
+    let (a, b) = (parts.headers["x-request-id"].as_bytes(), next.headers["x-request-id"].as_bytes());
+    assert_eq!((a.len(), b.len()), (32, 32));
+    let common_prefix = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    assert!(common_prefix < 8, "consecutive ids share no prefix: {a:?} {b:?}");
 }

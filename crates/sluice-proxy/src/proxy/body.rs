@@ -2,10 +2,17 @@
 //! short local one (errors). An HTTP/1 upstream body goes back to its pool at its end
 //! (see `upstream::h1::H1Body`); on HTTP/2 client connections the body also marks the
 //! end of the request for the connection's idle watchdog.
+//!
+//! The body carries the request's outcome record: it counts the bytes it yields and
+//! finishes the record at its end, at an upstream error, or when dropped unfinished
+//! (the client went away). An upstream that sends nothing for the route's
+//! read_timeout breaks the body off, like an upstream error.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
@@ -13,6 +20,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 
 use super::read_ahead::Detached;
+use crate::outcome::{End, Record};
 use crate::server::ConnActivity;
 use crate::upstream::{H1Body, Lease, UpstreamBody};
 
@@ -44,13 +52,34 @@ pub struct ProxyBody {
     /// The client sent something sluice refused: close its HTTP/1 connection after this
     /// response rather than trust the rest of its byte stream.
     close_connection: bool,
+    /// The request's outcome record, finished when this body ends (or is dropped).
+    record: Option<Record>,
+    /// Body bytes yielded so far.
+    yielded: u64,
+    /// The upstream may send nothing for this long (None for local bodies).
+    read_timeout: Option<Duration>,
+    /// Armed while the upstream has nothing for us; boxed and reused, so a body that
+    /// never waits costs no timer.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
 }
+
+/// An HTTP/2 client took no response bytes for send_timeout (`read_ahead`).
+#[derive(Debug, thiserror::Error)]
+#[error("client took no response bytes for send_timeout")]
+pub(crate) struct SendTimedOut;
+
+/// The upstream sent no body bytes for the route's read_timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream sent nothing for read_timeout ({0:?}) in the middle of the response body")]
+pub(crate) struct ReadTimeout(Duration);
 
 /// The upstream side of a protocol switch: the connection (still counted in its pool
 /// through the lease) and any bytes the upstream sent after its 101.
 pub struct UpstreamUpgrade {
     pub(crate) lease: Lease,
     pub(crate) read: BytesMut,
+    /// The tunnel closes after this long with no bytes either way (route tunnel_idle_timeout).
+    pub(crate) idle_timeout: Duration,
 }
 
 /// A request in flight on an HTTP/2 client connection; dropping it marks the request
@@ -71,19 +100,27 @@ impl Drop for InflightGuard {
 }
 
 impl ProxyBody {
-    pub(crate) fn upstream(body: UpstreamBody) -> Self {
+    /// An upstream's response body; `read_timeout` bounds each wait for more of it.
+    pub(crate) fn upstream(body: UpstreamBody, read_timeout: Duration) -> Self {
         let kind = match body {
             UpstreamBody::Http1(body) => Kind::Http1(body),
             UpstreamBody::Http2 { body, lease } => Kind::Http2 { body, _lease: lease },
             UpstreamBody::Switched { lease, read } => {
-                return ProxyBody::switching(UpstreamUpgrade { lease, read });
+                return ProxyBody::switching(UpstreamUpgrade { lease, read, idle_timeout: read_timeout });
             }
         };
-        ProxyBody::with(kind, None)
+        let mut body = ProxyBody::with(kind, None);
+        body.read_timeout = Some(read_timeout);
+        body
     }
 
     pub(crate) fn local(text: impl Into<Bytes>) -> Self {
         ProxyBody::with(Kind::Local(Full::new(text.into())), None)
+    }
+
+    /// No body at all (a gRPC Trailers-Only error, for one).
+    pub(crate) fn empty() -> Self {
+        ProxyBody::with(Kind::Local(Full::new(Bytes::new())), None)
     }
 
     /// An empty body carrying the upstream half of a 101.
@@ -92,7 +129,40 @@ impl ProxyBody {
     }
 
     fn with(kind: Kind, upgrade: Option<UpstreamUpgrade>) -> Self {
-        ProxyBody { kind, inflight: None, upgrade, read_ahead: 0, close_connection: false }
+        ProxyBody {
+            kind,
+            inflight: None,
+            upgrade,
+            read_ahead: 0,
+            close_connection: false,
+            record: None,
+            yielded: 0,
+            read_timeout: None,
+            stall: None,
+        }
+    }
+
+    /// Gives the body the request's outcome record, to finish at the body's end.
+    pub(crate) fn attach(&mut self, record: Record) {
+        self.record = Some(record);
+    }
+
+    /// Takes the record back, for a connection layer that sees more of the end (HTTP/1
+    /// knows when the client took the last byte; a tunnel outlives this body).
+    pub(crate) fn take_record(&mut self) -> Option<Record> {
+        self.record.take()
+    }
+
+    /// The request body's byte count, read when the record finishes.
+    pub(crate) fn count_request_body(&mut self, received: Arc<std::sync::atomic::AtomicU64>) {
+        if let Some(record) = &mut self.record {
+            record.set_meter(received);
+        }
+    }
+
+    /// Body bytes yielded so far.
+    pub(crate) fn yielded(&self) -> u64 {
+        self.yielded
     }
 
     /// The upstream half of a 101, for the connection layer to build the tunnel.
@@ -116,12 +186,16 @@ impl ProxyBody {
     /// empty one here.
     pub(crate) fn take_stream(&mut self) -> ProxyBody {
         let kind = std::mem::replace(&mut self.kind, Kind::Local(Full::new(Bytes::new())));
-        ProxyBody::with(kind, None)
+        let mut stream = ProxyBody::with(kind, None);
+        stream.read_timeout = self.read_timeout.take();
+        self.stall = None;
+        stream
     }
 
-    /// Serves frames read ahead of the client from now on.
+    /// Serves frames read ahead of the client from now on; bytes count from here.
     pub(crate) fn set_detached(&mut self, detached: Detached) {
         self.kind = Kind::Detached(Box::new(detached));
+        self.yielded = 0;
     }
 
     /// How many response bytes may be held while the client is slow to take them.
@@ -135,17 +209,86 @@ impl ProxyBody {
     }
 }
 
+impl ProxyBody {
+    /// Waiting on the upstream: the read timeout runs (armed on the first wait, then
+    /// reset at each frame).
+    fn poll_stall(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let Some(timeout) = self.read_timeout else { return Poll::Pending };
+        let stall = self.stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match stall.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                // The stream is dropped now: its upstream connection is not reused.
+                self.kind = Kind::Local(Full::new(Bytes::new()));
+                Poll::Ready(Some(Err(Box::new(ReadTimeout(timeout)))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn finish_record(&mut self, end: End, error: Option<&'static str>) {
+        if let Some(mut record) = self.record.take() {
+            let outcome = record.outcome();
+            outcome.bytes_out = self.yielded;
+            if error.is_some() {
+                outcome.error = error;
+            }
+            record.finish(end);
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        if let Some(mut record) = self.record.take() {
+            record.outcome().bytes_out = self.yielded;
+            // hyper need not poll a body that says it has ended; otherwise unfinished
+            // means the client went away (the record's own drop says so).
+            if self.is_end_stream() {
+                record.finish(End::Complete);
+            }
+        }
+    }
+}
+
 impl Body for ProxyBody {
     type Data = Bytes;
     type Error = BodyError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        match &mut self.kind {
+        let this = &mut *self;
+        let mut polled = match &mut this.kind {
             Kind::Http1(body) => Pin::new(body).poll_frame(cx),
             Kind::Http2 { body, .. } => Pin::new(body).poll_frame(cx).map_err(Into::into),
             Kind::Local(body) => Pin::new(body).poll_frame(cx).map_err(|never| match never {}),
             Kind::Detached(body) => Pin::new(body.as_mut()).poll_frame(cx),
+        };
+        match &polled {
+            Poll::Pending => polled = this.poll_stall(cx),
+            Poll::Ready(Some(Ok(frame))) => {
+                this.yielded += frame.data_ref().map_or(0, |d| d.len() as u64);
+                if let Some(stall) = &mut this.stall {
+                    if let Some(timeout) = this.read_timeout {
+                        stall.as_mut().reset(tokio::time::Instant::now() + timeout);
+                    }
+                }
+            }
+            Poll::Ready(_) => {}
         }
+        match &polled {
+            Poll::Ready(None) => this.finish_record(End::Complete, None),
+            Poll::Ready(Some(Err(e))) if e.is::<SendTimedOut>() => this.finish_record(End::SendTimeout, None),
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(record) = &mut this.record {
+                    let o = record.outcome();
+                    let id = o.request_id.to_str().unwrap_or("-");
+                    let (route, upstream) = (o.route.as_deref().unwrap_or("-"), o.upstream.as_deref().unwrap_or("-"));
+                    tracing::warn!(request_id = id, route, upstream, error = %e, "upstream response body broke off; the client sees a truncation");
+                }
+                this.finish_record(End::UpstreamBroke, Some("upstream_body"));
+            }
+            _ => {}
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

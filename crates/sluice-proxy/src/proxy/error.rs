@@ -6,6 +6,7 @@ use http::{Response, StatusCode};
 
 use super::body::ProxyBody;
 use super::request_body::ClientBodyError;
+use crate::outcome::Outcome;
 use crate::upstream::UpstreamError;
 
 /// A request sluice will not take as it was sent: the client's fault, logged and
@@ -84,6 +85,7 @@ impl ProxyError {
             },
             ProxyError::Upstream(e) => match e {
                 UpstreamError::ConnectTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+                UpstreamError::Tls { .. } => StatusCode::BAD_GATEWAY,
                 UpstreamError::PoolExhausted { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 UpstreamError::Connect { .. }
                 | UpstreamError::Exchange { .. }
@@ -96,35 +98,138 @@ impl ProxyError {
     }
 }
 
-/// The response for `error`, logged with the request id.
-pub(crate) fn error_response(error: &ProxyError, request_id: &HeaderValue) -> Response<ProxyBody> {
+impl ProxyError {
+    /// The record's error kind: short, stable, snake_case (metrics labels use it later).
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute => "no_route",
+            ProxyError::Timeout => "upstream_timeout",
+            ProxyError::UpgradeNeedsHttp1 => "upgrade_needs_http1",
+            ProxyError::UnrequestedSwitch => "upstream_unrequested_switch",
+            ProxyError::Spool(_) => "spool_failed",
+            ProxyError::Client(e) => match e {
+                ClientError::Malformed(_) => "client_malformed",
+                ClientError::HeadTooLarge => "client_head_too_large",
+                ClientError::UriTooLong => "client_uri_too_long",
+                ClientError::Version => "client_version",
+                ClientError::NotImplemented(_) => "client_not_implemented",
+                ClientError::HeadTimeout => "client_head_timeout",
+                ClientError::Path(_) => "client_bad_path",
+                ClientError::Connect => "client_connect_method",
+                ClientError::Body(ClientBodyError::TooLarge) => "client_body_too_large",
+                ClientError::Body(ClientBodyError::Timeout) => "client_body_timeout",
+                ClientError::Body(ClientBodyError::Malformed(_)) => "client_body_malformed",
+                ClientError::Body(ClientBodyError::Closed) => "client_body_closed",
+            },
+            ProxyError::Upstream(e) => match e {
+                UpstreamError::Connect { .. } => "upstream_connect",
+                UpstreamError::ConnectTimeout { .. } => "upstream_connect_timeout",
+                UpstreamError::Tls { .. } => "upstream_tls",
+                UpstreamError::PoolExhausted { .. } => "upstream_pool_exhausted",
+                UpstreamError::Exchange { .. } => "upstream_exchange",
+                UpstreamError::StaleConnections { .. } => "upstream_stale_connections",
+                UpstreamError::NoEndpoint => "upstream_no_endpoint",
+                UpstreamError::ClientBody(_) => "client_body_closed",
+            },
+        }
+    }
+
+    /// What the client is told: the cause, never an internal address (the log has those).
+    fn public_message(&self) -> String {
+        match self {
+            ProxyError::Upstream(e) => match e {
+                UpstreamError::Connect { .. } => "could not connect to the upstream",
+                UpstreamError::ConnectTimeout { .. } => "connecting to the upstream timed out",
+                UpstreamError::Tls { .. } => "the TLS handshake with the upstream failed",
+                UpstreamError::PoolExhausted { .. } => "every upstream connection is busy; retry shortly",
+                UpstreamError::Exchange { .. } => "the upstream failed while handling the request",
+                UpstreamError::StaleConnections { .. } => "the upstream closed its connections",
+                UpstreamError::NoEndpoint => "the upstream group has no endpoint",
+                UpstreamError::ClientBody(_) => "the request body broke off",
+            }
+            .to_string(),
+            // sluice's own disk: the path is internal too.
+            ProxyError::Spool(_) => "could not store the request body".to_string(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Whether the client speaks gRPC (`content-type: application/grpc[+proto|...]`), so
+/// that an error reaches it as a gRPC status it can read.
+pub(crate) fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers.get(CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The response for `error`, logged with the request's id, route and upstream.
+pub(crate) fn error_response(error: &ProxyError, outcome: &mut Outcome, grpc: bool) -> Response<ProxyBody> {
     let status = error.status();
-    let id = request_id.to_str().unwrap_or("-");
+    outcome.error = Some(error.kind());
+    let id = outcome.request_id.to_str().unwrap_or("-");
+    let route = outcome.route.as_deref().unwrap_or("-");
+    let upstream = outcome.upstream.as_deref().unwrap_or("-");
     let clients_fault = matches!(error, ProxyError::Client(_));
     // The client's mistakes are logged as such and quietly (an attacker controls
     // their rate); the upstream's are warnings.
     if clients_fault {
-        tracing::debug!(request_id = id, %status, fault = "client", "{error}");
+        tracing::debug!(request_id = id, route, %status, fault = "client", "{error}");
     } else if status == StatusCode::NOT_FOUND {
         tracing::debug!(request_id = id, %status, "{error}");
     } else {
         let fault = if matches!(error, ProxyError::Spool(_)) { "sluice" } else { "upstream" };
-        tracing::warn!(request_id = id, %status, fault, "{error}");
+        tracing::warn!(request_id = id, route, upstream, %status, fault, "{error}");
     }
-    let body = format!("{} {}: {error}\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
-    let mut body = ProxyBody::local(body);
+    let message = error.public_message();
+    let mut response = if grpc {
+        grpc_error(status, &message)
+    } else {
+        let body = format!("{} {}: {message}\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
+        let mut response = Response::new(ProxyBody::local(body));
+        *response.status_mut() = status;
+        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        response
+    };
     if clients_fault {
-        body.mark_close();
+        response.body_mut().mark_close();
     }
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     if matches!(error, ProxyError::Client(ClientError::Connect)) {
         response.headers_mut().insert(ALLOW, HeaderValue::from_static(super::target::ALLOWED_METHODS));
     }
     if status == StatusCode::SERVICE_UNAVAILABLE {
         // The pool wait already took wait_timeout; a second is a fair pause before retrying.
         response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+/// A gRPC "Trailers-Only" error: HTTP 200, the status in `grpc-status` and
+/// `grpc-message` (percent-encoded), no body; the HTTP status mapped as Envoy does
+/// for its own replies (gRPC's HTTP-to-status table, reversed).
+fn grpc_error(status: StatusCode, message: &str) -> Response<ProxyBody> {
+    let code = match status {
+        StatusCode::BAD_REQUEST => "3",                                       // INVALID_ARGUMENT
+        StatusCode::UNAUTHORIZED => "16",                                     // UNAUTHENTICATED
+        StatusCode::FORBIDDEN => "7",                                         // PERMISSION_DENIED
+        StatusCode::NOT_FOUND | StatusCode::NOT_IMPLEMENTED => "12",          // UNIMPLEMENTED
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::TOO_MANY_REQUESTS => "8", // RESOURCE_EXHAUSTED
+        StatusCode::GATEWAY_TIMEOUT | StatusCode::REQUEST_TIMEOUT => "4",     // DEADLINE_EXCEEDED
+        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE => "14",    // UNAVAILABLE
+        _ => "13",                                                            // INTERNAL
+    };
+    let mut encoded = String::with_capacity(message.len());
+    for b in message.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            encoded.push(b as char);
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    let mut response = Response::new(ProxyBody::empty());
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert("grpc-status", HeaderValue::from_static(code));
+    if let Ok(value) = HeaderValue::from_str(&encoded) {
+        headers.insert("grpc-message", value);
     }
     response
 }

@@ -1,9 +1,10 @@
 //! Header rewriting between client and upstream: hop-by-hop headers removed (RFC 9110
-//! §7.6.1), forwarding headers added, request ids.
+//! §7.6.1), forwarding headers added, request ids, W3C trace context.
 
 use std::io::Write;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+
+use rand::Rng;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -16,6 +17,7 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1). `TE: trailers` is
 /// put back by the caller. `Trailer` is not here although RFC 2616 listed it: RFC 9110
@@ -70,18 +72,26 @@ pub(crate) fn wants_trailers(headers: &HeaderMap) -> bool {
     crate::http1::has_token(headers, &header::TE, "trailers")
 }
 
-/// Adds X-Forwarded-For (appended), X-Forwarded-Proto, X-Forwarded-Host and Via.
+/// Adds X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host and Via. A trusted
+/// proxy's X-Forwarded-For is extended with its address; anyone else's is replaced, so
+/// that a client cannot make the upstream believe it comes from another address.
 /// One allocation at most per value: these run on every request.
 pub(crate) fn add_forwarding(
     headers: &mut HeaderMap,
     client: IpAddr,
+    trusted: bool,
     tls: bool,
     host: Option<&HeaderValue>,
     version: Version,
 ) {
     let mut forwarded_for = Vec::with_capacity(48);
-    if let Some(prior) = headers.get(&X_FORWARDED_FOR) {
-        forwarded_for.extend_from_slice(prior.as_bytes());
+    let prior: Vec<&[u8]> = if trusted {
+        headers.get_all(&X_FORWARDED_FOR).iter().map(HeaderValue::as_bytes).collect()
+    } else {
+        Vec::new()
+    };
+    for value in prior {
+        forwarded_for.extend_from_slice(value);
         forwarded_for.extend_from_slice(b", ");
     }
     let _ = write!(forwarded_for, "{client}");
@@ -112,22 +122,60 @@ pub(crate) fn request_id(headers: &HeaderMap) -> HeaderValue {
     new_request_id()
 }
 
-/// 16 hex digits of a per-process random prefix and 16 of a counter: unique without a
-/// random number generator on the hot path.
+/// 32 hex digits from a cryptographically secure generator (rand's thread-local
+/// ChaCha, a few ns per id): nothing about request volume or order can be read from ids.
 pub(crate) fn new_request_id() -> HeaderValue {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let prefix = *PREFIX.get_or_init(|| {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u32(std::process::id());
-        h.finish()
-    });
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let random: u128 = rand::thread_rng().gen();
     let mut id = [0u8; 32];
-    hex(&mut id[..16], prefix);
-    hex(&mut id[16..], n);
+    hex(&mut id[..16], (random >> 64) as u64);
+    hex(&mut id[16..], random as u64);
     HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("0"))
+}
+
+/// W3C Trace Context: a valid `traceparent` is propagated with sluice's own span as the
+/// parent (trace id and flags kept); a missing or malformed one is replaced by a new
+/// trace. `tracestate` passes through untouched. Returns the trace id.
+pub(crate) fn trace(headers: &mut HeaderMap) -> HeaderValue {
+    let mut rng = rand::thread_rng();
+    let mut value = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    match headers.get(&TRACEPARENT).map(HeaderValue::as_bytes).filter(|v| valid_traceparent(v)) {
+        Some(prior) => {
+            value[3..35].copy_from_slice(&prior[3..35]);
+            value[53..55].copy_from_slice(&prior[53..55]);
+        }
+        None => {
+            let trace: u128 = rng.gen::<u128>().max(1);
+            hex(&mut value[3..19], (trace >> 64) as u64);
+            hex(&mut value[19..35], trace as u64);
+        }
+    }
+    hex(&mut value[36..52], rng.gen::<u64>().max(1));
+    let trace_id = HeaderValue::from_bytes(&value[3..35]).unwrap_or(HeaderValue::from_static("0"));
+    if let Ok(header) = HeaderValue::from_bytes(&value) {
+        headers.insert(TRACEPARENT.clone(), header);
+    }
+    trace_id
+}
+
+/// `00-<32 hex>-<16 hex>-<2 hex>`, lower case, ids not all zero (W3C Trace Context §3.2).
+/// A later version may be longer; its first 55 bytes are read as version 00.
+fn valid_traceparent(v: &[u8]) -> bool {
+    let lower_hex = |s: &[u8]| s.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b));
+    let not_zero = |s: &[u8]| s.iter().any(|&b| b != b'0');
+    let version_ok = match v.get(..2) {
+        Some(b"00") => v.len() == 55,
+        Some(ver) => lower_hex(ver) && ver != b"ff" && (v.len() == 55 || v.get(55) == Some(&b'-')),
+        None => false,
+    };
+    version_ok
+        && v[2] == b'-'
+        && v[35] == b'-'
+        && v[52] == b'-'
+        && lower_hex(&v[3..35])
+        && lower_hex(&v[36..52])
+        && lower_hex(&v[53..55])
+        && not_zero(&v[3..35])
+        && not_zero(&v[36..52])
 }
 
 /// `value` as 16 lower-case hex digits.
@@ -184,11 +232,40 @@ mod tests {
     fn forwarding_headers_append_to_what_came_before() {
         let mut h = map(&[("x-forwarded-for", "10.0.0.1"), ("via", "1.0 edge")]);
         let host = HeaderValue::from_static("api.example.com");
-        add_forwarding(&mut h, "127.0.0.2".parse().expect("ip"), true, Some(&host), Version::HTTP_11);
+        add_forwarding(&mut h, "127.0.0.2".parse().expect("ip"), true, true, Some(&host), Version::HTTP_11);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "api.example.com");
         assert_eq!(h["via"], "1.0 edge, 1.1 sluice");
+
+        let mut spoofed = map(&[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-for", "5.6.7.8")]);
+        add_forwarding(&mut spoofed, "127.0.0.2".parse().expect("ip"), false, false, None, Version::HTTP_11);
+        assert_eq!(spoofed.get_all("x-forwarded-for").iter().collect::<Vec<_>>(), ["127.0.0.2"]);
+    }
+
+    #[test]
+    fn traceparent_is_continued_when_valid_and_made_when_not() {
+        let prior = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut h = map(&[("traceparent", prior), ("tracestate", "congo=t61rcWkgMzE")]);
+        assert_eq!(trace(&mut h), "4bf92f3577b34da6a3ce929d0e0e4736");
+        let sent = h["traceparent"].to_str().expect("ascii").to_string();
+        assert!(sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && sent.ends_with("-01"), "{sent}");
+        assert_ne!(&sent[36..52], "00f067aa0ba902b7", "sluice's span is the new parent");
+        assert_eq!(h["tracestate"], "congo=t61rcWkgMzE");
+
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "garbage",
+        ] {
+            let mut h = map(&[("traceparent", bad)]);
+            let id = trace(&mut h);
+            assert!(valid_traceparent(h["traceparent"].as_bytes()), "{bad}");
+            assert_ne!(id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        }
+        let mut none = HeaderMap::new();
+        let id = trace(&mut none);
+        assert_eq!(&none["traceparent"].as_bytes()[3..35], id.as_bytes());
     }
 
     #[test]
@@ -198,5 +275,8 @@ mod tests {
         let b = request_id(&HeaderMap::new());
         assert_ne!(a, b);
         assert_eq!(a.len(), 32);
+        // Consecutive ids share no counter: their halves differ too.
+        assert_ne!(a.as_bytes()[..16], b.as_bytes()[..16]);
+        assert_ne!(a.as_bytes()[16..], b.as_bytes()[16..]);
     }
 }

@@ -2,8 +2,11 @@
 //! path) → route → body admission (limits, buffering) → upstream request → send
 //! (pooled, with timeout) → response, or an error mapped in `error`.
 //!
+//! Every request gets an outcome record here (`crate::outcome`), filled in along the
+//! way and carried in the response body to the request's end.
+//!
 //! Later stages slot in here in this order: admission (limits) before routing, the
-//! cache between routing and sending, metrics and access log at the end.
+//! cache between routing and sending; both write their decision into the record.
 
 mod body;
 mod error;
@@ -30,39 +33,45 @@ use request_body::BodyLimits;
 pub(crate) use request_body::{client_cause as client_body_cause, BodyFrame, ClientBodyError, RequestBody};
 use target::Target;
 
+use crate::outcome::{Outcome, Record};
 use crate::runtime::Route;
 use crate::server::ConnContext;
-use crate::stats::Counters;
 use crate::upstream::{UpstreamBody, UpstreamResponse};
 
-/// Handles one client request; never fails (errors become responses).
-pub(crate) async fn handle(conn: Arc<ConnContext>, request: Request<RequestBody>) -> Response<ProxyBody> {
+/// Handles one client request; never fails (errors become responses). The response
+/// body carries the request's outcome record to the end of the response.
+pub(crate) async fn handle(conn: Arc<ConnContext>, mut request: Request<RequestBody>) -> Response<ProxyBody> {
     let request_id = headers::request_id(request.headers());
-    let mut response = match forward(&conn, request, &request_id).await {
+    let mut outcome = Outcome::begin(conn.peer, request_id.clone());
+    outcome.describe(&request);
+    outcome.trace_id = Some(headers::trace(request.headers_mut()));
+    let grpc = error::is_grpc(request.headers());
+    let mut record = Record::new(outcome, &conn.shared.outcomes);
+    let mut response = match forward(&conn, request, record.outcome()).await {
         Ok(response) => response,
-        Err(error) => {
-            if matches!(error, ProxyError::Client(_)) {
-                Counters::bump(&conn.shared.counters.client_errors);
-            }
-            error_response(&error, &request_id)
-        }
+        Err(error) => error_response(&error, record.outcome(), grpc),
     };
+    record.outcome().status = response.status().as_u16();
     response.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+    response.body_mut().attach(record);
     response
 }
 
-/// The response for a request the connection layer could not read.
-pub(crate) fn client_error_response(error: ClientError) -> Response<ProxyBody> {
+/// The response for a request the connection layer could not read, with its record.
+pub(crate) fn client_error_response(conn: &ConnContext, error: ClientError) -> Response<ProxyBody> {
     let request_id = headers::new_request_id();
-    let mut response = error_response(&ProxyError::Client(error), &request_id);
+    let mut record = Record::new(Outcome::begin(conn.peer, request_id.clone()), &conn.shared.outcomes);
+    let mut response = error_response(&ProxyError::Client(error), record.outcome(), false);
+    record.outcome().status = response.status().as_u16();
     response.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+    response.body_mut().attach(record);
     response
 }
 
 async fn forward(
     conn: &Arc<ConnContext>,
     mut request: Request<RequestBody>,
-    request_id: &HeaderValue,
+    outcome: &mut Outcome,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let snapshot = conn.shared.current();
     if target::resolve(&mut request, snapshot.server.paths)? == Target::ServerOptions {
@@ -73,6 +82,8 @@ async fn forward(
         .router
         .find(host.as_ref().and_then(|h| h.to_str().ok()), request.uri().path(), request.method().as_str())
         .ok_or(ProxyError::NoRoute)?;
+    outcome.route = Some(Arc::clone(&route.name));
+    outcome.upstream = Some(Arc::clone(&route.upstream.name));
     let upgrade = upgrade::requested(&request, &route.upgrades);
     if upgrade.is_some() && route.upstream.protocol() != UpstreamProtocol::Http1 {
         return Err(ProxyError::UpgradeNeedsHttp1);
@@ -89,21 +100,33 @@ async fn forward(
         false => Box::pin(request_body::admit(request, limits, &snapshot.server.spool_dir)).await?,
     };
     let idempotent = is_idempotent(request.method());
-    let upstream_request = upstream_request(conn, route, request, host.as_ref(), request_id, upgrade.as_ref());
-    let response = tokio::time::timeout(route.timeout, route.upstream.send(upstream_request, idempotent))
-        .await
-        .map_err(|_| ProxyError::Timeout)??;
+    let trusted = snapshot.server.trusted_proxies.iter().any(|network| network.contains(conn.peer.ip()));
+    let forwarding = Forwarding { host: host.as_ref(), request_id: &outcome.request_id, trusted };
+    let upstream_request = upstream_request(conn, route, request, forwarding, upgrade.as_ref());
+    let sent_at = std::time::Instant::now();
+    let sending = route.upstream.send(upstream_request, idempotent, outcome);
+    let response = tokio::time::timeout(route.timeout, sending).await.map_err(|_| ProxyError::Timeout)??;
+    outcome.upstream_head = Some(sent_at.elapsed());
 
     let UpstreamResponse { mut parts, body } = response;
     if let UpstreamBody::Switched { lease, read } = body {
         let protocol = upgrade.ok_or(ProxyError::UnrequestedSwitch)?;
-        return upgrade::switching(parts, protocol, UpstreamUpgrade { lease, read });
+        let tunnel = UpstreamUpgrade { lease, read, idle_timeout: route.tunnel_idle_timeout };
+        return upgrade::switching(parts, protocol, tunnel);
     }
     headers::remove_hop_by_hop(&mut parts.headers);
     parts.version = Version::HTTP_11;
-    let mut body = ProxyBody::upstream(body);
+    let mut body = ProxyBody::upstream(body, route.read_timeout);
     body.set_read_ahead(route.response_buffer);
     Ok(Response::from_parts(parts, body))
+}
+
+/// What the forwarding headers say.
+struct Forwarding<'a> {
+    host: Option<&'a HeaderValue>,
+    request_id: &'a HeaderValue,
+    /// The client is a trusted proxy: its X-Forwarded-For is extended, not replaced.
+    trusted: bool,
 }
 
 /// Rewrites the client's request for the upstream: URI form and version for the
@@ -112,10 +135,10 @@ fn upstream_request(
     conn: &ConnContext,
     route: &Route,
     request: Request<RequestBody>,
-    host: Option<&HeaderValue>,
-    request_id: &HeaderValue,
+    forwarding: Forwarding<'_>,
     upgrade: Option<&HeaderValue>,
 ) -> Request<RequestBody> {
+    let Forwarding { host, request_id, trusted } = forwarding;
     let (mut parts, body) = request.into_parts();
     let client_version = parts.version;
     let trailers = headers::wants_trailers(&parts.headers);
@@ -123,7 +146,7 @@ fn upstream_request(
     if trailers {
         parts.headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
     }
-    headers::add_forwarding(&mut parts.headers, conn.peer.ip(), conn.tls, host, client_version);
+    headers::add_forwarding(&mut parts.headers, conn.peer.ip(), trusted, conn.tls, host, client_version);
     parts.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
     if let Some(protocol) = upgrade {
         parts.headers.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));

@@ -21,10 +21,9 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::sync::{mpsc, Semaphore};
 
-use super::body::{BodyError, ProxyBody};
+use super::body::{BodyError, ProxyBody, SendTimedOut};
 use super::headers::X_REQUEST_ID;
 use crate::runtime::Shared;
-use crate::stats::Counters;
 
 /// A response body detached from its upstream, as the HTTP/2 connection sees it.
 pub(crate) struct Detached {
@@ -46,6 +45,8 @@ pub(crate) fn for_http2(response: &mut Response<ProxyBody>, shared: &Arc<Shared>
     }
     let request_id = response.headers().get(&X_REQUEST_ID).cloned(); // shares its bytes
     let body = response.body_mut();
+    // The record ends when the client has the body, not when it is read ahead.
+    let record = body.take_record();
     let hint = body.size_hint();
     let mut ready = VecDeque::new();
     let mut taken = 0;
@@ -68,12 +69,14 @@ pub(crate) fn for_http2(response: &mut Response<ProxyBody>, shared: &Arc<Shared>
         let (tx, rx) = mpsc::unbounded_channel();
         let upstream = body.take_stream();
         let send_timeout = shared.snapshot().server.send_timeout;
-        let pump =
-            Pump { tx, budget: Arc::clone(&budget), limit, send_timeout, shared: Arc::clone(shared), request_id };
+        let pump = Pump { tx, budget: Arc::clone(&budget), limit, send_timeout, request_id };
         tokio::spawn(pump.run(upstream));
         rx
     });
     body.set_detached(Detached { ready, rest, budget, limit, hint });
+    if let Some(record) = record {
+        body.attach(record);
+    }
 }
 
 /// Moves the upstream body into the channel, within the byte budget.
@@ -82,7 +85,6 @@ struct Pump {
     budget: Arc<Semaphore>,
     limit: usize,
     send_timeout: Duration,
-    shared: Arc<Shared>,
     request_id: Option<HeaderValue>,
 }
 
@@ -102,14 +104,12 @@ impl Pump {
             match room {
                 Ok(Ok(permit)) => permit.forget(),
                 _ => {
-                    let total = Counters::bump(&self.shared.counters.send_timeouts);
                     let id = self.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
                     tracing::info!(
                         request_id = id,
-                        send_timeouts_total = total,
                         "HTTP/2 client took no response bytes for send_timeout; stream reset (client error)"
                     );
-                    let _ = self.tx.send(Err("client took no response bytes for send_timeout".into()));
+                    let _ = self.tx.send(Err(Box::new(SendTimedOut)));
                     return; // dropping the upstream body frees its connection
                 }
             }

@@ -9,6 +9,8 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -58,7 +60,11 @@ pub(crate) fn client_cause(error: &(dyn std::error::Error + 'static)) -> Option<
 /// A request body on its way upstream.
 pub enum RequestBody {
     Empty,
-    Hyper(Incoming),
+    /// An HTTP/2 client's body; `received` counts its bytes for the outcome record.
+    Hyper {
+        body: Incoming,
+        received: Option<Arc<AtomicU64>>,
+    },
     /// Frames from the HTTP/1 connection; `remaining` is the Content-Length still to come.
     Channel {
         frames: mpsc::Receiver<BodyFrame>,
@@ -222,7 +228,13 @@ impl Body for RequestBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
-            RequestBody::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            RequestBody::Hyper { body, received } => {
+                let frame = std::task::ready!(Pin::new(body).poll_frame(cx));
+                if let (Some(Ok(frame)), Some(received)) = (&frame, received) {
+                    received.fetch_add(frame.data_ref().map_or(0, |d| d.len() as u64), Ordering::Relaxed);
+                }
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
             RequestBody::Channel { frames, remaining, go_ahead } => {
                 if let Some(go_ahead) = go_ahead.take() {
                     let _ = go_ahead.send(());
@@ -248,7 +260,7 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Empty => true,
-            RequestBody::Hyper(body) => body.is_end_stream(),
+            RequestBody::Hyper { body, .. } => body.is_end_stream(),
             RequestBody::Channel { .. } => false,
             RequestBody::Buffered(body) => body.chunks.is_empty() && body.trailers.is_none(),
             RequestBody::Streaming(streaming) => streaming.is_end_stream(),
@@ -259,7 +271,7 @@ impl Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Empty => SizeHint::with_exact(0),
-            RequestBody::Hyper(body) => body.size_hint(),
+            RequestBody::Hyper { body, .. } => body.size_hint(),
             RequestBody::Channel { remaining: Some(n), .. } => SizeHint::with_exact(*n),
             RequestBody::Channel { remaining: None, .. } => SizeHint::new(),
             // With trailers the body must go chunked, so its length is not offered.

@@ -2,6 +2,9 @@
 //! runs once per stream. A watchdog closes a connection idle for keepalive_timeout.
 
 use std::convert::Infallible;
+use std::sync::atomic::AtomicU64;
+
+use http_body::Body as _;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -40,7 +43,14 @@ where
         let ctx = Arc::clone(&service_ctx);
         let inflight = InflightGuard::start(&service_activity);
         async move {
-            let mut response = proxy::handle(Arc::clone(&ctx), request.map(RequestBody::Hyper)).await;
+            // Bytes of a request body are counted as it is read, for the outcome record.
+            let received = (!request.body().is_end_stream()).then(|| Arc::new(AtomicU64::new(0)));
+            let counter = received.clone();
+            let request = request.map(|body| RequestBody::Hyper { body, received: counter });
+            let mut response = proxy::handle(Arc::clone(&ctx), request).await;
+            if let Some(received) = received {
+                response.body_mut().count_request_body(received);
+            }
             proxy::read_ahead::for_http2(&mut response, &ctx.shared);
             response.body_mut().track(inflight);
             Ok::<_, Infallible>(response)

@@ -39,6 +39,10 @@ pub enum ServerError {
     Bind { address: SocketAddr, source: std::io::Error },
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("{0}")]
+    Upstream(String),
+    #[error("cannot open the access log: {0}")]
+    AccessLog(std::io::Error),
 }
 
 /// A bound listener, ready to accept.
@@ -56,7 +60,7 @@ pub struct Server {
 impl Server {
     /// Binds every listener and starts the upstream pools. Call inside a tokio runtime.
     pub fn bind(config: &Config) -> Result<Server, ServerError> {
-        let shared = Arc::new(Shared::new(config));
+        let shared = Arc::new(Shared::new(config)?);
         let listeners = config.listeners.iter().map(bind_listener).collect::<Result<_, _>>()?;
         Ok(Server { shared, listeners })
     }
@@ -92,6 +96,7 @@ impl Server {
             let open = max - limit.available_permits();
             tracing::warn!(open, "drain timeout passed; closing the remaining connections");
         }
+        self.shared.log_summary();
         drained
     }
 }

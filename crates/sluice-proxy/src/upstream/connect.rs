@@ -1,77 +1,54 @@
-//! Opening one upstream connection: DNS, TCP with a deadline, the HTTP handshake,
-//! and the spawned task that drives the connection.
+//! Opening upstream connections: DNS, TCP with a deadline, TLS when the group asks for
+//! it, and for HTTP/2 the handshake and the task that drives the connection. These are
+//! the real [`Connector`]s of the pools.
 
 use std::io;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::proxy::RequestBody;
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use sluice_config::{Endpoint, UpstreamProtocol};
+use sluice_config::Endpoint;
 use tokio::net::TcpStream;
 
+use super::h2_settings::{StreamLimit, WatchSettings, ASSUMED_STREAM_LIMIT};
+use super::pool::{BoxFuture, Connector};
+use super::stream::UpstreamStream;
+use super::tls::UpstreamTlsConfig;
 use super::UpstreamError;
+use crate::proxy::RequestBody;
 
-/// An open upstream connection.
-pub(crate) enum Sender {
-    /// One request at a time, written and read by sluice's own client (`upstream::h1`);
-    /// while pooled it is just the socket.
-    Http1(TcpStream),
-    /// Shared by every request in flight on the connection (streams multiplex).
-    Http2(http2::SendRequest<RequestBody>),
+/// Dials one endpoint: TCP, then TLS if configured, all within the connect timeout.
+pub(crate) struct Dialer {
+    pub(crate) endpoint: Endpoint,
+    pub(crate) label: Arc<str>,
+    pub(crate) timeout: Duration,
+    pub(crate) tls: Option<UpstreamTlsConfig>,
 }
 
-impl Sender {
-    /// Known closed. An HTTP/1 socket is checked with `h1::is_open` when it matters.
-    pub(crate) fn is_closed(&self) -> bool {
-        match self {
-            Sender::Http1(_) => false,
-            Sender::Http2(s) => s.is_closed(),
-        }
-    }
-
-    /// Closed, checking an idle HTTP/1 socket too (a system call only if it was marked
-    /// readable): for the pool's background sweep, not the per-request path.
-    pub(crate) fn is_closed_checked(&self) -> bool {
-        match self {
-            Sender::Http1(stream) => !super::h1::is_open(stream),
-            Sender::Http2(s) => s.is_closed(),
-        }
-    }
-}
-
-/// Connects to `endpoint` (and for HTTP/2 performs the handshake), all within `timeout`.
-pub(crate) async fn connect(
-    endpoint: &Endpoint,
-    protocol: UpstreamProtocol,
-    timeout: Duration,
-) -> Result<Sender, UpstreamError> {
-    let stream = tokio::time::timeout(timeout, tcp_connect(endpoint))
-        .await
-        .map_err(|_| UpstreamError::ConnectTimeout { endpoint: endpoint.to_string() })?
-        .map_err(|source| UpstreamError::Connect { endpoint: endpoint.to_string(), source })?;
-    // Requests are written in one go; Nagle would only delay the last segment.
-    let _ = stream.set_nodelay(true);
-    match protocol {
-        UpstreamProtocol::Http1 => Ok(Sender::Http1(stream)),
-        UpstreamProtocol::Http2 => {
-            let handshake_failed = |source: hyper::Error| UpstreamError::Connect {
-                endpoint: endpoint.to_string(),
-                source: io::Error::new(io::ErrorKind::ConnectionAborted, source),
-            };
-            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .keep_alive_interval(Duration::from_secs(30))
-                .handshake(TokioIo::new(stream))
+impl Dialer {
+    async fn dial(&self) -> Result<UpstreamStream, UpstreamError> {
+        let endpoint = || self.label.to_string();
+        tokio::time::timeout(self.timeout, async {
+            let tcp = tcp_connect(&self.endpoint)
                 .await
-                .map_err(handshake_failed)?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "upstream http2 connection ended");
-                }
-            });
-            Ok(Sender::Http2(sender))
-        }
+                .map_err(|source| UpstreamError::Connect { endpoint: endpoint(), source })?;
+            // Requests are written in one go; Nagle would only delay the last segment.
+            let _ = tcp.set_nodelay(true);
+            match &self.tls {
+                None => Ok(UpstreamStream::Tcp(tcp)),
+                Some(tls) => match tls.handshake(&self.endpoint, tcp).await {
+                    Ok(stream) => Ok(UpstreamStream::Tls(Box::new(stream))),
+                    Err(reason) => {
+                        tracing::warn!(endpoint = %self.label, %reason, "TLS handshake with the upstream failed");
+                        Err(UpstreamError::Tls { endpoint: endpoint(), reason })
+                    }
+                },
+            }
+        })
+        .await
+        .map_err(|_| UpstreamError::ConnectTimeout { endpoint: endpoint() })?
     }
 }
 
@@ -85,4 +62,71 @@ async fn tcp_connect(endpoint: &Endpoint) -> io::Result<TcpStream> {
         }
     }
     Err(last_error)
+}
+
+/// HTTP/1 connections: the bare stream, written and read by `upstream::h1`.
+pub(crate) struct H1Connector(pub(crate) Dialer);
+
+impl Connector for H1Connector {
+    type Conn = UpstreamStream;
+
+    fn connect(&self) -> BoxFuture<'_, Result<UpstreamStream, UpstreamError>> {
+        Box::pin(self.0.dial())
+    }
+
+    /// An idle HTTP/1 socket is only known closed by looking (`is_closed_checked`).
+    fn is_closed(_: &UpstreamStream) -> bool {
+        false
+    }
+
+    fn is_closed_checked(conn: &UpstreamStream) -> bool {
+        !conn.is_open()
+    }
+}
+
+/// An HTTP/2 connection: hyper's sender, shared by its streams, and the peer's limit.
+pub(crate) struct H2Sender {
+    pub(crate) sender: http2::SendRequest<RequestBody>,
+    limit: StreamLimit,
+}
+
+/// HTTP/2 connections (h2c prior knowledge, or h2 by ALPN over TLS).
+pub(crate) struct H2Connector(pub(crate) Dialer);
+
+impl Connector for H2Connector {
+    type Conn = H2Sender;
+
+    fn connect(&self) -> BoxFuture<'_, Result<H2Sender, UpstreamError>> {
+        Box::pin(async move {
+            let stream = self.0.dial().await?;
+            let limit = Arc::new(AtomicU32::new(ASSUMED_STREAM_LIMIT));
+            let io = TokioIo::new(WatchSettings::new(stream, Arc::clone(&limit)));
+            let handshake = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .keep_alive_interval(Duration::from_secs(30))
+                .handshake(io);
+            let (sender, conn) = tokio::time::timeout(self.0.timeout, handshake)
+                .await
+                .map_err(|_| UpstreamError::ConnectTimeout { endpoint: self.0.label.to_string() })?
+                .map_err(|source| UpstreamError::Connect {
+                    endpoint: self.0.label.to_string(),
+                    source: io::Error::new(io::ErrorKind::ConnectionAborted, source),
+                })?;
+            let label = Arc::clone(&self.0.label);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(endpoint = %label, error = %e, "upstream HTTP/2 connection ended");
+                }
+            });
+            Ok(H2Sender { sender, limit })
+        })
+    }
+
+    fn is_closed(conn: &H2Sender) -> bool {
+        conn.sender.is_closed()
+    }
+
+    fn stream_limit(conn: &H2Sender) -> usize {
+        conn.limit.load(Ordering::Relaxed) as usize
+    }
 }

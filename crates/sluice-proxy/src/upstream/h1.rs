@@ -4,20 +4,20 @@
 //! responses across channels: two task wake-ups per request, and a read buffer per
 //! pooled connection. Here the request path writes the request and reads the response
 //! head itself, and the response body is read by whoever polls it (the client
-//! connection's task). A pooled connection is a bare `TcpStream`.
+//! connection's task). A pooled connection is a bare stream (TCP or TLS).
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use super::stream::UpstreamStream;
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, CONNECTION, CONTENT_LENGTH, EXPECT};
 use http::{request, Method, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::pool::Lease;
 use crate::http1::body::{BodyDecoder, Decoded};
@@ -129,7 +129,7 @@ pub(crate) struct ResponseHead {
 /// Writes the request and reads the response head, sending the request body meanwhile
 /// (an upstream may answer before it has read the whole body).
 pub(crate) async fn exchange(
-    stream: &mut TcpStream,
+    stream: &mut UpstreamStream,
     request: &mut EncodedRequest,
     reused: bool,
 ) -> Result<ResponseHead, ExchangeError> {
@@ -180,7 +180,7 @@ pub(crate) async fn exchange(
 /// still being written, so the write fails: its answer, if it sent one, is what the
 /// client should get, not a 502. The connection is not reused.
 async fn answer_after_failed_send(
-    stream: &mut TcpStream,
+    stream: &mut UpstreamStream,
     mut buf: BytesMut,
     head_request: bool,
     error: io::Error,
@@ -218,7 +218,7 @@ impl From<io::Error> for SendError {
 /// Writes one request body frame (None: the end of the body) with its framing.
 /// Returns whether more of the body is to come.
 async fn send_frame(
-    stream: &mut TcpStream,
+    stream: &mut UpstreamStream,
     out: &mut Vec<u8>,
     frame: Option<Result<Frame<Bytes>, BodyError>>,
     framing: Framing,
@@ -419,7 +419,7 @@ impl Body for H1Body {
             let Some(stream) = this.lease.as_mut().and_then(Lease::h1_stream) else {
                 return Poll::Ready(Some(Err("upstream connection gone".into())));
             };
-            match std::task::ready!(poll_read_buf(stream, cx, &mut this.buf)) {
+            match std::task::ready!(stream.poll_read_buf(cx, &mut this.buf)) {
                 Ok(0) => match this.decoder.at_eof() {
                     Ok(_) => {
                         this.reusable = false;
@@ -460,29 +460,6 @@ impl Drop for H1Body {
             self.finish();
         }
     }
-}
-
-/// Reads what is available into `buf` without an `unsafe` spare-capacity write:
-/// readiness first, then `try_read_buf`.
-fn poll_read_buf(stream: &mut TcpStream, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
-    if buf.capacity() - buf.len() < 1024 {
-        buf.reserve(16 * 1024);
-    }
-    loop {
-        std::task::ready!(stream.poll_read_ready(cx))?;
-        match stream.try_read_buf(buf) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            result => return Poll::Ready(result),
-        }
-    }
-}
-
-/// Whether an idle pooled connection is still open: a readable idle connection has
-/// either been closed by the upstream or sent bytes nobody asked for. Costs no system
-/// call unless the socket was marked readable.
-pub(crate) fn is_open(stream: &TcpStream) -> bool {
-    let mut byte = [0u8; 1];
-    matches!(stream.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
 #[cfg(test)]

@@ -1,13 +1,19 @@
-//! The upstream layer: groups of endpoints, their connection pools, and sending one
-//! request with failover. Balancing, health state and retry budgets hang here.
+//! The upstream layer: groups of endpoints, their connection pools (kept in a registry
+//! that outlives config snapshots), and sending one request with failover. Balancing,
+//! health state and retry budgets hang here.
 
 mod connect;
 mod h1;
+mod h2_settings;
 mod pool;
+mod registry;
+mod stream;
+mod tls;
 
 use std::io;
 use std::sync::Arc;
 
+use crate::outcome::Outcome;
 use crate::proxy::RequestBody;
 use bytes::BytesMut;
 use http::StatusCode;
@@ -16,10 +22,16 @@ use hyper::Request;
 use sluice_config::{UpstreamConfig, UpstreamProtocol};
 use sluice_policy::balance::RoundRobin;
 
+use connect::{Dialer, H1Connector, H2Connector};
 pub(crate) use h1::H1Body;
 use h1::{EncodedRequest, ExchangeError};
+use pool::exclusive::ExclusivePool;
+use pool::shared::SharedPool;
 use pool::EndpointPool;
 pub(crate) use pool::Lease;
+use registry::PoolKey;
+pub(crate) use registry::PoolRegistry;
+use tls::UpstreamTlsConfig;
 
 /// How many times a request that a stale pooled connection refused to take is tried again.
 const STALE_CONNECTION_RETRIES: usize = 3;
@@ -31,6 +43,8 @@ pub enum UpstreamError {
     Connect { endpoint: String, source: io::Error },
     #[error("connect to {endpoint} timed out")]
     ConnectTimeout { endpoint: String },
+    #[error("TLS with {endpoint} failed: {reason}")]
+    Tls { endpoint: String, reason: String },
     #[error("no connection to {endpoint} became free in time (pool at max_connections)")]
     PoolExhausted { endpoint: String },
     #[error("{endpoint} failed the exchange: {source}")]
@@ -47,24 +61,67 @@ pub enum UpstreamError {
 impl UpstreamError {
     /// True when nothing was sent, so another endpoint may take the request.
     fn is_connect_failure(&self) -> bool {
-        matches!(self, UpstreamError::Connect { .. } | UpstreamError::ConnectTimeout { .. })
+        matches!(self, UpstreamError::Connect { .. } | UpstreamError::ConnectTimeout { .. } | UpstreamError::Tls { .. })
     }
 }
 
 /// A named group of interchangeable endpoints, each with its own pool.
 pub struct UpstreamGroup {
-    pub name: String,
+    pub(crate) name: Arc<str>,
     protocol: UpstreamProtocol,
     pools: Vec<Arc<EndpointPool>>,
     balancer: RoundRobin,
 }
 
 impl UpstreamGroup {
-    /// Builds the group and starts its pools (warm connections open in the background).
-    pub fn spawn(config: &UpstreamConfig) -> Self {
-        let pools =
-            config.endpoints.iter().map(|e| EndpointPool::spawn(e.clone(), config.protocol, config.pool)).collect();
-        UpstreamGroup { name: config.name.clone(), protocol: config.protocol, pools, balancer: RoundRobin::default() }
+    /// Builds the group on the registry's pools: unchanged endpoints keep theirs, new
+    /// ones start (warm connections open in the background). An error names what in
+    /// the TLS settings could not be loaded.
+    pub(crate) fn build(config: &UpstreamConfig, registry: &PoolRegistry) -> Result<Self, String> {
+        let tls = match &config.tls {
+            Some(tls) => Some(
+                UpstreamTlsConfig::new(tls, config.protocol)
+                    .map_err(|e| format!("upstream.{}.tls: {e}", config.name))?,
+            ),
+            None => None,
+        };
+        let mut pools = Vec::with_capacity(config.endpoints.len());
+        for endpoint in &config.endpoints {
+            let key = PoolKey {
+                endpoint: endpoint.clone(),
+                protocol: config.protocol,
+                settings: config.pool,
+                tls: config.tls.clone(),
+            };
+            let label: Arc<str> = Arc::from(endpoint.to_string());
+            let dialer = Dialer {
+                endpoint: endpoint.clone(),
+                label: Arc::clone(&label),
+                timeout: config.pool.connect_timeout,
+                tls: tls.clone(),
+            };
+            pools.push(registry.pool(key, || {
+                Ok(match config.protocol {
+                    UpstreamProtocol::Http1 => {
+                        EndpointPool::Http1(ExclusivePool::new(H1Connector(dialer), label, config.pool))
+                    }
+                    UpstreamProtocol::Http2 => {
+                        EndpointPool::Http2(SharedPool::new(H2Connector(dialer), label, config.pool))
+                    }
+                })
+            })?);
+        }
+        Ok(UpstreamGroup {
+            name: Arc::from(config.name.as_str()),
+            protocol: config.protocol,
+            pools,
+            balancer: RoundRobin::default(),
+        })
+    }
+
+    /// The pools of the group's endpoints, in config order.
+    pub(crate) fn pools(&self) -> impl Iterator<Item = &Arc<EndpointPool>> {
+        self.pools.iter()
     }
 
     /// The protocol sluice speaks to this group's endpoints.
@@ -72,17 +129,19 @@ impl UpstreamGroup {
         self.protocol
     }
 
-    /// Sends `request` to one endpoint. A connect failure moves an idempotent request on
-    /// to the next endpoint; a request that a closed pooled connection did not take is
-    /// sent again on another connection when that is safe.
+    /// Sends `request` to one endpoint. A connect failure sent nothing, so it moves any
+    /// request on to the next endpoint; a request that a closed pooled connection did
+    /// not take is sent again on another connection when that is safe. The record
+    /// learns which endpoint answered, after how many tries.
     pub(crate) async fn send(
         &self,
         request: Request<RequestBody>,
         idempotent: bool,
+        outcome: &mut Outcome,
     ) -> Result<UpstreamResponse, UpstreamError> {
         match self.protocol {
-            UpstreamProtocol::Http1 => self.send_http1(request, idempotent).await,
-            UpstreamProtocol::Http2 => self.send_http2(request, idempotent).await,
+            UpstreamProtocol::Http1 => self.send_http1(request, idempotent, outcome).await,
+            UpstreamProtocol::Http2 => self.send_http2(request, idempotent, outcome).await,
         }
     }
 
@@ -90,11 +149,12 @@ impl UpstreamGroup {
         &self,
         request: Request<RequestBody>,
         idempotent: bool,
+        outcome: &mut Outcome,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let (parts, body) = request.into_parts();
         let mut encoded = EncodedRequest::new(&parts, body);
         drop(parts);
-        let mut attempts = Attempts::new(self, idempotent);
+        let mut attempts = Attempts::new(self, idempotent, outcome);
         while let Some(mut lease) = attempts.next_lease().await? {
             let reused = lease.begin_request();
             let Some(stream) = lease.h1_stream() else { return Err(UpstreamError::NoEndpoint) };
@@ -110,8 +170,7 @@ impl UpstreamGroup {
                 // Only an idempotent request may go again: the closed connection may
                 // have been closed after the upstream acted on it (RFC 9110 §9.2.2).
                 Err(ExchangeError::Stale(e)) if idempotent && encoded.can_resend() => {
-                    tracing::debug!(endpoint = %lease.endpoint(), error = %e, "pooled connection was closed; resending");
-                    attempts.stale(lease.endpoint());
+                    attempts.stale(lease.endpoint(), &e);
                 }
                 Err(ExchangeError::ClientBody(cause)) => return Err(UpstreamError::ClientBody(cause)),
                 Err(ExchangeError::Stale(source) | ExchangeError::Failed(source)) => {
@@ -129,8 +188,9 @@ impl UpstreamGroup {
         &self,
         mut request: Request<RequestBody>,
         idempotent: bool,
+        outcome: &mut Outcome,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        let mut attempts = Attempts::new(self, idempotent);
+        let mut attempts = Attempts::new(self, idempotent, outcome);
         while let Some(mut lease) = attempts.next_lease().await? {
             match lease.send_h2(request).await {
                 Some(Ok(response)) => {
@@ -139,8 +199,7 @@ impl UpstreamGroup {
                 }
                 Some(Err(mut e)) => match e.take_message() {
                     Some(unsent) => {
-                        tracing::debug!(endpoint = %lease.endpoint(), "HTTP/2 connection closed before the request; resending");
-                        attempts.stale(lease.endpoint());
+                        attempts.stale(lease.endpoint(), &"HTTP/2 connection closed before the request");
                         request = unsent;
                     }
                     None => {
@@ -189,7 +248,7 @@ pub(crate) enum UpstreamBody {
 }
 
 /// The connections one request may try: endpoints in balancer order, and on each a few
-/// fresh tries after a closed pooled connection.
+/// fresh tries after a closed pooled connection. Each try is counted in the record.
 struct Attempts<'a> {
     group: &'a UpstreamGroup,
     order: Vec<usize>,
@@ -198,10 +257,11 @@ struct Attempts<'a> {
     tries_here: usize,
     idempotent: bool,
     last_error: UpstreamError,
+    outcome: &'a mut Outcome,
 }
 
 impl<'a> Attempts<'a> {
-    fn new(group: &'a UpstreamGroup, idempotent: bool) -> Self {
+    fn new(group: &'a UpstreamGroup, idempotent: bool, outcome: &'a mut Outcome) -> Self {
         let order = group.balancer.order(group.pools.len()).collect();
         Attempts {
             group,
@@ -211,6 +271,7 @@ impl<'a> Attempts<'a> {
             tries_here: 0,
             idempotent,
             last_error: UpstreamError::NoEndpoint,
+            outcome,
         }
     }
 
@@ -229,12 +290,26 @@ impl<'a> Attempts<'a> {
                 }
             };
             self.tries_here += 1;
-            match self.group.pools[index].checkout(!self.idempotent).await {
+            let pool = &self.group.pools[index];
+            self.outcome.upstream_trace.attempts += 1;
+            self.outcome.upstream_trace.endpoint = Some(Arc::clone(pool.label()));
+            match pool.checkout(!self.idempotent).await {
                 Ok(lease) => return Ok(Some(lease)),
-                Err(e) if e.is_connect_failure() && self.idempotent => {
-                    tracing::warn!(upstream = %self.group.name, error = %e, "trying the next endpoint");
+                // Nothing was sent: any request, POST included, may go to the next endpoint.
+                Err(e) if e.is_connect_failure() => {
+                    let more = self.next_endpoint < self.order.len();
+                    tracing::warn!(
+                        request_id = self.outcome.request_id.to_str().unwrap_or("-"),
+                        route = self.outcome.route.as_deref().unwrap_or("-"),
+                        upstream = %self.group.name,
+                        error = %e,
+                        "{}", if more { "connect failed; trying the next endpoint" } else { "connect failed; no endpoint left" }
+                    );
                     self.last_error = e;
                     self.tries_here = STALE_CONNECTION_RETRIES; // this endpoint is down: move on
+                    if !self.idempotent {
+                        self.current = None; // a non-idempotent request moves on too
+                    }
                 }
                 Err(e) => return Err(e),
             }
@@ -242,7 +317,13 @@ impl<'a> Attempts<'a> {
     }
 
     /// The last lease's connection had been closed by the upstream.
-    fn stale(&mut self, endpoint: &sluice_config::Endpoint) {
+    fn stale(&mut self, endpoint: &Arc<str>, error: &dyn std::fmt::Display) {
+        tracing::debug!(
+            request_id = self.outcome.request_id.to_str().unwrap_or("-"),
+            endpoint = %endpoint,
+            %error,
+            "pooled connection was closed before the request; resending"
+        );
         self.last_error = UpstreamError::StaleConnections { endpoint: endpoint.to_string() };
     }
 

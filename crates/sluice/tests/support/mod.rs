@@ -104,6 +104,38 @@ impl Sluice {
         text.clone()
     }
 
+    /// The access log's records (JSON lines in `dir/access.log`, see `with_access_log`),
+    /// once there are at least `n`. Fails the test after `WAIT`.
+    pub fn records(&self, n: usize) -> Vec<serde_json::Value> {
+        let path = self.dir.path.join("access.log");
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let complete: Vec<&str> = text.split_inclusive('\n').filter(|l| l.ends_with('\n')).collect();
+            if complete.len() >= n {
+                return complete.iter().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+            }
+            assert!(std::time::Instant::now() < deadline, "wanted {n} access log lines, have:\n{text}");
+            // The writer thread flushes when its queue empties; poll the file for that.
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The one record whose request id is `id`, once it is there.
+    pub fn record(&self, id: &str) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let records = self.records(0);
+            let found: Vec<_> = records.iter().filter(|r| r["request_id"] == id).collect();
+            assert!(found.len() <= 1, "more than one record for {id}: {found:?}");
+            if let Some(record) = found.first() {
+                return (*record).clone();
+            }
+            assert!(std::time::Instant::now() < deadline, "no record for {id}: {records:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Sends SIGTERM, as an init system would.
     pub fn terminate(&self) {
         let status = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status().expect("kill");
@@ -207,4 +239,9 @@ pub fn simple_config(endpoints: &[SocketAddr], upstream_extra: &str) -> String {
         "[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\nupstream = \"up\"\n\n[upstream.up]\nendpoints = [{}]\n{upstream_extra}\n",
         list.join(", ")
     )
+}
+
+/// `config` with the access log written as JSON lines to `access.log` beside it.
+pub fn with_access_log(config: &str) -> String {
+    format!("{config}\n[access_log]\npath = \"access.log\"\n")
 }

@@ -14,6 +14,7 @@ mod encode;
 mod head;
 mod pump;
 mod respond;
+mod tunnel;
 
 use std::future::Future;
 use std::io;
@@ -30,8 +31,8 @@ use tokio::net::TcpStream;
 use super::conn::{ConnContext, ListenerContext};
 use super::h2;
 use crate::http1::{buffers, Framing, HeadError};
+use crate::outcome::{End, Record};
 use crate::proxy::{self, UpstreamUpgrade};
-use crate::stats::Counters;
 use encode::{ConnectionHeader, ResponseFraming};
 use head::RequestHead;
 use pump::BodyPump;
@@ -165,7 +166,14 @@ enum Cycle {
     /// Close after reading and dropping what the client still sends of its body.
     Linger(BytesMut),
     Http2(BytesMut),
-    Upgrade(BytesMut, UpstreamUpgrade),
+    Upgrade(BytesMut, Box<Tunnel>),
+}
+
+/// An upgraded connection's upstream half and the request's record, finished when the
+/// tunnel closes.
+struct Tunnel {
+    upstream: UpstreamUpgrade,
+    record: Option<Record>,
 }
 
 /// Reads one request head (within the header timeout) and carries out the exchange.
@@ -202,18 +210,17 @@ async fn request_cycle<T: ClientStream>(
             return Cycle::Close;
         }
         Ok(HeadRead::Invalid(error)) => {
-            Counters::bump(&ctx.shared.counters.client_errors);
-            let _ = write_error(io, proxy::client_error_response(error.into())).await;
+            let _ = write_error(io, proxy::client_error_response(ctx, error.into())).await;
             return Cycle::Close;
         }
         Err(_) => {
             tracing::debug!(peer = %ctx.peer, "closing: request head not received within header_read_timeout");
-            let _ = write_error(io, proxy::client_error_response(proxy::ClientError::HeadTimeout)).await;
+            let _ = write_error(io, proxy::client_error_response(ctx, proxy::ClientError::HeadTimeout)).await;
             return Cycle::Close;
         }
     };
     match exchange(io, &mut buf, head, ctx).await {
-        Ok(Next::Upgrade(upgrade)) => Cycle::Upgrade(buf, upgrade),
+        Ok(Next::Upgrade(tunnel)) => Cycle::Upgrade(buf, tunnel),
         Ok(Next::Again) => Cycle::Again(buf),
         Ok(Next::Linger) => Cycle::Linger(buf),
         Ok(Next::Close) | Err(_) => Cycle::Close,
@@ -266,7 +273,7 @@ async fn read_head<T: AsyncRead + Unpin>(io: &mut T, buf: &mut BytesMut, detect_
 /// What the connection does after an exchange.
 enum Next {
     Again,
-    Upgrade(UpstreamUpgrade),
+    Upgrade(Box<Tunnel>),
     /// The response went out but the request body was not all read.
     Linger,
     Close,
@@ -305,11 +312,12 @@ async fn exchange<T: ClientStream>(
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let (parts, mut body) = response.into_parts();
-        if let Some(upgrade) = body.take_upgrade() {
+        if let Some(upstream) = body.take_upgrade() {
+            let record = body.take_record();
             let mut out = Vec::with_capacity(256);
             encode::head(&mut out, parts.status, &parts.headers, ResponseFraming::NoBody, ConnectionHeader::Omit);
             io.write_all(&out).await?;
-            return Ok(Next::Upgrade(upgrade));
+            return Ok(Next::Upgrade(Box::new(Tunnel { upstream, record })));
         }
         return Err(io::Error::other("101 without an upgrade"));
     }
@@ -355,18 +363,26 @@ async fn linger<T: ClientStream>(io: &mut T, buf: &mut BytesMut) {
     }
 }
 
-/// After a 101: bytes flow both ways until either side closes. Bytes either side sent
-/// after its head go first.
-async fn tunnel<T: ClientStream>(mut io: T, buf: BytesMut, upgrade: UpstreamUpgrade, ctx: &ConnContext) {
-    let UpstreamUpgrade { mut lease, read } = upgrade;
+/// After a 101: bytes flow both ways until either side closes or neither sends for the
+/// route's tunnel_idle_timeout. Bytes either side sent after its head go first. The
+/// record ends with the tunnel, counting bytes each way.
+async fn tunnel<T: ClientStream>(mut io: T, buf: BytesMut, tunnel: Box<Tunnel>, ctx: &ConnContext) {
+    let Tunnel { upstream: UpstreamUpgrade { mut lease, read, idle_timeout }, mut record } = *tunnel;
     let Some(upstream) = lease.h1_stream() else { return };
-    if !buf.is_empty() && upstream.write_all(&buf).await.is_err() {
-        return;
-    }
-    if !read.is_empty() && io.write_all(&read).await.is_err() {
-        return;
-    }
+    let mut counts = tunnel::Counts { up: buf.len() as u64, down: read.len() as u64 };
+    let flushed = (buf.is_empty() || upstream.write_all(&buf).await.is_ok())
+        && (read.is_empty() || io.write_all(&read).await.is_ok());
     drop((buf, read));
-    let result = tokio::io::copy_bidirectional(&mut io, upstream).await;
-    tracing::debug!(peer = %ctx.peer, ?result, "tunnel closed");
+    let end =
+        if flushed { tunnel::copy(&mut io, upstream, idle_timeout, &mut counts).await } else { tunnel::Closed::Error };
+    tracing::debug!(peer = %ctx.peer, ?end, up = counts.up, down = counts.down, "tunnel closed");
+    if let Some(mut record) = record.take() {
+        let outcome = record.outcome();
+        outcome.bytes_in = counts.up;
+        outcome.bytes_out = counts.down;
+        if end == tunnel::Closed::Idle {
+            outcome.error = Some("tunnel_idle_timeout");
+        }
+        record.finish(End::TunnelClosed);
+    }
 }

@@ -24,6 +24,8 @@ pub(crate) struct BodyPump {
     decoder: BodyDecoder,
     /// Present until the body is first asked for, when the client expects a 100.
     go_ahead: Option<oneshot::Receiver<()>>,
+    /// Body bytes passed on so far (for the outcome record).
+    received: u64,
 }
 
 impl BodyPump {
@@ -31,7 +33,7 @@ impl BodyPump {
     pub(crate) fn new(framing: Framing, expect_continue: bool) -> (BodyPump, RequestBody) {
         let decoder = BodyDecoder::new(framing);
         if framing == Framing::Empty {
-            return (BodyPump { frames: None, decoder, go_ahead: None }, RequestBody::Empty);
+            return (BodyPump { frames: None, decoder, go_ahead: None, received: 0 }, RequestBody::Empty);
         }
         let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
         let remaining = decoder.remaining_length();
@@ -42,9 +44,14 @@ impl BodyPump {
             (None, None)
         };
         (
-            BodyPump { frames: Some(tx), decoder, go_ahead: go_rx },
+            BodyPump { frames: Some(tx), decoder, go_ahead: go_rx, received: 0 },
             RequestBody::Channel { frames: rx, remaining, go_ahead: go_tx },
         )
+    }
+
+    /// Request body bytes read from the client and passed on.
+    pub(crate) fn received(&self) -> u64 {
+        self.received
     }
 
     /// Still moving frames: call `step`.
@@ -71,7 +78,7 @@ impl BodyPump {
             }
         }
         let Some(frames) = &self.frames else { return std::future::pending().await };
-        if !move_frame(frames, &mut self.decoder, io, buf).await {
+        if !move_frame(frames, &mut self.decoder, io, buf, &mut self.received).await {
             self.frames = None;
         }
     }
@@ -84,11 +91,13 @@ async fn move_frame<T: AsyncRead + Unpin>(
     decoder: &mut BodyDecoder,
     io: &mut T,
     buf: &mut BytesMut,
+    received: &mut u64,
 ) -> bool {
     let Ok(permit) = frames.reserve().await else { return false };
     loop {
         match decoder.decode(buf) {
             Ok(Decoded::Data(data)) => {
+                *received += data.len() as u64;
                 permit.send(Ok(Frame::data(data)));
                 return true;
             }

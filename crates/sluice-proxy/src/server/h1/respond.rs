@@ -24,9 +24,9 @@ use super::encode::{self, ConnectionHeader, ResponseFraming};
 use super::pump::BodyPump;
 use super::ClientStream;
 use crate::http1;
+use crate::outcome::{End, Record};
 use crate::proxy::{BodyError, ProxyBody, X_REQUEST_ID};
 use crate::server::ConnContext;
-use crate::stats::Counters;
 
 /// Response bytes are gathered up to this size before a write; larger data frames are
 /// queued as they are, without a copy.
@@ -64,6 +64,8 @@ pub(super) async fn write_response<T: ClientStream>(
     conn: &ConnContext,
 ) -> io::Result<bool> {
     let (parts, mut body) = response.into_parts();
+    // This layer finishes the record: it knows when the client took the last byte.
+    let record = body.take_record();
     let framing = encode::framing(parts.status, &parts.headers, &body.size_hint(), cx.head_request, cx.client_version);
     let keep_alive = cx.keep_alive && framing != ResponseFraming::UntilClose && !body.closes_connection();
     let connection = match (keep_alive, cx.client_version) {
@@ -88,20 +90,42 @@ pub(super) async fn write_response<T: ClientStream>(
         write_read_ahead(io, &mut body, head, &body_cx).await
     };
     let id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
+    let mut record = record;
+    if let Some(record) = &mut record {
+        let outcome = record.outcome();
+        outcome.bytes_in = pump.received();
+        outcome.bytes_out = body.yielded();
+    }
+    let finish = |record: Option<Record>, end: End, error: Option<&'static str>| {
+        if let Some(mut record) = record {
+            if error.is_some() {
+                record.outcome().error = error;
+            }
+            record.finish(end);
+        }
+    };
     match written {
-        Ok(()) => Ok(keep_alive),
+        Ok(()) => {
+            finish(record, End::Complete, None);
+            Ok(keep_alive)
+        }
         Err(WriteError::Upstream(e)) => {
-            let total = Counters::bump(&conn.shared.counters.upstream_truncated);
-            tracing::warn!(request_id = id, %status, error = %e, truncated_total = total, "upstream response body broke off; closing the client connection so the truncation shows");
+            let (route, upstream) = record.as_mut().map_or(("-".into(), "-".into()), |r| {
+                let o = r.outcome();
+                (o.route.as_deref().unwrap_or("-").to_string(), o.upstream.as_deref().unwrap_or("-").to_string())
+            });
+            tracing::warn!(request_id = id, route, upstream, %status, error = %e, "upstream response body broke off; closing the client connection so the truncation shows");
+            finish(record, End::UpstreamBroke, Some("upstream_body"));
             Err(io::Error::other(e))
         }
         Err(WriteError::Client(e)) if e.kind() == io::ErrorKind::TimedOut => {
-            let total = Counters::bump(&conn.shared.counters.send_timeouts);
-            tracing::info!(request_id = id, peer = %conn.peer, send_timeouts_total = total, "client took no response bytes for send_timeout; closed (client error)");
+            tracing::info!(request_id = id, peer = %conn.peer, "client took no response bytes for send_timeout; closed (client error)");
+            finish(record, End::SendTimeout, None);
             Err(e)
         }
         Err(WriteError::Client(e)) => {
             tracing::debug!(request_id = id, peer = %conn.peer, error = %e, "client went away during the response");
+            finish(record, End::ClientGone, None);
             Err(e)
         }
     }

@@ -1,0 +1,34 @@
+//! Every default value of the config file, defined once. `validate` fills them in,
+//! `model`'s doc comments and `examples/sluice.toml` repeat them for readers, and a
+//! test checks that the example file states these same values.
+
+use std::time::Duration;
+
+pub const MAX_CONNECTIONS: usize = 10_000;
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+pub const CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+pub const BACKLOG: u32 = 4096;
+
+pub const ROUTE_TIMEOUT: Duration = Duration::from_secs(30);
+/// nginx's proxy_read_timeout.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Long enough for a quiet WebSocket with pings every minute or so; short enough that a
+/// dead peer does not hold two sockets for hours.
+pub const TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Request and response bytes buffered per request: 64 KiB.
+pub const BODY_BUFFER: u64 = 64 * 1024;
+/// Request bodies larger than this are refused: 1 GiB.
+pub const MAX_REQUEST_BODY: u64 = 1 << 30;
+
+pub const POOL_MAX_CONNECTIONS: usize = 256;
+pub const POOL_MIN_IDLE: usize = 0;
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const POOL_MAX_LIFETIME: Duration = Duration::from_secs(600);
+pub const POOL_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Access log lines queued for the writer thread at most (~64 K × ~300 B of record).
+pub const ACCESS_LOG_QUEUE: usize = 65_536;

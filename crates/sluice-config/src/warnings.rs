@@ -1,0 +1,55 @@
+//! Valid settings that are probably mistakes: a route that can never match because an
+//! earlier one takes all its requests, and an upstream group no route uses.
+
+use crate::file::FileConfig;
+use crate::model::RouteConfig;
+use crate::validate::line_of;
+use crate::Problem;
+
+/// The warnings for a validated config; `names` are the upstream names, sorted.
+pub(crate) fn find(file: &FileConfig, source: &str, routes: &[RouteConfig], names: &[String]) -> Vec<Problem> {
+    let mut warnings = Vec::new();
+    for (i, route) in routes.iter().enumerate() {
+        if let Some(earlier) = routes[..i].iter().position(|e| covers(e, route)) {
+            let line = file.routes.get(i).map_or(1, |r| line_of(source, r.upstream.span().start));
+            warnings.push(Problem {
+                line,
+                key: format!("route[{i}]"),
+                message: format!(
+                    "can never match: route[{earlier}] (\"{}\") comes first and takes every request it would; move it above",
+                    routes[earlier].name
+                ),
+            });
+        }
+    }
+    for (index, name) in names.iter().enumerate() {
+        if !routes.iter().any(|r| r.upstream == index) {
+            let line = source.find(&format!("[upstream.{name}")).map_or(1, |offset| line_of(source, offset));
+            warnings.push(Problem {
+                line,
+                key: format!("upstream.{name}"),
+                message: "no route sends requests to it; add a [[route]] with upstream = \"{name}\" or remove it"
+                    .replace("{name}", name),
+            });
+        }
+    }
+    warnings
+}
+
+/// Whether every request `later` matches is matched by `earlier` first.
+fn covers(earlier: &RouteConfig, later: &RouteConfig) -> bool {
+    let host = match (&earlier.host, &later.host) {
+        (None, _) => true,
+        (Some(a), Some(b)) => a == b,
+        (Some(_), None) => false,
+    };
+    let prefix = earlier.path_prefix == "/"
+        || later.path_prefix == earlier.path_prefix
+        || later
+            .path_prefix
+            .strip_prefix(earlier.path_prefix.trim_end_matches('/'))
+            .is_some_and(|r| r.starts_with('/'));
+    let methods = earlier.methods.is_empty()
+        || (!later.methods.is_empty() && later.methods.iter().all(|m| earlier.methods.contains(m)));
+    host && prefix && methods
+}

@@ -1,0 +1,101 @@
+//! The access log: finished records go through a bounded queue to one writer thread,
+//! which formats and writes them. A request never waits for it: when the queue is
+//! full the record is dropped and counted, and the writer says how many it missed.
+
+use std::fs::OpenOptions;
+use std::io::{self, BufWriter, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+
+use sluice_config::{AccessLogConfig, LogDestination, LogFormat};
+
+use super::{format, Outcome};
+
+/// The sending side; the thread ends once this is dropped and the queue is written.
+pub(crate) struct AccessLog {
+    queue: SyncSender<Box<Outcome>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl AccessLog {
+    /// Opens the destination (appending) and starts the writer thread.
+    pub(crate) fn start(config: &AccessLogConfig) -> io::Result<Self> {
+        let out: Box<dyn Write + Send> = match &config.destination {
+            LogDestination::Stderr => Box::new(io::stderr()),
+            LogDestination::File(path) => Box::new(OpenOptions::new().create(true).append(true).open(path)?),
+        };
+        let (queue, lines) = mpsc::sync_channel(config.queue);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let writer = Writer { out: BufWriter::with_capacity(64 * 1024, out), format: config.format };
+        let seen = Arc::clone(&dropped);
+        std::thread::Builder::new().name("sluice-access-log".into()).spawn(move || writer.run(lines, &seen))?;
+        Ok(AccessLog { queue, dropped })
+    }
+
+    /// Queues a record without waiting; a full queue drops it (counted).
+    pub(crate) fn send(&self, outcome: Box<Outcome>) {
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.queue.try_send(outcome) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+struct Writer {
+    out: BufWriter<Box<dyn Write + Send>>,
+    format: LogFormat,
+}
+
+impl Writer {
+    /// Writes lines as they come; flushes whenever the queue is empty, so a line is on
+    /// disk soon after its request ended and a burst costs one write per 64 KiB.
+    fn run(mut self, lines: Receiver<Box<Outcome>>, dropped: &AtomicU64) {
+        let mut reported = 0;
+        let mut failing = false;
+        while let Ok(outcome) = lines.recv() {
+            let mut next = Some(outcome);
+            while let Some(outcome) = next.take() {
+                failing = self.write(&outcome, failing);
+                next = lines.try_recv().ok();
+            }
+            let missed = dropped.load(Ordering::Relaxed);
+            if missed > reported {
+                tracing::warn!(dropped_total = missed, "access log queue was full; lines were dropped");
+                reported = missed;
+            }
+            if let Err(e) = self.out.flush() {
+                failing = self.report(e, failing);
+            }
+        }
+        let _ = self.out.flush();
+    }
+
+    /// Returns whether writing is failing (so a broken disk is reported once, not per line).
+    fn write(&mut self, outcome: &Outcome, failing: bool) -> bool {
+        let mut line = match self.format {
+            LogFormat::Json => format::json_line(outcome),
+            LogFormat::Combined => format::combined_line(outcome),
+        };
+        line.push('\n');
+        match self.out.write_all(line.as_bytes()) {
+            Ok(()) => {
+                if failing {
+                    tracing::info!("access log writes work again");
+                }
+                false
+            }
+            Err(e) => self.report(e, failing),
+        }
+    }
+
+    fn report(&self, error: io::Error, failing: bool) -> bool {
+        if !failing {
+            tracing::error!(%error, "cannot write the access log; lines are lost until it works again");
+        }
+        true
+    }
+}

@@ -1,0 +1,242 @@
+//! Pool logic on paused time with fake connections: no sockets, no real waiting.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_config::PoolSettings;
+
+use super::exclusive::ExclusivePool;
+use super::shared::SharedPool;
+use super::{BoxFuture, Connector};
+use crate::upstream::UpstreamError;
+
+/// Opens fake connections after `delay`, counting them; fails while `down` is set.
+#[derive(Default)]
+struct Fake {
+    opened: AtomicUsize,
+    down: AtomicBool,
+    delay: Duration,
+    stream_limit: usize,
+}
+
+struct FakeConn {
+    closed: Arc<AtomicBool>,
+    stream_limit: usize,
+}
+
+impl Connector for Arc<Fake> {
+    type Conn = FakeConn;
+
+    fn connect(&self) -> BoxFuture<'_, Result<FakeConn, UpstreamError>> {
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            if self.down.load(Ordering::Relaxed) {
+                let source = std::io::ErrorKind::ConnectionRefused.into();
+                return Err(UpstreamError::Connect { endpoint: "fake".into(), source });
+            }
+            self.opened.fetch_add(1, Ordering::Relaxed);
+            Ok(FakeConn { closed: Arc::new(AtomicBool::new(false)), stream_limit: self.stream_limit })
+        })
+    }
+
+    fn is_closed(conn: &FakeConn) -> bool {
+        conn.closed.load(Ordering::Relaxed)
+    }
+
+    fn stream_limit(conn: &FakeConn) -> usize {
+        conn.stream_limit.max(1)
+    }
+}
+
+fn settings(max_connections: usize) -> PoolSettings {
+    PoolSettings { max_connections, max_idle: max_connections, ..PoolSettings::default() }
+}
+
+fn fake(stream_limit: usize) -> Arc<Fake> {
+    Arc::new(Fake { delay: Duration::from_millis(5), stream_limit, ..Fake::default() })
+}
+
+#[tokio::test(start_paused = true)]
+async fn steady_load_reuses_connections_instead_of_churning() {
+    let connector = fake(1);
+    let pool = Arc::new(ExclusivePool::new(Arc::clone(&connector), "fake".into(), settings(256)));
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let pool = Arc::clone(&pool);
+            tokio::spawn(async move {
+                for _ in 0..20 {
+                    let conn = pool.checkout(false).await.expect("a connection");
+                    tokio::time::sleep(Duration::from_millis(1)).await; // the request
+                    pool.release(conn);
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task");
+    }
+    // 200 concurrent requests need 200 connections, once; 4,000 requests reuse them.
+    assert_eq!(connector.opened.load(Ordering::Relaxed), 200);
+    assert_eq!(pool.stats.reused.load(Ordering::Relaxed), 4_000 - 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_small_idle_cap_churns_which_is_why_it_is_not_the_default() {
+    let connector = fake(1);
+    let small = PoolSettings { max_idle: 64, ..settings(256) };
+    let pool = Arc::new(ExclusivePool::new(Arc::clone(&connector), "fake".into(), small));
+    let held: Vec<_> = futures_join(&pool, 200).await;
+    for conn in held {
+        pool.release(conn); // only 64 fit back
+    }
+    let again = futures_join(&pool, 200).await;
+    assert_eq!(connector.opened.load(Ordering::Relaxed), 200 + 136, "136 connections closed and reopened");
+    drop(again);
+}
+
+async fn futures_join(pool: &Arc<ExclusivePool<Arc<Fake>>>, n: usize) -> Vec<super::exclusive::Pooled<FakeConn>> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(pool.checkout(false).await.expect("a connection"));
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_connections_are_trimmed_by_age_down_to_min_idle() {
+    let connector = fake(1);
+    let aging = PoolSettings { min_idle: 2, idle_timeout: Duration::from_secs(60), ..settings(16) };
+    let pool = ExclusivePool::new(Arc::clone(&connector), "fake".into(), aging);
+    let held = futures_join_plain(&pool, 10).await;
+    for conn in held {
+        pool.release(conn);
+    }
+    assert_eq!(pool.counts(), (10, 10));
+    tokio::time::advance(Duration::from_secs(30)).await;
+    pool.maintain_once().await;
+    assert_eq!(pool.counts(), (10, 10), "younger than idle_timeout: kept");
+    tokio::time::advance(Duration::from_secs(31)).await;
+    pool.maintain_once().await;
+    // All ten expired; min_idle opens two fresh ones.
+    assert_eq!(pool.counts(), (2, 2));
+    assert_eq!(connector.opened.load(Ordering::Relaxed), 12);
+}
+
+async fn futures_join_plain(pool: &ExclusivePool<Arc<Fake>>, n: usize) -> Vec<super::exclusive::Pooled<FakeConn>> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(pool.checkout(false).await.expect("a connection"));
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_the_cap_a_request_waits_for_a_release_or_gets_pool_exhausted() {
+    let connector = fake(1);
+    let pool = Arc::new(ExclusivePool::new(Arc::clone(&connector), "fake".into(), settings(2)));
+    let a = pool.checkout(false).await.expect("a");
+    let b = pool.checkout(false).await.expect("b");
+    let waiting = tokio::spawn({
+        let pool = Arc::clone(&pool);
+        async move { pool.checkout(false).await.map(|conn| pool.release(conn)) }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    pool.release(a);
+    waiting.await.expect("task").expect("got the released connection");
+    let started = tokio::time::Instant::now();
+    let c = pool.checkout(false).await.expect("idle again");
+    let refused = pool.checkout(false).await;
+    assert!(matches!(refused, Err(UpstreamError::PoolExhausted { .. })));
+    assert_eq!(started.elapsed(), PoolSettings::default().wait_timeout);
+    assert_eq!(connector.opened.load(Ordering::Relaxed), 2);
+    drop((b, c));
+}
+
+#[tokio::test(start_paused = true)]
+async fn streams_fill_a_connection_to_the_peer_limit_before_another_opens() {
+    let connector = fake(3);
+    let pool = SharedPool::new(Arc::clone(&connector), "fake".into(), settings(2));
+    let mut streams = Vec::new();
+    for _ in 0..6 {
+        streams.push(pool.checkout().await.expect("a stream"));
+    }
+    assert_eq!(connector.opened.load(Ordering::Relaxed), 2, "3 streams each on 2 connections");
+    let first = Arc::as_ptr(&streams[0].conn);
+    assert!(streams[..3].iter().all(|s| Arc::as_ptr(&s.conn) == first), "packed onto the oldest first");
+    // Both full, max_connections reached: the 7th waits, then is refused.
+    assert!(matches!(pool.checkout().await, Err(UpstreamError::PoolExhausted { .. })));
+    // A stream ending makes room on its connection.
+    streams.remove(4);
+    let again = pool.checkout().await.expect("room again");
+    assert_ne!(Arc::as_ptr(&again.conn), first);
+    assert_eq!(connector.opened.load(Ordering::Relaxed), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_first_requests_opens_one_connection() {
+    let connector = fake(100);
+    let pool = Arc::new(SharedPool::new(Arc::clone(&connector), "fake".into(), settings(8)));
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let pool = Arc::clone(&pool);
+            tokio::spawn(async move { pool.checkout().await.map(drop) })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task").expect("a stream");
+    }
+    assert_eq!(connector.opened.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retired_connection_keeps_its_permit_until_its_last_stream_ends() {
+    let connector = fake(10);
+    let limited = PoolSettings { max_requests: 2, ..settings(1) };
+    let pool = Arc::new(SharedPool::new(Arc::clone(&connector), "fake".into(), limited));
+    let s1 = pool.checkout().await.expect("s1");
+    let s2 = pool.checkout().await.expect("s2");
+    assert_eq!(pool.counts().1, 1);
+    // The connection has carried max_requests: it takes no third stream, and while its
+    // two streams run, no second connection may open (max_connections = 1).
+    let third = tokio::spawn({
+        let pool = Arc::clone(&pool);
+        async move { pool.checkout().await.map(drop) }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!third.is_finished());
+    drop(s1);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!third.is_finished(), "one stream still runs on the retired connection");
+    assert_eq!(connector.opened.load(Ordering::Relaxed), 1);
+    drop(s2);
+    third.await.expect("task").expect("a new connection after the old one closed");
+    assert_eq!(connector.opened.load(Ordering::Relaxed), 2);
+    assert_eq!(pool.counts().1, 1, "never more open than max_connections");
+}
+
+#[tokio::test(start_paused = true)]
+async fn min_idle_counts_http2_connections_and_closed_ones_are_replaced() {
+    let connector = fake(100);
+    let warm = PoolSettings { min_idle: 2, ..settings(8) };
+    let pool = SharedPool::new(Arc::clone(&connector), "fake".into(), warm);
+    pool.maintain_once().await;
+    assert_eq!(pool.counts(), (2, 2));
+    let stream = pool.checkout().await.expect("a stream");
+    stream.conn.conn.closed.store(true, Ordering::Relaxed);
+    drop(stream);
+    pool.maintain_once().await;
+    assert_eq!(pool.counts(), (2, 2), "the closed one was replaced");
+    assert_eq!(connector.opened.load(Ordering::Relaxed), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn connect_failures_are_counted_and_reported() {
+    let connector = fake(1);
+    connector.down.store(true, Ordering::Relaxed);
+    let pool = ExclusivePool::new(Arc::clone(&connector), "fake".into(), settings(4));
+    assert!(matches!(pool.checkout(false).await, Err(UpstreamError::Connect { .. })));
+    assert_eq!(pool.stats.connect_failures.load(Ordering::Relaxed), 1);
+    assert_eq!(pool.counts().1, 0, "a failed connect holds no permit");
+}
