@@ -5,6 +5,7 @@
 //! See ARCHITECTURE.md at the repository root for one request's path through these.
 #![forbid(unsafe_code)]
 
+mod body;
 mod http1;
 mod outcome;
 mod proxy;

@@ -66,6 +66,34 @@ async fn websocket_echo_through_sluice() {
     assert_eq!(ws.next().await.expect("message").expect("ok"), Message::binary(vec![7u8; 100_000]));
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tunnel_has_one_record_and_closes_when_idle() {
+    let upstream = websocket_echo().await;
+    let config = simple_config(&[upstream.addr], "")
+        .replace("upstream = \"up\"\n", "upstream = \"up\"\ntunnel_idle_timeout = \"400ms\"\n");
+    let sluice = Sluice::start(&support::with_access_log(&config));
+    let stream = tokio::net::TcpStream::connect(sluice.addr).await.expect("connect");
+    let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+        "ws://{}/chat",
+        sluice.addr
+    ))
+    .expect("ws request");
+    request.headers_mut().insert("x-request-id", "ws-1".parse().expect("value"));
+    let (mut ws, _) = tokio_tungstenite::client_async(request, stream).await.expect("handshake");
+    ws.send(Message::text("ping")).await.expect("send");
+    assert_eq!(ws.next().await.expect("message").expect("ok"), Message::text("ping"));
+    // Then nothing either way: sluice closes the tunnel after tunnel_idle_timeout.
+    let closed = tokio::time::timeout(support::WAIT, ws.next()).await.expect("closed in time");
+    assert!(!matches!(closed, Some(Ok(Message::Text(_)))), "{closed:?}");
+    let record = sluice.record("ws-1");
+    assert_eq!((record["status"].as_u64(), record["end"].as_str()), (Some(101), Some("tunnel_closed")));
+    assert_eq!(record["error"], "tunnel_idle_timeout");
+    assert!(
+        record["bytes_in"].as_u64().is_some_and(|n| n > 4) && record["bytes_out"].as_u64().is_some_and(|n| n > 4),
+        "{record}"
+    );
+}
+
 /// A self-signed certificate for localhost, written as PEM files.
 fn certificate(dir: &std::path::Path) -> rustls::pki_types::CertificateDer<'static> {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");

@@ -1,5 +1,7 @@
 //! HTTP/1.1 wire format shared by sluice's server connections (`server::h1`) and its
-//! upstream client (`upstream::h1`): body framing and decoding, chunk encoding, limits.
+//! upstream client (`upstream::h1`): the rules both sides must agree on live here and
+//! only here. Content-Length (digits only, one value), keep-alive, which responses
+//! have no body, header field writing, body framing and decoding, chunk encoding, limits.
 
 pub(crate) mod body;
 pub(crate) mod buffers;
@@ -48,13 +50,21 @@ pub(crate) fn chunk_header(out: &mut Vec<u8>, len: usize) {
 /// Trailer fields after the last chunk, then the end of the body.
 pub(crate) fn last_chunk(out: &mut Vec<u8>, trailers: Option<&HeaderMap>) {
     out.extend_from_slice(b"0\r\n");
-    for (name, value) in trailers.into_iter().flatten() {
+    if let Some(trailers) = trailers {
+        write_fields(out, trailers);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Header (or trailer) fields as `name: value` lines; the names are lower case, as
+/// `http` keeps them. Values were validated when they were made (no CR or LF).
+pub(crate) fn write_fields(out: &mut Vec<u8>, fields: &HeaderMap) {
+    for (name, value) in fields {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Whether a comma-separated header (`Connection`, `TE`, ...) lists `token`.
@@ -99,6 +109,31 @@ pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<(u64, bool)>,
         }
     }
     Ok(length.map(|n| (n, values > 1)))
+}
+
+/// The one Content-Length, for a head whose framing was already checked (a single
+/// value, digits only); None when absent or not digits.
+pub(crate) fn checked_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(CONTENT_LENGTH).and_then(|v| parse_decimal(v.as_bytes().trim_ascii()))
+}
+
+/// Whether the connection stays open after this message (RFC 9112 §9.3): HTTP/1.1
+/// unless `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`. The same
+/// rule for requests and responses.
+pub(crate) fn keep_alive(headers: &HeaderMap, version: http::Version) -> bool {
+    if has_token(headers, &http::header::CONNECTION, "close") {
+        return false;
+    }
+    version == http::Version::HTTP_11 || has_token(headers, &http::header::CONNECTION, "keep-alive")
+}
+
+/// Responses that never have a body whatever their headers say (RFC 9110 §6.4.1):
+/// to HEAD, 1xx, 204 and 304.
+pub(crate) fn response_has_no_body(status: http::StatusCode, head_request: bool) -> bool {
+    head_request
+        || status.is_informational()
+        || status == http::StatusCode::NO_CONTENT
+        || status == http::StatusCode::NOT_MODIFIED
 }
 
 /// Decimal digits only (u64's FromStr would also take a sign), None on overflow.

@@ -7,14 +7,25 @@ use std::io::{self, BufWriter, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
+use std::time::Duration;
 
 use sluice_config::{AccessLogConfig, LogDestination, LogFormat};
 
 use super::{format, Outcome};
 
+/// How long a flush at shutdown waits for the writer thread.
+const FLUSH_WAIT: Duration = Duration::from_secs(2);
+
+/// What goes through the queue.
+enum Message {
+    Line(Box<Outcome>),
+    /// Write everything before this, then say so.
+    Flush(mpsc::Sender<()>),
+}
+
 /// The sending side; the thread ends once this is dropped and the queue is written.
 pub(crate) struct AccessLog {
-    queue: SyncSender<Box<Outcome>>,
+    queue: SyncSender<Message>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -35,8 +46,18 @@ impl AccessLog {
 
     /// Queues a record without waiting; a full queue drops it (counted).
     pub(crate) fn send(&self, outcome: Box<Outcome>) {
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.queue.try_send(outcome) {
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.queue.try_send(Message::Line(outcome))
+        {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits (a bounded time) until every line queued so far is written: at shutdown,
+    /// so that the last requests are not lost with the process.
+    pub(crate) fn flush(&self) {
+        let (done, written) = mpsc::channel();
+        if self.queue.send(Message::Flush(done)).is_ok() {
+            let _ = written.recv_timeout(FLUSH_WAIT);
         }
     }
 
@@ -53,13 +74,17 @@ struct Writer {
 impl Writer {
     /// Writes lines as they come; flushes whenever the queue is empty, so a line is on
     /// disk soon after its request ended and a burst costs one write per 64 KiB.
-    fn run(mut self, lines: Receiver<Box<Outcome>>, dropped: &AtomicU64) {
+    fn run(mut self, lines: Receiver<Message>, dropped: &AtomicU64) {
         let mut reported = 0;
         let mut failing = false;
-        while let Ok(outcome) = lines.recv() {
-            let mut next = Some(outcome);
-            while let Some(outcome) = next.take() {
-                failing = self.write(&outcome, failing);
+        while let Ok(message) = lines.recv() {
+            let mut next = Some(message);
+            let mut flushed = Vec::new();
+            while let Some(message) = next.take() {
+                match message {
+                    Message::Line(outcome) => failing = self.write(&outcome, failing),
+                    Message::Flush(done) => flushed.push(done),
+                }
                 next = lines.try_recv().ok();
             }
             let missed = dropped.load(Ordering::Relaxed);
@@ -69,6 +94,9 @@ impl Writer {
             }
             if let Err(e) = self.out.flush() {
                 failing = self.report(e, failing);
+            }
+            for done in flushed {
+                let _ = done.send(());
             }
         }
         let _ = self.out.flush();

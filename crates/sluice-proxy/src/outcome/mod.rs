@@ -233,6 +233,13 @@ impl Outcomes {
         }
     }
 
+    /// Writes out the access log's queue (at shutdown).
+    pub(crate) fn flush(&self) {
+        if let Some(log) = &self.access_log {
+            log.flush();
+        }
+    }
+
     /// Access log lines dropped because the writer thread fell behind.
     pub(crate) fn dropped_lines(&self) -> u64 {
         self.access_log.as_ref().map_or(0, AccessLog::dropped)

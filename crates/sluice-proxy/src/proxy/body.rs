@@ -20,12 +20,9 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 
 use super::read_ahead::Detached;
+use crate::body::BodyError;
 use crate::outcome::{End, Record};
-use crate::server::ConnActivity;
 use crate::upstream::{H1Body, Lease, UpstreamBody};
-
-/// Boxed error for response bodies; hyper only needs `Into<Box<dyn Error>>`.
-pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 enum Kind {
     Http1(H1Body),
@@ -82,14 +79,21 @@ pub struct UpstreamUpgrade {
     pub(crate) idle_timeout: Duration,
 }
 
+/// Whoever counts a connection's requests in flight (the HTTP/2 connection's idle
+/// watchdog); a trait so that this layer does not reach up into the connection layer.
+pub(crate) trait RequestTracker: Send + Sync {
+    fn request_started(&self);
+    fn request_ended(&self);
+}
+
 /// A request in flight on an HTTP/2 client connection; dropping it marks the request
 /// ended, also when hyper drops the request's future (client gone, stream reset).
-pub(crate) struct InflightGuard(Arc<ConnActivity>);
+pub(crate) struct InflightGuard(Arc<dyn RequestTracker>);
 
 impl InflightGuard {
-    pub(crate) fn start(activity: &Arc<ConnActivity>) -> Self {
-        activity.request_started();
-        InflightGuard(Arc::clone(activity))
+    pub(crate) fn start(tracker: Arc<dyn RequestTracker>) -> Self {
+        tracker.request_started();
+        InflightGuard(tracker)
     }
 }
 

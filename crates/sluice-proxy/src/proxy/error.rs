@@ -5,7 +5,7 @@ use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
 use http::{Response, StatusCode};
 
 use super::body::ProxyBody;
-use super::request_body::ClientBodyError;
+use crate::body::ClientBodyError;
 use crate::outcome::Outcome;
 use crate::upstream::UpstreamError;
 

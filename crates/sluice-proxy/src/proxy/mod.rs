@@ -25,17 +25,16 @@ use http::{Method, Request, Response, Uri, Version};
 use http_body::Body as _;
 use sluice_config::UpstreamProtocol;
 
-pub(crate) use body::{BodyError, InflightGuard, ProxyBody, UpstreamUpgrade};
+pub(crate) use body::{InflightGuard, ProxyBody, RequestTracker, UpstreamUpgrade};
 pub(crate) use error::ClientError;
 use error::{error_response, ProxyError};
 pub(crate) use headers::X_REQUEST_ID;
-use request_body::BodyLimits;
-pub(crate) use request_body::{client_cause as client_body_cause, BodyFrame, ClientBodyError, RequestBody};
 use target::Target;
 
+use crate::body::{BodyLimits, RequestBody};
 use crate::outcome::{Outcome, Record};
+use crate::runtime::ConnContext;
 use crate::runtime::Route;
-use crate::server::ConnContext;
 use crate::upstream::{UpstreamBody, UpstreamResponse};
 
 /// Handles one client request; never fails (errors become responses). The response

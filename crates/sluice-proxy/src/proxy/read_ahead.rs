@@ -21,8 +21,9 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::sync::{mpsc, Semaphore};
 
-use super::body::{BodyError, ProxyBody, SendTimedOut};
+use super::body::{ProxyBody, SendTimedOut};
 use super::headers::X_REQUEST_ID;
+use crate::body::BodyError;
 use crate::runtime::Shared;
 
 /// A response body detached from its upstream, as the HTTP/2 connection sees it.

@@ -9,22 +9,13 @@
 
 use std::io::{self, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use http::HeaderMap;
-use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::fs::File;
-use tokio::io::{AsyncRead, AsyncSeekExt, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
-use super::body::BodyError;
-use super::request_body::{client_cause, ClientBodyError, Streaming};
-
-/// Bytes read back from the file per frame.
-const READ_CHUNK: u64 = 64 * 1024;
+use crate::body::{client_cause, ClientBodyError, SpooledBody, Streaming};
 
 /// Why a body could not be spooled.
 #[derive(Debug, thiserror::Error)]
@@ -33,13 +24,6 @@ pub(crate) enum SpoolError {
     Client(ClientBodyError),
     #[error("cannot spool the request body in {}: {source}", dir.display())]
     Disk { dir: PathBuf, source: io::Error },
-}
-
-/// A request body read back from its spool file.
-pub struct SpooledBody {
-    file: File,
-    remaining: u64,
-    trailers: Option<HeaderMap>,
 }
 
 /// Writes the rest of `body` to a new file in `dir`, then rewinds it for reading.
@@ -71,38 +55,4 @@ async fn create(dir: &Path) -> io::Result<File> {
     let file = tokio::fs::OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(&path).await?;
     tokio::fs::remove_file(&path).await?;
     Ok(file)
-}
-
-impl Body for SpooledBody {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = self.get_mut();
-        if this.remaining == 0 {
-            return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
-        }
-        let mut chunk = vec![0u8; this.remaining.min(READ_CHUNK) as usize];
-        let mut read = ReadBuf::new(&mut chunk);
-        std::task::ready!(Pin::new(&mut this.file).poll_read(cx, &mut read))?;
-        let n = read.filled().len();
-        if n == 0 {
-            return Poll::Ready(Some(Err("the spool file ended before the body did".into())));
-        }
-        chunk.truncate(n);
-        this.remaining -= n as u64;
-        Poll::Ready(Some(Ok(Frame::data(Bytes::from(chunk)))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.remaining == 0 && self.trailers.is_none()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        // With trailers the body must go chunked, so its length is not offered.
-        match self.trailers {
-            None => SizeHint::with_exact(self.remaining),
-            Some(_) => SizeHint::new(),
-        }
-    }
 }

@@ -11,7 +11,7 @@ use sluice_policy::path::{self, EscapedSlashAction, PathOptions};
 
 use super::body::ProxyBody;
 use super::error::{ClientError, ProxyError};
-use super::request_body::RequestBody;
+use crate::body::RequestBody;
 
 /// What `Allow` says for `OPTIONS *` and for a refused `CONNECT`.
 pub(crate) const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS";

@@ -10,7 +10,7 @@ use http::{Request, Response, Version};
 use super::body::{ProxyBody, UpstreamUpgrade};
 use super::error::ProxyError;
 use super::headers;
-use super::request_body::RequestBody;
+use crate::body::RequestBody;
 
 /// The protocols an HTTP/1.1 request asks to switch to (`Connection: upgrade` +
 /// `Upgrade`) that the route allows, as the `Upgrade` value to forward.

@@ -32,6 +32,20 @@ pub(crate) enum Expiry {
     Idle(Instant),
 }
 
+impl crate::proxy::RequestTracker for ConnActivity {
+    /// A stream (request) started.
+    fn request_started(&self) {
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+        self.used.store(true, Ordering::Relaxed);
+    }
+
+    /// A response body ended (or was dropped).
+    fn request_ended(&self) {
+        self.idle_since.store(self.now_ms(), Ordering::Relaxed);
+        self.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl ConnActivity {
     /// A connection just accepted.
     pub(crate) fn new() -> Self {
@@ -45,18 +59,6 @@ impl ConnActivity {
 
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
-    }
-
-    /// A stream (request) started.
-    pub(crate) fn request_started(&self) {
-        self.inflight.fetch_add(1, Ordering::Relaxed);
-        self.used.store(true, Ordering::Relaxed);
-    }
-
-    /// A response body ended (or was dropped).
-    pub(crate) fn request_ended(&self) {
-        self.idle_since.store(self.now_ms(), Ordering::Relaxed);
-        self.inflight.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// When the connection expires if nothing else happens.
@@ -75,6 +77,7 @@ impl ConnActivity {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::RequestTracker;
 
     const HEADER: Duration = Duration::from_secs(10);
     const IDLE: Duration = Duration::from_secs(60);

@@ -1,40 +1,16 @@
 //! One client connection: optional TLS handshake, then HTTP/1.1 (sluice's own layer)
 //! or HTTP/2 (hyper), chosen by ALPN, by the h2c preface, or by the listener's protocol.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use hyper_util::rt::TokioExecutor;
 use sluice_config::ListenerProtocol;
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::TlsAcceptor;
 
 use super::{h1, h2};
-use crate::runtime::Shared;
-
-/// What the request path needs to know about the connection a request came on.
-/// Shared by the connection task, its requests and any WebSocket tunnel it becomes;
-/// kept small because every idle connection holds one.
-pub(crate) struct ConnContext {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) peer: SocketAddr,
-    pub(crate) tls: bool,
-    /// The connection's place under `max_connections`, given back when the last user ends.
-    _permit: OwnedSemaphorePermit,
-}
-
-impl ConnContext {
-    pub(crate) fn new(
-        shared: Arc<Shared>,
-        peer: SocketAddr,
-        listener: &ListenerContext,
-        permit: OwnedSemaphorePermit,
-    ) -> Arc<Self> {
-        Arc::new(ConnContext { shared, peer, tls: listener.tls.is_some(), _permit: permit })
-    }
-}
+use crate::runtime::ConnContext;
 
 /// Per-listener settings every connection of it shares.
 pub(crate) struct ListenerContext {

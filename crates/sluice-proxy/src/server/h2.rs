@@ -17,9 +17,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::activity::{ConnActivity, Expiry};
-use super::conn::{ConnContext, ListenerContext};
+use super::conn::ListenerContext;
 use super::h2_io::H2Io;
-use crate::proxy::{self, InflightGuard, RequestBody};
+use crate::body::RequestBody;
+use crate::proxy::{self, InflightGuard, RequestTracker};
+use crate::runtime::ConnContext;
 use crate::stats::Counters;
 
 /// hyper's HTTP/2 server settings.
@@ -41,7 +43,7 @@ where
     let (service_ctx, service_activity) = (Arc::clone(&ctx), Arc::clone(&activity));
     let service = service_fn(move |request: Request<Incoming>| {
         let ctx = Arc::clone(&service_ctx);
-        let inflight = InflightGuard::start(&service_activity);
+        let inflight = InflightGuard::start(Arc::clone(&service_activity) as Arc<dyn RequestTracker>);
         async move {
             // Bytes of a request body are counted as it is read, for the outcome record.
             let received = (!request.body().is_end_stream()).then(|| Arc::new(AtomicU64::new(0)));

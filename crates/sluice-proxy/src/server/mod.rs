@@ -6,7 +6,6 @@ mod conn;
 mod h1;
 mod h2;
 mod h2_io;
-mod shutdown;
 mod tls;
 
 use std::future::Future;
@@ -19,12 +18,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-pub(crate) use activity::ConnActivity;
-pub(crate) use conn::ConnContext;
 use conn::ListenerContext;
-pub(crate) use shutdown::Shutdown;
 
-use crate::runtime::Shared;
+use crate::runtime::{ConnContext, Shared};
 
 /// How long the accept loop pauses when the FD table is full: long enough not to spin,
 /// short enough that a freed descriptor is used promptly.
@@ -39,10 +35,8 @@ pub enum ServerError {
     Bind { address: SocketAddr, source: std::io::Error },
     #[error("TLS: {0}")]
     Tls(String),
-    #[error("{0}")]
-    Upstream(String),
-    #[error("cannot open the access log: {0}")]
-    AccessLog(std::io::Error),
+    #[error(transparent)]
+    Start(#[from] crate::runtime::StartError),
 }
 
 /// A bound listener, ready to accept.
@@ -97,6 +91,9 @@ impl Server {
             tracing::warn!(open, "drain timeout passed; closing the remaining connections");
         }
         self.shared.log_summary();
+        let outcomes = std::sync::Arc::clone(&self.shared.outcomes);
+        // The writer thread may take a moment; not on a worker thread.
+        let _ = tokio::task::spawn_blocking(move || outcomes.flush()).await;
         drained
     }
 }
@@ -135,7 +132,7 @@ async fn accept_loop(bound: BoundListener, shared: Arc<Shared>, limit: Arc<Semap
         match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                let ctx = ConnContext::new(Arc::clone(&shared), peer, &bound.context, permit);
+                let ctx = ConnContext::new(Arc::clone(&shared), peer, bound.context.tls.is_some(), permit);
                 let listener = Arc::clone(&bound.context);
                 if listener.tls.is_none() && listener.protocol != ListenerProtocol::Http2 {
                     tokio::spawn(h1::serve(stream, ctx, listener));

@@ -17,7 +17,7 @@ use super::pool::{BoxFuture, Connector};
 use super::stream::UpstreamStream;
 use super::tls::UpstreamTlsConfig;
 use super::UpstreamError;
-use crate::proxy::RequestBody;
+use crate::body::RequestBody;
 
 /// Dials one endpoint: TCP, then TLS if configured, all within the connect timeout.
 pub(crate) struct Dialer {

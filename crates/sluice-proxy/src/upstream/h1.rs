@@ -13,16 +13,16 @@ use std::time::Duration;
 
 use super::stream::UpstreamStream;
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderMap, CONNECTION, CONTENT_LENGTH, EXPECT};
+use http::header::{HeaderMap, CONTENT_LENGTH, EXPECT};
 use http::{request, Method, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::pool::Lease;
+use crate::body::{client_cause as client_body_cause, BodyError, ClientBodyError, RequestBody};
 use crate::http1::body::{BodyDecoder, Decoded};
 use crate::http1::{self, buffers, FieldSpans, Framing, MAX_HEADERS, MAX_HEAD_BYTES};
-use crate::proxy::{client_body_cause, BodyError, ClientBodyError, RequestBody};
 
 /// Request body frames up to this size are copied next to their chunk framing and sent
 /// in one write; larger ones are written as they are.
@@ -58,12 +58,7 @@ impl EncodedRequest {
         head.push(b' ');
         head.extend_from_slice(parts.uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
         head.extend_from_slice(b" HTTP/1.1\r\n");
-        for (name, value) in &parts.headers {
-            head.extend_from_slice(name.as_str().as_bytes());
-            head.extend_from_slice(b": ");
-            head.extend_from_slice(value.as_bytes());
-            head.extend_from_slice(b"\r\n");
-        }
+        http1::write_fields(&mut head, &parts.headers);
         match framing {
             Framing::Length(n) if !parts.headers.contains_key(CONTENT_LENGTH) => {
                 head.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
@@ -95,7 +90,7 @@ fn request_framing(headers: &HeaderMap, body: &RequestBody) -> Framing {
     if body.is_end_stream() {
         return Framing::Empty;
     }
-    if let Some(n) = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok()) {
+    if let Some(n) = http1::checked_length(headers) {
         return if n == 0 { Framing::Empty } else { Framing::Length(n) };
     }
     match body.size_hint().exact() {
@@ -313,8 +308,7 @@ fn parse_response(
         }
         let (framing, ambiguous) = response_framing(status, &mut headers, head_request)?;
         let keep_alive = !ambiguous
-            && !http1::has_token(&headers, &CONNECTION, "close")
-            && (version == Version::HTTP_11 || http1::has_token(&headers, &CONNECTION, "keep-alive"))
+            && http1::keep_alive(&headers, version)
             && framing != Framing::UntilClose
             && status != StatusCode::SWITCHING_PROTOCOLS;
         let mut parts = Response::new(()).into_parts().0;
@@ -338,10 +332,7 @@ pub(crate) fn parse_response_for_tests(
 /// is `ambiguous`: its connection is not reused, since the upstream may mean the other.
 /// A repeated equal Content-Length is forwarded once.
 fn response_framing(status: StatusCode, headers: &mut HeaderMap, head_request: bool) -> io::Result<(Framing, bool)> {
-    let no_body = head_request
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
+    let no_body = http1::response_has_no_body(status, head_request);
     if let Some(chunked) = http1::final_coding_is_chunked(headers) {
         let ambiguous = headers.remove(CONTENT_LENGTH).is_some();
         let framing = match (no_body, chunked) {

@@ -13,8 +13,8 @@ mod tls;
 use std::io;
 use std::sync::Arc;
 
+use crate::body::RequestBody;
 use crate::outcome::Outcome;
-use crate::proxy::RequestBody;
 use bytes::BytesMut;
 use http::StatusCode;
 use hyper::body::Incoming;
@@ -55,7 +55,7 @@ pub enum UpstreamError {
     NoEndpoint,
     /// The client's request body broke off while it was being sent (its fault, a 4xx).
     #[error("{0}")]
-    ClientBody(crate::proxy::ClientBodyError),
+    ClientBody(crate::body::ClientBodyError),
 }
 
 impl UpstreamError {
@@ -204,7 +204,7 @@ impl UpstreamGroup {
                     }
                     None => {
                         let error = e.into_error();
-                        if let Some(cause) = crate::proxy::client_body_cause(&error) {
+                        if let Some(cause) = crate::body::client_cause(&error) {
                             return Err(UpstreamError::ClientBody(cause));
                         }
                         let source = error.into();

@@ -27,14 +27,10 @@ pub(crate) fn framing(
     head_request: bool,
     client: Version,
 ) -> ResponseFraming {
-    if head_request
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
+    if crate::http1::response_has_no_body(status, head_request) {
         return ResponseFraming::NoBody;
     }
-    if let Some(n) = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok()) {
+    if let Some(n) = crate::http1::checked_length(headers) {
         return ResponseFraming::Length(n);
     }
     match hint.exact() {
@@ -67,12 +63,7 @@ pub(crate) fn head(
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    crate::http1::write_fields(out, headers);
     match framing {
         ResponseFraming::Length(n) if !headers.contains_key(CONTENT_LENGTH) => {
             out.extend_from_slice(b"content-length: ");

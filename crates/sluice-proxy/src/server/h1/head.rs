@@ -5,7 +5,7 @@ use bytes::BytesMut;
 
 use crate::http1::{self, has_token, FieldSpans, Framing, HeadError, MAX_HEADERS, MAX_HEAD_BYTES, MAX_REQUEST_LINE};
 use crate::proxy::target;
-use http::header::{HeaderMap, HeaderValue, CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TE, TRANSFER_ENCODING};
+use http::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, EXPECT, HOST, TE, TRANSFER_ENCODING};
 use http::{Method, Uri, Version};
 
 /// A parsed request head and what the connection needs to know about it.
@@ -60,7 +60,7 @@ pub(crate) fn parse(buf: &mut BytesMut) -> Result<Option<RequestHead>, HeadError
     let mut headers = spans.header_map(&head)?;
     resolve_host(&mut headers, &uri, version)?;
     let framing = framing(&mut headers, version)?;
-    let keep_alive = keep_alive(&headers, version);
+    let keep_alive = crate::http1::keep_alive(&headers, version);
     let expect_continue = headers.get(EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let accepts_trailers = has_token(&headers, &TE, "trailers");
     Ok(Some(RequestHead { method, uri, version, headers, framing, keep_alive, expect_continue, accepts_trailers }))
@@ -169,13 +169,6 @@ fn transfer_coding(headers: &HeaderMap) -> Result<Framing, HeadError> {
         }
         _ => Err(HeadError::NotImplemented("transfer codings other than chunked")),
     }
-}
-
-fn keep_alive(headers: &HeaderMap, version: Version) -> bool {
-    if has_token(headers, &CONNECTION, "close") {
-        return false;
-    }
-    version == Version::HTTP_11 || has_token(headers, &CONNECTION, "keep-alive")
 }
 
 impl From<HeadError> for crate::proxy::ClientError {

@@ -28,11 +28,13 @@ use http::{Method, Request, StatusCode, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::conn::{ConnContext, ListenerContext};
+use super::conn::ListenerContext;
 use super::h2;
+use crate::body::RequestBody;
 use crate::http1::{buffers, Framing, HeadError};
 use crate::outcome::{End, Record};
 use crate::proxy::{self, UpstreamUpgrade};
+use crate::runtime::ConnContext;
 use encode::{ConnectionHeader, ResponseFraming};
 use head::RequestHead;
 use pump::BodyPump;
@@ -333,7 +335,7 @@ async fn exchange<T: ClientStream>(
 
 /// The request as the proxy sees it. `Expect` stays only where a go-ahead is pending
 /// (the proxy decides whether it is answered here or by the upstream).
-fn into_request(head: RequestHead, body: proxy::RequestBody, expect_continue: bool) -> Request<proxy::RequestBody> {
+fn into_request(head: RequestHead, body: RequestBody, expect_continue: bool) -> Request<RequestBody> {
     let mut request = Request::new(body);
     *request.method_mut() = head.method;
     *request.uri_mut() = head.uri;

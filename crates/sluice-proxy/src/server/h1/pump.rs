@@ -8,9 +8,9 @@ use http_body::Frame;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::body::{BodyFrame, ClientBodyError, RequestBody};
 use crate::http1::body::{BodyDecoder, Decoded};
 use crate::http1::{Framing, HeadError};
-use crate::proxy::{BodyFrame, ClientBodyError, RequestBody};
 
 /// Frames buffered between the client connection and the upstream at most. With
 /// reads of up to `READ_CHUNK`, this bounds a request's body memory.

@@ -23,10 +23,11 @@ use tokio::time::Instant;
 use super::encode::{self, ConnectionHeader, ResponseFraming};
 use super::pump::BodyPump;
 use super::ClientStream;
+use crate::body::BodyError;
 use crate::http1;
 use crate::outcome::{End, Record};
-use crate::proxy::{BodyError, ProxyBody, X_REQUEST_ID};
-use crate::server::ConnContext;
+use crate::proxy::{ProxyBody, X_REQUEST_ID};
+use crate::runtime::ConnContext;
 
 /// Response bytes are gathered up to this size before a write; larger data frames are
 /// queued as they are, without a copy.

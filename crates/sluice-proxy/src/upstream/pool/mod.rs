@@ -24,7 +24,7 @@ use sluice_policy::retire::RetireRules;
 use super::connect::{H1Connector, H2Connector, H2Sender};
 use super::stream::UpstreamStream;
 use super::UpstreamError;
-use crate::proxy::RequestBody;
+use crate::body::RequestBody;
 use exclusive::{ExclusivePool, Pooled};
 use shared::{SharedPool, Stream};
 

@@ -9,8 +9,13 @@ use arc_swap::{ArcSwap, Guard};
 use sluice_config::{Config, ServerSettings};
 use sluice_policy::route::{HostPattern, RouteRule, Router};
 
+mod conn;
+mod shutdown;
+
+pub(crate) use conn::ConnContext;
+pub(crate) use shutdown::Shutdown;
+
 use crate::outcome::Outcomes;
-use crate::server::Shutdown;
 use crate::stats::Counters;
 use crate::upstream::{PoolRegistry, UpstreamGroup};
 
@@ -79,6 +84,15 @@ impl Snapshot {
     }
 }
 
+/// Why the process state could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Upstream(String),
+    #[error("cannot open the access log: {0}")]
+    AccessLog(std::io::Error),
+}
+
 /// State shared by every connection of the process.
 pub(crate) struct Shared {
     snapshot: ArcSwap<Snapshot>,
@@ -93,11 +107,10 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(config: &Config) -> Result<Self, crate::server::ServerError> {
-        use crate::server::ServerError;
+    pub(crate) fn new(config: &Config) -> Result<Self, StartError> {
         let pools = PoolRegistry::default();
-        let snapshot = Snapshot::build(config, &pools).map_err(ServerError::Upstream)?;
-        let outcomes = Outcomes::new(config.access_log.as_ref()).map_err(ServerError::AccessLog)?;
+        let snapshot = Snapshot::build(config, &pools).map_err(StartError::Upstream)?;
+        let outcomes = Outcomes::new(config.access_log.as_ref()).map_err(StartError::AccessLog)?;
         Ok(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             shutdown: Shutdown::default(),
