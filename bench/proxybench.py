@@ -24,7 +24,9 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SLUICE = os.path.join(ROOT, "target", "release", "sluice")
+SLUICE = os.environ.get("SLUICE_BIN", os.path.join(ROOT, "target", "release", "sluice"))
+# Another sluice build to compare with (e.g. the previous main), run as proxy "sluice-prev".
+SLUICE_PREV = os.environ.get("SLUICE_PREV")
 PROXY_CPU = "0"
 LOAD_CPU = "1"
 SMALL_BODY = "x" * 99 + "\n"  # 100 bytes
@@ -124,6 +126,7 @@ def start_backend(work):
         listen 127.0.0.1:{port} backlog=4096;
         location = /small {{ default_type text/plain; return 200 "{SMALL_BODY}"; }}
         location = /big {{ default_type application/octet-stream; alias {work}/big.bin; }}
+        location = /status {{ stub_status; }}
     }}
 }}
 """
@@ -183,7 +186,9 @@ backend b
     return proc, h1, h2
 
 
-def start_sluice(work, backend):
+def start_sluice(work, backend, binary=None, access_log=False):
+    """sluice with its pool defaults (max_connections raised to 1,024 as nginx's keepalive
+    and HAProxy's maxconn allow); with `access_log`, JSON lines to a file."""
     port = free_port()
     conf = f"""
 [server]
@@ -200,15 +205,18 @@ upstream = "backend"
 
 [upstream.backend]
 endpoints = ["127.0.0.1:{backend}"]
-pool = {{ max_connections = 1024, max_idle = 1024, max_lifetime = "1h" }}
+pool = {{ max_connections = 1024 }}
 """
+    if access_log:
+        conf += f'\n[access_log]\npath = "{work}/access.log"\n'
     path = os.path.join(work, "sluice.toml")
     open(path, "w").write(conf)
     env = dict(os.environ, RUST_LOG="warn")
     log = open(os.path.join(work, "sluice.log"), "w")
     proc = Proc.__new__(Proc)
     proc.log = log
-    proc.popen = subprocess.Popen(["taskset", "-c", PROXY_CPU, SLUICE, "run", "--config", path], stdout=log, stderr=subprocess.STDOUT, env=env)
+    binary = binary or SLUICE
+    proc.popen = subprocess.Popen(["taskset", "-c", PROXY_CPU, binary, "run", "--config", path], stdout=log, stderr=subprocess.STDOUT, env=env)
     wait_port(port)
     return proc, port, port  # one listener detects HTTP/1.1 and h2c
 
@@ -307,7 +315,15 @@ def measure_idle(port, pids, count):
 SCENARIOS = ["c64-small", "c1024-small", "c64-16k", "h2c-16x32", "rate5000", "idle10k"]
 
 
-def run_scenario(name, port, h2port, pids, args, work):
+def backend_accepts(backend_port):
+    """Connections the backend has accepted so far (nginx stub_status)."""
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{backend_port}/status", timeout=5) as r:
+        return int(r.read().decode().split("\n")[2].split()[0])
+
+
+def run_scenario(name, port, h2port, pids, args, work, backend_port):
+    accepts_before = backend_accepts(backend_port)
     before = cpu_seconds(pids)
     user_before = cpu_seconds(pids, (11,))
     if name == "c64-small":
@@ -326,6 +342,8 @@ def run_scenario(name, port, h2port, pids, args, work):
     user = cpu_seconds(pids, (11,)) - user_before
     r["cpu_us_per_req"] = cpu * 1e6 / max(r["requests"], 1)
     r["user_us_per_req"] = user * 1e6 / max(r["requests"], 1)
+    # Upstream connections opened during the run (one stub_status request included).
+    r["upstream_conns_opened"] = backend_accepts(backend_port) - accepts_before - 1
     return r
 
 
@@ -354,12 +372,18 @@ def main():
                     if proxy == "direct":
                         proc, port, h2port, pids = None, backend_port, None, backend.worker_pids()
                     else:
-                        starter = {"nginx": start_nginx, "haproxy": start_haproxy, "sluice": start_sluice}[proxy]
+                        starter = {
+                            "nginx": start_nginx,
+                            "haproxy": start_haproxy,
+                            "sluice": start_sluice,
+                            "sluice-log": lambda w, b: start_sluice(w, b, access_log=True),
+                            "sluice-prev": lambda w, b: start_sluice(w, b, binary=SLUICE_PREV),
+                        }[proxy]
                         proc, port, h2port = starter(work, backend_port)
                         time.sleep(0.3)
                         pids = proc.worker_pids()
                     try:
-                        r = run_scenario(name, port, h2port, pids, args, work)
+                        r = run_scenario(name, port, h2port, pids, args, work, backend_port)
                         results.setdefault(name, {}).setdefault(proxy, []).append(r)
                         print(f"round {round_no + 1} {proxy:8} {name:12} {json.dumps(r)}", flush=True)
                     finally:

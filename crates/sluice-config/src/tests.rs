@@ -222,3 +222,104 @@ endpoints = ["127.0.0.1:2"]
     assert_eq!(ok.routes[0].max_request_body, 2 << 20);
     assert_eq!(ok.routes[0].request_buffer, 64 * 1024);
 }
+
+const MINIMAL: &str = "[[listener]]\naddress = \"127.0.0.1:8080\"\n\n[[route]]\nupstream = \"up\"\n\n[upstream.up]\nendpoints = [\"127.0.0.1:9001\"]\n";
+
+#[test]
+fn every_problem_is_reported_in_one_pass_with_its_line() {
+    let src = r#"
+[server]
+drain_timeout = "0s"
+keepalive_timeout = "5 minutes"
+trusted_proxies = ["10.0.0.0/8", "not-an-ip", "::1/129"]
+
+[[listener]]
+address = "127.0.0.1:8080"
+
+[[listener]]
+address = "127.0.0.1:8080"
+
+[[route]]
+upstream = "up"
+timeout = "0s"
+read_timeout = "0ms"
+
+[upstream.up]
+endpoints = ["127.0.0.1:9001"]
+pool = { connect_timeout = "0s", idle_timeout = "0s" }
+
+[access_log]
+format = "xml"
+"#;
+    let p = problems(src);
+    let at = |key: &str| p.iter().find(|p| p.key == key).map(|p| p.line);
+    assert_eq!(at("server.drain_timeout"), Some(3), "{p:#?}");
+    assert_eq!(at("keepalive_timeout"), Some(4), "a bad duration does not hide the others: {p:#?}");
+    assert_eq!(p.iter().filter(|p| p.key == "server.trusted_proxies").count(), 2, "{p:#?}");
+    assert_eq!(at("listener.address"), Some(11), "{p:#?}");
+    assert_eq!(at("route[0].timeout"), Some(15));
+    assert_eq!(at("route[0].read_timeout"), Some(16));
+    assert_eq!(at("upstream.up.pool.connect_timeout"), Some(20));
+    assert_eq!(at("upstream.up.pool.idle_timeout"), Some(20));
+    assert_eq!(at("access_log.format"), Some(23));
+    let duplicate = p.iter().find(|p| p.key == "listener.address").expect("duplicate");
+    assert!(duplicate.message.contains("already used by an earlier [[listener]]"), "{}", duplicate.message);
+}
+
+#[test]
+fn unreachable_routes_and_unused_upstreams_are_warnings() {
+    let src = format!(
+        "{MINIMAL}\n[[route]]\npath_prefix = \"/api\"\nupstream = \"up\"\n\n[upstream.spare]\nendpoints = [\"127.0.0.1:9002\"]\n"
+    );
+    let config = parse(&src, Path::new("sluice.toml")).expect("valid, with warnings");
+    let keys: Vec<(&str, usize)> = config.warnings.iter().map(|w| (w.key.as_str(), w.line)).collect();
+    assert_eq!(keys, [("route[1]", 12), ("upstream.spare", 14)], "{:#?}", config.warnings);
+    assert!(config.warnings[0].message.contains("can never match: route[0]"));
+    // A narrower route first is fine.
+    let ordered = MINIMAL.replace("[[route]]\nupstream", "[[route]]\npath_prefix = \"/api\"\nupstream")
+        + "\n[[route]]\nupstream = \"up\"\n";
+    assert!(parse(&ordered, Path::new("sluice.toml")).expect("valid").warnings.is_empty());
+}
+
+#[test]
+fn access_log_trusted_proxies_route_names_and_pool_defaults() {
+    let src = format!(
+        "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n\n{MINIMAL}\n[access_log]\nformat = \"combined\"\n"
+    );
+    let config = parse(&src, Path::new("/etc/sluice/sluice.toml")).expect("valid");
+    let log = config.access_log.expect("access log");
+    assert_eq!((log.destination, log.format, log.queue), (LogDestination::Stderr, LogFormat::Combined, 65_536));
+    let nets = &config.server.trusted_proxies;
+    assert!(nets[0].contains("10.1.2.3".parse().expect("ip")) && !nets[0].contains("11.0.0.1".parse().expect("ip")));
+    assert!(nets[1].contains("::1".parse().expect("ip")));
+    assert!(nets[0].contains("::ffff:10.0.0.1".parse().expect("ip")), "IPv4-mapped addresses match their network");
+    assert_eq!(config.routes[0].name, "/");
+    let pool = config.upstreams[0].pool;
+    assert_eq!((pool.max_idle, pool.max_connections), (256, 256), "no idle cap below the connection cap");
+}
+
+#[test]
+fn the_example_file_states_the_defaults() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/sluice.toml");
+    let config = load(&path).expect("the example is valid");
+    use crate::defaults::*;
+    let s = &config.server;
+    assert_eq!(
+        (s.max_connections, s.header_read_timeout, s.keepalive_timeout, s.drain_timeout),
+        (MAX_CONNECTIONS, HEADER_READ_TIMEOUT, KEEPALIVE_TIMEOUT, DRAIN_TIMEOUT)
+    );
+    assert_eq!((s.client_body_timeout, s.send_timeout), (CLIENT_BODY_TIMEOUT, SEND_TIMEOUT));
+    let route = &config.routes[0];
+    assert_eq!(
+        (route.timeout, route.read_timeout, route.tunnel_idle_timeout),
+        (ROUTE_TIMEOUT, READ_TIMEOUT, TUNNEL_IDLE_TIMEOUT)
+    );
+    assert_eq!(
+        (route.request_buffer, route.response_buffer, route.max_request_body),
+        (BODY_BUFFER, BODY_BUFFER, MAX_REQUEST_BODY)
+    );
+    let api = config.upstreams.iter().find(|u| u.name == "api").expect("api");
+    assert_eq!(api.pool, PoolSettings::default());
+    assert_eq!(config.listeners[0].backlog, BACKLOG);
+    assert_eq!(config.access_log.map(|l| l.queue), Some(ACCESS_LOG_QUEUE));
+}

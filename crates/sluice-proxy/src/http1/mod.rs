@@ -176,7 +176,8 @@ impl FieldSpans {
 
     /// The header map, its values slices of `head` (which starts where `base` did).
     pub(crate) fn header_map(&self, head: &Bytes) -> Result<HeaderMap, HeadError> {
-        let mut headers = HeaderMap::with_capacity(self.len + 6);
+        // Room for what the proxy adds (forwarding headers, Via, ids, traceparent) without a rehash.
+        let mut headers = HeaderMap::with_capacity(self.len + 8);
         for &(name_at, name_len, value_at, value_len) in &self.spans[..self.len] {
             let name = head.get(name_at as usize..name_at as usize + name_len as usize).unwrap_or_default();
             let name = HeaderName::from_bytes(name).map_err(|_| HeadError::Malformed("invalid header name"))?;

@@ -1,11 +1,13 @@
 //! The access log: finished records go through a bounded queue to one writer thread,
 //! which formats and writes them. A request never waits for it: when the queue is
 //! full the record is dropped and counted, and the writer says how many it missed.
+//! With the default queue of 65,536 and a 20 ms write interval, lines are dropped only
+//! above ~3 million requests a second, or when the disk stalls.
 
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +17,8 @@ use super::{format, Outcome};
 
 /// How long a flush at shutdown waits for the writer thread.
 const FLUSH_WAIT: Duration = Duration::from_secs(2);
+/// How often the writer thread wakes to write what queued up.
+const WRITE_INTERVAL: Duration = Duration::from_millis(20);
 
 /// What goes through the queue.
 enum Message {
@@ -72,44 +76,56 @@ struct Writer {
 }
 
 impl Writer {
-    /// Writes lines as they come; flushes whenever the queue is empty, so a line is on
-    /// disk soon after its request ended and a burst costs one write per 64 KiB.
+    /// Wakes every `WRITE_INTERVAL`, writes what queued up meanwhile (formatted here,
+    /// off the request path) and flushes it. Senders never wake this thread: a request
+    /// does one non-blocking push, no system call, where a blocking receive would cost
+    /// a futex wake-up per line. A line is on disk within about `WRITE_INTERVAL`.
     fn run(mut self, lines: Receiver<Message>, dropped: &AtomicU64) {
         let mut reported = 0;
         let mut failing = false;
-        while let Ok(message) = lines.recv() {
-            let mut next = Some(message);
+        let mut line = Vec::with_capacity(1024);
+        let mut done = Vec::new();
+        loop {
             let mut flushed = Vec::new();
-            while let Some(message) = next.take() {
-                match message {
-                    Message::Line(outcome) => failing = self.write(&outcome, failing),
-                    Message::Flush(done) => flushed.push(done),
+            let open = loop {
+                match lines.try_recv() {
+                    Ok(Message::Line(outcome)) => {
+                        failing = self.write(&outcome, &mut line, failing);
+                        done.push(outcome);
+                    }
+                    Ok(Message::Flush(done)) => flushed.push(done),
+                    Err(TryRecvError::Empty) => break true,
+                    Err(TryRecvError::Disconnected) => break false,
                 }
-                next = lines.try_recv().ok();
-            }
-            let missed = dropped.load(Ordering::Relaxed);
-            if missed > reported {
-                tracing::warn!(dropped_total = missed, "access log queue was full; lines were dropped");
-                reported = missed;
-            }
+            };
+            super::recycle::give_back(&mut done);
             if let Err(e) = self.out.flush() {
                 failing = self.report(e, failing);
             }
             for done in flushed {
                 let _ = done.send(());
             }
+            let missed = dropped.load(Ordering::Relaxed);
+            if missed > reported {
+                tracing::warn!(dropped_total = missed, "access log queue was full; lines were dropped");
+                reported = missed;
+            }
+            if !open {
+                return;
+            }
+            std::thread::sleep(WRITE_INTERVAL);
         }
-        let _ = self.out.flush();
     }
 
     /// Returns whether writing is failing (so a broken disk is reported once, not per line).
-    fn write(&mut self, outcome: &Outcome, failing: bool) -> bool {
-        let mut line = match self.format {
-            LogFormat::Json => format::json_line(outcome),
-            LogFormat::Combined => format::combined_line(outcome),
-        };
-        line.push('\n');
-        match self.out.write_all(line.as_bytes()) {
+    fn write(&mut self, outcome: &Outcome, line: &mut Vec<u8>, failing: bool) -> bool {
+        line.clear();
+        match self.format {
+            LogFormat::Json => format::json_line(outcome, line),
+            LogFormat::Combined => format::combined_line(outcome, line),
+        }
+        line.push(b'\n');
+        match self.out.write_all(line) {
             Ok(()) => {
                 if failing {
                     tracing::info!("access log writes work again");

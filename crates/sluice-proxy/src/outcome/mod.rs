@@ -10,13 +10,14 @@
 
 mod access_log;
 mod format;
+mod recycle;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use http::{HeaderValue, Method, Uri, Version};
+use http::{HeaderValue, Method, Version};
 use sluice_config::AccessLogConfig;
 
 pub(crate) use access_log::AccessLog;
@@ -49,21 +50,20 @@ impl End {
 }
 
 /// Everything known about one request when it ends.
+///
+/// Text from the request (ids, target, Host, User-Agent, Referer) is copied into the
+/// record's own inline buffer: a record allocates nothing and holds none of the
+/// request's buffers, so the request's memory is reused at once while the record waits
+/// for the access log's writer thread. Boxes are recycled (`recycle`), so in steady
+/// state a record costs no allocation at all.
 #[derive(Debug)]
 pub(crate) struct Outcome {
-    pub(crate) request_id: HeaderValue,
-    /// W3C trace id (32 hex digits) of the request's traceparent.
-    pub(crate) trace_id: Option<HeaderValue>,
+    pub(crate) texts: Texts,
     pub(crate) client: SocketAddr,
     pub(crate) started_at: SystemTime,
     started: Instant,
     pub(crate) method: Method,
-    /// The request target as the client sent it.
-    pub(crate) target: Uri,
     pub(crate) version: Version,
-    pub(crate) host: Option<HeaderValue>,
-    pub(crate) user_agent: Option<HeaderValue>,
-    pub(crate) referer: Option<HeaderValue>,
     pub(crate) route: Option<Arc<str>>,
     pub(crate) upstream: Option<Arc<str>>,
     pub(crate) upstream_trace: UpstreamTrace,
@@ -87,6 +87,71 @@ pub(crate) struct Outcome {
     pub(crate) limit: Option<&'static str>,
 }
 
+/// The text fields of a record.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Text {
+    RequestId,
+    TraceId,
+    /// The request target as the client sent it.
+    Target,
+    Host,
+    UserAgent,
+    Referer,
+}
+
+const TEXT_FIELDS: usize = 6;
+/// Room for all text fields of a record; longer values are cut (the target keeps
+/// its first 1 KiB, which is what a log reader needs).
+const TEXT_CAPACITY: usize = 2048;
+/// At most this much of one field.
+const TEXT_FIELD_MAX: usize = 1024;
+
+/// Text fields copied into one inline buffer.
+pub(crate) struct Texts {
+    buf: [u8; TEXT_CAPACITY],
+    len: u16,
+    /// (start, length) per field; `ABSENT` when not set.
+    spans: [(u16, u16); TEXT_FIELDS],
+}
+
+const ABSENT: (u16, u16) = (u16::MAX, 0);
+
+impl Texts {
+    fn new() -> Self {
+        Texts { buf: [0; TEXT_CAPACITY], len: 0, spans: [ABSENT; TEXT_FIELDS] }
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+        self.spans = [ABSENT; TEXT_FIELDS];
+    }
+
+    /// Copies `value` (cut to what fits) as `field`.
+    pub(crate) fn set(&mut self, field: Text, value: &[u8]) {
+        let start = usize::from(self.len);
+        let n = value.len().min(TEXT_FIELD_MAX).min(TEXT_CAPACITY - start);
+        self.buf[start..start + n].copy_from_slice(&value[..n]);
+        self.len += n as u16;
+        self.spans[field as usize] = (start as u16, n as u16);
+    }
+
+    pub(crate) fn get(&self, field: Text) -> Option<&[u8]> {
+        let (start, len) = self.spans[field as usize];
+        (start != u16::MAX).then(|| &self.buf[usize::from(start)..usize::from(start) + usize::from(len)])
+    }
+
+    /// A field as text for log lines; "-" when absent or not UTF-8.
+    pub(crate) fn str(&self, field: Text) -> &str {
+        self.get(field).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("-")
+    }
+}
+
+impl std::fmt::Debug for Texts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Texts").field("request_id", &self.str(Text::RequestId)).finish_non_exhaustive()
+    }
+}
+
 /// What the upstream layer did for one request: which endpoint answered, after how many tries.
 #[derive(Debug, Default)]
 pub(crate) struct UpstreamTrace {
@@ -96,20 +161,14 @@ pub(crate) struct UpstreamTrace {
 }
 
 impl Outcome {
-    /// A record for a request that begins now.
-    pub(crate) fn begin(client: SocketAddr, request_id: HeaderValue) -> Self {
+    fn empty() -> Self {
         Outcome {
-            request_id,
-            trace_id: None,
-            client,
-            started_at: SystemTime::now(),
+            texts: Texts::new(),
+            client: SocketAddr::from(([0, 0, 0, 0], 0)),
+            started_at: SystemTime::UNIX_EPOCH,
             started: Instant::now(),
             method: Method::GET,
-            target: Uri::default(),
             version: Version::HTTP_11,
-            host: None,
-            user_agent: None,
-            referer: None,
             route: None,
             upstream: None,
             upstream_trace: UpstreamTrace::default(),
@@ -125,15 +184,59 @@ impl Outcome {
         }
     }
 
+    /// Makes a (recycled) record new, for a request that begins now.
+    fn reset(&mut self, client: SocketAddr, request_id: &HeaderValue) {
+        // Field by field: the text buffer is only cleared, not rebuilt.
+        self.texts.clear();
+        self.texts.set(Text::RequestId, request_id.as_bytes());
+        self.client = client;
+        self.started_at = SystemTime::now();
+        self.started = Instant::now();
+        self.method = Method::GET;
+        self.version = Version::HTTP_11;
+        self.route = None;
+        self.upstream = None;
+        self.upstream_trace = UpstreamTrace::default();
+        self.status = 0;
+        self.bytes_in = 0;
+        self.bytes_out = 0;
+        self.upstream_head = None;
+        self.total = Duration::ZERO;
+        self.error = None;
+        self.end = End::Complete;
+        self.cache = None;
+        self.limit = None;
+    }
+
     /// The request's line and the headers the access log shows.
     pub(crate) fn describe<B>(&mut self, request: &http::Request<B>) {
         self.method = request.method().clone();
-        self.target = request.uri().clone();
         self.version = request.version();
+        let uri = request.uri();
+        match (uri.scheme_str(), uri.authority(), uri.path_and_query()) {
+            // Absolute form, as HTTP/1 proxies receive it: shown whole.
+            (Some(scheme), Some(authority), path) if self.version != Version::HTTP_2 => {
+                let full = [scheme, "://", authority.as_str(), path.map_or("", |p| p.as_str())].concat();
+                self.texts.set(Text::Target, full.as_bytes());
+            }
+            (_, _, Some(path)) => self.texts.set(Text::Target, path.as_str().as_bytes()),
+            _ => self.texts.set(Text::Target, uri.to_string().as_bytes()),
+        }
         let headers = request.headers();
-        self.host = headers.get(http::header::HOST).cloned();
-        self.user_agent = headers.get(http::header::USER_AGENT).cloned();
-        self.referer = headers.get(http::header::REFERER).cloned();
+        for (field, name) in [
+            (Text::Host, http::header::HOST),
+            (Text::UserAgent, http::header::USER_AGENT),
+            (Text::Referer, http::header::REFERER),
+        ] {
+            if let Some(value) = headers.get(name) {
+                self.texts.set(field, value.as_bytes());
+            }
+        }
+    }
+
+    /// The request id, for log lines.
+    pub(crate) fn request_id(&self) -> &str {
+        self.texts.str(Text::RequestId)
     }
 }
 
@@ -147,15 +250,16 @@ pub(crate) struct Record {
 }
 
 impl Record {
-    pub(crate) fn new(outcome: Outcome, sink: &Arc<Outcomes>) -> Self {
-        Record { outcome: Some(Box::new(outcome)), sink: Arc::clone(sink), meter: None }
+    /// The record of a request that begins now.
+    pub(crate) fn begin(client: SocketAddr, request_id: &HeaderValue, sink: &Arc<Outcomes>) -> Self {
+        let mut outcome = recycle::take();
+        outcome.reset(client, request_id);
+        Record { outcome: Some(outcome), sink: Arc::clone(sink), meter: None }
     }
 
     pub(crate) fn outcome(&mut self) -> &mut Outcome {
-        // Present until `finish` or drop, which take `self`.
-        self.outcome.get_or_insert_with(|| {
-            Box::new(Outcome::begin(SocketAddr::from(([0, 0, 0, 0], 0)), HeaderValue::from_static("-")))
-        })
+        // Present until `finish` or drop, which take `self`; never replaced in between.
+        self.outcome.get_or_insert_with(|| Box::new(Outcome::empty()))
     }
 
     pub(crate) fn set_meter(&mut self, meter: Arc<AtomicU64>) {
@@ -187,8 +291,8 @@ impl Drop for Record {
 /// Totals kept from the outcome records (the Prometheus metrics of #12 read these).
 #[derive(Default)]
 pub(crate) struct Tally {
-    pub(crate) requests: AtomicU64,
-    /// Responses by status class: 1xx..5xx (index 0 = no status sent).
+    /// Requests by the class of their status: 1xx..5xx (index 0 = no status sent); the
+    /// request total is their sum.
     pub(crate) by_class: [AtomicU64; 6],
     /// Requests refused as the client's fault (a 4xx sluice made).
     pub(crate) client_errors: AtomicU64,
@@ -203,6 +307,12 @@ pub(crate) struct Outcomes {
     access_log: Option<AccessLog>,
 }
 
+impl Tally {
+    pub(crate) fn requests(&self) -> u64 {
+        self.by_class.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+}
+
 impl Outcomes {
     /// Starts the access log's writer thread when one is configured.
     pub(crate) fn new(config: Option<&AccessLogConfig>) -> std::io::Result<Self> {
@@ -213,10 +323,9 @@ impl Outcomes {
     /// The one place a finished record is counted and passed on.
     fn record(&self, outcome: Box<Outcome>) {
         let tally = &self.tally;
-        tally.requests.fetch_add(1, Ordering::Relaxed);
         let class = usize::from(outcome.status / 100).min(5);
         tally.by_class[class].fetch_add(1, Ordering::Relaxed);
-        if outcome.error.is_some_and(|kind| kind.starts_with("client")) {
+        if outcome.error.is_some_and(|kind| kind.starts_with("client_")) {
             tally.client_errors.fetch_add(1, Ordering::Relaxed);
         }
         match outcome.end {
@@ -225,11 +334,14 @@ impl Outcomes {
             End::SendTimeout => tally.send_timeouts.fetch_add(1, Ordering::Relaxed),
             End::Complete | End::TunnelClosed => 0,
         };
-        if tracing::enabled!(tracing::Level::DEBUG) {
-            tracing::debug!(target: "sluice::request", "{}", format::json_line(&outcome));
+        if tracing::enabled!(target: "sluice::request", tracing::Level::DEBUG) {
+            let mut line = Vec::with_capacity(1024);
+            format::json_line(&outcome, &mut line);
+            tracing::debug!(target: "sluice::request", "{}", String::from_utf8_lossy(&line));
         }
-        if let Some(log) = &self.access_log {
-            log.send(outcome);
+        match &self.access_log {
+            Some(log) => log.send(outcome),
+            None => recycle::keep(outcome),
         }
     }
 

@@ -42,7 +42,8 @@ pub struct ProxyBody {
     /// Keeps an HTTP/2 request counted as in flight on its connection until the body ends.
     inflight: Option<InflightGuard>,
     /// For a 101: the upstream connection that becomes the tunnel's other end.
-    upgrade: Option<UpstreamUpgrade>,
+    /// Boxed: rare, and large beside the rest of a body that every response moves.
+    upgrade: Option<Box<UpstreamUpgrade>>,
     /// Bytes the HTTP/1 connection may read ahead of a slow client (the route's
     /// response_buffer), so that a small response frees its upstream connection at once.
     read_ahead: u64,
@@ -129,10 +130,10 @@ impl ProxyBody {
 
     /// An empty body carrying the upstream half of a 101.
     pub(crate) fn switching(upgrade: UpstreamUpgrade) -> Self {
-        ProxyBody::with(Kind::Local(Full::new(Bytes::new())), Some(upgrade))
+        ProxyBody::with(Kind::Local(Full::new(Bytes::new())), Some(Box::new(upgrade)))
     }
 
-    fn with(kind: Kind, upgrade: Option<UpstreamUpgrade>) -> Self {
+    fn with(kind: Kind, upgrade: Option<Box<UpstreamUpgrade>>) -> Self {
         ProxyBody {
             kind,
             inflight: None,
@@ -171,7 +172,7 @@ impl ProxyBody {
 
     /// The upstream half of a 101, for the connection layer to build the tunnel.
     pub(crate) fn take_upgrade(&mut self) -> Option<UpstreamUpgrade> {
-        self.upgrade.take()
+        self.upgrade.take().map(|upgrade| *upgrade)
     }
 
     pub(crate) fn set_read_ahead(&mut self, bytes: u64) {
@@ -284,7 +285,7 @@ impl Body for ProxyBody {
             Poll::Ready(Some(Err(e))) => {
                 if let Some(record) = &mut this.record {
                     let o = record.outcome();
-                    let id = o.request_id.to_str().unwrap_or("-");
+                    let id = o.request_id();
                     let (route, upstream) = (o.route.as_deref().unwrap_or("-"), o.upstream.as_deref().unwrap_or("-"));
                     tracing::warn!(request_id = id, route, upstream, error = %e, "upstream response body broke off; the client sees a truncation");
                 }

@@ -165,7 +165,7 @@ pub(crate) fn is_grpc(headers: &http::HeaderMap) -> bool {
 pub(crate) fn error_response(error: &ProxyError, outcome: &mut Outcome, grpc: bool) -> Response<ProxyBody> {
     let status = error.status();
     outcome.error = Some(error.kind());
-    let id = outcome.request_id.to_str().unwrap_or("-");
+    let id = outcome.request_id();
     let route = outcome.route.as_deref().unwrap_or("-");
     let upstream = outcome.upstream.as_deref().unwrap_or("-");
     let clients_fault = matches!(error, ProxyError::Client(_));

@@ -32,7 +32,7 @@ pub(crate) use headers::X_REQUEST_ID;
 use target::Target;
 
 use crate::body::{BodyLimits, RequestBody};
-use crate::outcome::{Outcome, Record};
+use crate::outcome::{Outcome, Record, Text};
 use crate::runtime::ConnContext;
 use crate::runtime::Route;
 use crate::upstream::{UpstreamBody, UpstreamResponse};
@@ -40,13 +40,12 @@ use crate::upstream::{UpstreamBody, UpstreamResponse};
 /// Handles one client request; never fails (errors become responses). The response
 /// body carries the request's outcome record to the end of the response.
 pub(crate) async fn handle(conn: Arc<ConnContext>, mut request: Request<RequestBody>) -> Response<ProxyBody> {
-    let request_id = headers::request_id(request.headers());
-    let mut outcome = Outcome::begin(conn.peer, request_id.clone());
-    outcome.describe(&request);
-    outcome.trace_id = Some(headers::trace(request.headers_mut()));
+    let headers::Ids { request_id, trace_id } = headers::identify(request.headers_mut());
+    let mut record = Record::begin(conn.peer, &request_id, &conn.shared.outcomes);
+    record.outcome().describe(&request);
+    record.outcome().texts.set(Text::TraceId, &trace_id);
     let grpc = error::is_grpc(request.headers());
-    let mut record = Record::new(outcome, &conn.shared.outcomes);
-    let mut response = match forward(&conn, request, record.outcome()).await {
+    let mut response = match forward(&conn, request, &request_id, record.outcome()).await {
         Ok(response) => response,
         Err(error) => error_response(&error, record.outcome(), grpc),
     };
@@ -59,7 +58,7 @@ pub(crate) async fn handle(conn: Arc<ConnContext>, mut request: Request<RequestB
 /// The response for a request the connection layer could not read, with its record.
 pub(crate) fn client_error_response(conn: &ConnContext, error: ClientError) -> Response<ProxyBody> {
     let request_id = headers::new_request_id();
-    let mut record = Record::new(Outcome::begin(conn.peer, request_id.clone()), &conn.shared.outcomes);
+    let mut record = Record::begin(conn.peer, &request_id, &conn.shared.outcomes);
     let mut response = error_response(&ProxyError::Client(error), record.outcome(), false);
     record.outcome().status = response.status().as_u16();
     response.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
@@ -70,6 +69,7 @@ pub(crate) fn client_error_response(conn: &ConnContext, error: ClientError) -> R
 async fn forward(
     conn: &Arc<ConnContext>,
     mut request: Request<RequestBody>,
+    request_id: &HeaderValue,
     outcome: &mut Outcome,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let snapshot = conn.shared.current();
@@ -100,7 +100,7 @@ async fn forward(
     };
     let idempotent = is_idempotent(request.method());
     let trusted = snapshot.server.trusted_proxies.iter().any(|network| network.contains(conn.peer.ip()));
-    let forwarding = Forwarding { host: host.as_ref(), request_id: &outcome.request_id, trusted };
+    let forwarding = Forwarding { host: host.as_ref(), request_id, trusted };
     let upstream_request = upstream_request(conn, route, request, forwarding, upgrade.as_ref());
     let sent_at = std::time::Instant::now();
     let sending = route.upstream.send(upstream_request, idempotent, outcome);

@@ -139,7 +139,7 @@ impl Shared {
         let t = &self.outcomes.tally;
         let class = |i: usize| t.by_class[i].load(Relaxed);
         tracing::info!(
-            requests = t.requests.load(Relaxed),
+            requests = t.requests(),
             status_2xx = class(2),
             status_3xx = class(3),
             status_4xx = class(4),
@@ -170,5 +170,36 @@ impl Shared {
             }
         }
         tracing::debug!(pools = self.pools.len(), "live upstream pools");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn config(pool_b: &str, extra: &str) -> Config {
+        let text = format!(
+            "[[listener]]\naddress = \"127.0.0.1:0\"\n[[route]]\nupstream = \"a\"\n[[route]]\npath_prefix = \"/b\"\nupstream = \"b\"\n\
+             [upstream.a]\nendpoints = [\"127.0.0.1:1\"{extra}]\n[upstream.b]\nendpoints = [\"127.0.0.1:2\"]\npool = {{ {pool_b} }}\n"
+        );
+        sluice_config::parse(&text, Path::new("sluice.toml")).expect("valid")
+    }
+
+    #[tokio::test]
+    async fn a_new_snapshot_keeps_the_pools_of_unchanged_endpoints() {
+        let registry = PoolRegistry::default();
+        let old = Snapshot::build(&config("max_connections = 8", ""), &registry).expect("old");
+        let new = Snapshot::build(&config("max_connections = 9", ", \"127.0.0.1:3\""), &registry).expect("new");
+        let pools = |s: &Snapshot, group: usize| s.groups[group].pools().cloned().collect::<Vec<_>>();
+        assert!(
+            Arc::ptr_eq(&pools(&old, 0)[0], &pools(&new, 0)[0]),
+            "unchanged endpoint: same pool, warm connections kept"
+        );
+        assert!(!Arc::ptr_eq(&pools(&old, 1)[0], &pools(&new, 1)[0]), "changed pool settings: a new pool");
+        assert_eq!(registry.len(), 4);
+        drop(old);
+        assert_eq!(registry.len(), 3, "the pool only the old snapshot used is gone with it");
     }
 }

@@ -299,7 +299,7 @@ impl<'a> Attempts<'a> {
                 Err(e) if e.is_connect_failure() => {
                     let more = self.next_endpoint < self.order.len();
                     tracing::warn!(
-                        request_id = self.outcome.request_id.to_str().unwrap_or("-"),
+                        request_id = self.outcome.request_id(),
                         route = self.outcome.route.as_deref().unwrap_or("-"),
                         upstream = %self.group.name,
                         error = %e,
@@ -319,7 +319,7 @@ impl<'a> Attempts<'a> {
     /// The last lease's connection had been closed by the upstream.
     fn stale(&mut self, endpoint: &Arc<str>, error: &dyn std::fmt::Display) {
         tracing::debug!(
-            request_id = self.outcome.request_id.to_str().unwrap_or("-"),
+            request_id = self.outcome.request_id(),
             endpoint = %endpoint,
             %error,
             "pooled connection was closed before the request; resending"
