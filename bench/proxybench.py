@@ -100,8 +100,8 @@ class Proc:
         self.log.close()
 
 
-def nginx_preamble(work, name, master):
-    """One worker, no access log, long keep-alive: the part both nginx configs share."""
+def nginx_preamble(work, name, master, access_log=False):
+    """One worker, long keep-alive, no access log unless asked: the part both nginx configs share."""
     return f"""
 worker_processes 1;
 daemon off;
@@ -111,7 +111,7 @@ error_log {work}/{name}-error.log warn;
 worker_rlimit_nofile 20000;
 events {{ worker_connections 20000; }}
 http {{
-    access_log off;
+    {"" if access_log else "access_log off;"}
     keepalive_requests 100000000;
     keepalive_timeout 300s;
 """
@@ -137,9 +137,16 @@ def start_backend(work):
     return proc, port
 
 
-def start_nginx(work, backend):
+NGINX_JSON_LOG = """
+    log_format json escape=json '{"time":"$time_iso8601","request_id":"$request_id","client":"$remote_addr:$remote_port","method":"$request_method","target":"$request_uri","protocol":"$server_protocol","host":"$host","upstream":"$upstream_addr","status":$status,"bytes_in":$request_length,"bytes_out":$body_bytes_sent,"upstream_head_ms":"$upstream_header_time","total_ms":"$request_time","user_agent":"$http_user_agent","referer":"$http_referer"}';
+"""
+
+
+def start_nginx(work, backend, access_log=False):
+    """nginx; with `access_log`, JSON lines much like sluice's, buffered (64 KiB, 1 s flush)."""
     h1, h2 = free_port(), free_port()
-    conf = nginx_preamble(work, "nginx", master=True) + f"""
+    log = NGINX_JSON_LOG + f"    access_log {work}/nginx-access.log json buffer=64k flush=1s;\n" if access_log else ""
+    conf = nginx_preamble(work, "nginx", master=True, access_log=access_log) + log + f"""
     upstream backend {{ server 127.0.0.1:{backend}; keepalive 1024; keepalive_requests 100000000; }}
     server {{
         listen 127.0.0.1:{h1} backlog=4096;
@@ -374,6 +381,7 @@ def main():
                     else:
                         starter = {
                             "nginx": start_nginx,
+                            "nginx-log": lambda w, b: start_nginx(w, b, access_log=True),
                             "haproxy": start_haproxy,
                             "sluice": start_sluice,
                             "sluice-log": lambda w, b: start_sluice(w, b, access_log=True),

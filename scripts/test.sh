@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs sluice's whole test suite. Installs what the tests need when it is missing:
 # prlimit (util-linux) for the FD-exhaustion tests, kill (procps) for the SIGTERM test,
-# script (bsdutils) to run `sluice bench` on a pseudo-terminal.
+# script (bsdutils) to run `sluice bench` on a pseudo-terminal, the system's CA
+# certificates (ca-certificates) for the HTTPS-upstream tests that use the system roots.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,7 @@ missing=()
 command -v prlimit >/dev/null || missing+=(util-linux)
 command -v kill >/dev/null || missing+=(procps)
 command -v script >/dev/null || missing+=(bsdutils)
+[ -s /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing test dependencies: ${missing[*]}"
     if [ "$(id -u)" -eq 0 ]; then

@@ -195,7 +195,7 @@ fn check_lists_every_problem_with_file_line_and_key() {
     let dir = support::TempDir::new();
     std::fs::write(dir.path.join("cert.pem"), "not a certificate\n").expect("write");
     std::fs::write(dir.path.join("key.pem"), "not a key\n").expect("write");
-    let cases: [(&str, &str, &[&str]); 5] = [
+    let cases: [(&str, &str, &[&str]); 6] = [
         (
             "everything.toml",
             "[server]\nmax_conections = 10\nkeepalive_timeout = 60\n\n[[listener]]\naddress = \"localhost:80\"\ntls = { certificate = \"cert.pem\", key = \"key.pem\" }\n\n[[route]]\nupstream = \"api\"\n",
@@ -216,6 +216,11 @@ fn check_lists_every_problem_with_file_line_and_key() {
             &[":2: listener[0].address:", ":5: route[0].upstream: no upstream named \"api\" (defined: web)", ":8: upstream.web.endpoints[0]:"],
         ),
         ("syntax.toml", "[[listener]\naddress = 1\n", &[":1:"]),
+        (
+            "listeners.toml",
+            "[[listener]]\naddress = \"127.0.0.1:8080\"\n[[listener]]\naddress = \"127.0.0.1:8080\"\n[[route]]\nupstream = \"up\"\ntimeout = \"0s\"\n[upstream.up]\nendpoints = [\"127.0.0.1:9\"]\n",
+            &[":4: listener.address: 127.0.0.1:8080 is already used", ":7: route[0].timeout: must be longer than 0"],
+        ),
     ];
     for (name, text, expected) in cases {
         let path = dir.path.join(name);
@@ -244,4 +249,20 @@ fn check_lists_every_problem_with_file_line_and_key() {
         .output()
         .expect("run check");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    // Valid, but a route hides another and an upstream is unused: ok, with warnings.
+    let warned = dir.path.join("warned.toml");
+    let text = simple_config(&["127.0.0.1:9".parse().expect("addr")], "")
+        + "\n[[route]]\npath_prefix = \"/api\"\nupstream = \"up\"\n\n[upstream.spare]\nendpoints = [\"127.0.0.1:10\"]\n";
+    std::fs::write(&warned, text).expect("write");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("check")
+        .arg("--config")
+        .arg(&warned)
+        .output()
+        .expect("run check");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("warning: route[1]: can never match"), "{stdout}");
+    assert!(stdout.contains("warning: upstream.spare: no route sends requests to it"), "{stdout}");
 }

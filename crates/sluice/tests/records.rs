@@ -222,3 +222,34 @@ async fn the_combined_format_writes_one_apache_style_line() {
     );
     assert!(line.contains(" end=complete error=-"), "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_access_log_queue_drops_lines_and_counts_them_without_blocking_requests() {
+    let app = Upstream::hello().await;
+    let config = support::simple_config(&[app.addr], "") + "\n[access_log]\npath = \"access.log\"\nqueue = 1\n";
+    let mut sluice = Sluice::start(&config);
+    // 64 requests at once: far more than a queue of one line takes between two wake-ups
+    // of the writer thread (every 20 ms); every request is still answered.
+    let requests: Vec<_> = (0..64)
+        .map(|_| {
+            let addr = sluice.addr;
+            tokio::spawn(async move { client::get_once(addr, "/burst").await.0.status })
+        })
+        .collect();
+    for request in requests {
+        assert_eq!(request.await.expect("request"), 200);
+    }
+    sluice.terminate();
+    assert!(sluice.wait_exit().success());
+    let written = sluice.records(0).len();
+    let log = sluice.log();
+    let dropped: usize = log
+        .lines()
+        .find_map(|l| l.split("access_log_dropped=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("the summary counts dropped lines");
+    assert!(dropped > 0, "{log}");
+    assert_eq!(written + dropped, 64, "every record is either written or counted as dropped");
+    assert!(log.contains("access log queue was full; lines were dropped"), "{log}");
+}

@@ -5,7 +5,7 @@
 //! above ~3 million requests a second, or when the disk stalls.
 
 use std::fs::OpenOptions;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
@@ -42,7 +42,7 @@ impl AccessLog {
         };
         let (queue, lines) = mpsc::sync_channel(config.queue);
         let dropped = Arc::new(AtomicU64::new(0));
-        let writer = Writer { out: BufWriter::with_capacity(64 * 1024, out), format: config.format };
+        let writer = Writer { out, batch: Vec::with_capacity(BATCH_BYTES + 4096), format: config.format };
         let seen = Arc::clone(&dropped);
         std::thread::Builder::new().name("sluice-access-log".into()).spawn(move || writer.run(lines, &seen))?;
         Ok(AccessLog { queue, dropped })
@@ -70,8 +70,13 @@ impl AccessLog {
     }
 }
 
+/// Lines are formatted straight into this many bytes, then written in one call.
+const BATCH_BYTES: usize = 256 * 1024;
+
 struct Writer {
-    out: BufWriter<Box<dyn Write + Send>>,
+    out: Box<dyn Write + Send>,
+    /// Formatted lines not yet written.
+    batch: Vec<u8>,
     format: LogFormat,
 }
 
@@ -83,15 +88,17 @@ impl Writer {
     fn run(mut self, lines: Receiver<Message>, dropped: &AtomicU64) {
         let mut reported = 0;
         let mut failing = false;
-        let mut line = Vec::with_capacity(1024);
         let mut done = Vec::new();
         loop {
             let mut flushed = Vec::new();
             let open = loop {
                 match lines.try_recv() {
                     Ok(Message::Line(outcome)) => {
-                        failing = self.write(&outcome, &mut line, failing);
+                        self.format(&outcome);
                         done.push(outcome);
+                        if self.batch.len() >= BATCH_BYTES {
+                            failing = self.write_batch(failing);
+                        }
                     }
                     Ok(Message::Flush(done)) => flushed.push(done),
                     Err(TryRecvError::Empty) => break true,
@@ -99,9 +106,7 @@ impl Writer {
                 }
             };
             super::recycle::give_back(&mut done);
-            if let Err(e) = self.out.flush() {
-                failing = self.report(e, failing);
-            }
+            failing = self.write_batch(failing);
             for done in flushed {
                 let _ = done.send(());
             }
@@ -117,15 +122,23 @@ impl Writer {
         }
     }
 
-    /// Returns whether writing is failing (so a broken disk is reported once, not per line).
-    fn write(&mut self, outcome: &Outcome, line: &mut Vec<u8>, failing: bool) -> bool {
-        line.clear();
+    fn format(&mut self, outcome: &Outcome) {
         match self.format {
-            LogFormat::Json => format::json_line(outcome, line),
-            LogFormat::Combined => format::combined_line(outcome, line),
+            LogFormat::Json => format::json_line(outcome, &mut self.batch),
+            LogFormat::Combined => format::combined_line(outcome, &mut self.batch),
         }
-        line.push(b'\n');
-        match self.out.write_all(line) {
+        self.batch.push(b'\n');
+    }
+
+    /// Writes the batch out; returns whether writing is failing (so a broken disk is
+    /// reported once, not per batch). A batch that cannot be written is lost.
+    fn write_batch(&mut self, failing: bool) -> bool {
+        if self.batch.is_empty() {
+            return failing;
+        }
+        let written = self.out.write_all(&self.batch).and_then(|()| self.out.flush());
+        self.batch.clear();
+        match written {
             Ok(()) => {
                 if failing {
                     tracing::info!("access log writes work again");

@@ -19,13 +19,14 @@ pub(crate) fn json_line(o: &Outcome, out: &mut Vec<u8>) {
     rfc3339(out, o.started_at);
     out.push(b'"');
     field(out, b",\"request_id\":", o.texts.get(Text::RequestId));
-    field(out, b",\"trace_id\":", o.texts.get(Text::TraceId));
+    raw_field(out, b",\"trace_id\":", o.texts.get(Text::TraceId));
     out.extend_from_slice(b",\"client\":\"");
     socket_addr(out, o.client);
     out.push(b'"');
+    // A method is a token (no quote or backslash); an extension method is checked anyway.
     field(out, b",\"method\":", Some(o.method.as_str().as_bytes()));
     field(out, b",\"target\":", o.texts.get(Text::Target));
-    field(out, b",\"protocol\":", Some(protocol(o)));
+    raw_field(out, b",\"protocol\":", Some(protocol(o)));
     field(out, b",\"host\":", o.texts.get(Text::Host));
     field(out, b",\"route\":", o.route.as_deref().map(str::as_bytes));
     field(out, b",\"upstream\":", o.upstream.as_deref().map(str::as_bytes));
@@ -41,10 +42,10 @@ pub(crate) fn json_line(o: &Outcome, out: &mut Vec<u8>) {
     }
     out.extend_from_slice(b",\"total_ms\":");
     millis(out, o.total);
-    field(out, b",\"end\":", Some(o.end.as_str().as_bytes()));
-    field(out, b",\"error\":", o.error.map(str::as_bytes));
-    field(out, b",\"cache\":", o.cache.map(str::as_bytes));
-    field(out, b",\"limit\":", o.limit.map(str::as_bytes));
+    raw_field(out, b",\"end\":", Some(o.end.as_str().as_bytes()));
+    raw_field(out, b",\"error\":", o.error.map(str::as_bytes));
+    raw_field(out, b",\"cache\":", o.cache.map(str::as_bytes));
+    raw_field(out, b",\"limit\":", o.limit.map(str::as_bytes));
     field(out, b",\"user_agent\":", o.texts.get(Text::UserAgent));
     field(out, b",\"referer\":", o.texts.get(Text::Referer));
     out.push(b'}');
@@ -118,6 +119,20 @@ fn field(out: &mut Vec<u8>, key: &[u8], value: Option<&[u8]>) {
     }
 }
 
+/// As `field`, for values sluice made that need no escaping (hex ids, fixed words).
+#[inline(always)]
+fn raw_field(out: &mut Vec<u8>, key: &[u8], value: Option<&[u8]>) {
+    out.extend_from_slice(key);
+    match value {
+        Some(value) => {
+            out.push(b'"');
+            out.extend_from_slice(value);
+            out.push(b'"');
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
 #[inline(always)]
 fn number(out: &mut Vec<u8>, key: &[u8], value: u64) {
     out.extend_from_slice(key);
@@ -130,9 +145,12 @@ fn number(out: &mut Vec<u8>, key: &[u8], value: u64) {
 #[inline(always)]
 fn json_string(out: &mut Vec<u8>, value: &[u8]) {
     out.push(b'"');
-    if value.iter().all(|&b| PLAIN[usize::from(b)]) {
-        out.extend_from_slice(value);
-    } else {
+    // Runs of plain bytes are copied whole; only a byte that needs escaping (rare in
+    // practice) sends the rest of the value through the slow path.
+    let plain = value.iter().position(|&b| !PLAIN[usize::from(b)]).unwrap_or(value.len());
+    out.extend_from_slice(&value[..plain]);
+    if plain < value.len() {
+        let value = &value[plain..];
         for ch in String::from_utf8_lossy(value).chars() {
             match ch {
                 '"' => out.extend_from_slice(b"\\\""),

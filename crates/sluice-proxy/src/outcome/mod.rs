@@ -101,10 +101,11 @@ pub(crate) enum Text {
 
 const TEXT_FIELDS: usize = 6;
 /// Room for all text fields of a record; longer values are cut (the target keeps
-/// its first 1 KiB, which is what a log reader needs).
-const TEXT_CAPACITY: usize = 2048;
+/// its first 512 bytes, which is what a log reader needs; 1 KiB a record keeps the
+/// records in flight to the writer thread within the caches).
+const TEXT_CAPACITY: usize = 1024;
 /// At most this much of one field.
-const TEXT_FIELD_MAX: usize = 1024;
+const TEXT_FIELD_MAX: usize = 512;
 
 /// Text fields copied into one inline buffer.
 pub(crate) struct Texts {
