@@ -16,6 +16,8 @@ use tokio_rustls::TlsConnector;
 pub(crate) struct UpstreamTlsConfig {
     connector: TlsConnector,
     server_name: Option<ServerName<'static>>,
+    /// HTTP/2 groups need the upstream to agree to h2 by ALPN.
+    needs_h2: bool,
 }
 
 impl UpstreamTlsConfig {
@@ -64,7 +66,8 @@ impl UpstreamTlsConfig {
             Some(name) => Some(ServerName::try_from(name.clone()).map_err(|e| format!("server_name {name}: {e}"))?),
             None => None,
         };
-        Ok(UpstreamTlsConfig { connector: TlsConnector::from(Arc::new(config)), server_name })
+        let needs_h2 = protocol == UpstreamProtocol::Http2;
+        Ok(UpstreamTlsConfig { connector: TlsConnector::from(Arc::new(config)), server_name, needs_h2 })
     }
 
     /// The TLS handshake on a connected socket; SNI is the configured server_name or
@@ -75,7 +78,13 @@ impl UpstreamTlsConfig {
             None => ServerName::try_from(endpoint.host.clone())
                 .map_err(|e| format!("endpoint host {} cannot be a TLS server name: {e}", endpoint.host))?,
         };
-        self.connector.connect(name, tcp).await.map_err(|e| describe(&e))
+        let stream = self.connector.connect(name, tcp).await.map_err(|e| describe(&e))?;
+        if self.needs_h2 && stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+            return Err(
+                "the upstream did not agree to HTTP/2 (ALPN h2); set protocol = \"http1\" for this group".into()
+            );
+        }
+        Ok(stream)
     }
 }
 
