@@ -3,7 +3,7 @@
 //! the real [`Connector`]s of the pools.
 
 use std::io;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use sluice_config::Endpoint;
 use tokio::net::TcpStream;
 
-use super::h2_settings::{StreamLimit, WatchSettings, ASSUMED_STREAM_LIMIT};
+use super::h2_settings::{PeerSettings, StreamLimit, WatchSettings};
 use super::pool::{BoxFuture, Connector};
 use super::stream::UpstreamStream;
 use super::tls::UpstreamTlsConfig;
@@ -99,7 +99,7 @@ impl Connector for H2Connector {
     fn connect(&self) -> BoxFuture<'_, Result<H2Sender, UpstreamError>> {
         Box::pin(async move {
             let stream = self.0.dial().await?;
-            let limit = Arc::new(AtomicU32::new(ASSUMED_STREAM_LIMIT));
+            let limit = PeerSettings::new();
             let io = TokioIo::new(WatchSettings::new(stream, Arc::clone(&limit)));
             let handshake = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
@@ -118,6 +118,8 @@ impl Connector for H2Connector {
                     tracing::debug!(endpoint = %label, error = %e, "upstream HTTP/2 connection ended");
                 }
             });
+            // Its stream limit decides when the pool opens another connection.
+            limit.known(self.0.timeout).await;
             Ok(H2Sender { sender, limit })
         })
     }
@@ -127,6 +129,6 @@ impl Connector for H2Connector {
     }
 
     fn stream_limit(conn: &H2Sender) -> usize {
-        conn.limit.load(Ordering::Relaxed) as usize
+        conn.limit.stream_limit.load(Ordering::Relaxed) as usize
     }
 }

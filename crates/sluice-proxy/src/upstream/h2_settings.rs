@@ -7,7 +7,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -24,8 +24,44 @@ pub(crate) const ASSUMED_STREAM_LIMIT: u32 = 100;
 /// SETTINGS payload bytes kept for parsing; a longer frame is a peer we do not follow.
 const MAX_SETTINGS_PAYLOAD: usize = 6 * 16;
 
-/// The peer's stream limit, shared with the pool.
-pub(crate) type StreamLimit = Arc<AtomicU32>;
+/// What the pool learns of the peer's settings.
+#[derive(Debug)]
+pub(crate) struct PeerSettings {
+    /// SETTINGS_MAX_CONCURRENT_STREAMS, or the assumed value until it is known.
+    pub(crate) stream_limit: AtomicU32,
+    /// The peer's first SETTINGS (its connection preface) has been read.
+    seen: AtomicBool,
+    seen_now: tokio::sync::Notify,
+}
+
+impl PeerSettings {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(PeerSettings {
+            stream_limit: AtomicU32::new(ASSUMED_STREAM_LIMIT),
+            seen: AtomicBool::new(false),
+            seen_now: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Waits until the peer's first SETTINGS has been read (a new connection is not
+    /// used before its stream limit is known), or `timeout` passes (the assumed limit
+    /// stands).
+    pub(crate) async fn known(&self, timeout: std::time::Duration) {
+        let _ = tokio::time::timeout(timeout, async {
+            loop {
+                let seen_now = self.seen_now.notified();
+                if self.seen.load(Ordering::Acquire) {
+                    return;
+                }
+                seen_now.await;
+            }
+        })
+        .await;
+    }
+}
+
+/// The peer's settings, shared with the pool.
+pub(crate) type StreamLimit = Arc<PeerSettings>;
 
 /// Parses the frames of the inbound byte stream, keeping only SETTINGS payloads.
 #[derive(Debug)]
@@ -82,8 +118,11 @@ impl SettingsReader {
             let id = u16::from_be_bytes([entry[0], entry[1]]);
             if id == SETTINGS_MAX_CONCURRENT_STREAMS {
                 let value = u32::from_be_bytes([entry[2], entry[3], entry[4], entry[5]]);
-                self.limit.store(value, Ordering::Relaxed);
+                self.limit.stream_limit.store(value, Ordering::Relaxed);
             }
+        }
+        if !self.limit.seen.swap(true, Ordering::AcqRel) {
+            self.limit.seen_now.notify_waiters();
         }
     }
 }
@@ -157,7 +196,7 @@ mod tests {
 
     #[test]
     fn the_stream_limit_is_read_across_split_reads_and_updates() {
-        let limit = Arc::new(AtomicU32::new(ASSUMED_STREAM_LIMIT));
+        let limit = PeerSettings::new();
         let mut reader = SettingsReader::new(Arc::clone(&limit));
         let mut bytes = settings(&[(0x4, 65_535), (SETTINGS_MAX_CONCURRENT_STREAMS, 7)], 0);
         // A DATA frame with a payload that looks like SETTINGS must not count.
@@ -167,10 +206,11 @@ mod tests {
         for byte in bytes.chunks(1) {
             reader.observe(byte);
         }
-        assert_eq!(limit.load(Ordering::Relaxed), 7);
+        assert_eq!(limit.stream_limit.load(Ordering::Relaxed), 7);
+        assert!(limit.seen.load(Ordering::Relaxed));
         reader.observe(&settings(&[], FLAG_ACK));
-        assert_eq!(limit.load(Ordering::Relaxed), 7, "an ACK carries no settings");
+        assert_eq!(limit.stream_limit.load(Ordering::Relaxed), 7, "an ACK carries no settings");
         reader.observe(&settings(&[(SETTINGS_MAX_CONCURRENT_STREAMS, 3)], 0));
-        assert_eq!(limit.load(Ordering::Relaxed), 3);
+        assert_eq!(limit.stream_limit.load(Ordering::Relaxed), 3);
     }
 }
