@@ -87,16 +87,17 @@ async fn a_small_idle_cap_churns_which_is_why_it_is_not_the_default() {
     let connector = fake(1);
     let small = PoolSettings { max_idle: 64, ..settings(256) };
     let pool = Arc::new(ExclusivePool::new(Arc::clone(&connector), "fake".into(), small));
-    let held: Vec<_> = futures_join(&pool, 200).await;
+    let held: Vec<_> = checkout_n(&pool, 200).await;
     for conn in held {
         pool.release(conn); // only 64 fit back
     }
-    let again = futures_join(&pool, 200).await;
+    let again = checkout_n(&pool, 200).await;
     assert_eq!(connector.opened.load(Ordering::Relaxed), 200 + 136, "136 connections closed and reopened");
     drop(again);
 }
 
-async fn futures_join(pool: &Arc<ExclusivePool<Arc<Fake>>>, n: usize) -> Vec<super::exclusive::Pooled<FakeConn>> {
+/// `n` connections checked out one after another (and held).
+async fn checkout_n(pool: &ExclusivePool<Arc<Fake>>, n: usize) -> Vec<super::exclusive::Pooled<FakeConn>> {
     let mut out = Vec::new();
     for _ in 0..n {
         out.push(pool.checkout(false).await.expect("a connection"));
@@ -109,7 +110,7 @@ async fn idle_connections_are_trimmed_by_age_down_to_min_idle() {
     let connector = fake(1);
     let aging = PoolSettings { min_idle: 2, idle_timeout: Duration::from_secs(60), ..settings(16) };
     let pool = ExclusivePool::new(Arc::clone(&connector), "fake".into(), aging);
-    let held = futures_join_plain(&pool, 10).await;
+    let held = checkout_n(&pool, 10).await;
     for conn in held {
         pool.release(conn);
     }
@@ -122,14 +123,6 @@ async fn idle_connections_are_trimmed_by_age_down_to_min_idle() {
     // All ten expired; min_idle opens two fresh ones.
     assert_eq!(pool.counts(), (2, 2));
     assert_eq!(connector.opened.load(Ordering::Relaxed), 12);
-}
-
-async fn futures_join_plain(pool: &ExclusivePool<Arc<Fake>>, n: usize) -> Vec<super::exclusive::Pooled<FakeConn>> {
-    let mut out = Vec::new();
-    for _ in 0..n {
-        out.push(pool.checkout(false).await.expect("a connection"));
-    }
-    out
 }
 
 #[tokio::test(start_paused = true)]
