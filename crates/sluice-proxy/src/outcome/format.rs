@@ -313,7 +313,7 @@ fn rfc3339(out: &mut Vec<u8>, time: SystemTime) {
         static LAST_SECOND: std::cell::Cell<(u64, [u8; 19])> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
     }
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let (second, mut text) = LAST_SECOND.get();
+    let (second, mut text) = LAST_SECOND.try_with(std::cell::Cell::get).unwrap_or((u64::MAX, [0; 19]));
     if second != since.as_secs() {
         let (y, mo, d, h, mi, s, _) = civil(time);
         let mut fresh = Vec::with_capacity(19);
@@ -324,7 +324,7 @@ fn rfc3339(out: &mut Vec<u8>, time: SystemTime) {
         }
         if fresh.len() == 19 {
             text.copy_from_slice(&fresh);
-            LAST_SECOND.set((since.as_secs(), text));
+            let _ = LAST_SECOND.try_with(|last| last.set((since.as_secs(), text)));
         } else {
             out.extend_from_slice(&fresh); // beyond year 9999: not cached
             text = [0; 19];

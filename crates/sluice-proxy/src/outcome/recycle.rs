@@ -27,20 +27,25 @@ thread_local! {
 /// A box for a new record: from this thread's stock, else a batch from the returned
 /// ones, else a new allocation.
 pub(super) fn take() -> Box<Outcome> {
-    STOCK.with(|stock| {
-        let mut stock = stock.borrow_mut();
-        if stock.is_empty() {
-            let mut returned = RETURNED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let from = returned.len().saturating_sub(LOCAL_STOCK);
-            stock.extend(returned.drain(from..));
-        }
-        stock.pop().unwrap_or_else(|| Box::new(Outcome::empty()))
-    })
+    // `try_with`: a thread being torn down (its locals gone) just allocates.
+    STOCK
+        .try_with(|stock| {
+            let mut stock = stock.borrow_mut();
+            if stock.is_empty() {
+                let mut returned = RETURNED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let from = returned.len().saturating_sub(LOCAL_STOCK);
+                stock.extend(returned.drain(from..));
+            }
+            stock.pop()
+        })
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| Box::new(Outcome::empty()))
 }
 
 /// Keeps a finished record's box on this thread (no access log: it ends here).
 pub(super) fn keep(outcome: Box<Outcome>) {
-    STOCK.with(|stock| {
+    let _ = STOCK.try_with(|stock| {
         let mut stock = stock.borrow_mut();
         if stock.len() < LOCAL_STOCK {
             stock.push(outcome);

@@ -129,11 +129,17 @@ fn unpredictable<const N: usize>() -> [u64; N] {
         static KEYED: (std::collections::hash_map::RandomState, std::cell::Cell<u64>) =
             (std::collections::hash_map::RandomState::new(), std::cell::Cell::new(0));
     }
-    KEYED.with(|(key, counter)| {
-        let n = counter.get();
-        counter.set(n.wrapping_add(1));
-        std::array::from_fn(|i| key.hash_one((n, i)))
-    })
+    KEYED
+        .try_with(|(key, counter)| {
+            let n = counter.get();
+            counter.set(n.wrapping_add(1));
+            std::array::from_fn(|i| key.hash_one((n, i)))
+        })
+        // A thread being torn down: a fresh key (itself random) does.
+        .unwrap_or_else(|_| {
+            let key = std::collections::hash_map::RandomState::new();
+            std::array::from_fn(|i| key.hash_one(i))
+        })
 }
 
 /// 32 unpredictable hex digits: for requests the connection layer refused (`identify`
