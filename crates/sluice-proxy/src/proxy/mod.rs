@@ -42,8 +42,10 @@ use crate::upstream::{UpstreamBody, UpstreamResponse};
 pub(crate) async fn handle(conn: Arc<ConnContext>, mut request: Request<RequestBody>) -> Response<ProxyBody> {
     let headers::Ids { request_id, trace_id } = headers::identify(request.headers_mut());
     let mut record = Record::begin(conn.peer, &request_id, &conn.shared.outcomes);
-    record.outcome().describe(&request);
-    record.outcome().texts.set(Text::TraceId, &trace_id);
+    if conn.shared.outcomes.shows_text() {
+        record.outcome().describe(&request);
+        record.outcome().texts.set(Text::TraceId, &trace_id);
+    }
     let grpc = error::is_grpc(request.headers());
     let mut response = match forward(&conn, request, &request_id, record.outcome()).await {
         Ok(response) => response,
