@@ -164,6 +164,18 @@ async fn an_untrusted_or_misnamed_certificate_is_a_502_with_a_clear_log_line() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_http2_group_whose_upstream_offers_only_http1_says_so() {
+    let pki = Pki::new();
+    let upstream = https_upstream(&pki, false, &[b"http/1.1"]).await;
+    let tls = format!("server_name = \"api.internal.test\", ca_file = \"{}\"", pki.path("ca.pem"));
+    let sluice = Sluice::start(&upstream_config(upstream, "http2", &tls));
+    assert_eq!(fetch(&sluice).await.0, 502);
+    // rustls servers refuse the handshake (no_application_protocol); servers without
+    // ALPN finish it, and sluice checks what was agreed: either way the log says ALPN.
+    sluice.wait_for_log("the upstream accepts none of the protocols offered by ALPN");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_tls_listener_picks_its_certificate_by_sni() {
     let pki = Pki::new();
     pki.leaf(&["a.example.test"], "a");

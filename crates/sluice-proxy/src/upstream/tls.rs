@@ -93,6 +93,9 @@ impl UpstreamTlsConfig {
 fn describe(error: &std::io::Error) -> String {
     match error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
         Some(rustls::Error::InvalidCertificate(why)) => format!("the upstream's certificate was refused: {why:?}"),
+        Some(rustls::Error::AlertReceived(rustls::AlertDescription::NoApplicationProtocol)) => {
+            "the upstream accepts none of the protocols offered by ALPN (h2 for protocol = \"http2\", http/1.1 for \"http1\"); set the group's protocol to what it speaks".to_string()
+        }
         Some(other) => format!("TLS error: {other}"),
         None => format!("TLS handshake failed: {error}"),
     }
