@@ -95,7 +95,31 @@ pub struct BenchArgs {
     #[arg(short = 'q', long = "no-progress")]
     pub no_progress: bool,
 
+    /// Exit with status 1 when more than this share of requests failed (no response, or a
+    /// status outside 200-399, as k6 and vegeta count them): "1%" or "0.01". Without it,
+    /// any failed request makes the exit status 1.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub max_error_rate: Option<f64>,
+
+    /// Exit with status 1 when the 99th percentile latency is above this ("250ms").
+    #[arg(long, value_name = "DURATION", value_parser = sluice_config::parse_duration)]
+    pub max_p99: Option<std::time::Duration>,
+
     /// Print two JSON reports side by side with ratios (B ÷ A), instead of running.
     #[arg(long, num_args = 2, value_names = ["A.json", "B.json"], conflicts_with_all = ["urls", "request_file"])]
     pub compare: Option<Vec<PathBuf>>,
+}
+
+/// `"1%"` or `"0.01"`: a share from 0 to 1.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    let (number, scale) = match text.trim().strip_suffix('%') {
+        Some(percent) => (percent, 100.0),
+        None => (text.trim(), 1.0),
+    };
+    let value: f64 = number.parse().map_err(|_| format!("\"{text}\" is not a rate; write e.g. \"1%\" or \"0.01\""))?;
+    let share = value / scale;
+    if !(0.0..=1.0).contains(&share) {
+        return Err(format!("\"{text}\" is outside 0-100%"));
+    }
+    Ok(share)
 }

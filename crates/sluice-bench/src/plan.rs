@@ -115,6 +115,14 @@ impl Plan {
             };
             requests[index].push(Arc::new(spec));
         }
+        // Nothing could ever connect: say so now rather than run a load of DNS failures.
+        if !origins.is_empty() && origins.iter().all(|o| o.dns_error.is_some()) {
+            let why: Vec<String> = origins
+                .iter()
+                .map(|o| format!("{}: {}", o.host, o.dns_error.as_deref().unwrap_or("no addresses")))
+                .collect();
+            bail!("no URL's host resolves, so no request could be sent ({})", why.join("; "));
+        }
         if connections < origins.len() {
             bail!("{} hosts need at least as many connections; --connections is {connections}", origins.len());
         }

@@ -38,6 +38,8 @@ pub struct Recorder {
     pub per_second: Vec<Second>,
     /// Responses by status class: index 1 = 1xx ... 5 = 5xx; 0 = anything else.
     pub status: [u64; 6],
+    /// Responses by exact status code, 100-599 at index code - 100 (others: only in `status[0]`).
+    pub codes: Box<[u64; 500]>,
     pub failures: [u64; Failure::ALL.len()],
     pub body_bytes: u64,
     pub warmup: u64,
@@ -57,6 +59,7 @@ impl Recorder {
             interval: Interval { responses: 0, errors: 0, latency: new_histogram() },
             per_second: Vec::new(),
             status: [0; 6],
+            codes: Box::new([0; 500]),
             failures: [0; Failure::ALL.len()],
             body_bytes: 0,
             warmup: 0,
@@ -80,6 +83,9 @@ impl Recorder {
         self.latency.saturating_record(micros);
         let class = usize::from(status / 100);
         self.status[if (1..=5).contains(&class) { class } else { 0 }] += 1;
+        if let Some(count) = usize::from(status).checked_sub(100).and_then(|i| self.codes.get_mut(i)) {
+            *count += 1;
+        }
         self.body_bytes += body_bytes;
         self.second(end).responses += 1;
         self.ended_at(end);
@@ -140,6 +146,9 @@ impl Recorder {
             mine.errors += theirs.errors;
         }
         for (mine, theirs) in self.status.iter_mut().zip(other.status) {
+            *mine += theirs;
+        }
+        for (mine, theirs) in self.codes.iter_mut().zip(other.codes.iter()) {
             *mine += theirs;
         }
         for (mine, theirs) in self.failures.iter_mut().zip(other.failures) {

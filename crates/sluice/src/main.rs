@@ -47,7 +47,14 @@ fn main() -> ExitCode {
     if let Command::Bench(args) = &cli.command {
         // The load generator reports on stdout/stderr itself; it has no log.
         return match sluice_bench::main(args) {
-            Ok(_) => ExitCode::SUCCESS,
+            Ok(Some(report)) => match report.missed(args.max_error_rate, args.max_p99) {
+                Some(why) => {
+                    eprintln!("sluice bench: failed: {why}");
+                    ExitCode::FAILURE
+                }
+                None => ExitCode::SUCCESS,
+            },
+            Ok(None) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("sluice bench: {e:#}");
                 ExitCode::FAILURE

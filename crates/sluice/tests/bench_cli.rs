@@ -81,7 +81,7 @@ async fn table_on_stdout_and_progress_lines_when_not_a_terminal() {
     for needle in [
         "2 connections on 1 thread, closed loop, 3s",
         "requests",
-        "2xx",
+        "responses    200 ",
         "errors       none",
         "p99.9",
         "per second",
@@ -115,7 +115,9 @@ async fn a_small_fd_limit_is_reported_and_counted_not_fatal() {
     let upstream = Upstream::hello().await;
     let url = format!("http://{}/", upstream.addr);
     let run = sluice_bench(args(&["-c", "60", "-t", "1", "-n", "600", "--json", &url]), Some(40)).await;
-    assert!(run.status.success(), "{}", text(&run.stderr));
+    // Failed requests (EMFILE here) end the run with status 1, after the report.
+    assert_eq!(run.status.code(), Some(1), "{}", text(&run.stderr));
+    assert!(text(&run.stderr).contains("requests failed"), "{}", text(&run.stderr));
     assert!(text(&run.stderr).contains("the file descriptor limit is 40"), "{}", text(&run.stderr));
     let report: serde_json::Value = serde_json::from_slice(&run.stdout).expect("JSON");
     let emfile = report["failures"]["emfile"].as_u64().unwrap_or(0);
@@ -161,7 +163,7 @@ async fn ctrl_c_stops_the_run_and_still_reports() {
         assert!(status.success(), "{extra:?}: {status:?}\n{stderr}");
         assert!(stderr.contains("interrupted; finishing the requests in flight"), "{extra:?}: {stderr}");
         assert!(stdout.contains("interrupted by Ctrl-C after"), "{extra:?}: {stdout}");
-        assert!(stdout.contains("2xx") && stdout.contains("p99.9"), "{extra:?}: {stdout}");
+        assert!(stdout.contains("responses    200 ") && stdout.contains("p99.9"), "{extra:?}: {stdout}");
     }
 }
 
@@ -188,4 +190,52 @@ fn interrupt_after_first_progress_line(list: Vec<String>) -> (std::process::Exit
     let mut stdout = String::new();
     child.stdout.take().expect("stdout").read_to_string(&mut stdout).expect("read stdout");
     (child.wait().expect("wait"), rest, stdout)
+}
+
+/// A dead port: every request refused. The run reports, then exits 1 saying why, unless
+/// failures are allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_requests_and_missed_thresholds_make_the_exit_status_non_zero() {
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind").local_addr().expect("addr");
+    let refused = format!("http://{dead}/");
+    let run = sluice_bench(args(&["-n", "50", "-c", "2", "-t", "1", &refused]), None).await;
+    assert_eq!(run.status.code(), Some(1), "{}", text(&run.stderr));
+    assert!(text(&run.stderr).contains("50 of 50 requests failed (100.00%)"), "{}", text(&run.stderr));
+    assert!(text(&run.stdout).contains("refused"), "the report is still printed: {}", text(&run.stdout));
+    let allowed =
+        sluice_bench(args(&["-n", "50", "-c", "2", "-t", "1", "--max-error-rate", "100%", &refused]), None).await;
+    assert!(allowed.status.success(), "{}", text(&allowed.stderr));
+
+    // Exact status codes; a 404 is a failed request as k6 and vegeta count them.
+    let upstream = Upstream::start(|req: http::Request<hyper::body::Incoming>| async move {
+        let status = if req.uri().path() == "/missing" { 404 } else { 200 };
+        http::Response::builder().status(status).body(support::upstream::full("x")).expect("response")
+    })
+    .await;
+    let (ok, missing) = (format!("http://{}/ok", upstream.addr), format!("http://{}/missing", upstream.addr));
+    let mixed = sluice_bench(args(&["-n", "100", "-c", "2", "-t", "1", "--json", &ok, &missing]), None).await;
+    assert_eq!(mixed.status.code(), Some(1), "{}", text(&mixed.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&mixed.stdout).expect("JSON");
+    assert_eq!((report["status_codes"]["200"].as_u64(), report["status_codes"]["404"].as_u64()), (Some(50), Some(50)));
+    assert_eq!(report["failed_requests"], 50);
+    let tolerated =
+        sluice_bench(args(&["-n", "100", "-c", "2", "-t", "1", "--max-error-rate", "0.5", &ok, &missing]), None).await;
+    assert!(tolerated.status.success(), "50% failed is within 0.5: {}", text(&tolerated.stderr));
+    assert!(text(&tolerated.stdout).contains("200 50   404 50"), "{}", text(&tolerated.stdout));
+
+    // A p99 threshold.
+    let strict = sluice_bench(args(&["-n", "50", "-c", "2", "-t", "1", "--max-p99", "0ms", &ok]), None).await;
+    assert_eq!(strict.status.code(), Some(1));
+    assert!(text(&strict.stderr).contains("above --max-p99 0.00 ms"), "{}", text(&strict.stderr));
+    let relaxed = sluice_bench(args(&["-n", "50", "-c", "2", "-t", "1", "--max-p99", "10s", &ok]), None).await;
+    assert!(relaxed.status.success(), "{}", text(&relaxed.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_no_host_resolves_the_run_stops_at_once() {
+    let started = std::time::Instant::now();
+    let run = sluice_bench(args(&["-d", "30s", "http://no-such-host.invalid/"]), None).await;
+    assert!(!run.status.success());
+    assert!(text(&run.stderr).contains("no URL's host resolves"), "{}", text(&run.stderr));
+    assert!(started.elapsed() < std::time::Duration::from_secs(15), "not a 30 s run of DNS failures");
 }

@@ -28,6 +28,13 @@ pub struct Report {
     pub body_bytes: u64,
     /// Responses by status class ("2xx", ...).
     pub status: BTreeMap<String, u64>,
+    /// Responses by exact status code ("200", "404", "503"...).
+    #[serde(default)]
+    pub status_codes: BTreeMap<String, u64>,
+    /// Requests that failed: no response (`errors`) or a status outside 200-399, as k6
+    /// and vegeta count them.
+    #[serde(default)]
+    pub failed_requests: u64,
     /// Failures by kind ("refused", "timeout", ...); kinds that did not happen are left out.
     pub failures: BTreeMap<String, u64>,
     pub latency_ms: Latency,
@@ -122,6 +129,16 @@ impl Report {
         let classes = ["other", "1xx", "2xx", "3xx", "4xx", "5xx"];
         let status =
             classes.iter().zip(recorder.status).filter(|(_, n)| *n > 0).map(|(c, n)| (c.to_string(), n)).collect();
+        let status_codes: BTreeMap<String, u64> = recorder
+            .codes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(i, n)| ((i + 100).to_string(), *n))
+            .collect();
+        let unsuccessful: u64 =
+            recorder.codes.iter().enumerate().filter(|(i, _)| !(100..300).contains(i)).map(|(_, n)| n).sum::<u64>()
+                + recorder.status[0];
         let failures = Failure::ALL
             .iter()
             .zip(recorder.failures)
@@ -144,6 +161,8 @@ impl Report {
             rate: if elapsed_s > 0.0 { responses as f64 / elapsed_s } else { 0.0 },
             body_bytes: recorder.body_bytes,
             status,
+            status_codes,
+            failed_requests: errors + unsuccessful,
             failures,
             latency_ms: latency,
             percentiles,
@@ -163,6 +182,39 @@ impl Report {
     /// Responses with the given status class (2 for 2xx).
     pub fn status_class(&self, class: u8) -> u64 {
         self.status.get(&format!("{class}xx")).copied().unwrap_or(0)
+    }
+
+    /// Why this run should end with a non-zero exit status (`--max-error-rate`,
+    /// `--max-p99`, or any failed request when no rate is given); None when it passed.
+    pub fn missed(&self, max_error_rate: Option<f64>, max_p99: Option<std::time::Duration>) -> Option<String> {
+        let mut missed = Vec::new();
+        let share = if self.requests == 0 { 0.0 } else { self.failed_requests as f64 / self.requests as f64 };
+        match max_error_rate {
+            None if self.failed_requests > 0 => missed.push(format!(
+                "{} of {} requests failed ({:.2}%); allow some with --max-error-rate",
+                self.failed_requests,
+                self.requests,
+                share * 100.0
+            )),
+            Some(max) if share > max => missed.push(format!(
+                "{} of {} requests failed ({:.2}%), above --max-error-rate {:.2}%",
+                self.failed_requests,
+                self.requests,
+                share * 100.0,
+                max * 100.0
+            )),
+            _ => {}
+        }
+        if self.requests == 0 {
+            missed.push("no request was made".to_string());
+        }
+        if let Some(max) = max_p99 {
+            let limit = max.as_secs_f64() * 1000.0;
+            if self.responses == 0 || self.latency_ms.p99 > limit {
+                missed.push(format!("p99 {:.2} ms is above --max-p99 {limit:.2} ms", self.latency_ms.p99));
+            }
+        }
+        (!missed.is_empty()).then(|| missed.join("; "))
     }
 
     pub fn failures_of(&self, kind: Failure) -> u64 {

@@ -50,7 +50,9 @@ pub fn render(report: &Report) -> String {
             thousands(report.rate.round() as u64)
         ),
     );
-    let status: Vec<String> = report.status.iter().map(|(class, n)| format!("{class} {}", thousands(*n))).collect();
+    // Exact codes (200, 404, 503...); reports from before they were counted have classes.
+    let by_code = if report.status_codes.is_empty() { &report.status } else { &report.status_codes };
+    let status: Vec<String> = by_code.iter().map(|(code, n)| format!("{code} {}", thousands(*n))).collect();
     row(&mut out, "responses", &if status.is_empty() { "none".to_string() } else { status.join("   ") });
     let failures: Vec<String> = report.failures.iter().map(|(kind, n)| format!("{kind} {}", thousands(*n))).collect();
     row(&mut out, "errors", &if failures.is_empty() { "none".to_string() } else { failures.join("   ") });
