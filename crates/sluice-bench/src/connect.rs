@@ -28,6 +28,10 @@ pub enum Stream {
 /// Connects to `origin`; `turn` picks among its addresses so connections spread over them.
 pub async fn connect(origin: &Origin, tls: Option<&Arc<ClientConfig>>, turn: usize) -> Result<Stream, Failure> {
     if origin.addrs.is_empty() {
+        crate::failure::note(
+            Failure::Dns,
+            &format!("{}: {}", origin.host, origin.dns_error.as_deref().unwrap_or("no addresses")),
+        );
         return Err(Failure::Dns);
     }
     let addr = origin.addrs[turn % origin.addrs.len()];
@@ -41,12 +45,16 @@ pub async fn connect(origin: &Origin, tls: Option<&Arc<ClientConfig>>, turn: usi
     let name = ServerName::try_from(origin.host.clone()).map_err(|_| Failure::Tls)?;
     let stream =
         TlsConnector::from(Arc::clone(config)).connect(name, tcp).await.map_err(|e| match Failure::from_io(&e) {
-            Failure::Protocol | Failure::Io => Failure::Tls,
+            Failure::Protocol | Failure::Io => {
+                crate::failure::note(Failure::Tls, &e);
+                Failure::Tls
+            }
             other => other,
         })?;
     let wants_h2 = config.alpn_protocols.iter().any(|p| p == b"h2");
     if wants_h2 && stream.get_ref().1.alpn_protocol() != Some(b"h2") {
         // --http2 over TLS needs the server to agree on h2.
+        crate::failure::note(Failure::Tls, &"the server did not agree to HTTP/2 by ALPN");
         return Err(Failure::Tls);
     }
     Ok(Stream::Tls(Box::new(stream)))

@@ -57,8 +57,14 @@ impl Failure {
         self as usize
     }
 
-    /// Sorts an I/O error into its kind.
+    /// Sorts an I/O error into its kind, keeping its message as a sample.
     pub fn from_io(error: &io::Error) -> Failure {
+        let kind = Failure::sort_io(error);
+        note(kind, error);
+        kind
+    }
+
+    fn sort_io(error: &io::Error) -> Failure {
         if matches!(error.raw_os_error(), Some(code) if code == EMFILE || code == ENFILE) {
             return Failure::FdLimit;
         }
@@ -77,12 +83,12 @@ impl Failure {
         }
     }
 
-    /// Sorts an HTTP/2 (h2) error into its kind.
+    /// Sorts an HTTP/2 (h2) error into its kind, keeping its message as a sample.
     pub fn from_h2(error: &h2::Error) -> Failure {
         if let Some(io) = error.get_io() {
             return Failure::from_io(io);
         }
-        match error.reason() {
+        let kind = match error.reason() {
             // Malformed frames, from either side's point of view (an HTTP/1-only server
             // answering the preface with an HTTP/1 response lands here).
             Some(h2::Reason::PROTOCOL_ERROR | h2::Reason::FRAME_SIZE_ERROR | h2::Reason::COMPRESSION_ERROR) => {
@@ -90,8 +96,40 @@ impl Failure {
             }
             // RST_STREAM and GOAWAY with any other reason.
             _ => Failure::Reset,
-        }
+        };
+        note(kind, error);
+        kind
     }
+}
+
+/// Distinct messages kept per kind of failure, per thread.
+pub const SAMPLES_PER_KIND: usize = 3;
+
+/// Failure messages seen on this thread: a few per kind, so that a report can say what
+/// went wrong ("invalid peer certificate: UnknownIssuer"), not only how often.
+pub type Samples = Vec<(Failure, String)>;
+
+thread_local! {
+    static SAMPLES: std::cell::RefCell<Samples> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Keeps `message` as a sample of `kind` if this thread has fewer than
+/// `SAMPLES_PER_KIND` distinct ones; formats it only then.
+pub fn note(kind: Failure, message: &dyn std::fmt::Display) {
+    let _ = SAMPLES.try_with(|samples| {
+        let mut samples = samples.borrow_mut();
+        if samples.iter().filter(|(k, _)| *k == kind).count() < SAMPLES_PER_KIND {
+            let text = message.to_string();
+            if !samples.iter().any(|(k, m)| *k == kind && *m == text) {
+                samples.push((kind, text));
+            }
+        }
+    });
+}
+
+/// This thread's samples, taken (at the end of its run).
+pub fn take_samples() -> Samples {
+    SAMPLES.try_with(|samples| std::mem::take(&mut *samples.borrow_mut())).unwrap_or_default()
 }
 
 /// Linux errno values for "too many open files" (process and system).

@@ -41,6 +41,8 @@ pub struct Recorder {
     /// Responses by exact status code, 100-599 at index code - 100 (others: only in `status[0]`).
     pub codes: Box<[u64; 500]>,
     pub failures: [u64; Failure::ALL.len()],
+    /// A few failure messages per kind (`failure::note`), merged from every thread.
+    pub samples: crate::failure::Samples,
     pub body_bytes: u64,
     pub warmup: u64,
     /// Open loop: requests taken up after they were due, every connection being busy.
@@ -61,6 +63,7 @@ impl Recorder {
             status: [0; 6],
             codes: Box::new([0; 500]),
             failures: [0; Failure::ALL.len()],
+            samples: Vec::new(),
             body_bytes: 0,
             warmup: 0,
             late: 0,
@@ -150,6 +153,12 @@ impl Recorder {
         }
         for (mine, theirs) in self.codes.iter_mut().zip(other.codes.iter()) {
             *mine += theirs;
+        }
+        for (kind, message) in &other.samples {
+            let kept = self.samples.iter().filter(|(k, _)| k == kind).count();
+            if kept < crate::failure::SAMPLES_PER_KIND && !self.samples.iter().any(|(k, m)| k == kind && m == message) {
+                self.samples.push((*kind, message.clone()));
+            }
         }
         for (mine, theirs) in self.failures.iter_mut().zip(other.failures) {
             *mine += theirs;

@@ -207,6 +207,9 @@ fn tls_with_alpn_for_both_protocols() {
     // Without trusting the certificate: every attempt is a TLS failure.
     let report = bench(&["-c", "1", "-t", "1", "-n", "3", &url]);
     assert_eq!(report.failures_of(Failure::Tls), 3, "{:?}", report.failures);
+    // ... and the report says why, not only how often.
+    let why = &report.failure_samples["tls"];
+    assert!(why.iter().any(|m| m.contains("UnknownIssuer")), "{why:?}");
     assert_eq!(server.seen().connections, 2 + 1 + 1 + 3);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -201,7 +201,8 @@ async fn failed_requests_and_missed_thresholds_make_the_exit_status_non_zero() {
     let run = sluice_bench(args(&["-n", "50", "-c", "2", "-t", "1", &refused]), None).await;
     assert_eq!(run.status.code(), Some(1), "{}", text(&run.stderr));
     assert!(text(&run.stderr).contains("50 of 50 requests failed (100.00%)"), "{}", text(&run.stderr));
-    assert!(text(&run.stdout).contains("refused"), "the report is still printed: {}", text(&run.stdout));
+    assert!(text(&run.stdout).contains("refused 50"), "the report is still printed: {}", text(&run.stdout));
+    assert!(text(&run.stdout).contains("refused: Connection refused"), "with what failed: {}", text(&run.stdout));
     let allowed =
         sluice_bench(args(&["-n", "50", "-c", "2", "-t", "1", "--max-error-rate", "100%", &refused]), None).await;
     assert!(allowed.status.success(), "{}", text(&allowed.stderr));

@@ -125,7 +125,8 @@ fn run_thread(
 ) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
     let local = tokio::task::LocalSet::new();
-    let recorder = local.block_on(&runtime, thread_main(plan, thread, start, stop, sender.clone()));
+    let mut recorder = local.block_on(&runtime, thread_main(plan, thread, start, stop, sender.clone()));
+    recorder.samples = crate::failure::take_samples();
     // The receiver is gone only if the main thread gave up; nothing is left to tell then.
     let _ = sender.send(Message::Done(Box::new(recorder)));
     Ok(())

@@ -37,6 +37,9 @@ pub struct Report {
     pub failed_requests: u64,
     /// Failures by kind ("refused", "timeout", ...); kinds that did not happen are left out.
     pub failures: BTreeMap<String, u64>,
+    /// A few distinct messages per kind of failure (what the TLS error was, and why).
+    #[serde(default)]
+    pub failure_samples: BTreeMap<String, Vec<String>>,
     pub latency_ms: Latency,
     /// The latency curve: [percentile, milliseconds], from 0 to 100.
     pub percentiles: Vec<[f64; 2]>,
@@ -164,6 +167,13 @@ impl Report {
             status_codes,
             failed_requests: errors + unsuccessful,
             failures,
+            failure_samples: {
+                let mut samples: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                for (kind, message) in &recorder.samples {
+                    samples.entry(kind.name().to_string()).or_default().push(message.clone());
+                }
+                samples
+            },
             latency_ms: latency,
             percentiles,
             per_second,

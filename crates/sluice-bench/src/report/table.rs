@@ -56,6 +56,11 @@ pub fn render(report: &Report) -> String {
     row(&mut out, "responses", &if status.is_empty() { "none".to_string() } else { status.join("   ") });
     let failures: Vec<String> = report.failures.iter().map(|(kind, n)| format!("{kind} {}", thousands(*n))).collect();
     row(&mut out, "errors", &if failures.is_empty() { "none".to_string() } else { failures.join("   ") });
+    for (kind, messages) in &report.failure_samples {
+        for message in messages {
+            row(&mut out, "", &format!("{kind}: {message}"));
+        }
+    }
     let l = &report.latency_ms;
     if report.responses == 0 {
         row(&mut out, "latency", "no responses to measure");
