@@ -82,9 +82,14 @@ pub fn run_until(args: &BenchArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<Rep
         );
     }
     let mut progress = progress::Progress::new(&plan, args.no_progress);
+    let started = std::time::SystemTime::now();
     let outcome = engine::run(&plan, stop, |tick| progress.tick(tick))?;
     progress.finish();
-    Ok(Report::build(&plan, outcome, fd_limit))
+    let mut report = Report::build(&plan, outcome, fd_limit);
+    report.started_unix_s = started.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    report.latency_per_second = std::mem::take(&mut progress.seconds);
+    report.latency_per_second.sort_by_key(|s| s.second);
+    Ok(report)
 }
 
 /// Descriptors kept for other uses (stdio, the runtimes' epoll and eventfds, files).

@@ -19,6 +19,8 @@ pub struct Progress {
     /// Count mode: requests done so far, for the bar.
     done: u64,
     count_mode: bool,
+    /// Each whole second's p99 across all threads, for the report.
+    pub seconds: Vec<crate::report::LatencySecond>,
 }
 
 enum Output {
@@ -54,7 +56,7 @@ impl Progress {
         } else {
             Output::Lines
         };
-        Progress { output, threads: plan.threads, pending: BTreeMap::new(), done: 0, count_mode }
+        Progress { output, threads: plan.threads, pending: BTreeMap::new(), done: 0, count_mode, seconds: Vec::new() }
     }
 
     pub fn tick(&mut self, tick: Tick) {
@@ -90,6 +92,12 @@ impl Progress {
     }
 
     fn show(&mut self, index: u64, second: &Second) {
+        self.seconds.push(crate::report::LatencySecond {
+            second: index,
+            warmup: second.warmup,
+            responses: second.responses,
+            p99_ms: (!second.latency.is_empty()).then(|| second.latency.value_at_quantile(0.99) as f64 / 1000.0),
+        });
         let p99 = if second.latency.is_empty() {
             "-".to_string()
         } else {

@@ -45,6 +45,17 @@ async fn json_plot_and_compare() {
     assert_eq!(upstream.accepted(), 4);
     let p99 = report["latency_ms"]["p99"].as_f64().expect("p99");
     assert!(p99 > 0.0 && p99 <= report["latency_ms"]["max"].as_f64().expect("max"));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs_f64();
+    let started = report["started_unix_s"].as_f64().expect("start time");
+    assert!(started <= now && now - started < 60.0, "started {started}, now {now}");
+    // Each second's p99 (a short run's last partial second under 250 ms is left out).
+    let timed = sluice_bench(args(&["-d", "2s", "-c", "2", "-t", "1", "--json", &url]), None).await;
+    let timed: serde_json::Value = serde_json::from_slice(&timed.stdout).expect("JSON");
+    let seconds = timed["latency_per_second"].as_array().expect("p99 per second");
+    assert!(seconds.len() >= 2, "{seconds:?}");
+    assert!(seconds.iter().all(|s| s["p99_ms"].as_f64().is_some_and(|p| p > 0.0)), "{seconds:?}");
+    let answered: u64 = seconds.iter().map(|s| s["responses"].as_u64().unwrap_or(0)).sum();
+    assert!(answered > 0 && answered <= timed["responses"].as_u64().unwrap_or(0), "{seconds:?}");
 
     let plot = std::fs::read_to_string(&svg).expect("plot written");
     assert!(plot.starts_with("<svg") && plot.trim_end().ends_with("</svg>"), "an SVG document");

@@ -53,6 +53,12 @@ pub struct Report {
     /// Stopped early by Ctrl-C: the figures cover the part that ran.
     #[serde(default)]
     pub interrupted: bool,
+    /// When the run started (warm-up included), in seconds since the Unix epoch.
+    #[serde(default)]
+    pub started_unix_s: f64,
+    /// The p99 of each second, warm-up included.
+    #[serde(default)]
+    pub latency_per_second: Vec<LatencySecond>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -89,6 +95,17 @@ pub struct SecondPoint {
     pub second: u64,
     pub responses: u64,
     pub errors: u64,
+}
+
+/// One second of the run (warm-up included, counted from its start) across all threads:
+/// the p99 over time, where a stall or a slow build-up shows.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct LatencySecond {
+    pub second: u64,
+    pub warmup: bool,
+    pub responses: u64,
+    /// None when the second had no response.
+    pub p99_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -186,6 +203,8 @@ impl Report {
             warmup_requests: recorder.warmup,
             late_requests: recorder.late,
             interrupted: outcome.interrupted,
+            started_unix_s: 0.0,
+            latency_per_second: Vec::new(),
         }
     }
 
