@@ -49,8 +49,16 @@ async fn json_plot_and_compare() {
     let started = report["started_unix_s"].as_f64().expect("start time");
     assert!(started <= now && now - started < 60.0, "started {started}, now {now}");
     // Each second's p99 (a short run's last partial second under 250 ms is left out).
-    let timed = sluice_bench(args(&["-d", "2s", "-c", "2", "-t", "1", "--json", &url]), None).await;
+    let over_time = dir.path.join("c.svg");
+    let timed = sluice_bench(
+        args(&["-d", "2s", "-c", "2", "-t", "1", "--json", "--plot", over_time.to_str().expect("utf-8"), &url]),
+        None,
+    )
+    .await;
     let timed: serde_json::Value = serde_json::from_slice(&timed.stdout).expect("JSON");
+    let plot = std::fs::read_to_string(&over_time).expect("plot written");
+    assert_eq!(plot.matches("<polyline").count(), 3, "p99 over time is the third chart");
+    assert!(plot.contains("p99 latency per second"), "{plot}");
     let seconds = timed["latency_per_second"].as_array().expect("p99 per second");
     assert!(seconds.len() >= 2, "{seconds:?}");
     assert!(seconds.iter().all(|s| s["p99_ms"].as_f64().is_some_and(|p| p > 0.0)), "{seconds:?}");
@@ -59,7 +67,9 @@ async fn json_plot_and_compare() {
 
     let plot = std::fs::read_to_string(&svg).expect("plot written");
     assert!(plot.starts_with("<svg") && plot.trim_end().ends_with("</svg>"), "an SVG document");
-    assert_eq!(plot.matches("<polyline").count(), 2, "latency curve and throughput");
+    let timed_seconds = report["latency_per_second"].as_array().map_or(0, |s| s.len());
+    let charts = if timed_seconds > 0 { 3 } else { 2 };
+    assert_eq!(plot.matches("<polyline").count(), charts, "latency curve, throughput (and p99 over time)");
     assert!(plot.contains("99.9%") && plot.contains("Responses per second"));
 
     let b = sluice_bench(args(&["-n", "300", "-c", "8", "-t", "1", "--json", &url]), None).await;
@@ -77,6 +87,19 @@ async fn json_plot_and_compare() {
     let rate_line = out.lines().find(|l| l.trim_start().starts_with("req/s")).expect("a req/s row");
     assert!(rate_line.trim_end().ends_with(&format!("{ratio:.2}")), "{rate_line} vs {ratio:.2}");
     assert!(out.contains("B ÷ A") && out.contains("latency p99.9") && out.contains("8 connections"), "{out}");
+
+    // HTTP/2 runs say how many streams each connection carried.
+    let h2 =
+        sluice_bench(args(&["--http2", "--streams", "4", "-n", "200", "-c", "2", "-t", "1", "--json", &url]), None)
+            .await;
+    assert!(h2.status.success(), "{}", text(&h2.stderr));
+    let h2_json = dir.path.join("h2.json");
+    std::fs::write(&h2_json, &h2.stdout).expect("write");
+    let compared =
+        sluice_bench(args(&["--compare", a_json.to_str().expect("utf-8"), h2_json.to_str().expect("utf-8")]), None)
+            .await;
+    let out = text(&compared.stdout);
+    assert!(out.contains("2 connections × 4 streams"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,9 +24,11 @@ pub fn compare(a: &Report, b: &Report, a_name: &str, b_name: &str) -> String {
     let mut out = String::new();
     for (label, name, report) in [("A", a_name, a), ("B", b_name, b)] {
         let s = &report.settings;
+        // HTTP/2 runs multiplex: say how many streams each connection carried.
+        let streams = if s.streams > 1 { format!(" × {} streams", s.streams) } else { String::new() };
         let _ = writeln!(
             out,
-            "{label}: {name}: {}, {} connections, {}, {}",
+            "{label}: {name}: {}, {} connections{streams}, {}, {}",
             s.protocol,
             s.connections,
             s.mode,

@@ -26,7 +26,9 @@ struct Chart<'a> {
 
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
-    let height = 2.0 * (CHART_HEIGHT + 70.0) + 40.0;
+    // A third chart when the report has each second's p99 (reports from before did not).
+    let charts = if report.latency_per_second.iter().any(|s| s.p99_ms.is_some()) { 3.0 } else { 2.0 };
+    let height = charts * (CHART_HEIGHT + 70.0) + 40.0;
     let _ = writeln!(
         out,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="sans-serif" font-size="12">"#
@@ -84,6 +86,27 @@ pub fn render(report: &Report) -> String {
         color: "#2e86c1",
     };
     draw(&mut out, &throughput);
+    // p99 over time: where a stall or a slow build-up shows, which the percentile curve
+    // of the whole run hides. Seconds count from the start (warm-up included).
+    let over_time: Vec<(f64, f64)> =
+        report.latency_per_second.iter().filter_map(|s| Some((s.second as f64, s.p99_ms?))).collect();
+    if !over_time.is_empty() {
+        let last = over_time.iter().map(|p| p.0).fold(1.0, f64::max);
+        let step = ((last / 10.0).ceil()).max(1.0);
+        let p99_chart = Chart {
+            top: 60.0 + 2.0 * (CHART_HEIGHT + 70.0),
+            title: "p99 latency per second, over the run".to_string(),
+            steps: true,
+            y_label: "ms",
+            points: over_time,
+            x_max: last,
+            x_ticks: (0..=(last / step) as u64)
+                .map(|i| ((i as f64) * step, format!("{}s", (i as f64 * step) as u64)))
+                .collect(),
+            color: "#8e44ad",
+        };
+        draw(&mut out, &p99_chart);
+    }
     out.push_str("</svg>\n");
     out
 }
