@@ -37,6 +37,8 @@ pub struct RequestSpec {
     pub http1: Bytes,
     /// A HEAD request's response has no body whatever its headers say.
     pub is_head: bool,
+    /// Its place among the URLs given (`Plan::urls`), for the per-URL rows.
+    pub url: usize,
 }
 
 /// When the run stops sending.
@@ -100,8 +102,9 @@ impl Plan {
         let keepalive = !args.no_keepalive;
         let mut origins: Vec<Origin> = Vec::new();
         let mut requests: Vec<Vec<Arc<RequestSpec>>> = Vec::new();
-        for request in &raw {
-            let (origin, spec) = encode(request, keepalive)?;
+        for (url, request) in raw.iter().enumerate() {
+            let (origin, mut spec) = encode(request, keepalive)?;
+            spec.url = url;
             let index = match origins
                 .iter()
                 .position(|o| o.tls == origin.tls && o.host == origin.host && o.port == origin.port)
@@ -271,7 +274,7 @@ fn encode(raw: &RawRequest, keepalive: bool) -> anyhow::Result<(Origin, RequestS
     let origin =
         Origin { tls, host: host.trim_matches(['[', ']']).to_string(), port, addrs: Vec::new(), dns_error: None };
     let is_head = method == Method::HEAD;
-    Ok((origin, RequestSpec { method, uri, headers, body: raw.body.clone(), http1, is_head }))
+    Ok((origin, RequestSpec { method, uri, headers, body: raw.body.clone(), http1, is_head, url: 0 }))
 }
 
 fn encode_http1(

@@ -43,6 +43,8 @@ pub struct Recorder {
     pub failures: [u64; Failure::ALL.len()],
     /// A few failure messages per kind (`failure::note`), merged from every thread.
     pub samples: crate::failure::Samples,
+    /// Per URL when there are several (`MAX_URL_ROWS` at most; later URLs share the last).
+    pub per_url: Vec<UrlCounts>,
     pub body_bytes: u64,
     pub warmup: u64,
     /// Open loop: requests taken up after they were due, every connection being busy.
@@ -51,6 +53,24 @@ pub struct Recorder {
     pub connects: u64,
     open: u64,
     pub peak_open: u64,
+}
+
+/// Rows the report keeps per URL at most; a request file with more shares the last row.
+pub const MAX_URL_ROWS: usize = 32;
+
+/// One URL's share of a run.
+#[derive(Debug, Clone)]
+pub struct UrlCounts {
+    pub responses: u64,
+    /// No response, or a status outside 200-399.
+    pub failed: u64,
+    pub latency: Histogram<u64>,
+}
+
+impl Default for UrlCounts {
+    fn default() -> Self {
+        UrlCounts { responses: 0, failed: 0, latency: new_histogram() }
+    }
 }
 
 impl Recorder {
@@ -64,6 +84,7 @@ impl Recorder {
             codes: Box::new([0; 500]),
             failures: [0; Failure::ALL.len()],
             samples: Vec::new(),
+            per_url: Vec::new(),
             body_bytes: 0,
             warmup: 0,
             late: 0,
@@ -92,6 +113,25 @@ impl Recorder {
         self.body_bytes += body_bytes;
         self.second(end).responses += 1;
         self.ended_at(end);
+    }
+
+    /// Counts a request's end against its URL: `latency` for a response, `failed` for a
+    /// failure or a status outside 200-399. Warm-up requests are left out.
+    pub fn url_outcome(&mut self, warmup: bool, url: usize, latency: Option<(Instant, Instant)>, failed: bool) {
+        if warmup {
+            return;
+        }
+        let row = url.min(MAX_URL_ROWS - 1);
+        if self.per_url.len() <= row {
+            self.per_url.resize_with(row + 1, UrlCounts::default);
+        }
+        let counts = &mut self.per_url[row];
+        counts.failed += u64::from(failed);
+        if let Some((start, end)) = latency {
+            counts.responses += 1;
+            let micros = end.saturating_duration_since(start).as_micros().clamp(1, u128::from(HIGHEST_US)) as u64;
+            counts.latency.saturating_record(micros);
+        }
     }
 
     /// A request failed.
@@ -153,6 +193,14 @@ impl Recorder {
         }
         for (mine, theirs) in self.codes.iter_mut().zip(other.codes.iter()) {
             *mine += theirs;
+        }
+        if self.per_url.len() < other.per_url.len() {
+            self.per_url.resize_with(other.per_url.len(), UrlCounts::default);
+        }
+        for (mine, theirs) in self.per_url.iter_mut().zip(&other.per_url) {
+            mine.responses += theirs.responses;
+            mine.failed += theirs.failed;
+            let _ = mine.latency.add(&theirs.latency);
         }
         for (kind, message) in &other.samples {
             let kept = self.samples.iter().filter(|(k, _)| k == kind).count();

@@ -253,10 +253,24 @@ async fn failed_requests_and_missed_thresholds_make_the_exit_status_non_zero() {
     let report: serde_json::Value = serde_json::from_slice(&mixed.stdout).expect("JSON");
     assert_eq!((report["status_codes"]["200"].as_u64(), report["status_codes"]["404"].as_u64()), (Some(50), Some(50)));
     assert_eq!(report["failed_requests"], 50);
+    // A row per URL.
+    let rows = report["per_url"].as_array().expect("per-URL rows");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(
+        (rows[0]["request"].as_str(), rows[0]["responses"].as_u64(), rows[0]["failed"].as_u64()),
+        (Some(&*format!("GET {ok}")), Some(50), Some(0))
+    );
+    assert_eq!((rows[1]["responses"].as_u64(), rows[1]["failed"].as_u64()), (Some(50), Some(50)));
+    assert!(rows[1]["p99_ms"].as_f64().is_some_and(|p| p > 0.0));
     let tolerated =
         sluice_bench(args(&["-n", "100", "-c", "2", "-t", "1", "--max-error-rate", "0.5", &ok, &missing]), None).await;
     assert!(tolerated.status.success(), "50% failed is within 0.5: {}", text(&tolerated.stderr));
     assert!(text(&tolerated.stdout).contains("200 50   404 50"), "{}", text(&tolerated.stdout));
+    assert!(
+        text(&tolerated.stdout).contains(&format!("GET {missing}: 50 responses, 50 failed")),
+        "{}",
+        text(&tolerated.stdout)
+    );
 
     // A p99 threshold.
     let strict = sluice_bench(args(&["-n", "50", "-c", "2", "-t", "1", "--max-p99", "0ms", &ok]), None).await;

@@ -74,9 +74,23 @@ async fn next_ticket(state: &ThreadState) -> Option<(Ticket, Instant)> {
 
 /// Records a request's end: a response (status, body bytes), a failure, or (None) a
 /// timeout. True when the connect failed: the caller pauses before trying again.
-fn settle(state: &ThreadState, ticket: Ticket, start: Instant, outcome: Option<Result<(u16, u64), Failed>>) -> bool {
+fn settle(
+    state: &ThreadState,
+    ticket: Ticket,
+    start: Instant,
+    url: usize,
+    outcome: Option<Result<(u16, u64), Failed>>,
+) -> bool {
     let end = Instant::now();
     let mut recorder = state.recorder.borrow_mut();
+    if state.plan.urls.len() > 1 {
+        match &outcome {
+            Some(Ok((status, _))) => {
+                recorder.url_outcome(ticket.warmup, url, Some((start, end)), !(200..400).contains(status))
+            }
+            _ => recorder.url_outcome(ticket.warmup, url, None, true),
+        }
+    }
     match outcome {
         Some(Ok((status, bytes))) => recorder.response(ticket.warmup, start, end, status, bytes),
         Some(Err((failure, connecting))) => {
@@ -124,7 +138,7 @@ async fn h1_loop(state: Rc<ThreadState>, origin: usize, index: usize) {
             state.recorder.borrow_mut().disconnected();
         }
         let outcome = outcome.map(|result| result.map(|answer| (answer.status, answer.body_bytes)));
-        if settle(&state, ticket, start, outcome) {
+        if settle(&state, ticket, start, request.url, outcome) {
             tokio::time::sleep(CONNECT_RETRY_PAUSE).await;
         }
     }
@@ -208,7 +222,7 @@ async fn h2_stream_loop(state: Rc<ThreadState>, slot: Rc<H2Slot>, origin: usize,
         if !matches!(outcome, Some(Ok(_))) {
             sender = None;
         }
-        if settle(&state, ticket, start, outcome) {
+        if settle(&state, ticket, start, request.url, outcome) {
             tokio::time::sleep(CONNECT_RETRY_PAUSE).await;
         }
     }

@@ -59,6 +59,21 @@ pub struct Report {
     /// The p99 of each second, warm-up included.
     #[serde(default)]
     pub latency_per_second: Vec<LatencySecond>,
+    /// One row per URL when several were given (empty otherwise).
+    #[serde(default)]
+    pub per_url: Vec<UrlRow>,
+}
+
+/// One URL's figures.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UrlRow {
+    /// "GET http://..."; "(URLs 32 and later)" for the shared last row.
+    pub request: String,
+    pub responses: u64,
+    /// No response, or a status outside 200-399.
+    pub failed: u64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -205,6 +220,28 @@ impl Report {
             interrupted: outcome.interrupted,
             started_unix_s: 0.0,
             latency_per_second: Vec::new(),
+            per_url: recorder
+                .per_url
+                .iter()
+                .enumerate()
+                .map(|(i, counts)| {
+                    let last = i + 1 == crate::record::MAX_URL_ROWS && plan.urls.len() > crate::record::MAX_URL_ROWS;
+                    let quantile = |q: f64| {
+                        (!counts.latency.is_empty()).then(|| counts.latency.value_at_quantile(q) as f64 / 1000.0)
+                    };
+                    UrlRow {
+                        request: if last {
+                            format!("(URLs {} and later)", i + 1)
+                        } else {
+                            plan.urls.get(i).cloned().unwrap_or_default()
+                        },
+                        responses: counts.responses,
+                        failed: counts.failed,
+                        p50_ms: quantile(0.5),
+                        p99_ms: quantile(0.99),
+                    }
+                })
+                .collect(),
         }
     }
 

@@ -56,6 +56,16 @@ pub fn render(report: &Report) -> String {
     row(&mut out, "responses", &if status.is_empty() { "none".to_string() } else { status.join("   ") });
     let failures: Vec<String> = report.failures.iter().map(|(kind, n)| format!("{kind} {}", thousands(*n))).collect();
     row(&mut out, "errors", &if failures.is_empty() { "none".to_string() } else { failures.join("   ") });
+    for (i, url) in report.per_url.iter().enumerate() {
+        let p99 = url.p99_ms.map_or("-".to_string(), format_ms);
+        let line = format!(
+            "{}: {} responses, {} failed, p99 {p99}",
+            url.request,
+            thousands(url.responses),
+            thousands(url.failed)
+        );
+        row(&mut out, if i == 0 { "per URL" } else { "" }, &line);
+    }
     for (kind, messages) in &report.failure_samples {
         for message in messages {
             row(&mut out, "", &format!("{kind}: {message}"));
