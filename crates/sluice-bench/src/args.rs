@@ -31,8 +31,10 @@ pub struct BenchArgs {
 
     /// Open loop: send this many requests per second in all, on a fixed timetable; each
     /// latency counts from when its request was due, so a stall is not hidden.
-    #[arg(short = 'r', long)]
-    pub rate: Option<f64>,
+    /// Also a ramp, "1000:10000 over 30s", or stages, "100 for 10s, 100:1000 over 20s, 1000"
+    /// (the last rate then holds), to find the rate where latency breaks.
+    #[arg(short = 'r', long, value_parser = crate::schedule::RateProfile::parse)]
+    pub rate: Option<crate::schedule::RateProfile>,
 
     /// Send, but do not record, for this long first.
     #[arg(long, value_parser = sluice_config::parse_duration, default_value = "0s")]

@@ -60,7 +60,7 @@ pub struct Plan {
     pub http2: bool,
     pub streams: usize,
     pub keepalive: bool,
-    pub rate: Option<f64>,
+    pub rate: Option<crate::schedule::RateProfile>,
     pub stop: Stop,
     pub warmup: Duration,
     pub timeout: Duration,
@@ -87,11 +87,6 @@ impl Plan {
         }
         let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let threads = threads.clamp(1, connections);
-        if let Some(rate) = args.rate {
-            if !(rate.is_finite() && rate > 0.0) {
-                bail!("--rate must be a positive number of requests per second");
-            }
-        }
         let stop = match (args.requests, args.duration) {
             (Some(0), _) => bail!("--requests must be at least 1"),
             (Some(n), _) => Stop::Count(n),
@@ -143,7 +138,7 @@ impl Plan {
             http2: args.http2,
             streams: if args.http2 { args.streams } else { 1 },
             keepalive,
-            rate: args.rate,
+            rate: args.rate.clone(),
             stop,
             warmup: args.warmup,
             timeout: args.timeout,

@@ -67,6 +67,21 @@ fn fixed_rate_holds_within_two_percent() {
     }
 }
 
+/// A ramp: 500 → 2,500 req/s over 2 s, then held. Each second gets the requests the
+/// integral of the rate gives (1,000, 2,000, 2,500), within 3%.
+#[test]
+fn a_rate_ramp_follows_its_timetable() {
+    let server = TestServer::start(Behaviour::default());
+    let report = bench(&["--rate", "500:2500 over 2s", "-d", "3s", "-c", "16", "-t", "2", &server.url("/ramp")]);
+    assert_eq!(report.settings.rate_profile.as_deref(), Some("500:2500 over 2s"));
+    assert_eq!(report.settings.rate, Some(2500.0), "the peak");
+    let within = |value: f64, target: f64| (value - target).abs() <= 0.03 * target;
+    for (point, expected) in report.per_second.iter().zip([1000.0, 2000.0, 2500.0]) {
+        assert!(within(point.responses as f64, expected), "second {}: {} of {expected}", point.second, point.responses);
+    }
+    assert!(within(report.requests as f64, 5500.0), "{} requests", report.requests);
+}
+
 /// A server that stalls for one second once. Open loop (latency from the due time) shows the
 /// stall in p99; a closed loop, as wrk measures, records only one slow sample per
 /// connection and its p99 stays low.

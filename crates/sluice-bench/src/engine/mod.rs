@@ -186,8 +186,8 @@ fn thread_schedule(plan: &Plan, thread: usize, start: Instant) -> Schedule {
         Stop::After(duration) => Limit::Deadline(start + plan.warmup + duration),
         Stop::Count(n) => Limit::Count(share(n, plan.threads, thread)),
     };
-    match plan.rate {
-        Some(rate) => Schedule::open(start, plan.warmup, limit, rate, thread, plan.threads),
+    match &plan.rate {
+        Some(rate) => Schedule::open(start, plan.warmup, limit, rate.clone(), thread, plan.threads),
         None => Schedule::closed(start, plan.warmup, limit),
     }
 }

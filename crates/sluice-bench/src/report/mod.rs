@@ -87,6 +87,9 @@ pub struct Settings {
     /// "closed-loop" or "open-loop".
     pub mode: String,
     pub rate: Option<f64>,
+    /// A rate that changes over the run, as given ("1000:10000 over 30s"); `rate` is its peak.
+    #[serde(default)]
+    pub rate_profile: Option<String>,
     pub duration_s: Option<f64>,
     pub count: Option<u64>,
     pub warmup_s: f64,
@@ -298,7 +301,8 @@ impl Settings {
             streams: plan.streams,
             threads: plan.threads,
             mode: if plan.rate.is_some() { "open-loop" } else { "closed-loop" }.to_string(),
-            rate: plan.rate,
+            rate: plan.rate.as_ref().map(crate::schedule::RateProfile::peak),
+            rate_profile: plan.rate.as_ref().filter(|r| r.varies()).map(|r| r.text.clone()),
             duration_s: match plan.stop {
                 Stop::After(d) => Some(d.as_secs_f64()),
                 Stop::Count(_) => None,

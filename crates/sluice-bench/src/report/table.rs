@@ -13,9 +13,10 @@ pub fn render(report: &Report) -> String {
         (p, true) => format!("{p} keep-alive"),
         (p, false) => format!("{p}, a new connection per request"),
     };
-    let mode = match s.rate {
-        Some(rate) => format!("open loop at {} req/s", thousands(rate.round() as u64)),
-        None => "closed loop".to_string(),
+    let mode = match (&s.rate_profile, s.rate) {
+        (Some(profile), _) => format!("open loop at {profile} req/s"),
+        (None, Some(rate)) => format!("open loop at {} req/s", thousands(rate.round() as u64)),
+        (None, None) => "closed loop".to_string(),
     };
     let length = match (s.duration_s, s.count) {
         (Some(d), _) => format!("{d}s"),
