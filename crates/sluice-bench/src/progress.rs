@@ -105,7 +105,7 @@ impl Progress {
         };
         let rate = second.responses as f64 / second.length.as_secs_f64().max(0.001);
         let line = format!(
-            "{:>4}s {:>10} req/s  errors {:<6} p99 {}{}",
+            "{:>4}s {:>10} responses/s  errors {:<6} p99 {}{}",
             index,
             thousands(rate.round() as u64),
             thousands(second.errors),

@@ -84,7 +84,7 @@ async fn json_plot_and_compare() {
     assert!(compared.status.success(), "{}", text(&compared.stderr));
     let out = text(&compared.stdout);
     let ratio = b_report["rate"].as_f64().expect("rate") / report["rate"].as_f64().expect("rate");
-    let rate_line = out.lines().find(|l| l.trim_start().starts_with("req/s")).expect("a req/s row");
+    let rate_line = out.lines().find(|l| l.trim_start().starts_with("responses/s")).expect("a responses/s row");
     assert!(rate_line.trim_end().ends_with(&format!("{ratio:.2}")), "{rate_line} vs {ratio:.2}");
     assert!(out.contains("B ÷ A") && out.contains("latency p99.9") && out.contains("8 connections"), "{out}");
 
@@ -109,7 +109,7 @@ async fn table_on_stdout_and_progress_lines_when_not_a_terminal() {
     let run = sluice_bench(args(&["-d", "3s", "-c", "2", "-t", "1", &url]), None).await;
     assert!(run.status.success(), "{}", text(&run.stderr));
     let progress = text(&run.stderr);
-    let seconds: Vec<&str> = progress.lines().filter(|l| l.contains("req/s") && l.contains("p99")).collect();
+    let seconds: Vec<&str> = progress.lines().filter(|l| l.contains("responses/s") && l.contains("p99")).collect();
     assert!(seconds.len() >= 2 && seconds[0].trim_start().starts_with("1s"), "one line a second:\n{progress}");
     let table = text(&run.stdout);
     for needle in [
@@ -139,7 +139,7 @@ async fn a_progress_bar_on_a_terminal() {
     assert!(run.status.success(), "{}", text(&run.stderr));
     let screen = text(&run.stdout);
     assert!(screen.contains("\x1b[2K"), "lines redrawn in place (erase-line sequences):\n{screen:?}");
-    assert!(screen.contains("[00:00:01]") && screen.contains("req/s"), "elapsed time and rate:\n{screen}");
+    assert!(screen.contains("[00:00:01]") && screen.contains("responses/s"), "elapsed time and rate:\n{screen}");
     assert!(screen.contains("1s ") && screen.contains("p99"), "the second's rate and p99:\n{screen}");
     assert!(screen.contains("closed loop, 2s") && screen.contains("latency"), "then the table:\n{screen}");
 }
@@ -214,7 +214,7 @@ fn interrupt_after_first_progress_line(list: Vec<String>) -> (std::process::Exit
         .expect("start sluice bench");
     let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
     let mut line = String::new();
-    while stderr.read_line(&mut line).expect("read stderr") > 0 && !line.contains("req/s") {
+    while stderr.read_line(&mut line).expect("read stderr") > 0 && !line.contains("responses/s") {
         line.clear();
     }
     let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill");

@@ -38,7 +38,7 @@ pub fn compare(a: &Report, b: &Report, a_name: &str, b_name: &str) -> String {
     out.push('\n');
     let _ = writeln!(out, "  {:<14}{:>14}{:>14}{:>10}", "", "A", "B", "B ÷ A");
     let rows: [Row; 9] = [
-        ("req/s", a.rate, b.rate, |v| thousands(v.round() as u64)),
+        ("responses/s", a.rate, b.rate, |v| thousands(v.round() as u64)),
         ("requests", a.requests as f64, b.requests as f64, |v| thousands(v as u64)),
         ("errors", a.errors as f64, b.errors as f64, |v| thousands(v as u64)),
         ("latency p50", a.latency_ms.p50, b.latency_ms.p50, format_ms),

@@ -36,7 +36,7 @@ pub fn render(report: &Report) -> String {
     let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let s = &report.settings;
     let subtitle = format!(
-        "{} · {} connections · {} · {} req/s · {} responses, {} errors · {}",
+        "{} · {} connections · {} · {} responses/s · {} responses, {} errors · {}",
         s.protocol,
         s.connections,
         s.mode,
@@ -77,7 +77,7 @@ pub fn render(report: &Report) -> String {
         top: 60.0 + CHART_HEIGHT + 70.0,
         title: "Responses per second, over the run".to_string(),
         steps: true,
-        y_label: "req/s",
+        y_label: "responses/s",
         points: shown.iter().map(|p| (p.second as f64, p.responses as f64)).collect(),
         x_max: seconds,
         x_ticks: (0..=(seconds / step) as u64)

@@ -45,7 +45,7 @@ pub fn render(report: &Report) -> String {
         &mut out,
         "requests",
         &format!(
-            "{} in {:.2}s, {} req/s, {mib_per_s:.1} MiB/s of bodies",
+            "{} in {:.2}s, {} responses/s, {mib_per_s:.1} MiB/s of bodies",
             thousands(report.requests),
             report.elapsed_s,
             thousands(report.rate.round() as u64)
