@@ -11,6 +11,9 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 pub const BACKLOG: u32 = 4096;
+/// How long a resolved endpoint name is used before it is looked up again (in the
+/// background; a failed lookup keeps the last answer). nginx's `resolver valid=`.
+pub const DNS_TTL: Duration = Duration::from_secs(30);
 
 pub const ROUTE_TIMEOUT: Duration = Duration::from_secs(30);
 /// nginx's proxy_read_timeout.

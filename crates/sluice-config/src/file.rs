@@ -51,6 +51,7 @@ pub struct FileServer {
     pub escaped_slashes: Option<Spanned<String>>,
     pub spool_dir: Option<Spanned<String>>,
     pub trusted_proxies: Option<Vec<Spanned<String>>>,
+    pub dns_ttl: Option<Spanned<ConfigDuration>>,
 }
 
 /// `[[listener]]`: one address sluice accepts on.

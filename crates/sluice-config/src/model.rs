@@ -106,6 +106,9 @@ pub struct ServerSettings {
     /// Clients whose X-Forwarded-For is extended; anyone else's is replaced by their
     /// address. Default: none (every client's value is replaced).
     pub trusted_proxies: Vec<IpNetwork>,
+    /// Endpoint names are looked up again after this (in the background; a failed
+    /// lookup keeps the last answer). Default 30s.
+    pub dns_ttl: Duration,
 }
 
 /// Request path normalisation, applied before routing and forwarded as normalised.

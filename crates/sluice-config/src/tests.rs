@@ -308,7 +308,7 @@ fn the_example_file_states_the_defaults() {
         (s.max_connections, s.header_read_timeout, s.keepalive_timeout, s.drain_timeout),
         (MAX_CONNECTIONS, HEADER_READ_TIMEOUT, KEEPALIVE_TIMEOUT, DRAIN_TIMEOUT)
     );
-    assert_eq!((s.client_body_timeout, s.send_timeout), (CLIENT_BODY_TIMEOUT, SEND_TIMEOUT));
+    assert_eq!((s.client_body_timeout, s.send_timeout, s.dns_ttl), (CLIENT_BODY_TIMEOUT, SEND_TIMEOUT, DNS_TTL));
     let route = &config.routes[0];
     assert_eq!(
         (route.timeout, route.read_timeout, route.tunnel_idle_timeout),

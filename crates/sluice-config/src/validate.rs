@@ -109,6 +109,7 @@ fn check_server(checker: &mut Checker, server: &FileServer) -> ServerSettings {
         paths: PathRules { merge_slashes: server.merge_slashes.unwrap_or(defaults.merge_slashes), escaped_slashes },
         spool_dir: check_spool_dir(checker, server),
         trusted_proxies: check_networks(checker, server.trusted_proxies.as_deref().unwrap_or(&[])),
+        dns_ttl: nonzero_duration(checker, &server.dns_ttl, "server.dns_ttl").unwrap_or(defaults::DNS_TTL),
     }
 }
 

@@ -108,7 +108,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(config: &Config) -> Result<Self, StartError> {
-        let pools = PoolRegistry::default();
+        let pools = PoolRegistry::new(config.server.dns_ttl);
         let snapshot = Snapshot::build(config, &pools).map_err(StartError::Upstream)?;
         let outcomes = Outcomes::new(config.access_log.as_ref()).map_err(StartError::AccessLog)?;
         Ok(Shared {

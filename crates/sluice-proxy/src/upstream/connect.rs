@@ -12,6 +12,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use sluice_config::Endpoint;
 use tokio::net::TcpStream;
 
+use super::dns::DnsCache;
 use super::h2_settings::{PeerSettings, StreamLimit, WatchSettings};
 use super::pool::{BoxFuture, Connector};
 use super::stream::UpstreamStream;
@@ -21,6 +22,7 @@ use crate::body::RequestBody;
 
 /// Dials one endpoint: TCP, then TLS if configured, all within the connect timeout.
 pub(crate) struct Dialer {
+    pub(crate) dns: Arc<DnsCache>,
     pub(crate) endpoint: Endpoint,
     pub(crate) label: Arc<str>,
     pub(crate) timeout: Duration,
@@ -31,7 +33,7 @@ impl Dialer {
     async fn dial(&self) -> Result<UpstreamStream, UpstreamError> {
         let endpoint = || self.label.to_string();
         tokio::time::timeout(self.timeout, async {
-            let tcp = tcp_connect(&self.endpoint)
+            let tcp = tcp_connect(&self.dns, &self.endpoint)
                 .await
                 .map_err(|source| UpstreamError::Connect { endpoint: endpoint(), source })?;
             // Requests are written in one go; Nagle would only delay the last segment.
@@ -52,10 +54,11 @@ impl Dialer {
     }
 }
 
-/// Resolves (for DNS names, on tokio's bounded blocking pool) and tries each address.
-async fn tcp_connect(endpoint: &Endpoint) -> io::Result<TcpStream> {
+/// Resolves (through the cache; lookups on tokio's bounded blocking pool) and tries
+/// each address.
+async fn tcp_connect(dns: &Arc<DnsCache>, endpoint: &Endpoint) -> io::Result<TcpStream> {
     let mut last_error = io::Error::new(io::ErrorKind::NotFound, "name resolved to no address");
-    for addr in tokio::net::lookup_host((endpoint.host.as_str(), endpoint.port)).await? {
+    for addr in dns.lookup(&endpoint.host, endpoint.port).await? {
         match TcpStream::connect(addr).await {
             Ok(stream) => return Ok(stream),
             Err(e) => last_error = e,

@@ -3,6 +3,7 @@
 //! health state and retry budgets hang here.
 
 mod connect;
+mod dns;
 mod h1;
 mod h2_settings;
 mod pool;
@@ -95,6 +96,7 @@ impl UpstreamGroup {
             };
             let label: Arc<str> = Arc::from(endpoint.to_string());
             let dialer = Dialer {
+                dns: registry.dns(),
                 endpoint: endpoint.clone(),
                 label: Arc::clone(&label),
                 timeout: config.pool.connect_timeout,

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use sluice_config::{Endpoint, PoolSettings, UpstreamProtocol, UpstreamTls};
 
+use super::dns::{DnsCache, SystemResolver};
 use super::pool::EndpointPool;
 
 /// What a pooled connection was made with: connections are shared only under one key.
@@ -20,13 +21,29 @@ pub(crate) struct PoolKey {
     pub(crate) tls: Option<UpstreamTls>,
 }
 
-/// Every live pool of the process.
-#[derive(Default)]
+/// Every live pool of the process, and the DNS answers they share.
 pub(crate) struct PoolRegistry {
     pools: Mutex<HashMap<PoolKey, Weak<EndpointPool>>>,
+    dns: Arc<DnsCache>,
+}
+
+impl Default for PoolRegistry {
+    fn default() -> Self {
+        PoolRegistry::new(sluice_config::defaults::DNS_TTL)
+    }
 }
 
 impl PoolRegistry {
+    /// Endpoint names are resolved again after `dns_ttl`.
+    pub(crate) fn new(dns_ttl: std::time::Duration) -> Self {
+        PoolRegistry { pools: Mutex::new(HashMap::new()), dns: DnsCache::new(Arc::new(SystemResolver), dns_ttl) }
+    }
+
+    /// The shared DNS cache.
+    pub(crate) fn dns(&self) -> Arc<DnsCache> {
+        Arc::clone(&self.dns)
+    }
+
     /// The live pool for `key`, or a new one from `make` (started at once).
     pub(crate) fn pool(
         &self,
