@@ -7,6 +7,7 @@
 
 mod body;
 mod http1;
+mod http2;
 mod outcome;
 mod proxy;
 mod runtime;

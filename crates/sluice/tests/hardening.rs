@@ -36,16 +36,10 @@ async fn an_upstream_that_stalls_mid_body_is_cut_by_read_timeout() {
     assert_eq!((record["end"].as_str(), record["bytes_out"].as_u64()), (Some("upstream_broke"), Some(10)));
 }
 
-/// A port with nothing listening.
-async fn dead_port() -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    listener.local_addr().expect("addr")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn posts_move_to_the_next_endpoint_when_a_connect_fails() {
     let up = Upstream::hello().await;
-    let dead = dead_port().await;
+    let dead = support::dead_port().await;
     let sluice = Sluice::start(&with_access_log(&simple_config(&[dead, up.addr], "")));
     let mut conn = client::h1(sluice.addr).await;
     for i in 0..10 {
@@ -62,7 +56,7 @@ async fn posts_move_to_the_next_endpoint_when_a_connect_fails() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn grpc_clients_get_grpc_status_not_a_text_page() {
-    let dead = dead_port().await;
+    let dead = support::dead_port().await;
     let sluice = Sluice::start(&simple_config(&[dead], "protocol = \"http2\""));
     let mut h2 = client::h2(sluice.addr).await;
     let mut request = client::get2("/pkg.Service/Method");

@@ -41,12 +41,6 @@ async fn app(release: Arc<Notify>) -> Upstream {
     .await
 }
 
-/// A port with nothing listening.
-async fn dead_port() -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    listener.local_addr().expect("addr")
-}
-
 fn config(app: &Upstream, raw: &RawUpstream, dead: std::net::SocketAddr) -> String {
     format!(
         r#"
@@ -117,7 +111,7 @@ async fn every_way_a_request_ends_leaves_exactly_one_record() {
         }
     })
     .await;
-    let dead = dead_port().await;
+    let dead = support::dead_port().await;
     let mut sluice = Sluice::start(&config(&app, &raw, dead));
     let addr = sluice.addr;
 

@@ -77,14 +77,13 @@ pub(crate) fn combined_line(o: &Outcome, out: &mut Vec<u8>) {
     quoted_text(out, o.texts.get(Text::UserAgent).unwrap_or(b"-"));
     out.extend_from_slice(b"\" request_id=");
     quoted_text(out, o.texts.get(Text::RequestId).unwrap_or(b"-"));
-    let dash = |v: Option<&str>| v.unwrap_or("-").as_bytes().to_vec();
     for (key, value) in [
-        (&b" route="[..], dash(o.route.as_deref())),
-        (b" upstream=", dash(o.upstream.as_deref())),
-        (b" endpoint=", dash(o.upstream_trace.endpoint.as_deref())),
+        (&b" route="[..], o.route.as_deref()),
+        (b" upstream=", o.upstream.as_deref()),
+        (b" endpoint=", o.upstream_trace.endpoint.as_deref()),
     ] {
         out.extend_from_slice(key);
-        quoted_text(out, &value);
+        quoted_text(out, value.unwrap_or("-").as_bytes());
     }
     out.extend_from_slice(b" attempts=");
     decimal(out, u64::from(o.upstream_trace.attempts));

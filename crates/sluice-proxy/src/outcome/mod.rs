@@ -277,9 +277,6 @@ impl Record {
         let Some(mut outcome) = self.outcome.take() else { return };
         outcome.end = end;
         outcome.total = outcome.started.elapsed();
-        // The wall-clock start, for the log line: one clock read at the end rather than
-        // two at the start (the monotonic clock measures; this one only labels).
-        outcome.started_at = SystemTime::now().checked_sub(outcome.total).unwrap_or(SystemTime::UNIX_EPOCH);
         if let Some(meter) = &self.meter {
             outcome.bytes_in = outcome.bytes_in.max(meter.load(Ordering::Relaxed));
         }
@@ -326,7 +323,12 @@ impl Outcomes {
     }
 
     /// The one place a finished record is counted and passed on.
-    fn record(&self, outcome: Box<Outcome>) {
+    fn record(&self, mut outcome: Box<Outcome>) {
+        if self.shows_text() {
+            // The wall-clock start labels the line; read once, at the end, and only for
+            // a line (the monotonic clock measures).
+            outcome.started_at = SystemTime::now().checked_sub(outcome.total).unwrap_or(SystemTime::UNIX_EPOCH);
+        }
         let tally = &self.tally;
         let class = usize::from(outcome.status / 100).min(5);
         tally.by_class[class].fetch_add(1, Ordering::Relaxed);

@@ -22,70 +22,20 @@ use bytes::{Buf, BytesMut};
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::http2::{FrameCursor, FLAG_ACK, FRAME_HEADER_LEN, TYPE_GOAWAY, TYPE_HEADERS, TYPE_PING, TYPE_SETTINGS};
+
 /// Control frames a connection may send at once.
 const FLOOD_BURST: f64 = 1_000.0;
 /// And per second after that.
 const FLOOD_RATE: f64 = 100.0;
 /// The client connection preface, before the first frame.
 const PREFACE_LEN: usize = 24;
-const FRAME_HEADER_LEN: usize = 9;
-const TYPE_HEADERS: u8 = 0x1;
-const TYPE_SETTINGS: u8 = 0x4;
-const TYPE_PING: u8 = 0x6;
-const TYPE_GOAWAY: u8 = 0x7;
-const FLAG_ACK: u8 = 0x1;
 const ENHANCE_YOUR_CALM: u32 = 0xb;
 
 /// The error an HTTP/2 connection ends with when it floods control frames.
 #[derive(Debug, thiserror::Error)]
 #[error("HTTP/2 control frame flood (PING/SETTINGS beyond {FLOOD_BURST} at once or {FLOOD_RATE}/s)")]
 pub(crate) struct ControlFlood;
-
-/// Where a byte stream of frames stands: inside a payload, or (part of) a header.
-struct FrameCursor {
-    /// Bytes to pass before the next frame header (a preface, then each payload).
-    skip: usize,
-    header: [u8; FRAME_HEADER_LEN],
-    header_len: usize,
-}
-
-impl FrameCursor {
-    fn new(skip: usize) -> Self {
-        FrameCursor { skip, header: [0; FRAME_HEADER_LEN], header_len: 0 }
-    }
-
-    /// Moves over `bytes`, calling `on_header` with each frame header completed.
-    fn pass<E>(
-        &mut self,
-        mut bytes: &[u8],
-        mut on_header: impl FnMut(&[u8; FRAME_HEADER_LEN]) -> Result<(), E>,
-    ) -> Result<(), E> {
-        while !bytes.is_empty() {
-            if self.skip > 0 {
-                let n = self.skip.min(bytes.len());
-                self.skip -= n;
-                bytes = &bytes[n..];
-                continue;
-            }
-            let n = (FRAME_HEADER_LEN - self.header_len).min(bytes.len());
-            self.header[self.header_len..self.header_len + n].copy_from_slice(&bytes[..n]);
-            self.header_len += n;
-            bytes = &bytes[n..];
-            if self.header_len == FRAME_HEADER_LEN {
-                self.header_len = 0;
-                let [l0, l1, l2, ..] = self.header;
-                self.skip = usize::from(l0) << 16 | usize::from(l1) << 8 | usize::from(l2);
-                on_header(&self.header)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Between two frames: a frame of our own may be written here.
-    fn at_boundary(&self) -> bool {
-        self.skip == 0 && self.header_len == 0
-    }
-}
 
 /// The client's frames: the control-frame budget and the last stream it opened.
 struct FrameWatch {

@@ -14,9 +14,8 @@ use std::task::{Context, Poll};
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-const FRAME_HEADER_LEN: usize = 9;
-const TYPE_SETTINGS: u8 = 0x4;
-const FLAG_ACK: u8 = 0x1;
+use crate::http2::{payload_len, FrameCursor, Piece, FLAG_ACK, TYPE_SETTINGS};
+
 const SETTINGS_MAX_CONCURRENT_STREAMS: u16 = 0x3;
 /// The stream limit assumed until the upstream says (RFC 9113 §6.5.2 recommends no
 /// less than 100; an initial unlimited value would let one connection take everything).
@@ -63,50 +62,38 @@ impl PeerSettings {
 /// The peer's settings, shared with the pool.
 pub(crate) type StreamLimit = Arc<PeerSettings>;
 
-/// Parses the frames of the inbound byte stream, keeping only SETTINGS payloads.
-#[derive(Debug)]
+/// Follows the frames of the inbound byte stream, keeping only SETTINGS payloads.
 pub(crate) struct SettingsReader {
-    header: [u8; FRAME_HEADER_LEN],
-    header_len: usize,
-    /// Payload bytes left in the current frame.
-    remaining: usize,
-    /// The current frame is a SETTINGS (not an ACK): its payload is kept.
+    cursor: FrameCursor,
+    /// The current frame is a SETTINGS (not an ACK): its payload so far.
     settings: Option<Vec<u8>>,
     limit: StreamLimit,
 }
 
 impl SettingsReader {
     pub(crate) fn new(limit: StreamLimit) -> Self {
-        SettingsReader { header: [0; FRAME_HEADER_LEN], header_len: 0, remaining: 0, settings: None, limit }
+        SettingsReader { cursor: FrameCursor::new(0), settings: None, limit }
     }
 
     /// Moves over bytes the upstream sent.
     pub(crate) fn observe(&mut self, mut bytes: &[u8]) {
-        while !bytes.is_empty() {
-            if self.remaining > 0 {
-                let n = self.remaining.min(bytes.len());
-                if let Some(payload) = &mut self.settings {
-                    payload.extend_from_slice(&bytes[..n.min(MAX_SETTINGS_PAYLOAD.saturating_sub(payload.len()))]);
+        while let Some(piece) = self.cursor.next(&mut bytes) {
+            match piece {
+                Piece::Header(header) => {
+                    let [.., kind, flags, _, _, _, _] = header;
+                    self.settings = (kind == TYPE_SETTINGS && flags & FLAG_ACK == 0).then(Vec::new);
+                    if payload_len(&header) == 0 {
+                        self.end_frame();
+                    }
                 }
-                self.remaining -= n;
-                bytes = &bytes[n..];
-                if self.remaining == 0 {
-                    self.end_frame();
-                }
-                continue;
-            }
-            let n = (FRAME_HEADER_LEN - self.header_len).min(bytes.len());
-            self.header[self.header_len..self.header_len + n].copy_from_slice(&bytes[..n]);
-            self.header_len += n;
-            bytes = &bytes[n..];
-            if self.header_len == FRAME_HEADER_LEN {
-                self.header_len = 0;
-                let [l0, l1, l2, kind, flags, ..] = self.header;
-                self.remaining = usize::from(l0) << 16 | usize::from(l1) << 8 | usize::from(l2);
-                let is_settings = kind == TYPE_SETTINGS && flags & FLAG_ACK == 0;
-                self.settings = is_settings.then(Vec::new);
-                if self.remaining == 0 {
-                    self.end_frame();
+                Piece::Payload { bytes, ends } => {
+                    if let Some(payload) = &mut self.settings {
+                        let room = MAX_SETTINGS_PAYLOAD.saturating_sub(payload.len());
+                        payload.extend_from_slice(&bytes[..bytes.len().min(room)]);
+                    }
+                    if ends {
+                        self.end_frame();
+                    }
                 }
             }
         }

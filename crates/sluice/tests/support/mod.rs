@@ -241,6 +241,12 @@ pub fn simple_config(endpoints: &[SocketAddr], upstream_extra: &str) -> String {
     )
 }
 
+/// A port on 127.0.0.1 with nothing listening (bound, then closed).
+pub async fn dead_port() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    listener.local_addr().expect("addr")
+}
+
 /// `config` with the access log written as JSON lines to `access.log` beside it.
 pub fn with_access_log(config: &str) -> String {
     format!("{config}\n[access_log]\npath = \"access.log\"\n")

@@ -66,7 +66,7 @@ pub(super) async fn write_response<T: ClientStream>(
 ) -> io::Result<bool> {
     let (parts, mut body) = response.into_parts();
     // This layer finishes the record: it knows when the client took the last byte.
-    let record = body.take_record();
+    let mut record = body.take_record();
     let framing = encode::framing(parts.status, &parts.headers, &body.size_hint(), cx.head_request, cx.client_version);
     let keep_alive = cx.keep_alive && framing != ResponseFraming::UntilClose && !body.closes_connection();
     let connection = match (keep_alive, cx.client_version) {
@@ -91,7 +91,6 @@ pub(super) async fn write_response<T: ClientStream>(
         write_read_ahead(io, &mut body, head, &body_cx).await
     };
     let id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
-    let mut record = record;
     if let Some(record) = &mut record {
         let outcome = record.outcome();
         outcome.bytes_in = pump.received();
