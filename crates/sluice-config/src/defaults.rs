@@ -4,6 +4,11 @@
 
 use std::time::Duration;
 
+use crate::model::{ConcurrencyModel, PoolSharing};
+
+/// Chosen by measurement: docs/BENCHMARKS.md, "Concurrency model".
+pub const MODEL: ConcurrencyModel = ConcurrencyModel::PerCore;
+pub const UPSTREAM_POOLS: PoolSharing = PoolSharing::PerWorker;
 pub const MAX_CONNECTIONS: usize = 10_000;
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);

@@ -41,6 +41,8 @@ pub struct FileAccessLog {
 #[serde(deny_unknown_fields)]
 pub struct FileServer {
     pub worker_threads: Option<Spanned<usize>>,
+    pub model: Option<Spanned<String>>,
+    pub upstream_pools: Option<Spanned<String>>,
     pub max_connections: Option<Spanned<usize>>,
     pub header_read_timeout: Option<Spanned<ConfigDuration>>,
     pub keepalive_timeout: Option<Spanned<ConfigDuration>>,

@@ -86,6 +86,10 @@ fn prefix_matches(net: &[u8], ip: &[u8], prefix: u8) -> bool {
 pub struct ServerSettings {
     /// Tokio worker threads. Default: the number of cores.
     pub worker_threads: usize,
+    /// How the workers run. Default per-core (docs/BENCHMARKS.md has the figures).
+    pub model: ConcurrencyModel,
+    /// Whether per-core workers keep their own upstream pools. Default per-worker.
+    pub upstream_pools: PoolSharing,
     /// Open client connections at most; at the cap sluice stops accepting. Default 10,000.
     pub max_connections: usize,
     /// A client must send a whole request head within this. Default 10s.
@@ -109,6 +113,28 @@ pub struct ServerSettings {
     /// Endpoint names are looked up again after this (in the background; a failed
     /// lookup keeps the last answer). Default 30s.
     pub dns_ttl: Duration,
+}
+
+/// How requests are spread over threads (`server.model`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConcurrencyModel {
+    /// One OS thread per worker, each a single-threaded event loop with its own
+    /// listening sockets (SO_REUSEPORT), timers, buffers and (by default) upstream pools:
+    /// nginx's and HAProxy's shape. A connection lives and dies on one thread.
+    PerCore,
+    /// One tokio multi-threaded runtime: tasks migrate between workers by work stealing.
+    WorkStealing,
+}
+
+/// Where per-core workers take upstream connections from (`server.upstream_pools`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolSharing {
+    /// Each worker its own pools (nginx): no lock or wakeup crosses threads, but up to
+    /// workers × max_connections upstream connections per endpoint.
+    PerWorker,
+    /// One set of pools for all workers (HAProxy): fewer upstream connections, but a
+    /// connection made by one worker is driven by that worker for all of them.
+    Shared,
 }
 
 /// Request path normalisation, applied before routing and forwarded as normalised.

@@ -309,6 +309,7 @@ fn the_example_file_states_the_defaults() {
         (MAX_CONNECTIONS, HEADER_READ_TIMEOUT, KEEPALIVE_TIMEOUT, DRAIN_TIMEOUT)
     );
     assert_eq!((s.client_body_timeout, s.send_timeout, s.dns_ttl), (CLIENT_BODY_TIMEOUT, SEND_TIMEOUT, DNS_TTL));
+    assert_eq!((s.model, s.upstream_pools), (MODEL, UPSTREAM_POOLS));
     let route = &config.routes[0];
     assert_eq!(
         (route.timeout, route.read_timeout, route.tunnel_idle_timeout),

@@ -97,8 +97,24 @@ fn check_server(checker: &mut Checker, server: &FileServer) -> ServerSettings {
         &[("reject", EscapedSlashes::Reject), ("decode", EscapedSlashes::Decode), ("keep", EscapedSlashes::Keep)],
     )
     .unwrap_or(defaults.escaped_slashes);
+    let model = choice(
+        checker,
+        &server.model,
+        "server.model",
+        &[("per-core", ConcurrencyModel::PerCore), ("work-stealing", ConcurrencyModel::WorkStealing)],
+    )
+    .unwrap_or(defaults::MODEL);
+    let upstream_pools = choice(
+        checker,
+        &server.upstream_pools,
+        "server.upstream_pools",
+        &[("per-worker", PoolSharing::PerWorker), ("shared", PoolSharing::Shared)],
+    )
+    .unwrap_or(defaults::UPSTREAM_POOLS);
     ServerSettings {
         worker_threads,
+        model,
+        upstream_pools,
         max_connections,
         header_read_timeout,
         keepalive_timeout,

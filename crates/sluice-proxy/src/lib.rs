@@ -15,4 +15,4 @@ mod server;
 mod stats;
 mod upstream;
 
-pub use server::{Server, ServerError};
+pub use server::{Server, ServerError, BLOCKING_THREADS};

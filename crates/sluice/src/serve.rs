@@ -1,7 +1,7 @@
 //! Running a configuration: the tokio runtime, binding, signals, drain.
 
 use anyhow::Context;
-use sluice_config::Config;
+use sluice_config::{ConcurrencyModel, Config};
 use sluice_proxy::Server;
 
 /// Serves `config` until SIGTERM or Ctrl-C, then drains and returns.
@@ -9,13 +9,19 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     runtime(&config)?.block_on(serve(config, |_| {}))
 }
 
-/// A multi-threaded runtime with the configured worker count.
-pub fn runtime(config: &Config) -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.server.worker_threads)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
+/// The main thread's runtime. per-core: a small one for signals and the drain (the
+/// workers run their own, on threads of their own); work-stealing: the multi-threaded
+/// runtime the connections run on, with the configured worker count.
+fn runtime(config: &Config) -> anyhow::Result<tokio::runtime::Runtime> {
+    match config.server.model {
+        ConcurrencyModel::PerCore => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        ConcurrencyModel::WorkStealing => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.server.worker_threads)
+            .max_blocking_threads(sluice_proxy::BLOCKING_THREADS)
+            .enable_all()
+            .build(),
+    }
+    .context("cannot start the async runtime")
 }
 
 /// Binds, announces the addresses (then calls `on_ready`), serves until a signal, drains.
@@ -33,6 +39,11 @@ pub async fn serve(config: Config, on_ready: impl FnOnce(&[std::net::SocketAddr]
     }
     let server = Server::bind(&config)?;
     let addrs = server.local_addrs();
+    let model = match config.server.model {
+        ConcurrencyModel::PerCore => "per-core",
+        ConcurrencyModel::WorkStealing => "work-stealing",
+    };
+    tracing::info!(model, workers = config.server.worker_threads, "serving");
     for addr in &addrs {
         println!("sluice: listening on {addr}");
     }

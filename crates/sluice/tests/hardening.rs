@@ -15,7 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::client::{self, send1, send2};
 use support::raw::{roundtrip, Answer, RawUpstream};
 use support::upstream::{full, Upstream};
-use support::{simple_config, with_access_log, Sluice, WAIT};
+use support::{one_worker, simple_config, with_access_log, Sluice, WAIT};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upstream_that_stalls_mid_body_is_cut_by_read_timeout() {
@@ -110,7 +110,8 @@ async fn narrow_h2_upstream(delay: Duration) -> (std::net::SocketAddr, Arc<std::
 #[tokio::test(flavor = "multi_thread")]
 async fn http2_upstreams_open_connections_by_the_peers_stream_limit() {
     let (addr, connections) = narrow_h2_upstream(Duration::from_millis(500)).await;
-    let sluice = Sluice::start(&simple_config(&[addr], "protocol = \"http2\"\npool = { max_connections = 3 }"));
+    let config = simple_config(&[addr], "protocol = \"http2\"\npool = { max_connections = 3 }");
+    let sluice = Sluice::start(&one_worker(&config)); // HTTP/2 pools (and their caps) are per worker
     // A first request teaches sluice the limit (SETTINGS arrives with the handshake).
     assert_eq!(client::get_once(sluice.addr, "/first").await.0.status, 200);
     let requests: Vec<_> = (0..6)

@@ -8,7 +8,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use support::client::{self, get, send1};
 use support::upstream::{full, Upstream};
-use support::{simple_config, Sluice};
+use support::{one_worker, simple_config, Sluice};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -39,7 +39,8 @@ async fn keep_alive_connections_are_reused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn min_idle_connections_are_opened_before_any_request() {
     let upstream = Upstream::hello().await;
-    let _sluice = Sluice::start(&simple_config(&[upstream.addr], "pool = { min_idle = 3 }"));
+    // min_idle is per worker (each keeps its own warm connections).
+    let _sluice = Sluice::start(&one_worker(&simple_config(&[upstream.addr], "pool = { min_idle = 3 }")));
     upstream.wait_accepted(3).await;
     assert_eq!(upstream.accepted(), 3);
 }

@@ -8,7 +8,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Frame, Incoming};
 use support::client::{self, get, get2, send1, send2};
 use support::upstream::{full, Upstream};
-use support::{simple_config, Sluice};
+use support::{one_worker, simple_config, Sluice};
 
 /// An upstream that answers with the request's headers as `name: value` lines.
 async fn header_echo() -> Upstream {
@@ -102,7 +102,7 @@ async fn h2c_clients_reach_http1_upstreams() {
 #[tokio::test(flavor = "multi_thread")]
 async fn http1_clients_reach_http2_upstreams_over_few_connections() {
     let upstream = header_echo().await;
-    let sluice = Sluice::start(&simple_config(&[upstream.addr], "protocol = \"http2\""));
+    let sluice = Sluice::start(&one_worker(&simple_config(&[upstream.addr], "protocol = \"http2\"")));
     let mut handles = Vec::new();
     for i in 0..32 {
         let addr = sluice.addr;

@@ -44,6 +44,7 @@ pub(crate) fn json_line(o: &Outcome, out: &mut Vec<u8>) {
     millis(out, o.total);
     raw_field(out, b",\"end\":", Some(o.end.as_str().as_bytes()));
     raw_field(out, b",\"error\":", o.error.map(str::as_bytes));
+    number(out, b",\"worker\":", u64::from(o.worker));
     raw_field(out, b",\"cache\":", o.cache.map(str::as_bytes));
     raw_field(out, b",\"limit\":", o.limit.map(str::as_bytes));
     field(out, b",\"user_agent\":", o.texts.get(Text::UserAgent));

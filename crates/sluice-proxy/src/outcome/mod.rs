@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderValue, Method, Version};
-use sluice_config::AccessLogConfig;
 
 pub(crate) use access_log::AccessLog;
 
@@ -85,6 +84,8 @@ pub(crate) struct Outcome {
     pub(crate) cache: Option<&'static str>,
     /// Room for the limits' decision (rate_limited, shed...), issue #12.
     pub(crate) limit: Option<&'static str>,
+    /// The worker (event loop) that served the request.
+    pub(crate) worker: u16,
 }
 
 /// The text fields of a record.
@@ -182,6 +183,7 @@ impl Outcome {
             end: End::Complete,
             cache: None,
             limit: None,
+            worker: 0,
         }
     }
 
@@ -256,6 +258,7 @@ impl Record {
     pub(crate) fn begin(client: SocketAddr, request_id: &HeaderValue, sink: &Arc<Outcomes>) -> Self {
         let mut outcome = recycle::take();
         outcome.reset(client, request_id);
+        outcome.worker = sink.worker;
         Record { outcome: Some(outcome), sink: Arc::clone(sink), meter: None }
     }
 
@@ -303,10 +306,12 @@ pub(crate) struct Tally {
     pub(crate) send_timeouts: AtomicU64,
 }
 
-/// Where finished records go.
+/// Where one worker's finished records go: its own totals (no cache line is shared
+/// between workers per request), and the process's access log.
 pub(crate) struct Outcomes {
     pub(crate) tally: Tally,
-    access_log: Option<AccessLog>,
+    access_log: Option<Arc<AccessLog>>,
+    worker: u16,
 }
 
 impl Tally {
@@ -316,10 +321,9 @@ impl Tally {
 }
 
 impl Outcomes {
-    /// Starts the access log's writer thread when one is configured.
-    pub(crate) fn new(config: Option<&AccessLogConfig>) -> std::io::Result<Self> {
-        let access_log = config.map(AccessLog::start).transpose()?;
-        Ok(Outcomes { tally: Tally::default(), access_log })
+    /// Worker `worker`'s records, written to `access_log` when there is one.
+    pub(crate) fn new(access_log: Option<Arc<AccessLog>>, worker: u16) -> Self {
+        Outcomes { tally: Tally::default(), access_log, worker }
     }
 
     /// The one place a finished record is counted and passed on.
@@ -358,15 +362,18 @@ impl Outcomes {
         self.access_log.is_some() || tracing::enabled!(target: "sluice::request", tracing::Level::DEBUG)
     }
 
-    /// Writes out the access log's queue (at shutdown).
-    pub(crate) fn flush(&self) {
-        if let Some(log) = &self.access_log {
-            log.flush();
-        }
-    }
+}
 
-    /// Access log lines dropped because the writer thread fell behind.
-    pub(crate) fn dropped_lines(&self) -> u64 {
-        self.access_log.as_ref().map_or(0, AccessLog::dropped)
+impl Tally {
+    /// Adds `other`'s totals to these (for the process's totals over its workers).
+    pub(crate) fn add(&self, other: &Tally) {
+        let add = |to: &AtomicU64, from: &AtomicU64| to.fetch_add(from.load(Ordering::Relaxed), Ordering::Relaxed);
+        for (to, from) in self.by_class.iter().zip(&other.by_class) {
+            add(to, from);
+        }
+        add(&self.client_errors, &other.client_errors);
+        add(&self.upstream_broke, &other.upstream_broke);
+        add(&self.client_gone, &other.client_gone);
+        add(&self.send_timeouts, &other.send_timeouts);
     }
 }

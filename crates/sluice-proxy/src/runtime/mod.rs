@@ -6,18 +6,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, Guard};
-use sluice_config::{Config, ServerSettings};
+use sluice_config::{ConcurrencyModel, Config, PoolSharing, ServerSettings};
 use sluice_policy::route::{HostPattern, RouteRule, Router};
 
 mod conn;
+mod idle;
 mod shutdown;
 
 pub(crate) use conn::ConnContext;
+pub(crate) use idle::IdleTimers;
 pub(crate) use shutdown::Shutdown;
 
-use crate::outcome::Outcomes;
+use crate::outcome::{AccessLog, Outcomes, Tally};
 use crate::stats::Counters;
-use crate::upstream::{PoolRegistry, UpstreamGroup};
+use crate::upstream::{PoolRegistry, SharedCaps, UpstreamGroup};
 
 /// Everything a request needs from the configuration.
 pub(crate) struct Snapshot {
@@ -93,30 +95,75 @@ pub enum StartError {
     AccessLog(std::io::Error),
 }
 
-/// State shared by every connection of the process.
+/// What the whole process shares: touched per connection or rarer, never per request
+/// (the access log's queue aside, when there is one).
+pub(crate) struct Process {
+    /// Set on SIGTERM/Ctrl-C; connections drain.
+    pub(crate) shutdown: Arc<Shutdown>,
+    /// Connection-level events no request record covers.
+    pub(crate) counters: Arc<Counters>,
+    access_log: Option<Arc<AccessLog>>,
+    /// Upstream pools when workers share them (`upstream_pools = "shared"`).
+    shared_pools: Option<Arc<PoolRegistry>>,
+    /// HTTP/1 connection caps the workers' own pools share (`upstream_pools = "per-worker"`).
+    shared_caps: Option<Arc<SharedCaps>>,
+}
+
+impl Process {
+    pub(crate) fn new(config: &Config) -> Result<Self, StartError> {
+        let access_log = config.access_log.as_ref().map(AccessLog::start).transpose().map_err(StartError::AccessLog)?;
+        let per_core = config.server.model == ConcurrencyModel::PerCore;
+        let share = per_core && config.server.upstream_pools == PoolSharing::Shared;
+        let shared_pools = share.then(|| Arc::new(PoolRegistry::new(config.server.dns_ttl, None)));
+        let shared_caps = (per_core && !share).then(Arc::default);
+        Ok(Process {
+            shutdown: Arc::default(),
+            counters: Arc::default(),
+            access_log: access_log.map(Arc::new),
+            shared_pools,
+            shared_caps,
+        })
+    }
+
+    /// Writes out the access log's queue (at shutdown; blocks up to a second).
+    pub(crate) fn flush_access_log(&self) {
+        if let Some(log) = &self.access_log {
+            log.flush();
+        }
+    }
+}
+
+/// State of one worker (an event loop), shared by its connections.
 pub(crate) struct Shared {
     snapshot: ArcSwap<Snapshot>,
-    /// Set on SIGTERM/Ctrl-C; connections drain.
-    pub(crate) shutdown: Shutdown,
-    /// Connection-level events no request record covers.
-    pub(crate) counters: Counters,
-    /// Where every request's outcome record goes (totals, access log).
+    /// The process's shutdown signal.
+    pub(crate) shutdown: Arc<Shutdown>,
+    pub(crate) counters: Arc<Counters>,
+    /// Where this worker's requests' outcome records go (its totals, the access log).
     pub(crate) outcomes: Arc<Outcomes>,
-    /// Upstream pools, kept across snapshots.
-    pub(crate) pools: PoolRegistry,
+    /// Upstream pools, kept across snapshots: this worker's, or the process's.
+    pub(crate) pools: Arc<PoolRegistry>,
+    /// This worker's idle connections' deadlines.
+    pub(crate) idle: IdleTimers,
+    pub(crate) worker: u16,
 }
 
 impl Shared {
-    pub(crate) fn new(config: &Config) -> Result<Self, StartError> {
-        let pools = PoolRegistry::new(config.server.dns_ttl);
+    /// Worker `worker`'s state. Call on the worker's runtime: new pools start there.
+    pub(crate) fn new(config: &Config, process: &Process, worker: u16) -> Result<Self, StartError> {
+        let pools = match &process.shared_pools {
+            Some(pools) => Arc::clone(pools),
+            None => Arc::new(PoolRegistry::new(config.server.dns_ttl, process.shared_caps.clone())),
+        };
         let snapshot = Snapshot::build(config, &pools).map_err(StartError::Upstream)?;
-        let outcomes = Outcomes::new(config.access_log.as_ref()).map_err(StartError::AccessLog)?;
         Ok(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
-            shutdown: Shutdown::default(),
-            counters: Counters::default(),
-            outcomes: Arc::new(outcomes),
+            shutdown: Arc::clone(&process.shutdown),
+            counters: Arc::clone(&process.counters),
+            outcomes: Arc::new(Outcomes::new(process.access_log.clone(), worker)),
             pools,
+            idle: IdleTimers::default(),
+            worker,
         })
     }
 
@@ -131,33 +178,43 @@ impl Shared {
     }
 }
 
-impl Shared {
-    /// What the process did, logged once at exit (the Prometheus metrics of #12 will
-    /// show the same totals live).
-    pub(crate) fn log_summary(&self) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let t = &self.outcomes.tally;
-        let class = |i: usize| t.by_class[i].load(Relaxed);
-        tracing::info!(
-            requests = t.requests(),
-            status_2xx = class(2),
-            status_3xx = class(3),
-            status_4xx = class(4),
-            status_5xx = class(5),
-            client_errors = t.client_errors.load(Relaxed),
-            client_gone = t.client_gone.load(Relaxed),
-            upstream_broke = t.upstream_broke.load(Relaxed),
-            send_timeouts = t.send_timeouts.load(Relaxed),
-            access_log_dropped = self.outcomes.dropped_lines(),
-            h2_control_floods = self.counters.h2_control_floods.load(Relaxed),
-            "requests since start"
-        );
-        let snapshot = self.snapshot();
+/// What the process did, summed over its workers, logged once at exit (the Prometheus
+/// metrics of #12 will show the same totals live).
+pub(crate) fn log_summary(process: &Process, workers: &[Arc<Shared>]) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let t = Tally::default();
+    for worker in workers {
+        t.add(&worker.outcomes.tally);
+    }
+    let class = |i: usize| t.by_class[i].load(Relaxed);
+    tracing::info!(
+        requests = t.requests(),
+        status_2xx = class(2),
+        status_3xx = class(3),
+        status_4xx = class(4),
+        status_5xx = class(5),
+        client_errors = t.client_errors.load(Relaxed),
+        client_gone = t.client_gone.load(Relaxed),
+        upstream_broke = t.upstream_broke.load(Relaxed),
+        send_timeouts = t.send_timeouts.load(Relaxed),
+        access_log_dropped = process.access_log.as_ref().map_or(0, |log| log.dropped()),
+        h2_control_floods = process.counters.h2_control_floods.load(Relaxed),
+        "requests since start"
+    );
+    let mut seen = Vec::new();
+    for worker in workers {
+        tracing::debug!(worker = worker.worker, pools = worker.pools.len(), "live upstream pools");
+        let snapshot = worker.snapshot();
         for group in &snapshot.groups {
             for pool in group.pools() {
+                if seen.iter().any(|p| Arc::ptr_eq(p, pool)) {
+                    continue; // shared by the workers: once
+                }
+                seen.push(Arc::clone(pool));
                 let stats = pool.stats();
                 let (idle, open) = pool.counts();
                 tracing::info!(
+                    worker = worker.worker,
                     upstream = %group.name,
                     endpoint = %pool.label(),
                     created = stats.created.load(Relaxed),
@@ -169,7 +226,6 @@ impl Shared {
                 );
             }
         }
-        tracing::debug!(pools = self.pools.len(), "live upstream pools");
     }
 }
 

@@ -1,5 +1,6 @@
-//! The process-wide shutdown signal: a flag and a `Notify`, so that waiting on it costs
-//! an idle connection one small `Notified` (a `watch` receiver's wait is twice that).
+//! The process-wide shutdown signal: a flag and a `Notify`, which works across the
+//! workers' runtimes. Idle HTTP/1 connections do not wait on it: their worker's idle
+//! queues (`idle`) expire them all when it fires.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -20,11 +21,6 @@ impl Shutdown {
 
     pub(crate) fn is_triggered(&self) -> bool {
         self.triggered.load(Ordering::SeqCst)
-    }
-
-    /// A registration for the wakeup; `enable` it, then check `is_triggered`.
-    pub(crate) fn notified(&self) -> tokio::sync::futures::Notified<'_> {
-        self.notify.notified()
     }
 
     /// Completes once shutdown has been triggered.

@@ -1,5 +1,5 @@
-//! The server side: listeners, the accept loop with its connection cap and FD-exhaustion
-//! back-off, per-connection serving, and graceful drain.
+//! The server side: workers and their listeners, the accept loop with its connection
+//! cap and FD-exhaustion back-off, per-connection serving, and graceful drain.
 
 mod activity;
 mod conn;
@@ -7,20 +7,23 @@ mod h1;
 mod h2;
 mod h2_io;
 mod tls;
+mod worker;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_config::{Config, ListenerConfig, ListenerProtocol};
+use sluice_config::{ConcurrencyModel, Config, ListenerConfig, ListenerProtocol, ServerSettings};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use conn::ListenerContext;
+pub use worker::BLOCKING_THREADS;
+use worker::Worker;
 
-use crate::runtime::{ConnContext, Shared};
+use crate::runtime::{ConnContext, Process, Shared};
 
 /// How long the accept loop pauses when the FD table is full: long enough not to spin,
 /// short enough that a freed descriptor is used promptly.
@@ -37,6 +40,8 @@ pub enum ServerError {
     Tls(String),
     #[error(transparent)]
     Start(#[from] crate::runtime::StartError),
+    #[error("cannot start worker {worker}: {source}")]
+    Worker { worker: usize, source: std::io::Error },
 }
 
 /// A bound listener, ready to accept.
@@ -45,65 +50,87 @@ struct BoundListener {
     context: Arc<ListenerContext>,
 }
 
-/// The listeners of a configuration, bound and not yet accepting.
+/// The listeners of a configuration, bound and accepting on their workers.
 pub struct Server {
-    shared: Arc<Shared>,
-    listeners: Vec<BoundListener>,
+    process: Arc<Process>,
+    workers: Vec<Worker>,
+    addrs: Vec<SocketAddr>,
+    settings: ServerSettings,
+    /// One permit per open client connection, for the whole process.
+    limit: Arc<Semaphore>,
 }
 
 impl Server {
-    /// Binds every listener and starts the upstream pools. Call inside a tokio runtime.
+    /// Binds every listener and starts the workers: per-core, a thread each with its own
+    /// event loop; work-stealing, tasks on the current runtime (tokio's multi-threaded
+    /// one). Call inside a tokio runtime.
     pub fn bind(config: &Config) -> Result<Server, ServerError> {
-        let shared = Arc::new(Shared::new(config)?);
-        let listeners = config.listeners.iter().map(bind_listener).collect::<Result<_, _>>()?;
-        Ok(Server { shared, listeners })
+        let process = Arc::new(Process::new(config)?);
+        let limit = Arc::new(Semaphore::new(config.server.max_connections));
+        let (workers, addrs) = match config.server.model {
+            ConcurrencyModel::PerCore => worker::start_per_core(config, &process, &limit)?,
+            ConcurrencyModel::WorkStealing => {
+                let worker = worker::start_here(config, &process, &limit)?;
+                let addrs = worker.addrs.clone();
+                (vec![worker], addrs)
+            }
+        };
+        Ok(Server { process, workers, addrs, settings: config.server.clone(), limit })
     }
 
     /// The bound addresses, in config order (useful with port 0).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().filter_map(|l| l.listener.local_addr().ok()).collect()
+        self.addrs.clone()
     }
 
-    /// Accepts until `shutdown` completes, then drains: no new connections, in-flight
+    /// Serves until `shutdown` completes, then drains: no new connections, in-flight
     /// requests get up to `drain_timeout`. Returns true when every connection finished.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> bool {
-        let settings = self.shared.snapshot().server.clone();
-        let max = settings.max_connections;
-        let limit = Arc::new(Semaphore::new(max));
-        let mut accept_tasks = Vec::new();
-        for bound in self.listeners {
-            let task = accept_loop(bound, Arc::clone(&self.shared), Arc::clone(&limit));
-            accept_tasks.push(tokio::spawn(task));
-        }
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> bool {
+        let max = self.settings.max_connections;
         shutdown.await;
-        tracing::info!(drain_timeout = ?settings.drain_timeout, "shutting down: no new connections, draining");
-        self.shared.shutdown.trigger();
-        for task in accept_tasks {
-            let _ = task.await; // each loop returns promptly on stop; the listener closes with it
+        tracing::info!(drain_timeout = ?self.settings.drain_timeout, "shutting down: no new connections, draining");
+        self.process.shutdown.trigger();
+        for worker in &mut self.workers {
+            worker.stopped_accepting().await;
         }
-        let open = max - limit.available_permits();
+        let open = max - self.limit.available_permits();
         tracing::info!(open, "listeners closed; draining the open connections");
-        let drained = tokio::time::timeout(settings.drain_timeout, limit.acquire_many(max as u32)).await.is_ok();
+        let all = self.limit.acquire_many(max as u32);
+        let drained = tokio::time::timeout(self.settings.drain_timeout, all).await.is_ok();
         if drained {
             tracing::info!("drained: every connection finished");
         } else {
-            let open = max - limit.available_permits();
+            let open = max - self.limit.available_permits();
             tracing::warn!(open, "drain timeout passed; closing the remaining connections");
         }
-        self.shared.log_summary();
-        let outcomes = std::sync::Arc::clone(&self.shared.outcomes);
-        // The writer thread may take a moment; not on a worker thread.
-        let _ = tokio::task::spawn_blocking(move || outcomes.flush()).await;
+        let shared: Vec<_> = self.workers.iter().map(|w| Arc::clone(&w.shared)).collect();
+        crate::runtime::log_summary(&self.process, &shared);
+        drop(shared);
+        let process = Arc::clone(&self.process);
+        let workers = std::mem::take(&mut self.workers);
+        // Joining threads and the access log's writer may take a moment: not on a worker.
+        let _ = tokio::task::spawn_blocking(move || {
+            for worker in workers {
+                worker.stop();
+            }
+            process.flush_access_log();
+        })
+        .await;
         drained
     }
 }
 
-fn bind_listener(config: &ListenerConfig) -> Result<BoundListener, ServerError> {
-    let address = config.address;
+/// Binds `config` at `address` (a port-0 listener's actual address, for the workers
+/// after the first). `reuse_port`: several sockets of this process share the address.
+fn bind_listener(
+    config: &ListenerConfig,
+    address: SocketAddr,
+    reuse_port: bool,
+) -> Result<BoundListener, ServerError> {
     let bind_error = |source| ServerError::Bind { address, source };
     let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP)).map_err(bind_error)?;
     socket.set_reuse_address(true).map_err(bind_error)?;
-    if config.reuse_port {
+    if config.reuse_port || reuse_port {
         socket.set_reuse_port(true).map_err(bind_error)?;
     }
     socket.set_nonblocking(true).map_err(bind_error)?;

@@ -31,7 +31,7 @@ use pool::shared::SharedPool;
 use pool::EndpointPool;
 pub(crate) use pool::Lease;
 use registry::PoolKey;
-pub(crate) use registry::PoolRegistry;
+pub(crate) use registry::{PoolRegistry, SharedCaps};
 use tls::UpstreamTlsConfig;
 
 /// How many times a request that a stale pooled connection refused to take is tried again.
@@ -102,10 +102,10 @@ impl UpstreamGroup {
                 timeout: config.pool.connect_timeout,
                 tls: tls.clone(),
             };
-            pools.push(registry.pool(key, || {
+            pools.push(registry.pool(key, |cap| {
                 Ok(match config.protocol {
                     UpstreamProtocol::Http1 => {
-                        EndpointPool::Http1(ExclusivePool::new(H1Connector(dialer), label, config.pool))
+                        EndpointPool::Http1(ExclusivePool::with_cap(H1Connector(dialer), label, config.pool, cap))
                     }
                     UpstreamProtocol::Http2 => {
                         EndpointPool::Http2(SharedPool::new(H2Connector(dialer), label, config.pool))

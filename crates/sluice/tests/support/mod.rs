@@ -16,6 +16,23 @@ use std::time::Duration;
 /// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// The concurrency model the suite runs sluice in: `SLUICE_TEST_MODEL` (per-core or
+/// work-stealing; scripts/test.sh runs the suite once in each), written into every
+/// test's config that does not choose one itself.
+fn with_test_model(path: &std::path::Path) {
+    let Ok(model) = std::env::var("SLUICE_TEST_MODEL") else { return };
+    let config = std::fs::read_to_string(path).expect("read config");
+    if config.lines().any(|l| l.trim_start().starts_with("model")) {
+        return;
+    }
+    let line = format!("model = \"{model}\"\n");
+    let config = match config.find("[server]\n") {
+        Some(at) => format!("{}{line}{}", &config[..at + 9], &config[at + 9..]),
+        None => format!("[server]\n{line}{config}"),
+    };
+    std::fs::write(path, config).expect("write config");
+}
+
 /// A running `sluice run` process, killed when dropped.
 pub struct Sluice {
     child: Child,
@@ -41,6 +58,7 @@ impl Sluice {
     }
 
     pub fn start_file(dir: TempDir, path: &std::path::Path, nofile: Option<u64>) -> Sluice {
+        with_test_model(path);
         let mut command = sluice_command(nofile);
         command.arg("run").arg("--config").arg(path);
         command
@@ -239,6 +257,13 @@ pub fn simple_config(endpoints: &[SocketAddr], upstream_extra: &str) -> String {
         "[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\nupstream = \"up\"\n\n[upstream.up]\nendpoints = [{}]\n{upstream_extra}\n",
         list.join(", ")
     )
+}
+
+/// `config` (without a `[server]` table) served by one worker: for tests that count
+/// upstream connections, which per-core workers each open for themselves
+/// (tests/models.rs covers several workers).
+pub fn one_worker(config: &str) -> String {
+    format!("[server]\nworker_threads = 1\n\n{config}")
 }
 
 /// A port on 127.0.0.1 with nothing listening (bound, then closed).

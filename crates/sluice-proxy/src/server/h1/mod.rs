@@ -116,21 +116,16 @@ pub(crate) async fn serve<T: ClientStream>(mut io: T, ctx: Arc<ConnContext>, lis
 
 /// Waits, holding no buffer, until the client sends bytes (true), or the idle timeout
 /// passes or shutdown begins (false). Polls the socket's readiness directly rather
-/// than through a `readable()` future, which would add ~150 bytes to every idle task.
+/// than through a `readable()` future, which would add ~150 bytes to every idle task;
+/// the deadline is a 16-byte ticket in the worker's idle queues (`runtime::idle`), not
+/// a timer and a shutdown registration in the task.
 async fn wait_for_request<T: ClientStream>(io: &T, ctx: &ConnContext, first: bool) -> bool {
-    let timeout = idle_timeout(ctx, first);
-    let shutdown = ctx.shared.shutdown.notified();
-    let idle = tokio::time::sleep(timeout);
-    tokio::pin!(shutdown, idle);
-    shutdown.as_mut().enable();
-    if ctx.shared.shutdown.is_triggered() {
-        return false;
-    }
+    let ticket = ctx.shared.idle.register(idle_timeout(ctx, first));
     std::future::poll_fn(|cx| {
         if let Poll::Ready(ready) = io.poll_read_ready(cx) {
             return Poll::Ready(ready.is_ok());
         }
-        if idle.as_mut().poll(cx).is_ready() || shutdown.as_mut().poll(cx).is_ready() {
+        if ticket.poll_expired(cx).is_ready() {
             return Poll::Ready(false);
         }
         Poll::Pending

@@ -17,6 +17,7 @@ use sluice_config::PoolSettings;
 use sluice_policy::retire::{ConnAge, RetireRules};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
+use super::cap::{self, CloseIdle, ConnectionCap};
 use super::{Connector, PoolStats};
 use crate::upstream::UpstreamError;
 
@@ -35,6 +36,10 @@ pub(crate) struct ExclusivePool<C: Connector> {
     rules: RetireRules,
     /// Idle connections, most recently used last.
     idle: Mutex<Vec<Pooled<C::Conn>>>,
+    /// Open connections at most: this pool's own, or shared with the other workers'.
+    cap: Arc<ConnectionCap>,
+    /// This pool among those sharing `cap`.
+    id: u64,
     permits: Arc<Semaphore>,
     /// Signalled when a connection returns to `idle`.
     released: Notify,
@@ -42,14 +47,22 @@ pub(crate) struct ExclusivePool<C: Connector> {
 }
 
 impl<C: Connector> ExclusivePool<C> {
+    #[cfg(test)]
     pub(crate) fn new(connector: C, label: Arc<str>, settings: PoolSettings) -> Self {
+        Self::with_cap(connector, label, settings, ConnectionCap::new(settings.max_connections))
+    }
+
+    /// A pool drawing on `cap`, shared with other workers' pools of the endpoint.
+    pub(crate) fn with_cap(connector: C, label: Arc<str>, settings: PoolSettings, cap: Arc<ConnectionCap>) -> Self {
         ExclusivePool {
             connector,
             label,
             rules: super::retire_rules(&settings),
             settings,
             idle: Mutex::new(Vec::new()),
-            permits: Arc::new(Semaphore::new(settings.max_connections)),
+            permits: Arc::clone(&cap.permits),
+            cap,
+            id: ConnectionCap::next_id(),
             released: Notify::new(),
             stats: PoolStats::default(),
         }
@@ -68,6 +81,13 @@ impl<C: Connector> ExclusivePool<C> {
                 self.stats.reused.fetch_add(1, Ordering::Relaxed);
                 return Ok(pooled);
             }
+            // At the cap, shared with other workers: a connection another worker has
+            // not needed for a while makes room for this one; looked for again while
+            // waiting, as the other worker's connections age.
+            let shared_cap = self.permits.available_permits() == 0 && self.cap.is_shared();
+            if shared_cap {
+                self.cap.reclaim(self.id);
+            }
             tokio::select! {
                 biased;
                 permit = Arc::clone(&self.permits).acquire_owned() => {
@@ -75,6 +95,7 @@ impl<C: Connector> ExclusivePool<C> {
                     return self.open(permit).await;
                 }
                 _ = self.released.notified() => continue,
+                _ = tokio::time::sleep(cap::RECLAIM_IDLE), if shared_cap => continue,
                 _ = tokio::time::sleep_until(deadline) => return Err(self.exhausted()),
             }
         }
@@ -140,6 +161,15 @@ impl<C: Connector> ExclusivePool<C> {
         }
     }
 
+    /// This pool's id among those sharing its cap.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) fn cap(&self) -> &Arc<ConnectionCap> {
+        &self.cap
+    }
+
     /// (idle, open) connections now.
     pub(crate) fn counts(&self) -> (usize, usize) {
         let idle = self.lock_idle().len();
@@ -153,5 +183,22 @@ impl<C: Connector> ExclusivePool<C> {
 
     fn exhausted(&self) -> UpstreamError {
         UpstreamError::PoolExhausted { endpoint: self.label.to_string() }
+    }
+}
+
+impl<C: Connector> CloseIdle for ExclusivePool<C> {
+    /// For another worker at the cap: only a connection idle for `RECLAIM_IDLE`, so that
+    /// under load, when every connection is reused at once, workers do not churn
+    /// connections by closing each other's.
+    fn close_oldest_idle(&self) -> bool {
+        let mut idle = self.lock_idle();
+        let spare = idle.first().is_some_and(|p| super::now().duration_since(p.age.idle_since) >= cap::RECLAIM_IDLE);
+        if !spare {
+            return false;
+        }
+        let oldest = idle.remove(0);
+        drop(idle);
+        drop(oldest); // its permit is free once the socket is dropped
+        true
     }
 }

@@ -4,6 +4,7 @@
 //! connections: the real one dials TCP (and TLS), tests give fake connections and run
 //! the pool on paused time, without sockets.
 
+pub(crate) mod cap;
 pub(crate) mod exclusive;
 pub(crate) mod shared;
 #[cfg(test)]
@@ -25,6 +26,7 @@ use super::connect::{H1Connector, H2Connector, H2Sender};
 use super::stream::UpstreamStream;
 use super::UpstreamError;
 use crate::body::RequestBody;
+use cap::CloseIdle;
 use exclusive::{ExclusivePool, Pooled};
 use shared::{SharedPool, Stream};
 
@@ -86,6 +88,10 @@ impl EndpointPool {
     /// Starts the pool's maintenance task, which ends when the pool is dropped.
     pub(crate) fn spawn(pool: EndpointPool) -> Arc<Self> {
         let pool = Arc::new(pool);
+        if let EndpointPool::Http1(http1) = &*pool {
+            let member: std::sync::Weak<dyn CloseIdle> = Arc::downgrade(&pool) as _;
+            http1.cap().join(http1.id(), member);
+        }
         tokio::spawn(maintain(Arc::downgrade(&pool)));
         pool
     }
@@ -127,6 +133,16 @@ impl EndpointPool {
         match self {
             EndpointPool::Http1(pool) => &pool.stats,
             EndpointPool::Http2(pool) => &pool.stats,
+        }
+    }
+}
+
+impl CloseIdle for EndpointPool {
+    fn close_oldest_idle(&self) -> bool {
+        match self {
+            EndpointPool::Http1(pool) => pool.close_oldest_idle(),
+            // Multiplexed connections are few (often one per worker); not reclaimed.
+            EndpointPool::Http2(_) => false,
         }
     }
 }

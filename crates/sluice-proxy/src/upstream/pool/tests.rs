@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use sluice_config::PoolSettings;
 
+use super::cap::{CloseIdle, ConnectionCap, RECLAIM_IDLE};
 use super::exclusive::ExclusivePool;
 use super::shared::SharedPool;
 use super::{BoxFuture, Connector};
@@ -123,6 +124,37 @@ async fn idle_connections_are_trimmed_by_age_down_to_min_idle() {
     // All ten expired; min_idle opens two fresh ones.
     assert_eq!(pool.counts(), (2, 2));
     assert_eq!(connector.opened.load(Ordering::Relaxed), 12);
+}
+
+#[tokio::test(start_paused = true)]
+async fn workers_pools_share_one_cap_and_take_each_others_idle_connections() {
+    let connector = fake(1);
+    let cap = ConnectionCap::new(2);
+    let pool = |cap: &Arc<ConnectionCap>| {
+        let pool =
+            Arc::new(ExclusivePool::with_cap(Arc::clone(&connector), "fake".into(), settings(2), Arc::clone(cap)));
+        let member: std::sync::Weak<dyn CloseIdle> = Arc::downgrade(&pool) as _;
+        cap.join(pool.id(), member);
+        pool
+    };
+    let (first, second) = (pool(&cap), pool(&cap));
+    let held = checkout_n(&first, 2).await;
+    for conn in held {
+        first.release(conn); // idle on the first worker
+    }
+    let started = tokio::time::Instant::now();
+    let conn = second.checkout(false).await.expect("room made, not a wait_timeout");
+    assert_eq!(
+        started.elapsed(),
+        RECLAIM_IDLE + connector.delay,
+        "the second worker waited until the first's connections were unused for RECLAIM_IDLE, then connected"
+    );
+    assert_eq!(first.counts(), (1, 2), "the first worker's oldest idle connection was closed; 2 open in all");
+    assert_eq!(connector.opened.load(Ordering::Relaxed), 3);
+    let busy = first.checkout(false).await.expect("its remaining idle one");
+    let refused = second.checkout(false).await;
+    assert!(matches!(refused, Err(UpstreamError::PoolExhausted { .. })), "the cap holds across workers");
+    drop((conn, busy));
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,0 +1,281 @@
+//! Idle deadlines of one worker's keep-alive connections, in queues swept by one task,
+//! instead of a tokio timer and a shutdown `Notified` in every idle connection.
+//!
+//! An idle connection is what sluice holds most of, and its task's future is what it
+//! costs: a `Sleep` (112 bytes) and a `Notified` (64) made every waiting connection's
+//! future 176 bytes larger, and tokio rounds a task to 128 bytes. Here an idle
+//! connection holds a 16-byte [`IdleTicket`]; its deadline (24 bytes) and waker sit in
+//! this worker's queues.
+//!
+//! Every deadline of one timeout is `now + timeout`, so each queue is in deadline order
+//! by construction (nginx keeps one timer tree per worker for the same reason; a queue
+//! per timeout value is simpler and O(1)). The sweeper wakes every [`TICK`], pops what
+//! has expired and wakes those connections; a ticket dropped earlier leaves a stale
+//! entry that the sweep skips by generation. Deadlines are late by at most one tick,
+//! which idle and header timeouts (seconds) do not notice.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::Shutdown;
+
+/// How often the sweeper looks for expired deadlines: the timeouts' precision.
+const TICK: Duration = Duration::from_millis(50);
+
+/// The idle deadlines of one worker. Per-core workers lock it uncontended.
+#[derive(Default)]
+pub(crate) struct IdleTimers {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    /// One queue per distinct timeout (a handful: the header and keep-alive timeouts of
+    /// the current and previous configs).
+    queues: Vec<(Duration, VecDeque<Deadline>)>,
+    /// Shutdown has begun: every ticket is expired, new ones at once.
+    draining: bool,
+}
+
+#[derive(Default)]
+struct Slot {
+    /// Bumped when the slot is freed, so that queue entries of its last user are skipped.
+    generation: u32,
+    state: State,
+}
+
+#[derive(Default)]
+enum State {
+    #[default]
+    Free,
+    Waiting(Option<Waker>),
+    Expired,
+}
+
+struct Deadline {
+    at: Instant,
+    slot: u32,
+    generation: u32,
+}
+
+/// One idle connection's place in the queues; dropping it removes the deadline.
+pub(crate) struct IdleTicket<'a> {
+    timers: &'a IdleTimers,
+    slot: u32,
+    generation: u32,
+}
+
+impl IdleTimers {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic elsewhere while holding the lock leaves consistent state (each
+        // operation is a few assignments), so a poisoned lock is used as is.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A deadline `timeout` from now.
+    pub(crate) fn register(&self, timeout: Duration) -> IdleTicket<'_> {
+        let mut inner = self.lock();
+        let state = if inner.draining { State::Expired } else { State::Waiting(None) };
+        let slot = match inner.free.pop() {
+            Some(slot) => slot,
+            None => {
+                inner.slots.push(Slot::default());
+                (inner.slots.len() - 1) as u32
+            }
+        };
+        let entry = &mut inner.slots[slot as usize];
+        entry.state = state;
+        let generation = entry.generation;
+        let at = Instant::now() + timeout;
+        let queue = match inner.queues.iter().position(|(t, _)| *t == timeout) {
+            Some(i) => &mut inner.queues[i].1,
+            None => {
+                inner.queues.push((timeout, VecDeque::new()));
+                &mut inner.queues.last_mut().expect("just pushed").1
+            }
+        };
+        queue.push_back(Deadline { at, slot, generation });
+        IdleTicket { timers: self, slot, generation }
+    }
+
+    /// Wakes the connections whose deadline has passed. Returns how many are waiting.
+    fn expire(&self, now: Instant) -> usize {
+        let mut wake = Vec::new();
+        let waiting = {
+            let mut inner = self.lock();
+            let Inner { slots, queues, .. } = &mut *inner;
+            for (_, queue) in queues.iter_mut() {
+                while queue.front().is_some_and(|d| d.at <= now) {
+                    let Some(deadline) = queue.pop_front() else { break };
+                    let slot = &mut slots[deadline.slot as usize];
+                    if slot.generation == deadline.generation {
+                        if let State::Waiting(waker) = std::mem::replace(&mut slot.state, State::Expired) {
+                            wake.extend(waker);
+                        }
+                    }
+                }
+            }
+            queues.retain(|(_, queue)| !queue.is_empty());
+            queues.iter().map(|(_, q)| q.len()).sum()
+        };
+        // Woken outside the lock: a woken task on another thread may poll at once.
+        wake.into_iter().for_each(Waker::wake);
+        waiting
+    }
+
+    /// Shutdown: every idle connection's deadline passes now, and any new one at once.
+    fn expire_all(&self) {
+        let wake: Vec<Waker> = {
+            let mut inner = self.lock();
+            inner.draining = true;
+            inner.queues.clear();
+            inner
+                .slots
+                .iter_mut()
+                .filter_map(|slot| match std::mem::replace(&mut slot.state, State::Expired) {
+                    State::Waiting(waker) => waker,
+                    State::Free => {
+                        slot.state = State::Free;
+                        None
+                    }
+                    State::Expired => None,
+                })
+                .collect()
+        };
+        wake.into_iter().for_each(Waker::wake);
+    }
+
+    /// The worker's sweeper task: expires deadlines every tick until shutdown, then
+    /// expires them all (draining connections close at once when idle).
+    pub(crate) async fn sweep(&self, shutdown: &Shutdown) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                now = tick.tick() => { self.expire(now); }
+                _ = shutdown.wait() => break,
+            }
+        }
+        self.expire_all();
+    }
+}
+
+impl IdleTicket<'_> {
+    /// Ready once the deadline has passed or shutdown has begun.
+    pub(crate) fn poll_expired(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut inner = self.timers.lock();
+        let slot = &mut inner.slots[self.slot as usize];
+        match &mut slot.state {
+            State::Waiting(Some(waker)) if waker.will_wake(cx.waker()) => Poll::Pending,
+            State::Waiting(waker) => {
+                *waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            State::Expired | State::Free => Poll::Ready(()),
+        }
+    }
+}
+
+impl Drop for IdleTicket<'_> {
+    fn drop(&mut self) {
+        let mut inner = self.timers.lock();
+        let slot = &mut inner.slots[self.slot as usize];
+        debug_assert_eq!(slot.generation, self.generation);
+        slot.generation = slot.generation.wrapping_add(1);
+        slot.state = State::Free;
+        inner.free.push(self.slot);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    use super::*;
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn context(count: &Arc<Count>) -> Waker {
+        Waker::from(Arc::clone(count))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ticket_expires_after_its_timeout_and_wakes_its_task_once() {
+        let timers = IdleTimers::default();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = context(&count);
+        let mut cx = Context::from_waker(&waker);
+        let ticket = timers.register(Duration::from_secs(2));
+        assert!(ticket.poll_expired(&mut cx).is_pending());
+        assert_eq!(timers.expire(Instant::now() + Duration::from_secs(1)), 1, "not yet");
+        assert!(ticket.poll_expired(&mut cx).is_pending());
+        assert_eq!(timers.expire(Instant::now() + Duration::from_secs(2)), 0);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert!(ticket.poll_expired(&mut cx).is_ready());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_ticket_leaves_nothing_to_wake_and_its_slot_is_reused() {
+        let timers = IdleTimers::default();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = context(&count);
+        let mut cx = Context::from_waker(&waker);
+        let first = timers.register(Duration::from_secs(1));
+        assert!(first.poll_expired(&mut cx).is_pending());
+        drop(first);
+        let second = timers.register(Duration::from_secs(5));
+        assert!(second.poll_expired(&mut cx).is_pending());
+        timers.expire(Instant::now() + Duration::from_secs(1));
+        assert_eq!(count.0.load(Ordering::SeqCst), 0, "the stale deadline of the dropped ticket wakes no one");
+        assert!(second.poll_expired(&mut cx).is_pending(), "the slot's new user keeps its own deadline");
+        assert_eq!(timers.lock().slots.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_expires_every_ticket_and_every_new_one() {
+        let timers = IdleTimers::default();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = context(&count);
+        let mut cx = Context::from_waker(&waker);
+        let tickets: Vec<_> = (0..3).map(|_| timers.register(Duration::from_secs(60))).collect();
+        for ticket in &tickets {
+            assert!(ticket.poll_expired(&mut cx).is_pending());
+        }
+        timers.expire_all();
+        assert_eq!(count.0.load(Ordering::SeqCst), 3);
+        assert!(tickets.iter().all(|t| t.poll_expired(&mut cx).is_ready()));
+        assert!(timers.register(Duration::from_secs(60)).poll_expired(&mut cx).is_ready());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_sweeper_expires_deadlines_as_time_passes() {
+        let timers = Arc::new(IdleTimers::default());
+        let shutdown = Arc::new(Shutdown::default());
+        let sweeper = {
+            let (timers, shutdown) = (Arc::clone(&timers), Arc::clone(&shutdown));
+            tokio::spawn(async move { timers.sweep(&shutdown).await })
+        };
+        let started = Instant::now();
+        {
+            let ticket = timers.register(Duration::from_millis(300));
+            std::future::poll_fn(|cx| ticket.poll_expired(cx)).await;
+        }
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(300) && waited <= Duration::from_millis(300) + TICK, "{waited:?}");
+        shutdown.trigger();
+        sweeper.await.expect("sweeper");
+    }
+}
