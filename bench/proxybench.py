@@ -29,6 +29,8 @@ SLUICE = os.environ.get("SLUICE_BIN", os.path.join(ROOT, "target", "release", "s
 SLUICE_PREV = os.environ.get("SLUICE_PREV")
 PROXY_CPU = "0"
 LOAD_CPU = "1"
+# Workers per proxy (--workers); with more than one, proxies may use every CPU.
+WORKERS = 1
 SMALL_BODY = "x" * 99 + "\n"  # 100 bytes
 HZ = os.sysconf("SC_CLK_TCK")
 
@@ -103,7 +105,7 @@ class Proc:
 def nginx_preamble(work, name, master, access_log=False):
     """One worker, long keep-alive, no access log unless asked: the part both nginx configs share."""
     return f"""
-worker_processes 1;
+worker_processes {WORKERS if master else 1};
 daemon off;
 master_process {"on" if master else "off"};
 pid {work}/{name}.pid;
@@ -166,7 +168,7 @@ def start_haproxy(work, backend):
     h1, h2 = free_port(), free_port()
     conf = f"""
 global
-    nbthread 1
+    nbthread {WORKERS}
     maxconn 10500
     ulimit-n 20000
     no strict-limits
@@ -193,13 +195,15 @@ backend b
     return proc, h1, h2
 
 
-def start_sluice(work, backend, binary=None, access_log=False):
+def start_sluice(work, backend, binary=None, access_log=False, server=""):
     """sluice with its pool defaults (max_connections raised to 1,024 as nginx's keepalive
-    and HAProxy's maxconn allow); with `access_log`, JSON lines to a file."""
+    and HAProxy's maxconn allow); with `access_log`, JSON lines to a file; `server`:
+    more [server] settings (the model)."""
     port = free_port()
     conf = f"""
 [server]
-worker_threads = 1
+worker_threads = {WORKERS}
+{server}
 max_connections = 12000
 keepalive_timeout = "300s"
 
@@ -362,7 +366,13 @@ def main():
     parser.add_argument("--only", default=",".join(SCENARIOS))
     parser.add_argument("--proxies", default="direct,nginx,haproxy,sluice")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results.json"))
+    parser.add_argument("--workers", type=int, default=1,
+                        help="workers per proxy; above 1, proxies are not pinned to one CPU")
     args = parser.parse_args()
+    global WORKERS, PROXY_CPU
+    WORKERS = args.workers
+    if WORKERS > 1:
+        PROXY_CPU = ",".join(str(c) for c in range(os.cpu_count() or 2))
     scenarios = args.only.split(",")
     proxies = args.proxies.split(",")
     work = tempfile.mkdtemp(prefix="sluice-bench-")
@@ -386,6 +396,8 @@ def main():
                             "sluice": start_sluice,
                             "sluice-log": lambda w, b: start_sluice(w, b, access_log=True),
                             "sluice-prev": lambda w, b: start_sluice(w, b, binary=SLUICE_PREV),
+                            "sluice-ws": lambda w, b: start_sluice(w, b, server='model = "work-stealing"'),
+                            "sluice-shared": lambda w, b: start_sluice(w, b, server='upstream_pools = "shared"'),
                         }[proxy]
                         proc, port, h2port = starter(work, backend_port)
                         time.sleep(0.3)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs sluice's whole test suite. Installs what the tests need when it is missing:
+# Runs sluice's whole test suite, and sluice's end-to-end tests once more in the
+# work-stealing model. Installs what the tests need when it is missing:
 # prlimit (util-linux) for the FD-exhaustion tests, kill (procps) for the SIGTERM test,
 # script (bsdutils) to run `sluice bench` on a pseudo-terminal, the system's CA
 # certificates (ca-certificates) for the HTTPS-upstream tests that use the system roots.
@@ -21,3 +22,5 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 cargo test --workspace "$@"
+# The binary's tests again in the other concurrency model (the default is per-core).
+SLUICE_TEST_MODEL=work-stealing cargo test -p sluice --tests "$@"

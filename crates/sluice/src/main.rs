@@ -40,6 +40,9 @@ enum Command {
     },
     /// Load-test any HTTP API: many parallel calls, latency percentiles, throughput.
     Bench(Box<sluice_bench::BenchArgs>),
+    /// Measure the concurrency models (thread per connection, thread pool, event loop,
+    /// event loop per core) on this machine: a table, JSON, an SVG.
+    Lab(Box<sluice_lab::LabArgs>),
 }
 
 fn main() -> ExitCode {
@@ -61,12 +64,21 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Command::Lab(args) = &cli.command {
+        return match sluice_lab::main(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sluice lab: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     init_logging();
     let result = match cli.command {
         Command::Check { config } => check(&config),
         Command::Run { config } => sluice_config::load(&config).map_err(anyhow::Error::from).and_then(serve::run),
         Command::Demo { listen } => demo::run(listen),
-        Command::Bench(_) => Ok(()),
+        Command::Bench(_) | Command::Lab(_) => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
