@@ -48,11 +48,8 @@ pub fn table(results: &Results) -> String {
         "model", "conns", "resp/s", "p50 ms", "p99 ms", "KiB/conn", "threads"
     );
     for row in &results.rows {
-        let conns = if row.connections < row.asked {
-            format!("{}*", row.connections)
-        } else {
-            row.connections.to_string()
-        };
+        let conns =
+            if row.connections < row.asked { format!("{}*", row.connections) } else { row.connections.to_string() };
         let failures = if row.failures.is_empty() {
             "-".to_string()
         } else {
@@ -81,6 +78,9 @@ pub fn table(results: &Results) -> String {
     out
 }
 
+/// What a chart shows of a row.
+type Metric = fn(&Row) -> f64;
+
 const COLORS: [&str; 4] = ["#d62728", "#ff7f0e", "#1f77b4", "#2ca02c"];
 const PANEL_W: f64 = 300.0;
 const PANEL_H: f64 = 220.0;
@@ -98,7 +98,7 @@ pub fn svg(results: &Results) -> String {
         PANEL_H + 110.0
     );
     out.push_str("<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n");
-    let panels: [(&str, fn(&Row) -> f64); 3] = [
+    let panels: [(&str, Metric); 3] = [
         ("responses/s", |r| r.rate),
         ("p99 latency (ms)", |r| r.p99_ms),
         ("memory per connection (KiB)", |r| r.kib_per_connection),
@@ -127,7 +127,7 @@ fn color(model: Model) -> &'static str {
     COLORS[Model::ALL.iter().position(|m| *m == model).unwrap_or(0)]
 }
 
-fn panel(out: &mut String, x0: f64, title: &str, value: fn(&Row) -> f64, results: &Results, models: &[Model], levels: &[usize]) {
+fn panel(out: &mut String, x0: f64, title: &str, value: Metric, results: &Results, models: &[Model], levels: &[usize]) {
     let top = 40.0;
     let max = results.rows.iter().map(value).fold(0.0f64, f64::max).max(f64::MIN_POSITIVE);
     let _ = writeln!(out, "<text x=\"{x0}\" y=\"24\" font-size=\"13\" font-weight=\"bold\">{title}</text>");

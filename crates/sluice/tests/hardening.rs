@@ -112,7 +112,7 @@ async fn http2_upstreams_open_connections_by_the_peers_stream_limit() {
     let (addr, connections) = narrow_h2_upstream(Duration::from_millis(500)).await;
     let config = simple_config(&[addr], "protocol = \"http2\"\npool = { max_connections = 3 }");
     let sluice = Sluice::start(&one_worker(&config)); // HTTP/2 pools (and their caps) are per worker
-    // A first request teaches sluice the limit (SETTINGS arrives with the handshake).
+                                                      // A first request teaches sluice the limit (SETTINGS arrives with the handshake).
     assert_eq!(client::get_once(sluice.addr, "/first").await.0.status, 200);
     let requests: Vec<_> = (0..6)
         .map(|_| {

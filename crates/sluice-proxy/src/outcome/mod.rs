@@ -361,7 +361,6 @@ impl Outcomes {
     pub(crate) fn shows_text(&self) -> bool {
         self.access_log.is_some() || tracing::enabled!(target: "sluice::request", tracing::Level::DEBUG)
     }
-
 }
 
 impl Tally {

@@ -20,8 +20,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use conn::ListenerContext;
-pub use worker::BLOCKING_THREADS;
 use worker::Worker;
+pub use worker::BLOCKING_THREADS;
 
 use crate::runtime::{ConnContext, Process, Shared};
 
@@ -122,11 +122,7 @@ impl Server {
 
 /// Binds `config` at `address` (a port-0 listener's actual address, for the workers
 /// after the first). `reuse_port`: several sockets of this process share the address.
-fn bind_listener(
-    config: &ListenerConfig,
-    address: SocketAddr,
-    reuse_port: bool,
-) -> Result<BoundListener, ServerError> {
+fn bind_listener(config: &ListenerConfig, address: SocketAddr, reuse_port: bool) -> Result<BoundListener, ServerError> {
     let bind_error = |source| ServerError::Bind { address, source };
     let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP)).map_err(bind_error)?;
     socket.set_reuse_address(true).map_err(bind_error)?;
