@@ -13,6 +13,7 @@ mod proxy;
 mod runtime;
 mod server;
 mod stats;
+mod stock;
 mod upstream;
 
 pub use server::{Server, ServerError, BLOCKING_THREADS};

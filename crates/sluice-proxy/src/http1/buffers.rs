@@ -6,20 +6,29 @@ use std::cell::RefCell;
 
 use bytes::BytesMut;
 
+use crate::stock::Stock;
+
 /// The size every read buffer starts with; larger heads and bodies grow it.
 pub(crate) const READ_BUFFER: usize = 4096;
-/// Buffers kept per worker thread at most (64 × 4 KiB).
-const KEPT_PER_THREAD: usize = 64;
+/// Buffers kept per worker thread however quiet it is (64 × 4 KiB), and at most (4 MiB),
+/// trimmed to demand once a second (`stock`).
+const KEPT_MIN: usize = 64;
+const KEPT_MAX: usize = 1024;
 /// A buffer that grew past this (a large body) is freed rather than kept.
 const MAX_KEPT_CAPACITY: usize = 16 * 1024;
 
 thread_local! {
-    static FREE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+    static FREE: RefCell<Stock<BytesMut>> = const { RefCell::new(Stock::new(KEPT_MIN, KEPT_MAX)) };
 }
 
 /// An empty buffer with room for at least `READ_BUFFER` bytes.
 pub(crate) fn take() -> BytesMut {
-    FREE.with(|free| free.borrow_mut().pop()).unwrap_or_else(|| BytesMut::with_capacity(READ_BUFFER))
+    FREE.with(|free| free.borrow_mut().take()).unwrap_or_else(|| BytesMut::with_capacity(READ_BUFFER))
+}
+
+/// Frees the buffers this thread did not need in the last period.
+pub(crate) fn trim() {
+    FREE.with(|free| free.borrow_mut().trim());
 }
 
 /// Gives a buffer back. Kept only if nothing else still shares its memory (header
@@ -29,12 +38,7 @@ pub(crate) fn give(mut buf: BytesMut) {
     if buf.capacity() > MAX_KEPT_CAPACITY || !buf.try_reclaim(READ_BUFFER) {
         return;
     }
-    FREE.with(|free| {
-        let mut free = free.borrow_mut();
-        if free.len() < KEPT_PER_THREAD {
-            free.push(buf);
-        }
-    });
+    FREE.with(|free| free.borrow_mut().give(buf));
 }
 
 #[cfg(test)]

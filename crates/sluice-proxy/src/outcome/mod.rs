@@ -21,6 +21,11 @@ use http::{HeaderValue, Method, Version};
 
 pub(crate) use access_log::AccessLog;
 
+/// Frees the record boxes this thread did not need in the last period (`stock`).
+pub(crate) fn trim_stock() {
+    recycle::trim();
+}
+
 /// How a request's life ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum End {

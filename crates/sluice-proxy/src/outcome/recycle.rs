@@ -12,16 +12,24 @@ use std::cell::RefCell;
 use std::sync::Mutex;
 
 use super::Outcome;
+use crate::stock::Stock;
 
-/// Boxes a worker keeps at hand.
-const LOCAL_STOCK: usize = 256;
+/// Boxes a worker keeps at hand however quiet it is, and at most (one per request in
+/// flight at 1,024 connections; ~1.3 KiB each), trimmed to demand once a second.
+const LOCAL_MIN: usize = 64;
+const LOCAL_STOCK: usize = 1024;
 /// Boxes waiting to be taken by any worker (the rest are freed).
 const SHARED_STOCK: usize = 8192;
 
 static RETURNED: Mutex<Vec<Box<Outcome>>> = Mutex::new(Vec::new());
 
 thread_local! {
-    static STOCK: RefCell<Vec<Box<Outcome>>> = const { RefCell::new(Vec::new()) };
+    static STOCK: RefCell<Stock<Box<Outcome>>> = const { RefCell::new(Stock::new(LOCAL_MIN, LOCAL_STOCK)) };
+}
+
+/// Frees the boxes this thread did not need in the last period.
+pub(super) fn trim() {
+    let _ = STOCK.try_with(|stock| stock.borrow_mut().trim());
 }
 
 /// A box for a new record: from this thread's stock, else a batch from the returned
@@ -31,12 +39,12 @@ pub(super) fn take() -> Box<Outcome> {
     STOCK
         .try_with(|stock| {
             let mut stock = stock.borrow_mut();
-            if stock.is_empty() {
+            if stock.len() == 0 {
                 let mut returned = RETURNED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                let from = returned.len().saturating_sub(LOCAL_STOCK);
-                stock.extend(returned.drain(from..));
+                let from = returned.len().saturating_sub(LOCAL_MIN);
+                returned.drain(from..).for_each(|outcome| stock.give(outcome));
             }
-            stock.pop()
+            stock.take()
         })
         .ok()
         .flatten()
@@ -45,12 +53,7 @@ pub(super) fn take() -> Box<Outcome> {
 
 /// Keeps a finished record's box on this thread (no access log: it ends here).
 pub(super) fn keep(outcome: Box<Outcome>) {
-    let _ = STOCK.try_with(|stock| {
-        let mut stock = stock.borrow_mut();
-        if stock.len() < LOCAL_STOCK {
-            stock.push(outcome);
-        }
-    });
+    let _ = STOCK.try_with(|stock| stock.borrow_mut().give(outcome));
 }
 
 /// Hands written records back for the workers (the access log's writer thread).

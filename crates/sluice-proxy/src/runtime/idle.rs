@@ -24,6 +24,8 @@ use super::Shutdown;
 
 /// How often the sweeper looks for expired deadlines: the timeouts' precision.
 const TICK: Duration = Duration::from_millis(50);
+/// The worker's reusable-object stocks are trimmed to demand every second.
+const TICKS_PER_TRIM: u32 = 20;
 
 /// The idle deadlines of one worker. Per-core workers lock it uncontended.
 #[derive(Default)]
@@ -135,10 +137,16 @@ impl IdleTimers {
     pub(crate) async fn sweep(&self, shutdown: &Shutdown) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks = 0u32;
         loop {
             tokio::select! {
                 now = tick.tick() => { self.expire(now); }
                 _ = shutdown.wait() => break,
+            }
+            ticks = ticks.wrapping_add(1);
+            if ticks % TICKS_PER_TRIM == 0 {
+                // On the worker's own thread (per-core): its buffer and record stocks.
+                crate::stock::trim_this_thread();
             }
         }
         self.expire_all();

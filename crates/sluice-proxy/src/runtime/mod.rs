@@ -14,7 +14,7 @@ mod idle;
 mod shutdown;
 
 pub(crate) use conn::ConnContext;
-pub(crate) use idle::IdleTimers;
+pub(crate) use idle::{IdleTicket, IdleTimers};
 pub(crate) use shutdown::Shutdown;
 
 use crate::outcome::{AccessLog, Outcomes, Tally};
