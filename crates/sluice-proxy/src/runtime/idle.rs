@@ -144,7 +144,7 @@ impl IdleTimers {
                 _ = shutdown.wait() => break,
             }
             ticks = ticks.wrapping_add(1);
-            if ticks % TICKS_PER_TRIM == 0 {
+            if ticks.is_multiple_of(TICKS_PER_TRIM) {
                 // On the worker's own thread (per-core): its buffer and record stocks.
                 crate::stock::trim_this_thread();
             }
