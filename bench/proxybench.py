@@ -120,12 +120,16 @@ http {{
 
 
 def start_backend(work):
-    port = free_port()
+    """One nginx on three ports (the 3-backend scenario balances over them); returns the
+    process and the ports."""
+    port, port2, port3 = free_port(), free_port(), free_port()
     with open(os.path.join(work, "big.bin"), "wb") as f:
         f.write(b"b" * 16384)
     conf = nginx_preamble(work, "backend", master=False) + f"""
     server {{
         listen 127.0.0.1:{port} backlog=4096;
+        listen 127.0.0.1:{port2} backlog=4096;
+        listen 127.0.0.1:{port3} backlog=4096;
         location = /small {{ default_type text/plain; return 200 "{SMALL_BODY}"; }}
         location = /big {{ default_type application/octet-stream; alias {work}/big.bin; }}
         location = /status {{ stub_status; }}
@@ -136,7 +140,7 @@ def start_backend(work):
     open(path, "w").write(conf)
     proc = Proc(["nginx", "-c", path, "-p", work], LOAD_CPU, os.path.join(work, "backend.log"))
     wait_port(port)
-    return proc, port
+    return proc, [port, port2, port3]
 
 
 NGINX_JSON_LOG = """
@@ -144,12 +148,13 @@ NGINX_JSON_LOG = """
 """
 
 
-def start_nginx(work, backend, access_log=False):
+def start_nginx(work, backends, access_log=False):
     """nginx; with `access_log`, JSON lines much like sluice's, buffered (64 KiB, 1 s flush)."""
     h1, h2 = free_port(), free_port()
+    servers = " ".join(f"server 127.0.0.1:{b};" for b in backends)
     log = NGINX_JSON_LOG + f"    access_log {work}/nginx-access.log json buffer=64k flush=1s;\n" if access_log else ""
     conf = nginx_preamble(work, "nginx", master=True, access_log=access_log) + log + f"""
-    upstream backend {{ server 127.0.0.1:{backend}; keepalive 1024; keepalive_requests 100000000; }}
+    upstream backend {{ {servers} keepalive 1024; keepalive_requests 100000000; }}
     server {{
         listen 127.0.0.1:{h1} backlog=4096;
         listen 127.0.0.1:{h2} http2 backlog=4096;
@@ -164,7 +169,7 @@ def start_nginx(work, backend, access_log=False):
     return proc, h1, h2
 
 
-def start_haproxy(work, backend):
+def start_haproxy(work, backends):
     h1, h2 = free_port(), free_port()
     conf = f"""
 global
@@ -186,8 +191,7 @@ frontend f
     bind 127.0.0.1:{h2} proto h2 backlog 4096
     default_backend b
 backend b
-    server s1 127.0.0.1:{backend} maxconn 10000
-"""
+""" + "".join(f"    server s{i} 127.0.0.1:{b} maxconn 10000\n" for i, b in enumerate(backends))
     path = os.path.join(work, "haproxy.cfg")
     open(path, "w").write(conf)
     proc = Proc(["haproxy", "-f", path], PROXY_CPU, os.path.join(work, "haproxy.log"))
@@ -195,7 +199,7 @@ backend b
     return proc, h1, h2
 
 
-def start_sluice(work, backend, binary=None, access_log=False, server=""):
+def start_sluice(work, backends, binary=None, access_log=False, server=""):
     """sluice with its pool defaults (max_connections raised to 1,024 as nginx's keepalive
     and HAProxy's maxconn allow); with `access_log`, JSON lines to a file; `server`:
     more [server] settings (the model)."""
@@ -215,7 +219,7 @@ backlog = 4096
 upstream = "backend"
 
 [upstream.backend]
-endpoints = ["127.0.0.1:{backend}"]
+endpoints = [{", ".join(f'"127.0.0.1:{b}"' for b in backends)}]
 pool = {{ max_connections = 1024 }}
 """
     if access_log:
@@ -323,7 +327,7 @@ def measure_idle(port, pids, count):
     return {"rss_before_kib": before, "rss_after_kib": result["after"], "kib_per_conn": per_conn}
 
 
-SCENARIOS = ["c64-small", "c1024-small", "c64-16k", "h2c-16x32", "rate5000", "idle10k"]
+SCENARIOS = ["c64-small", "c1024-small", "c64-16k", "c64-3backends", "h2c-16x32", "rate5000", "idle10k"]
 
 
 def backend_accepts(backend_port):
@@ -341,6 +345,8 @@ def run_scenario(name, port, h2port, pids, args, work, backend_port):
         r = run_wrk(port, "/small", 64, args.duration)
     elif name == "c1024-small":
         r = run_wrk(port, "/small", 1024, args.duration)
+    elif name == "c64-3backends":
+        r = run_wrk(port, "/small", 64, args.duration)
     elif name == "c64-16k":
         r = run_wrk(port, "/big", 64, args.duration)
     elif name == "h2c-16x32":
@@ -377,12 +383,13 @@ def main():
     proxies = args.proxies.split(",")
     work = tempfile.mkdtemp(prefix="sluice-bench-")
     results = {}
-    backend, backend_port = start_backend(work)
+    backend, backend_ports = start_backend(work)
+    backend_port = backend_ports[0]
     try:
         for round_no in range(args.rounds):
             for name in scenarios:
                 for proxy in proxies:
-                    if proxy == "direct" and name in ("h2c-16x32", "idle10k"):
+                    if proxy == "direct" and name in ("h2c-16x32", "idle10k", "c64-3backends"):
                         continue
                     # A fresh proxy process per scenario, so one scenario's memory and
                     # connections do not carry into the next.
@@ -399,7 +406,8 @@ def main():
                             "sluice-ws": lambda w, b: start_sluice(w, b, server='model = "work-stealing"'),
                             "sluice-shared": lambda w, b: start_sluice(w, b, server='upstream_pools = "shared"'),
                         }[proxy]
-                        proc, port, h2port = starter(work, backend_port)
+                        backends = backend_ports if name == "c64-3backends" else backend_ports[:1]
+                        proc, port, h2port = starter(work, backends)
                         time.sleep(0.3)
                         pids = proc.worker_pids()
                     try:
