@@ -199,14 +199,14 @@ backend b
     return proc, h1, h2
 
 
-def start_sluice(work, backends, binary=None, access_log=False, server=""):
+def start_sluice(work, backends, binary=None, access_log=False, server="", workers=None):
     """sluice with its pool defaults (max_connections raised to 1,024 as nginx's keepalive
     and HAProxy's maxconn allow); with `access_log`, JSON lines to a file; `server`:
     more [server] settings (the model)."""
     port = free_port()
     conf = f"""
 [server]
-worker_threads = {WORKERS}
+worker_threads = {workers or WORKERS}
 {server}
 max_connections = 12000
 keepalive_timeout = "300s"
@@ -405,6 +405,7 @@ def main():
                             "sluice-prev": lambda w, b: start_sluice(w, b, binary=SLUICE_PREV),
                             "sluice-ws": lambda w, b: start_sluice(w, b, server='model = "work-stealing"'),
                             "sluice-shared": lambda w, b: start_sluice(w, b, server='upstream_pools = "shared"'),
+                            "sluice-1w": lambda w, b: start_sluice(w, b, workers=1),
                         }[proxy]
                         backends = backend_ports if name == "c64-3backends" else backend_ports[:1]
                         proc, port, h2port = starter(work, backends)
