@@ -170,11 +170,14 @@ fn measure(model: Model, asked: usize, conns: usize, duration: Duration, pool: P
             *failures.entry(format!("status {code}")).or_default() += n;
         }
     }
+    // Refusals (503s) are fast: counted as failures, not as throughput.
+    let ok: u64 = report.status_codes.iter().filter(|(code, _)| code.starts_with('2')).map(|(_, n)| n).sum();
+    let ok_share = if report.responses == 0 { 0.0 } else { ok as f64 / report.responses as f64 };
     Ok(Row {
         model,
         connections: conns,
         asked,
-        rate: report.rate,
+        rate: report.rate * ok_share,
         p50_ms: report.latency_ms.p50,
         p99_ms: report.latency_ms.p99,
         kib_per_connection: peak.rss_kib.saturating_sub(baseline.rss_kib) as f64 / conns as f64,

@@ -24,7 +24,7 @@ pub struct Row {
     /// Connections driven (`asked`, capped by the FD limit).
     pub connections: usize,
     pub asked: usize,
-    /// Responses per second.
+    /// Successful (2xx) responses per second.
     pub rate: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
@@ -45,7 +45,7 @@ pub struct Row {
 pub fn table(results: &Results) -> String {
     let mut out = format!(
         "{:<22} {:>7} {:>10} {:>9} {:>9} {:>9} {:>8}  failures\n",
-        "model", "conns", "resp/s", "p50 ms", "p99 ms", "KiB/conn", "threads"
+        "model", "conns", "2xx/s", "p50 ms", "p99 ms", "KiB/conn", "threads"
     );
     for row in &results.rows {
         let conns =
@@ -85,7 +85,7 @@ const COLORS: [&str; 4] = ["#d62728", "#ff7f0e", "#1f77b4", "#2ca02c"];
 const PANEL_W: f64 = 300.0;
 const PANEL_H: f64 = 220.0;
 
-/// Three bar charts side by side (responses/s, p99, KiB per connection): a group of bars
+/// Three bar charts side by side (2xx responses/s, p99, KiB per connection): a group of bars
 /// per connection count, a bar per model.
 pub fn svg(results: &Results) -> String {
     let models: Vec<Model> = Model::ALL.into_iter().filter(|m| results.rows.iter().any(|r| r.model == *m)).collect();
@@ -99,7 +99,7 @@ pub fn svg(results: &Results) -> String {
     );
     out.push_str("<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n");
     let panels: [(&str, Metric); 3] = [
-        ("responses/s", |r| r.rate),
+        ("successful responses/s", |r| r.rate),
         ("p99 latency (ms)", |r| r.p99_ms),
         ("memory per connection (KiB)", |r| r.kib_per_connection),
     ];
