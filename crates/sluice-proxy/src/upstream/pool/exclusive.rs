@@ -10,7 +10,7 @@
 //! Invariant: every open connection holds one permit of `permits`, so open connections
 //! (idle + lent + being opened) never exceed `max_connections`.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use sluice_config::PoolSettings;
@@ -25,7 +25,20 @@ use crate::upstream::UpstreamError;
 pub(crate) struct Pooled<T> {
     pub(crate) conn: T,
     pub(crate) age: ConnAge,
+    _place: Place,
+}
+
+/// A connection's place: a permit of the (maybe shared) cap, and a count in this pool's
+/// own open connections, both given back when the connection is dropped.
+struct Place {
     _permit: OwnedSemaphorePermit,
+    open: Arc<AtomicUsize>,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The pool of one endpoint whose connections are used one request at a time.
@@ -40,6 +53,8 @@ pub(crate) struct ExclusivePool<C: Connector> {
     cap: Arc<ConnectionCap>,
     /// This pool among those sharing `cap`.
     id: u64,
+    /// Connections of this pool open now (idle and lent; `cap` counts all workers').
+    open: Arc<AtomicUsize>,
     permits: Arc<Semaphore>,
     /// Signalled when a connection returns to `idle`.
     released: Notify,
@@ -63,6 +78,7 @@ impl<C: Connector> ExclusivePool<C> {
             permits: Arc::clone(&cap.permits),
             cap,
             id: ConnectionCap::next_id(),
+            open: Arc::default(),
             released: Notify::new(),
             stats: PoolStats::default(),
         }
@@ -119,7 +135,9 @@ impl<C: Connector> ExclusivePool<C> {
         })?;
         self.stats.created.fetch_add(1, Ordering::Relaxed);
         let now = super::now();
-        Ok(Pooled { conn, age: ConnAge { opened: now, idle_since: now, requests: 0 }, _permit: permit })
+        self.open.fetch_add(1, Ordering::Relaxed);
+        let place = Place { _permit: permit, open: Arc::clone(&self.open) };
+        Ok(Pooled { conn, age: ConnAge { opened: now, idle_since: now, requests: 0 }, _place: place })
     }
 
     /// Takes back a connection whose response has ended.
@@ -173,7 +191,7 @@ impl<C: Connector> ExclusivePool<C> {
     /// (idle, open) connections now.
     pub(crate) fn counts(&self) -> (usize, usize) {
         let idle = self.lock_idle().len();
-        (idle, self.settings.max_connections - self.permits.available_permits())
+        (idle, self.open.load(Ordering::Relaxed))
     }
 
     fn lock_idle(&self) -> MutexGuard<'_, Vec<Pooled<C::Conn>>> {

@@ -149,7 +149,9 @@ async fn workers_pools_share_one_cap_and_take_each_others_idle_connections() {
         RECLAIM_IDLE + connector.delay,
         "the second worker waited until the first's connections were unused for RECLAIM_IDLE, then connected"
     );
-    assert_eq!(first.counts(), (1, 2), "the first worker's oldest idle connection was closed; 2 open in all");
+    assert_eq!(first.counts(), (1, 1), "the first worker's oldest idle connection was closed");
+    assert_eq!(second.counts(), (0, 1));
+    assert_eq!(cap.permits.available_permits(), 0, "2 open in all");
     assert_eq!(connector.opened.load(Ordering::Relaxed), 3);
     let busy = first.checkout(false).await.expect("its remaining idle one");
     let refused = second.checkout(false).await;
