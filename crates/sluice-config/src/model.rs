@@ -90,7 +90,8 @@ pub struct ServerSettings {
     pub model: ConcurrencyModel,
     /// Whether per-core workers keep their own upstream pools. Default per-worker.
     pub upstream_pools: PoolSharing,
-    /// Open client connections at most; at the cap sluice stops accepting. Default 10,000.
+    /// Open client connections served at most; at the cap each worker holds one accepted
+    /// connection unread until a place frees, the rest wait in the backlog. Default 10,000.
     pub max_connections: usize,
     /// A client must send a whole request head within this. Default 10s.
     pub header_read_timeout: Duration,

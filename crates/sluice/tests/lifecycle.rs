@@ -10,7 +10,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use support::client::{self, get, send1};
 use support::upstream::{full, Upstream};
-use support::{simple_config, Sluice, WAIT};
+use support::{one_worker, simple_config, Sluice, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
@@ -39,8 +39,10 @@ async fn open_and_request(
 async fn a_full_fd_table_pauses_accepting_without_spinning_or_dropping_connections() {
     let upstream = Upstream::hello().await;
     // A warm pool: its upstream connections are open before the flood takes every
-    // descriptor (a connect under EMFILE would fail the request with a 502).
-    let config = simple_config(&[upstream.addr], "pool = { max_connections = 4, max_idle = 4, min_idle = 4 }");
+    // descriptor (a connect under EMFILE would fail the request with a 502). One worker:
+    // with two, the cap of 4 is shared and the second worker would have to connect.
+    let pool = "pool = { max_connections = 4, max_idle = 4, min_idle = 4 }";
+    let config = one_worker(&simple_config(&[upstream.addr], pool));
     let sluice = Sluice::start_with(&config, Some(48));
     sluice.wait_for_log("file descriptors: 48 available");
     upstream.wait_accepted(4).await;

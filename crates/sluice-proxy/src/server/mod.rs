@@ -138,22 +138,26 @@ fn bind_listener(config: &ListenerConfig, address: SocketAddr, reuse_port: bool)
     Ok(BoundListener { listener, context: Arc::new(context) })
 }
 
-/// Accepts while under the connection cap; at the cap, waits (clients queue in the
-/// kernel backlog). A full FD table pauses accepting briefly instead of failing.
+/// Accepts, then takes the connection's place under the connection cap; at the cap,
+/// the one accepted connection waits unread until a place frees, and the next clients
+/// queue in the kernel backlog. (The place is taken after accepting, not before: with
+/// a listener per worker, a place taken before would be held by a worker whose
+/// listener has no client while another worker's client waits.) A full FD table pauses
+/// accepting briefly instead of failing.
 async fn accept_loop(bound: BoundListener, shared: Arc<Shared>, limit: Arc<Semaphore>) {
     let mut last_fd_log: Option<Instant> = None;
     let mut suppressed = 0u64;
     loop {
-        let permit = tokio::select! {
-            permit = Arc::clone(&limit).acquire_owned() => match permit { Ok(p) => p, Err(_) => return },
-            _ = shared.shutdown.wait() => return,
-        };
         let accepted = tokio::select! {
             accepted = bound.listener.accept() => accepted,
             _ = shared.shutdown.wait() => return,
         };
         match accepted {
             Ok((stream, peer)) => {
+                let permit = tokio::select! {
+                    permit = Arc::clone(&limit).acquire_owned() => match permit { Ok(p) => p, Err(_) => return },
+                    _ = shared.shutdown.wait() => return,
+                };
                 let _ = stream.set_nodelay(true);
                 let ctx = ConnContext::new(Arc::clone(&shared), peer, bound.context.tls.is_some(), permit);
                 let listener = Arc::clone(&bound.context);
@@ -171,7 +175,6 @@ async fn accept_loop(bound: BoundListener, shared: Arc<Shared>, limit: Arc<Semap
                 } else {
                     suppressed += 1;
                 }
-                drop(permit);
                 tokio::time::sleep(FD_EXHAUSTED_PAUSE).await;
             }
             Err(e) => tracing::debug!(error = %e, "accept failed; continuing"),
