@@ -109,11 +109,48 @@ pub struct FileRoute {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileUpstream {
-    pub endpoints: Spanned<Vec<Spanned<String>>>,
+    pub endpoints: Spanned<Vec<Spanned<FileEndpoint>>>,
     pub protocol: Option<Spanned<String>>,
+    pub balance: Option<Spanned<String>>,
+    pub hash_key: Option<Spanned<String>>,
     #[serde(default)]
     pub pool: FilePool,
     pub tls: Option<FileUpstreamTls>,
+}
+
+/// One endpoint: `"host:port"`, or `{ address = "host:port", weight = 3 }`.
+#[derive(Debug)]
+pub struct FileEndpoint {
+    pub address: String,
+    pub weight: Option<u32>,
+}
+
+impl<'de> Deserialize<'de> for FileEndpoint {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = FileEndpoint;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"host:port\" or { address = \"host:port\", weight = 2 }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<FileEndpoint, E> {
+                Ok(FileEndpoint { address: v.to_string(), weight: None })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<FileEndpoint, A::Error> {
+                let (mut address, mut weight) = (None, None);
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "address" => address = Some(map.next_value::<String>()?),
+                        "weight" => weight = Some(map.next_value::<u32>()?),
+                        other => return Err(serde::de::Error::unknown_field(other, &["address", "weight"])),
+                    }
+                }
+                let address = address.ok_or_else(|| serde::de::Error::missing_field("address"))?;
+                Ok(FileEndpoint { address, weight })
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// `[upstream.NAME.tls]`: sluice connects to the endpoints over TLS.

@@ -263,10 +263,37 @@ pub enum UpstreamProtocol {
 pub struct UpstreamConfig {
     pub name: String,
     pub endpoints: Vec<Endpoint>,
+    /// `weights[i]` is `endpoints[i]`'s share (default 1 each).
+    pub weights: Vec<u32>,
+    /// How requests are spread over the endpoints. Default least_request.
+    pub balance: Balance,
     pub protocol: UpstreamProtocol,
     pub pool: PoolSettings,
     /// Some: connect to the endpoints over TLS.
     pub tls: Option<UpstreamTls>,
+}
+
+/// `balance`: how a group spreads requests (docs/BALANCING.md says how to choose).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    LeastRequest,
+    Ewma,
+    ConsistentHash(HashKey),
+    Random,
+}
+
+/// `hash_key`: what a request is hashed on for `consistent_hash`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// `"header:NAME"`: a request header's value (lower-case name).
+    Header(String),
+    /// `"cookie:NAME"`: a cookie's value.
+    Cookie(String),
+    /// `"client_ip"`: the client's address.
+    ClientIp,
+    /// `"path"`: the normalised path.
+    Path,
 }
 
 /// TLS to an upstream group's endpoints.

@@ -324,3 +324,30 @@ fn the_example_file_states_the_defaults() {
     assert_eq!(config.listeners[0].backlog, BACKLOG);
     assert_eq!(config.access_log.map(|l| l.queue), Some(ACCESS_LOG_QUEUE));
 }
+
+#[test]
+fn balance_weights_and_hash_keys_are_read_and_checked() {
+    let base = "[[listener]]\naddress = \"127.0.0.1:1\"\n[[route]]\nupstream = \"api\"\n[upstream.api]\n";
+    let config = parse(
+        &format!("{base}endpoints = [\"10.0.0.1:80\", {{ address = \"10.0.0.2:80\", weight = 3 }}]\nbalance = \"consistent_hash\"\nhash_key = \"header:X-User\"\n"),
+        Path::new("sluice.toml"),
+    )
+    .expect("valid");
+    let api = &config.upstreams[0];
+    assert_eq!(api.weights, vec![1, 3]);
+    assert_eq!(api.balance, Balance::ConsistentHash(HashKey::Header("x-user".into())));
+    let default = parse(&format!("{base}endpoints = [\"10.0.0.1:80\"]\n"), Path::new("sluice.toml")).expect("valid");
+    assert_eq!(default.upstreams[0].balance, Balance::LeastRequest, "the default");
+
+    let missing = problems(&format!("{base}endpoints = [\"10.0.0.1:80\"]\nbalance = \"consistent_hash\"\n"));
+    assert!(missing[0].key.ends_with("hash_key") && missing[0].message.contains("needs a key"), "{missing:?}");
+    let unused = problems(&format!("{base}endpoints = [\"10.0.0.1:80\"]\nhash_key = \"path\"\n"));
+    assert!(unused[0].message.contains("only used by"), "{unused:?}");
+    let bad =
+        problems(&format!("{base}endpoints = [\"10.0.0.1:80\"]\nbalance = \"consistent_hash\"\nhash_key = \"body\"\n"));
+    assert!(bad[0].message.contains("\"header:NAME\""), "{bad:?}");
+    let zero = problems(&format!("{base}endpoints = [{{ address = \"10.0.0.1:80\", weight = 0 }}]\n"));
+    assert!(zero[0].key.ends_with("weight") && zero[0].line == 6, "{zero:?}");
+    let algorithm = problems(&format!("{base}endpoints = [\"10.0.0.1:80\"]\nbalance = \"fastest\"\n"));
+    assert!(algorithm[0].message.contains("\"least_request\""), "{algorithm:?}");
+}

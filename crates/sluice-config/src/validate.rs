@@ -11,8 +11,8 @@ use toml::Spanned;
 use crate::defaults;
 use crate::duration::ConfigDuration;
 use crate::file::{
-    FileAccessLog, FileCertificate, FileConfig, FileListener, FilePool, FileRoute, FileServer, FileUpstream,
-    FileUpstreamTls,
+    FileAccessLog, FileCertificate, FileConfig, FileEndpoint, FileListener, FilePool, FileRoute, FileServer,
+    FileUpstream, FileUpstreamTls,
 };
 use crate::model::*;
 use crate::Problem;
@@ -382,19 +382,29 @@ fn check_upstream(
         );
     }
     let mut endpoints = Vec::new();
+    let mut weights = Vec::new();
     for (i, endpoint) in upstream.endpoints.get_ref().iter().enumerate() {
-        match parse_endpoint(endpoint.get_ref()) {
-            Some(e) => endpoints.push(e),
+        let FileEndpoint { address, weight } = endpoint.get_ref();
+        if *weight == Some(0) {
+            checker.problem(
+                endpoint.span(),
+                format!("{key}.endpoints[{i}].weight"),
+                "is 0; give a weight of 1 or more (remove the endpoint to send it nothing)",
+            );
+        }
+        match parse_endpoint(address) {
+            Some(e) => {
+                endpoints.push(e);
+                weights.push(weight.unwrap_or(1).max(1));
+            }
             None => checker.problem(
                 endpoint.span(),
                 format!("{key}.endpoints[{i}]"),
-                format!(
-                    "\"{}\" is not host:port; write e.g. \"10.0.0.5:8080\" or \"api.internal:80\"",
-                    endpoint.get_ref()
-                ),
+                format!("\"{address}\" is not host:port; write e.g. \"10.0.0.5:8080\" or \"api.internal:80\""),
             ),
         }
     }
+    let balance = check_balance(checker, &key, upstream);
     let protocol = choice(
         checker,
         &upstream.protocol,
@@ -409,7 +419,85 @@ fn check_upstream(
     if endpoints.len() != upstream.endpoints.get_ref().len() {
         return None;
     }
-    Some(UpstreamConfig { name: name.to_string(), endpoints, protocol: protocol?, pool: pool?, tls: tls? })
+    Some(UpstreamConfig {
+        name: name.to_string(),
+        endpoints,
+        weights,
+        balance: balance?,
+        protocol: protocol?,
+        pool: pool?,
+        tls: tls?,
+    })
+}
+
+/// `balance` and, for `consistent_hash`, `hash_key`.
+fn check_balance(checker: &mut Checker, key: &str, upstream: &FileUpstream) -> Option<Balance> {
+    #[derive(Clone, Copy)]
+    enum Kind {
+        RoundRobin,
+        LeastRequest,
+        Ewma,
+        ConsistentHash,
+        Random,
+    }
+    let kind = choice(
+        checker,
+        &upstream.balance,
+        &format!("{key}.balance"),
+        &[
+            ("least_request", Kind::LeastRequest),
+            ("round_robin", Kind::RoundRobin),
+            ("ewma", Kind::Ewma),
+            ("consistent_hash", Kind::ConsistentHash),
+            ("random", Kind::Random),
+        ],
+    )?;
+    let hash_key = upstream.hash_key.as_ref().map(|hash_key| {
+        let text = hash_key.get_ref().trim();
+        let parsed = match text.split_once(':') {
+            Some(("header", name)) if !name.is_empty() => Some(HashKey::Header(name.to_ascii_lowercase())),
+            Some(("cookie", name)) if !name.is_empty() => Some(HashKey::Cookie(name.to_string())),
+            None if text == "client_ip" => Some(HashKey::ClientIp),
+            None if text == "path" => Some(HashKey::Path),
+            _ => None,
+        };
+        if parsed.is_none() {
+            checker.problem(
+                hash_key.span(),
+                format!("{key}.hash_key"),
+                format!(
+                    "\"{text}\" is not a hash key; write \"header:NAME\", \"cookie:NAME\", \"client_ip\" or \"path\""
+                ),
+            );
+        }
+        (parsed, hash_key.span())
+    });
+    if let (false, Some((_, span))) = (matches!(kind, Kind::ConsistentHash), &hash_key) {
+        checker.problem(
+            span.clone(),
+            format!("{key}.hash_key"),
+            "is only used by balance = \"consistent_hash\"; set that, or remove hash_key",
+        );
+        return None;
+    }
+    Some(match kind {
+        Kind::RoundRobin => Balance::RoundRobin,
+        Kind::LeastRequest => Balance::LeastRequest,
+        Kind::Ewma => Balance::Ewma,
+        Kind::Random => Balance::Random,
+        Kind::ConsistentHash => match hash_key {
+            Some((parsed, _)) => Balance::ConsistentHash(parsed?),
+            None => {
+                let span = upstream.balance.as_ref().map_or(upstream.endpoints.span(), |b| b.span());
+                checker.problem(
+                    span,
+                    format!("{key}.hash_key"),
+                    "consistent_hash needs a key; add hash_key = \"header:NAME\", \"cookie:NAME\", \"client_ip\" or \"path\"",
+                );
+                return None;
+            }
+        },
+    })
 }
 
 /// `[upstream.NAME.tls]`: a CA file and a client certificate, when given, must be usable.

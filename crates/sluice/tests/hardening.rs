@@ -40,7 +40,7 @@ async fn an_upstream_that_stalls_mid_body_is_cut_by_read_timeout() {
 async fn posts_move_to_the_next_endpoint_when_a_connect_fails() {
     let up = Upstream::hello().await;
     let dead = support::dead_port().await;
-    let sluice = Sluice::start(&with_access_log(&simple_config(&[dead, up.addr], "")));
+    let sluice = Sluice::start(&with_access_log(&simple_config(&[dead, up.addr], "balance = \"round_robin\"")));
     let mut conn = client::h1(sluice.addr).await;
     for i in 0..10 {
         let request = Request::post("/orders").header("host", "a").header("x-request-id", format!("post-{i}"));

@@ -160,11 +160,26 @@ impl std::fmt::Debug for Texts {
 }
 
 /// What the upstream layer did for one request: which endpoint answered, after how many tries.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct UpstreamTrace {
     pub(crate) endpoint: Option<Arc<str>>,
     /// Connections tried (connect failures and stale pooled connections included).
     pub(crate) attempts: u32,
+    /// The endpoint's balancer state, told how the request ended when the record does:
+    /// the balancer learns from records, it keeps no counts of its own.
+    pub(crate) feedback: Option<Arc<dyn Feedback>>,
+}
+
+impl std::fmt::Debug for UpstreamTrace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTrace").field("endpoint", &self.endpoint).field("attempts", &self.attempts).finish()
+    }
+}
+
+/// Whoever learns from a finished request (the balancer's per-endpoint state).
+pub(crate) trait Feedback: Send + Sync {
+    /// The request this endpoint was serving ended: `outcome` says how.
+    fn finished(&self, outcome: &Outcome);
 }
 
 impl Outcome {
@@ -333,6 +348,9 @@ impl Outcomes {
 
     /// The one place a finished record is counted and passed on.
     fn record(&self, mut outcome: Box<Outcome>) {
+        if let Some(feedback) = outcome.upstream_trace.feedback.take() {
+            feedback.finished(&outcome);
+        }
         if self.shows_text() {
             // The wall-clock start labels the line; read once, at the end, and only for
             // a line (the monotonic clock measures).

@@ -105,7 +105,8 @@ async fn forward(
     let forwarding = Forwarding { host: host.as_ref(), request_id, trusted };
     let upstream_request = upstream_request(conn, route, request, forwarding, upgrade.as_ref());
     let sent_at = std::time::Instant::now();
-    let sending = route.upstream.send(upstream_request, idempotent, outcome);
+    let key = route.upstream.request_key(&upstream_request, conn.peer);
+    let sending = route.upstream.send(upstream_request, idempotent, key, outcome);
     let response = tokio::time::timeout(route.timeout, sending).await.map_err(|_| ProxyError::Timeout)??;
     outcome.upstream_head = Some(sent_at.elapsed());
 

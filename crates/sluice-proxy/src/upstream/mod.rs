@@ -2,6 +2,7 @@
 //! that outlives config snapshots), and sending one request with failover. Balancing,
 //! health state and retry budgets hang here.
 
+mod balance;
 mod connect;
 mod dns;
 mod h1;
@@ -20,8 +21,10 @@ use bytes::BytesMut;
 use http::StatusCode;
 use hyper::body::Incoming;
 use hyper::Request;
-use sluice_config::{UpstreamConfig, UpstreamProtocol};
-use sluice_policy::balance::RoundRobin;
+use sluice_config::{Balance, HashKey, UpstreamConfig, UpstreamProtocol};
+use sluice_policy::balance::Balancer;
+
+use balance::EndpointLoad;
 
 use connect::{Dialer, H1Connector, H2Connector};
 pub(crate) use h1::H1Body;
@@ -71,7 +74,10 @@ pub struct UpstreamGroup {
     pub(crate) name: Arc<str>,
     protocol: UpstreamProtocol,
     pools: Vec<Arc<EndpointPool>>,
-    balancer: RoundRobin,
+    balancer: Balancer,
+    /// Each endpoint's load as its requests' records report it (`pools[i]`'s is `loads[i]`).
+    loads: Vec<Arc<EndpointLoad>>,
+    hash_key: Option<HashKey>,
 }
 
 impl UpstreamGroup {
@@ -113,17 +119,30 @@ impl UpstreamGroup {
                 })
             })?);
         }
+        let names: Vec<String> = config.endpoints.iter().map(ToString::to_string).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let hash_key = match &config.balance {
+            Balance::ConsistentHash(key) => Some(key.clone()),
+            _ => None,
+        };
         Ok(UpstreamGroup {
             name: Arc::from(config.name.as_str()),
             protocol: config.protocol,
+            balancer: Balancer::new(balance::algorithm(&config.balance), &config.weights, &names),
+            loads: pools.iter().map(|_| EndpointLoad::new()).collect(),
             pools,
-            balancer: RoundRobin::default(),
+            hash_key,
         })
     }
 
     /// The pools of the group's endpoints, in config order.
     pub(crate) fn pools(&self) -> impl Iterator<Item = &Arc<EndpointPool>> {
         self.pools.iter()
+    }
+
+    /// The hash of `request`'s balancing key, when the group hashes on one.
+    pub(crate) fn request_key<B>(&self, request: &Request<B>, client: std::net::SocketAddr) -> Option<u64> {
+        self.hash_key.as_ref().and_then(|key| balance::hash_key(key, request, client))
     }
 
     /// The protocol sluice speaks to this group's endpoints.
@@ -139,11 +158,13 @@ impl UpstreamGroup {
         &self,
         request: Request<RequestBody>,
         idempotent: bool,
+        key: Option<u64>,
         outcome: &mut Outcome,
     ) -> Result<UpstreamResponse, UpstreamError> {
+        let attempts = Attempts::new(self, idempotent, key, outcome);
         match self.protocol {
-            UpstreamProtocol::Http1 => self.send_http1(request, idempotent, outcome).await,
-            UpstreamProtocol::Http2 => self.send_http2(request, idempotent, outcome).await,
+            UpstreamProtocol::Http1 => self.send_http1(request, idempotent, attempts).await,
+            UpstreamProtocol::Http2 => self.send_http2(request, attempts).await,
         }
     }
 
@@ -151,12 +172,11 @@ impl UpstreamGroup {
         &self,
         request: Request<RequestBody>,
         idempotent: bool,
-        outcome: &mut Outcome,
+        mut attempts: Attempts<'_>,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let (parts, body) = request.into_parts();
         let mut encoded = EncodedRequest::new(&parts, body);
         drop(parts);
-        let mut attempts = Attempts::new(self, idempotent, outcome);
         while let Some(mut lease) = attempts.next_lease().await? {
             let reused = lease.begin_request();
             let Some(stream) = lease.h1_stream() else { return Err(UpstreamError::NoEndpoint) };
@@ -189,10 +209,8 @@ impl UpstreamGroup {
     async fn send_http2(
         &self,
         mut request: Request<RequestBody>,
-        idempotent: bool,
-        outcome: &mut Outcome,
+        mut attempts: Attempts<'_>,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        let mut attempts = Attempts::new(self, idempotent, outcome);
         while let Some(mut lease) = attempts.next_lease().await? {
             match lease.send_h2(request).await {
                 Some(Ok(response)) => {
@@ -263,8 +281,9 @@ struct Attempts<'a> {
 }
 
 impl<'a> Attempts<'a> {
-    fn new(group: &'a UpstreamGroup, idempotent: bool, outcome: &'a mut Outcome) -> Self {
-        let order = group.balancer.order(group.pools.len()).collect();
+    fn new(group: &'a UpstreamGroup, idempotent: bool, key: Option<u64>, outcome: &'a mut Outcome) -> Self {
+        let first = balance::pick(&group.balancer, &group.loads, key);
+        let order = group.balancer.order(first).collect();
         Attempts {
             group,
             order,
@@ -295,6 +314,7 @@ impl<'a> Attempts<'a> {
             let pool = &self.group.pools[index];
             self.outcome.upstream_trace.attempts += 1;
             self.outcome.upstream_trace.endpoint = Some(Arc::clone(pool.label()));
+            self.group.loads[index].begin(self.outcome);
             match pool.checkout(!self.idempotent).await {
                 Ok(lease) => return Ok(Some(lease)),
                 // Nothing was sent: any request, POST included, may go to the next endpoint.

@@ -1,0 +1,158 @@
+//! Endpoint selection: which endpoint of a group serves a request, and in which order
+//! the others are tried after it. Pure: the caller passes each endpoint's load, the
+//! request's hash key and a random source, so every algorithm is tested as a function.
+//!
+//! - [`Algorithm::RoundRobin`]: smooth weighted round robin (nginx's): a heavy endpoint's
+//!   turns are spread out, never sent in a burst.
+//! - [`Algorithm::LeastRequest`]: the power of two random choices over outstanding
+//!   requests per unit of weight (Envoy's and HAProxy's default style).
+//! - [`Algorithm::Ewma`]: two random choices over peak-EWMA latency × (outstanding + 1)
+//!   (linkerd's default); failed responses count as slow ones ([`ewma`]), so a backend
+//!   that fails fast does not attract traffic.
+//! - [`Algorithm::ConsistentHash`]: Maglev over a key from the request ([`maglev`]):
+//!   adding or removing one of N endpoints moves about 1/N of the keys.
+//! - [`Algorithm::Random`]: weighted random.
+
+pub mod ewma;
+pub mod maglev;
+mod smooth;
+
+use std::sync::Mutex;
+
+pub use ewma::PeakEwma;
+pub use maglev::Maglev;
+use smooth::SmoothWeighted;
+
+/// How a group spreads requests (`balance` in the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    RoundRobin,
+    LeastRequest,
+    Ewma,
+    ConsistentHash,
+    Random,
+}
+
+/// What the balancer knows about one endpoint at the moment of a choice.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Load {
+    /// Requests sent to it and not yet finished.
+    pub outstanding: u32,
+    /// Its peak-EWMA latency in seconds (`ewma` only; anything for the others).
+    pub latency: f64,
+}
+
+/// The balancer of one group of endpoints.
+#[derive(Debug)]
+pub struct Balancer {
+    algorithm: Algorithm,
+    weights: Vec<u32>,
+    total_weight: u64,
+    smooth: Mutex<SmoothWeighted>,
+    maglev: Option<Maglev>,
+}
+
+impl Balancer {
+    /// A balancer over endpoints with these `weights` (each at least 1) and `names`
+    /// (stable across processes: consistent hashing places endpoints by name, so that
+    /// every sluice instance maps a key to the same endpoint).
+    pub fn new(algorithm: Algorithm, weights: &[u32], names: &[&str]) -> Balancer {
+        let weights: Vec<u32> = weights.iter().map(|w| (*w).max(1)).collect();
+        let maglev = (algorithm == Algorithm::ConsistentHash).then(|| Maglev::new(names, &weights));
+        Balancer {
+            algorithm,
+            total_weight: weights.iter().map(|w| u64::from(*w)).sum(),
+            smooth: Mutex::new(SmoothWeighted::new(&weights)),
+            weights,
+            maglev,
+        }
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    pub fn len(&self) -> usize {
+        self.weights.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.weights.is_empty()
+    }
+
+    /// The endpoint to try first. `load(i)` is endpoint i's load now; `key` is the
+    /// request's hash key (consistent hashing; without one, a random endpoint);
+    /// `random` gives uniformly random 64-bit numbers.
+    pub fn pick(&self, load: impl Fn(usize) -> Load, key: Option<u64>, random: &mut impl FnMut() -> u64) -> usize {
+        let n = self.weights.len();
+        if n <= 1 {
+            return 0;
+        }
+        match self.algorithm {
+            Algorithm::RoundRobin => self.smooth.lock().unwrap_or_else(|p| p.into_inner()).next(&self.weights),
+            Algorithm::Random => self.weighted_random(random()),
+            Algorithm::LeastRequest => {
+                self.two_choices(random, |i| f64::from(load(i).outstanding) / f64::from(self.weights[i]))
+            }
+            Algorithm::Ewma => self.two_choices(random, |i| {
+                let l = load(i);
+                l.latency * f64::from(l.outstanding + 1) / f64::from(self.weights[i])
+            }),
+            Algorithm::ConsistentHash => match (&self.maglev, key) {
+                (Some(maglev), Some(key)) => maglev.lookup(key),
+                _ => self.weighted_random(random()),
+            },
+        }
+    }
+
+    /// `first`, then the others in turn: the order a request tries endpoints in when
+    /// connecting fails.
+    pub fn order(&self, first: usize) -> impl Iterator<Item = usize> {
+        let n = self.weights.len();
+        (0..n).map(move |i| (first + i) % n.max(1))
+    }
+
+    fn weighted_random(&self, r: u64) -> usize {
+        let mut point = r % self.total_weight.max(1);
+        for (i, w) in self.weights.iter().enumerate() {
+            let w = u64::from(*w);
+            if point < w {
+                return i;
+            }
+            point -= w;
+        }
+        0
+    }
+
+    /// Two distinct endpoints drawn at random (by weight); the one of lower `cost`.
+    fn two_choices(&self, random: &mut impl FnMut() -> u64, cost: impl Fn(usize) -> f64) -> usize {
+        let a = self.weighted_random(random());
+        let mut b = self.weighted_random(random());
+        if b == a {
+            // Another draw over the rest, uniformly: two distinct candidates always.
+            b = (a + 1 + (random() % (self.weights.len() as u64 - 1)) as usize) % self.weights.len();
+        }
+        if cost(b) < cost(a) {
+            b
+        } else {
+            a
+        }
+    }
+}
+
+/// FNV-1a, 64 bits: a hash that is the same in every process and release (std's is
+/// not promised to be), so that every sluice instance maps a key to the same endpoint.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    // FNV's low bits mix poorly for short keys; one round of a 64-bit finalizer fixes it.
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^ (hash >> 33)
+}
+
+#[cfg(test)]
+mod tests;

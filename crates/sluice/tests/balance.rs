@@ -1,0 +1,120 @@
+//! Balancing across real backends: weights, least request, EWMA against a backend
+//! that fails fast, and consistent hashing, as counted by the backends themselves.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use support::client::{self, send1};
+use support::upstream::{full, Upstream};
+use support::{one_worker, Sluice};
+
+/// A backend that counts its requests, answers `status` after `delay`.
+async fn backend(status: u16, delay: Duration) -> (Upstream, Arc<AtomicUsize>) {
+    let served = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&served);
+    let upstream = Upstream::start(move |_: Request<Incoming>| {
+        let counter = Arc::clone(&counter);
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(delay).await;
+            let mut response = Response::new(full("x"));
+            *response.status_mut() = http::StatusCode::from_u16(status).expect("status");
+            response
+        }
+    })
+    .await;
+    (upstream, served)
+}
+
+fn config(endpoints: &str, balance: &str) -> String {
+    one_worker(&format!(
+        "[[listener]]\naddress = \"127.0.0.1:0\"\n[[route]]\nupstream = \"up\"\n[upstream.up]\nendpoints = [{endpoints}]\n{balance}\n"
+    ))
+}
+
+/// `n` GETs over `connections` keep-alive connections, each connection sequential.
+async fn load(sluice: &Sluice, connections: usize, n: usize, header: Option<(&'static str, String)>) {
+    let tasks: Vec<_> = (0..connections)
+        .map(|c| {
+            let addr = sluice.addr;
+            let header = header.clone();
+            tokio::spawn(async move {
+                let mut conn = client::h1(addr).await;
+                for i in 0..n / connections {
+                    let mut request = client::get(&format!("/{c}/{i}"));
+                    if let Some((name, value)) = &header {
+                        request.headers_mut().insert(*name, value.parse().expect("value"));
+                    }
+                    send1(&mut conn, request).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("client");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_round_robin_gives_each_backend_its_share() {
+    let (a, a_served) = backend(200, Duration::ZERO).await;
+    let (b, b_served) = backend(200, Duration::ZERO).await;
+    let (c, c_served) = backend(200, Duration::ZERO).await;
+    let endpoints = format!(
+        "\"{}\", {{ address = \"{}\", weight = 2 }}, {{ address = \"{}\", weight = 3 }}",
+        a.addr, b.addr, c.addr
+    );
+    let sluice = Sluice::start(&config(&endpoints, "balance = \"round_robin\""));
+    load(&sluice, 4, 600, None).await;
+    let counts = [a_served.load(Ordering::SeqCst), b_served.load(Ordering::SeqCst), c_served.load(Ordering::SeqCst)];
+    assert_eq!(counts, [100, 200, 300], "weights 1:2:3 over 600 requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_request_keeps_a_slow_backends_share_low() {
+    let (fast, fast_served) = backend(200, Duration::from_millis(1)).await;
+    let (slow, slow_served) = backend(200, Duration::from_millis(100)).await;
+    let sluice = Sluice::start(&config(&format!("\"{}\", \"{}\"", fast.addr, slow.addr), ""));
+    load(&sluice, 16, 800, None).await;
+    let (fast, slow) = (fast_served.load(Ordering::SeqCst), slow_served.load(Ordering::SeqCst));
+    let share = slow as f64 / (fast + slow) as f64;
+    // Round robin would give it half (and make every client wait on it).
+    assert!(share < 0.15, "the slow backend served {slow} of {}", fast + slow);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_ewma_a_backend_failing_fast_gets_little_traffic() {
+    let (good, good_served) = backend(200, Duration::from_millis(2)).await;
+    let (bad, bad_served) = backend(503, Duration::ZERO).await;
+    let sluice = Sluice::start(&config(&format!("\"{}\", \"{}\"", good.addr, bad.addr), "balance = \"ewma\""));
+    load(&sluice, 8, 2_000, None).await;
+    let (good, bad) = (good_served.load(Ordering::SeqCst), bad_served.load(Ordering::SeqCst));
+    let share = bad as f64 / (good + bad) as f64;
+    // Its instant 503s would win every latency comparison if failures were not penalised.
+    assert!(share < 0.2, "the failing backend served {bad} of {}", good + bad);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistent_hash_keeps_a_key_on_one_backend_and_spreads_keys() {
+    let (a, a_served) = backend(200, Duration::ZERO).await;
+    let (b, b_served) = backend(200, Duration::ZERO).await;
+    let (c, c_served) = backend(200, Duration::ZERO).await;
+    let endpoints = format!("\"{}\", \"{}\", \"{}\"", a.addr, b.addr, c.addr);
+    let sluice = Sluice::start(&config(&endpoints, "balance = \"consistent_hash\"\nhash_key = \"header:x-user\""));
+    let counts = || [a_served.load(Ordering::SeqCst), b_served.load(Ordering::SeqCst), c_served.load(Ordering::SeqCst)];
+    let mut backends_used = std::collections::HashSet::new();
+    for user in 0..30 {
+        let before = counts();
+        load(&sluice, 2, 10, Some(("x-user", format!("user-{user}")))).await;
+        let after = counts();
+        let hit: Vec<usize> = (0..3).filter(|i| after[*i] != before[*i]).collect();
+        assert_eq!(hit.len(), 1, "user-{user}'s 10 requests all went to one backend: {before:?} → {after:?}");
+        backends_used.insert(hit[0]);
+    }
+    assert_eq!(backends_used.len(), 3, "30 users spread over all three backends");
+}
