@@ -31,6 +31,13 @@ pub const BODY_BUFFER: u64 = 64 * 1024;
 /// Request bodies larger than this are refused: 1 GiB.
 pub const MAX_REQUEST_BODY: u64 = 1 << 30;
 
+/// Envoy's consecutive_5xx default.
+pub const OUTLIER_CONSECUTIVE_FAILURES: u32 = 5;
+/// Envoy's base_ejection_time.
+pub const OUTLIER_BASE_EJECTION: Duration = Duration::from_secs(30);
+/// At most half of a group is ejected (Envoy's 10% ejects nothing in groups under 10).
+pub const OUTLIER_MAX_EJECTED_PERCENT: u32 = 50;
+
 pub const POOL_MAX_CONNECTIONS: usize = 256;
 pub const POOL_MIN_IDLE: usize = 0;
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);

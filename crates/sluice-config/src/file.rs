@@ -116,6 +116,17 @@ pub struct FileUpstream {
     #[serde(default)]
     pub pool: FilePool,
     pub tls: Option<FileUpstreamTls>,
+    #[serde(default)]
+    pub outlier: FileOutlier,
+}
+
+/// `[upstream.NAME.outlier]`: passive health from the requests' own outcomes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileOutlier {
+    pub consecutive_failures: Option<u32>,
+    pub base_ejection: Option<Spanned<ConfigDuration>>,
+    pub max_ejected_percent: Option<Spanned<u32>>,
 }
 
 /// One endpoint: `"host:port"`, or `{ address = "host:port", weight = 3 }`.

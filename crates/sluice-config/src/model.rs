@@ -269,6 +269,8 @@ pub struct UpstreamConfig {
     pub balance: Balance,
     pub protocol: UpstreamProtocol,
     pub pool: PoolSettings,
+    /// Passive health: when an endpoint is ejected for failing.
+    pub outlier: OutlierSettings,
     /// Some: connect to the endpoints over TLS.
     pub tls: Option<UpstreamTls>,
 }
@@ -281,6 +283,19 @@ pub enum Balance {
     Ewma,
     ConsistentHash(HashKey),
     Random,
+}
+
+/// `[upstream.NAME.outlier]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutlierSettings {
+    /// Failed requests in a row (connect failures, timeouts, 5xx) that eject an
+    /// endpoint; 0 turns ejection off. Default 5.
+    pub consecutive_failures: u32,
+    /// The first ejection lasts this long, the nth n times as long (at most 5 minutes). Default 30s.
+    pub base_ejection: Duration,
+    /// At most this share of a group's endpoints is ejected at once (at least one may
+    /// be). Default 50.
+    pub max_ejected_percent: u32,
 }
 
 /// `hash_key`: what a request is hashed on for `consistent_hash`.

@@ -351,3 +351,16 @@ fn balance_weights_and_hash_keys_are_read_and_checked() {
     let algorithm = problems(&format!("{base}endpoints = [\"10.0.0.1:80\"]\nbalance = \"fastest\"\n"));
     assert!(algorithm[0].message.contains("\"least_request\""), "{algorithm:?}");
 }
+
+#[test]
+fn outlier_settings_have_defaults_and_a_percentage_is_checked() {
+    let base = "[[listener]]\naddress = \"127.0.0.1:1\"\n[[route]]\nupstream = \"api\"\n[upstream.api]\nendpoints = [\"10.0.0.1:80\"]\n";
+    let config = parse(base, Path::new("sluice.toml")).expect("valid");
+    let outlier = config.upstreams[0].outlier;
+    assert_eq!(
+        (outlier.consecutive_failures, outlier.base_ejection, outlier.max_ejected_percent),
+        (5, std::time::Duration::from_secs(30), 50)
+    );
+    let over = problems(&format!("{base}[upstream.api.outlier]\nmax_ejected_percent = 150\n"));
+    assert!(over[0].key.ends_with("max_ejected_percent") && over[0].line == 8, "{over:?}");
+}

@@ -11,8 +11,8 @@ use toml::Spanned;
 use crate::defaults;
 use crate::duration::ConfigDuration;
 use crate::file::{
-    FileAccessLog, FileCertificate, FileConfig, FileEndpoint, FileListener, FilePool, FileRoute, FileServer,
-    FileUpstream, FileUpstreamTls,
+    FileAccessLog, FileCertificate, FileConfig, FileEndpoint, FileListener, FileOutlier, FilePool, FileRoute,
+    FileServer, FileUpstream, FileUpstreamTls,
 };
 use crate::model::*;
 use crate::Problem;
@@ -405,6 +405,7 @@ fn check_upstream(
         }
     }
     let balance = check_balance(checker, &key, upstream);
+    let outlier = check_outlier(checker, &key, &upstream.outlier);
     let protocol = choice(
         checker,
         &upstream.protocol,
@@ -424,9 +425,29 @@ fn check_upstream(
         endpoints,
         weights,
         balance: balance?,
+        outlier: outlier?,
         protocol: protocol?,
         pool: pool?,
         tls: tls?,
+    })
+}
+
+/// `[upstream.NAME.outlier]`.
+fn check_outlier(checker: &mut Checker, key: &str, outlier: &FileOutlier) -> Option<OutlierSettings> {
+    let base_ejection = nonzero_duration(checker, &outlier.base_ejection, &format!("{key}.outlier.base_ejection"))
+        .unwrap_or(defaults::OUTLIER_BASE_EJECTION);
+    let max_ejected_percent = match &outlier.max_ejected_percent {
+        Some(v) if *v.get_ref() > 100 => {
+            checker.problem(v.span(), format!("{key}.outlier.max_ejected_percent"), "is a percentage; give 0 to 100");
+            return None;
+        }
+        Some(v) => *v.get_ref(),
+        None => defaults::OUTLIER_MAX_EJECTED_PERCENT,
+    };
+    Some(OutlierSettings {
+        consecutive_failures: outlier.consecutive_failures.unwrap_or(defaults::OUTLIER_CONSECUTIVE_FAILURES),
+        base_ejection,
+        max_ejected_percent,
     })
 }
 

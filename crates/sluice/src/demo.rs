@@ -49,7 +49,9 @@ pub fn run(listen: SocketAddr) -> anyhow::Result<()> {
             let base = addrs.first().map(|a| format!("http://{a}")).unwrap_or_default();
             println!("\nsluice demo: three API servers on {upstreams:?}, sluice in front on {base}");
             println!("try:");
-            println!("  curl -i {base}/api/hello          # spread over the three servers (least outstanding requests)");
+            println!(
+                "  curl -i {base}/api/hello          # spread over the three servers (least outstanding requests)"
+            );
             println!("  curl -i --http2-prior-knowledge {base}/api/h2   # HTTP/2 cleartext to sluice");
             println!("  curl -i -d 'ping' {base}/api/echo # request body streamed through");
             println!("  curl -i {base}/nowhere            # no route: 404 from sluice");

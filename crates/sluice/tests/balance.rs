@@ -118,3 +118,38 @@ async fn consistent_hash_keeps_a_key_on_one_backend_and_spreads_keys() {
     }
     assert_eq!(backends_used.len(), 3, "30 users spread over all three backends");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_endpoint_is_ejected_after_failures_in_a_row_and_clients_see_no_error() {
+    let (a, a_served) = backend(200, Duration::ZERO).await;
+    let (b, b_served) = backend(200, Duration::ZERO).await;
+    let dead = support::dead_port().await;
+    let endpoints = format!("\"{}\", \"{dead}\", \"{}\"", a.addr, b.addr);
+    let outlier = "balance = \"round_robin\"\n[upstream.up.outlier]\nconsecutive_failures = 3";
+    let sluice = Sluice::start(&support::with_access_log(&config(&endpoints, outlier)));
+    load(&sluice, 1, 60, None).await;
+    assert_eq!(a_served.load(Ordering::SeqCst) + b_served.load(Ordering::SeqCst), 60, "every request answered");
+    let records = sluice.records(60);
+    assert!(records.iter().all(|r| r["status"] == 200), "no client saw an error");
+    let failed_over = records.iter().filter(|r| r["attempts"] == 2).count();
+    // Round robin offers it every third request: three connect failures (each moved on
+    // to a live endpoint), then it is out of rotation.
+    assert_eq!(failed_over, 3, "only the requests before the ejection tried the dead endpoint");
+    let log = sluice.wait_for_log("endpoint ejected");
+    assert!(log.contains(&dead.to_string()), "the log names the endpoint");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_endpoint_ejected_requests_are_still_attempted() {
+    let (dead_a, dead_b) = (support::dead_port().await, support::dead_port().await);
+    let endpoints = format!("\"{dead_a}\", \"{dead_b}\"");
+    let outlier = "[upstream.up.outlier]\nconsecutive_failures = 1\nmax_ejected_percent = 100";
+    let sluice = Sluice::start(&support::with_access_log(&config(&endpoints, outlier)));
+    for i in 0..3 {
+        let (parts, _) = client::get_once(sluice.addr, &format!("/{i}")).await;
+        assert_eq!(parts.status, 502);
+    }
+    let records = sluice.records(3);
+    assert!(records.iter().all(|r| r["attempts"] == 2), "both endpoints tried every time: {records:?}");
+    sluice.wait_for_log("panic mode");
+}

@@ -52,4 +52,14 @@ impl Maglev {
     pub fn lookup(&self, key: u64) -> usize {
         self.table.get((key % TABLE_SIZE as u64) as usize).map_or(0, |i| *i as usize)
     }
+
+    /// The endpoint for a key's hash among the `eligible` ones: the key's slot, or the
+    /// next slot of an eligible endpoint (so keys of eligible endpoints never move).
+    pub fn lookup_eligible(&self, key: u64, eligible: impl Fn(usize) -> bool) -> usize {
+        let start = (key % TABLE_SIZE as u64) as usize;
+        (0..self.table.len())
+            .map(|step| self.table[(start + step) % self.table.len()] as usize)
+            .find(|i| eligible(*i))
+            .unwrap_or_else(|| self.lookup(key))
+    }
 }

@@ -40,6 +40,8 @@ pub struct Load {
     pub outstanding: u32,
     /// Its peak-EWMA latency in seconds (`ewma` only; anything for the others).
     pub latency: f64,
+    /// Not ejected or failing health checks. When no endpoint is healthy, all are used.
+    pub healthy: bool,
 }
 
 /// The balancer of one group of endpoints.
@@ -47,7 +49,6 @@ pub struct Load {
 pub struct Balancer {
     algorithm: Algorithm,
     weights: Vec<u32>,
-    total_weight: u64,
     smooth: Mutex<SmoothWeighted>,
     maglev: Option<Maglev>,
 }
@@ -59,13 +60,7 @@ impl Balancer {
     pub fn new(algorithm: Algorithm, weights: &[u32], names: &[&str]) -> Balancer {
         let weights: Vec<u32> = weights.iter().map(|w| (*w).max(1)).collect();
         let maglev = (algorithm == Algorithm::ConsistentHash).then(|| Maglev::new(names, &weights));
-        Balancer {
-            algorithm,
-            total_weight: weights.iter().map(|w| u64::from(*w)).sum(),
-            smooth: Mutex::new(SmoothWeighted::new(&weights)),
-            weights,
-            maglev,
-        }
+        Balancer { algorithm, smooth: Mutex::new(SmoothWeighted::new(&weights)), weights, maglev }
     }
 
     pub fn algorithm(&self) -> Algorithm {
@@ -88,19 +83,24 @@ impl Balancer {
         if n <= 1 {
             return 0;
         }
+        // Panic mode: with no healthy endpoint, every endpoint is eligible.
+        let any_healthy = (0..n).any(|i| load(i).healthy);
+        let eligible = |i: usize| !any_healthy || load(i).healthy;
         match self.algorithm {
-            Algorithm::RoundRobin => self.smooth.lock().unwrap_or_else(|p| p.into_inner()).next(&self.weights),
-            Algorithm::Random => self.weighted_random(random()),
-            Algorithm::LeastRequest => {
-                self.two_choices(random, |i| f64::from(load(i).outstanding) / f64::from(self.weights[i]))
+            Algorithm::RoundRobin => {
+                self.smooth.lock().unwrap_or_else(|p| p.into_inner()).next(&self.weights, eligible)
             }
-            Algorithm::Ewma => self.two_choices(random, |i| {
+            Algorithm::Random => self.weighted_random(random(), &eligible),
+            Algorithm::LeastRequest => {
+                self.two_choices(random, &eligible, |i| f64::from(load(i).outstanding) / f64::from(self.weights[i]))
+            }
+            Algorithm::Ewma => self.two_choices(random, &eligible, |i| {
                 let l = load(i);
                 l.latency * f64::from(l.outstanding + 1) / f64::from(self.weights[i])
             }),
             Algorithm::ConsistentHash => match (&self.maglev, key) {
-                (Some(maglev), Some(key)) => maglev.lookup(key),
-                _ => self.weighted_random(random()),
+                (Some(maglev), Some(key)) => maglev.lookup_eligible(key, eligible),
+                _ => self.weighted_random(random(), &eligible),
             },
         }
     }
@@ -112,10 +112,11 @@ impl Balancer {
         (0..n).map(move |i| (first + i) % n.max(1))
     }
 
-    fn weighted_random(&self, r: u64) -> usize {
-        let mut point = r % self.total_weight.max(1);
-        for (i, w) in self.weights.iter().enumerate() {
-            let w = u64::from(*w);
+    /// An eligible endpoint drawn by weight.
+    fn weighted_random(&self, r: u64, eligible: &impl Fn(usize) -> bool) -> usize {
+        let total: u64 = self.eligible_weights(eligible).map(|(_, w)| w).sum();
+        let mut point = r % total.max(1);
+        for (i, w) in self.eligible_weights(eligible) {
             if point < w {
                 return i;
             }
@@ -124,13 +125,28 @@ impl Balancer {
         0
     }
 
-    /// Two distinct endpoints drawn at random (by weight); the one of lower `cost`.
-    fn two_choices(&self, random: &mut impl FnMut() -> u64, cost: impl Fn(usize) -> f64) -> usize {
-        let a = self.weighted_random(random());
-        let mut b = self.weighted_random(random());
+    fn eligible_weights<'a>(&'a self, eligible: &'a impl Fn(usize) -> bool) -> impl Iterator<Item = (usize, u64)> + 'a {
+        self.weights.iter().enumerate().filter(move |(i, _)| eligible(*i)).map(|(i, w)| (i, u64::from(*w)))
+    }
+
+    /// Two distinct eligible endpoints drawn at random (by weight); the one of lower `cost`.
+    fn two_choices(
+        &self,
+        random: &mut impl FnMut() -> u64,
+        eligible: &impl Fn(usize) -> bool,
+        cost: impl Fn(usize) -> f64,
+    ) -> usize {
+        let a = self.weighted_random(random(), eligible);
+        let mut b = self.weighted_random(random(), eligible);
         if b == a {
-            // Another draw over the rest, uniformly: two distinct candidates always.
-            b = (a + 1 + (random() % (self.weights.len() as u64 - 1)) as usize) % self.weights.len();
+            // Another draw among the other eligible ones, uniformly: two distinct
+            // candidates whenever there are two.
+            let others = (0..self.weights.len()).filter(|i| *i != a && eligible(*i)).count();
+            if others == 0 {
+                return a;
+            }
+            let nth = (random() % others as u64) as usize;
+            b = (0..self.weights.len()).filter(|i| *i != a && eligible(*i)).nth(nth).unwrap_or(a);
         }
         if cost(b) < cost(a) {
             b

@@ -12,18 +12,25 @@ impl SmoothWeighted {
         SmoothWeighted { current: vec![0; weights.len()] }
     }
 
-    pub(super) fn next(&mut self, weights: &[u32]) -> usize {
+    /// The next endpoint among the `eligible` ones (the others sit the turn out, as
+    /// nginx skips peers that are down).
+    pub(super) fn next(&mut self, weights: &[u32], eligible: impl Fn(usize) -> bool) -> usize {
         if self.current.len() != weights.len() {
             self.current = vec![0; weights.len()];
         }
-        let total: i64 = weights.iter().map(|w| i64::from(*w)).sum();
-        let mut best = 0;
+        let mut total = 0i64;
+        let mut best: Option<usize> = None;
         for (i, w) in weights.iter().enumerate() {
+            if !eligible(i) {
+                continue;
+            }
+            total += i64::from(*w);
             self.current[i] += i64::from(*w);
-            if self.current[i] > self.current[best] {
-                best = i;
+            if best.is_none_or(|b| self.current[i] > self.current[b]) {
+                best = Some(i);
             }
         }
+        let best = best.unwrap_or(0);
         self.current[best] -= total;
         best
     }

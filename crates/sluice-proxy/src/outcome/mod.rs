@@ -180,6 +180,9 @@ impl std::fmt::Debug for UpstreamTrace {
 pub(crate) trait Feedback: Send + Sync {
     /// The request this endpoint was serving ended: `outcome` says how.
     fn finished(&self, outcome: &Outcome);
+
+    /// The request could not use this endpoint (its connect failed) and moved on.
+    fn attempt_failed(&self);
 }
 
 impl Outcome {

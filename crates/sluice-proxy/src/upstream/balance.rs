@@ -1,35 +1,128 @@
 //! A group's balancer (`sluice_policy::balance`) and what it learns from outcome
-//! records: per endpoint, the requests outstanding and a peak-EWMA latency. A request
+//! records: per endpoint, the requests outstanding, a peak-EWMA latency, and passive
+//! health (ejection after failures in a row, `sluice_policy::health`). A request
 //! counts as outstanding from the moment it takes a connection until its record ends
 //! (the response's last byte, or its failure), and its record tells the latency of the
 //! response head, or that it failed.
 
 use std::cell::Cell;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::Request;
-use sluice_config::{Balance, HashKey};
+use sluice_config::{Balance, HashKey, OutlierSettings};
 use sluice_policy::balance::{stable_hash, Algorithm, Balancer, Load, PeakEwma};
+use sluice_policy::health::{Outlier, OutlierRules, Verdict};
 
 use crate::outcome::{Feedback, Outcome};
+
+/// The passive health of a group's endpoints (`sluice_policy::health`), fed by the
+/// records of their requests.
+pub(crate) struct GroupHealth {
+    group: Arc<str>,
+    labels: Vec<Arc<str>>,
+    /// None: ejection is off (`consecutive_failures = 0`).
+    rules: Option<OutlierRules>,
+    outliers: Mutex<Vec<Outlier>>,
+    /// Set when an endpoint is ejected: until then nobody needs the clock or the lock.
+    maybe_ejected: AtomicBool,
+    /// When panic mode was last logged (seconds since start of the group), rate-limiting it.
+    panic_logged: Mutex<Option<Instant>>,
+}
+
+impl GroupHealth {
+    pub(crate) fn new(group: Arc<str>, labels: Vec<Arc<str>>, settings: &OutlierSettings) -> Arc<Self> {
+        let rules = (settings.consecutive_failures > 0).then_some(OutlierRules {
+            consecutive_failures: settings.consecutive_failures,
+            base_ejection: settings.base_ejection,
+            max_ejected_percent: settings.max_ejected_percent,
+        });
+        Arc::new(GroupHealth {
+            outliers: Mutex::new(vec![Outlier::default(); labels.len()]),
+            group,
+            labels,
+            rules,
+            maybe_ejected: AtomicBool::new(false),
+            panic_logged: Mutex::new(None),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Outlier>> {
+        self.outliers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn healthy(&self, index: usize) -> bool {
+        if !self.maybe_ejected.load(Ordering::Relaxed) {
+            return true;
+        }
+        let now = Instant::now();
+        let outliers = self.lock();
+        if outliers.iter().all(|o| !o.is_ejected(now)) {
+            self.maybe_ejected.store(false, Ordering::Relaxed);
+        }
+        !outliers[index].is_ejected(now)
+    }
+
+    /// How a request to endpoint `index` went, for ejection.
+    fn record(&self, index: usize, failed: bool) {
+        let Some(rules) = &self.rules else { return };
+        let mut outliers = self.lock();
+        if !failed {
+            outliers[index].success();
+            return;
+        }
+        let now = Instant::now();
+        let ejected_now = outliers.iter().filter(|o| o.is_ejected(now)).count();
+        let group = outliers.len();
+        if let Verdict::Ejected(time) = outliers[index].failure(now, rules, ejected_now, group) {
+            self.maybe_ejected.store(true, Ordering::Relaxed);
+            tracing::warn!(
+                upstream = %self.group,
+                endpoint = %self.labels[index],
+                ejected_for = ?time,
+                consecutive_failures = rules.consecutive_failures,
+                "endpoint ejected after failing requests in a row; the others take its share"
+            );
+        }
+    }
+
+    /// Logs (at most every 10 s) that every endpoint is ejected and all are used anyway.
+    fn note_panic(&self) {
+        let mut last = self.panic_logged.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
+            *last = Some(Instant::now());
+            tracing::warn!(upstream = %self.group, "panic mode: every endpoint is ejected; trying them all rather than failing every request");
+        }
+    }
+}
 
 /// One endpoint as the balancer sees it.
 pub(crate) struct EndpointLoad {
     outstanding: AtomicU32,
     latency: Mutex<PeakEwma>,
+    health: Arc<GroupHealth>,
+    index: usize,
 }
 
 impl EndpointLoad {
-    pub(crate) fn new() -> Arc<Self> {
-        Arc::new(EndpointLoad { outstanding: AtomicU32::new(0), latency: Mutex::new(PeakEwma::new(Instant::now())) })
+    pub(crate) fn new(health: &Arc<GroupHealth>, index: usize) -> Arc<Self> {
+        Arc::new(EndpointLoad {
+            outstanding: AtomicU32::new(0),
+            latency: Mutex::new(PeakEwma::new(Instant::now())),
+            health: Arc::clone(health),
+            index,
+        })
     }
 
     pub(crate) fn load(&self) -> Load {
         let latency = self.latency.lock().unwrap_or_else(|p| p.into_inner()).get();
-        Load { outstanding: self.outstanding.load(Ordering::Relaxed), latency }
+        Load {
+            outstanding: self.outstanding.load(Ordering::Relaxed),
+            latency,
+            healthy: self.health.healthy(self.index),
+        }
     }
 
     /// A request now uses this endpoint; its record will call `finished`.
@@ -40,22 +133,48 @@ impl EndpointLoad {
                 outcome.upstream_trace.feedback = Some(previous);
                 return;
             }
-            previous.finished(outcome); // a failed attempt on another endpoint
+            previous.attempt_failed(); // the connect failed; the request moved on
         }
         self.outstanding.fetch_add(1, Ordering::Relaxed);
         outcome.upstream_trace.feedback = Some(Arc::clone(self) as Arc<dyn Feedback>);
+    }
+
+    /// The request ended. `latency`: the response head's time, or Err for a failure
+    /// (counted as slow), or None (nothing learnt); `broken`: for ejection, whether the
+    /// endpoint failed it (None: neither way).
+    fn end(&self, latency: Option<Result<Duration, ()>>, broken: Option<bool>) {
+        self.outstanding.fetch_sub(1, Ordering::Relaxed);
+        if let Some(latency) = latency {
+            let mut ewma = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+            match latency {
+                Ok(latency) => ewma.observe(latency, Instant::now()),
+                Err(()) => ewma.observe_failure(Instant::now()),
+            }
+        }
+        if let Some(broken) = broken {
+            self.health.record(self.index, broken);
+        }
     }
 }
 
 impl Feedback for EndpointLoad {
     fn finished(&self, outcome: &Outcome) {
-        self.outstanding.fetch_sub(1, Ordering::Relaxed);
-        let failed = outcome.status == 429 || outcome.status >= 500 || outcome.upstream_head.is_none();
-        let mut latency = self.latency.lock().unwrap_or_else(|p| p.into_inner());
-        match outcome.upstream_head {
-            Some(head) if !failed => latency.observe(head, Instant::now()),
-            _ => latency.observe_failure(Instant::now()),
+        // What sluice decided locally, or the client caused, says nothing of the endpoint.
+        let local = outcome.error.is_some_and(|e| e.starts_with("client_") || e == "upstream_pool_exhausted");
+        let broken = outcome.status >= 500 || outcome.error.is_some_and(|e| e.starts_with("upstream_"));
+        match (local, broken, outcome.status, outcome.upstream_head) {
+            (true, ..) => self.end(None, None),
+            (false, true, ..) => self.end(Some(Err(())), Some(true)),
+            // Overloaded, not broken: slow for the balancer, no step towards ejection.
+            (false, false, 429, _) => self.end(Some(Err(())), None),
+            (false, false, _, Some(head)) => self.end(Some(Ok(head)), Some(false)),
+            // Ended before the upstream answered, for the client's reasons.
+            (false, false, _, None) => self.end(None, None),
         }
+    }
+
+    fn attempt_failed(&self) {
+        self.end(Some(Err(())), Some(true));
     }
 }
 
@@ -94,6 +213,11 @@ pub(crate) fn hash_key<B>(key: &HashKey, request: &Request<B>, client: SocketAdd
 
 /// Picks the first endpoint to try.
 pub(crate) fn pick(balancer: &Balancer, loads: &[Arc<EndpointLoad>], key: Option<u64>) -> usize {
+    if let Some(first) = loads.first() {
+        if first.health.maybe_ejected.load(Ordering::Relaxed) && loads.iter().all(|l| !l.health.healthy(l.index)) {
+            first.health.note_panic();
+        }
+    }
     balancer.pick(|i| loads[i].load(), key, &mut random)
 }
 

@@ -119,6 +119,8 @@ impl UpstreamGroup {
                 })
             })?);
         }
+        let labels: Vec<Arc<str>> = pools.iter().map(|p| Arc::clone(p.label())).collect();
+        let health = balance::GroupHealth::new(Arc::from(config.name.as_str()), labels, &config.outlier);
         let names: Vec<String> = config.endpoints.iter().map(ToString::to_string).collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let hash_key = match &config.balance {
@@ -129,7 +131,7 @@ impl UpstreamGroup {
             name: Arc::from(config.name.as_str()),
             protocol: config.protocol,
             balancer: Balancer::new(balance::algorithm(&config.balance), &config.weights, &names),
-            loads: pools.iter().map(|_| EndpointLoad::new()).collect(),
+            loads: (0..pools.len()).map(|i| EndpointLoad::new(&health, i)).collect(),
             pools,
             hash_key,
         })
