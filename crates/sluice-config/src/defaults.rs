@@ -38,6 +38,12 @@ pub const OUTLIER_BASE_EJECTION: Duration = Duration::from_secs(30);
 /// At most half of a group is ejected (Envoy's 10% ejects nothing in groups under 10).
 pub const OUTLIER_MAX_EJECTED_PERCENT: u32 = 50;
 
+pub const RETRIES: u32 = 2;
+/// Retries add at most this share of requests (Finagle's and Envoy's 20%).
+pub const RETRY_BUDGET_PERCENT: u32 = 20;
+pub const MIN_RETRIES_PER_SECOND: u32 = 3;
+pub const RETRY_BACKOFF: Duration = Duration::from_millis(25);
+
 pub const POOL_MAX_CONNECTIONS: usize = 256;
 pub const POOL_MIN_IDLE: usize = 0;
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);

@@ -118,6 +118,19 @@ pub struct FileUpstream {
     pub tls: Option<FileUpstreamTls>,
     #[serde(default)]
     pub outlier: FileOutlier,
+    #[serde(default)]
+    pub retry: FileRetry,
+}
+
+/// `[upstream.NAME.retry]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRetry {
+    pub retries: Option<u32>,
+    pub on: Option<Vec<Spanned<String>>>,
+    pub budget_percent: Option<u32>,
+    pub min_retries_per_second: Option<u32>,
+    pub backoff: Option<Spanned<ConfigDuration>>,
 }
 
 /// `[upstream.NAME.outlier]`: passive health from the requests' own outcomes.

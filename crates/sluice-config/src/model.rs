@@ -271,6 +271,8 @@ pub struct UpstreamConfig {
     pub pool: PoolSettings,
     /// Passive health: when an endpoint is ejected for failing.
     pub outlier: OutlierSettings,
+    /// When a request is tried again, and how much retrying may add.
+    pub retry: RetrySettings,
     /// Some: connect to the endpoints over TLS.
     pub tls: Option<UpstreamTls>,
 }
@@ -296,6 +298,26 @@ pub struct OutlierSettings {
     /// At most this share of a group's endpoints is ejected at once (at least one may
     /// be). Default 50.
     pub max_ejected_percent: u32,
+}
+
+/// `[upstream.NAME.retry]`. Retries go to another endpoint where there is one, only for
+/// requests that may be sent twice (idempotent, with the body still at hand).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrySettings {
+    /// Tries after the first, at most. Default 2.
+    pub retries: u32,
+    /// Retry when connecting fails (nothing was sent; any request may go). Default on.
+    pub on_connect_failure: bool,
+    /// Retry when the connection fails before a response head. Default on.
+    pub on_reset: bool,
+    /// Retry on these response statuses (e.g. 502, 503, 504). Default none.
+    pub on_status: Vec<u16>,
+    /// Retries add at most this percentage of requests (over 10 s). Default 20.
+    pub budget_percent: u32,
+    /// Retries allowed per second whatever the budget says. Default 3.
+    pub min_retries_per_second: u32,
+    /// Backoff base: retry n waits up to base × 2^(n-1), at most 10 × base. Default 25ms.
+    pub backoff: Duration,
 }
 
 /// `hash_key`: what a request is hashed on for `consistent_hash`.

@@ -364,3 +364,20 @@ fn outlier_settings_have_defaults_and_a_percentage_is_checked() {
     let over = problems(&format!("{base}[upstream.api.outlier]\nmax_ejected_percent = 150\n"));
     assert!(over[0].key.ends_with("max_ejected_percent") && over[0].line == 8, "{over:?}");
 }
+
+#[test]
+fn retry_settings_have_defaults_and_conditions_are_checked() {
+    let base = "[[listener]]\naddress = \"127.0.0.1:1\"\n[[route]]\nupstream = \"api\"\n[upstream.api]\nendpoints = [\"10.0.0.1:80\"]\n";
+    let retry = parse(base, Path::new("sluice.toml")).expect("valid").upstreams[0].retry.clone();
+    assert_eq!((retry.retries, retry.on_connect_failure, retry.on_reset, retry.budget_percent), (2, true, true, 20));
+    assert!(retry.on_status.is_empty());
+    let chosen =
+        parse(&format!("{base}[upstream.api.retry]\non = [\"503\", \"connect-failure\"]\n"), Path::new("s.toml"))
+            .expect("valid")
+            .upstreams[0]
+            .retry
+            .clone();
+    assert_eq!((chosen.on_status, chosen.on_connect_failure, chosen.on_reset), (vec![503], true, false));
+    let bad = problems(&format!("{base}[upstream.api.retry]\non = [\"404\"]\n"));
+    assert!(bad[0].key.ends_with("retry.on") && bad[0].message.contains("\"connect-failure\""), "{bad:?}");
+}

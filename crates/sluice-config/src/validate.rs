@@ -11,8 +11,8 @@ use toml::Spanned;
 use crate::defaults;
 use crate::duration::ConfigDuration;
 use crate::file::{
-    FileAccessLog, FileCertificate, FileConfig, FileEndpoint, FileListener, FileOutlier, FilePool, FileRoute,
-    FileServer, FileUpstream, FileUpstreamTls,
+    FileAccessLog, FileCertificate, FileConfig, FileEndpoint, FileListener, FileOutlier, FilePool, FileRetry,
+    FileRoute, FileServer, FileUpstream, FileUpstreamTls,
 };
 use crate::model::*;
 use crate::Problem;
@@ -406,6 +406,7 @@ fn check_upstream(
     }
     let balance = check_balance(checker, &key, upstream);
     let outlier = check_outlier(checker, &key, &upstream.outlier);
+    let retry = check_retry(checker, &key, &upstream.retry);
     let protocol = choice(
         checker,
         &upstream.protocol,
@@ -426,10 +427,43 @@ fn check_upstream(
         weights,
         balance: balance?,
         outlier: outlier?,
+        retry: retry?,
         protocol: protocol?,
         pool: pool?,
         tls: tls?,
     })
+}
+
+/// `[upstream.NAME.retry]`.
+fn check_retry(checker: &mut Checker, key: &str, retry: &FileRetry) -> Option<RetrySettings> {
+    let mut settings = RetrySettings {
+        retries: retry.retries.unwrap_or(defaults::RETRIES),
+        on_connect_failure: retry.on.is_none(),
+        on_reset: retry.on.is_none(),
+        on_status: Vec::new(),
+        budget_percent: retry.budget_percent.unwrap_or(defaults::RETRY_BUDGET_PERCENT),
+        min_retries_per_second: retry.min_retries_per_second.unwrap_or(defaults::MIN_RETRIES_PER_SECOND),
+        backoff: retry.backoff.as_ref().map_or(defaults::RETRY_BACKOFF, |b| b.get_ref().0),
+    };
+    let mut ok = true;
+    for condition in retry.on.iter().flatten() {
+        match condition.get_ref().as_str() {
+            "connect-failure" => settings.on_connect_failure = true,
+            "reset" => settings.on_reset = true,
+            code => match code.parse::<u16>() {
+                Ok(status) if (500..600).contains(&status) || status == 429 => settings.on_status.push(status),
+                _ => {
+                    ok = false;
+                    checker.problem(
+                        condition.span(),
+                        format!("{key}.retry.on"),
+                        format!("\"{code}\" is not a retry condition; use \"connect-failure\", \"reset\", or a 5xx or 429 status such as \"503\""),
+                    );
+                }
+            },
+        }
+    }
+    ok.then_some(settings)
 }
 
 /// `[upstream.NAME.outlier]`.

@@ -10,4 +10,5 @@ pub mod balance;
 pub mod health;
 pub mod path;
 pub mod retire;
+pub mod retry;
 pub mod route;

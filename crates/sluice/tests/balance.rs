@@ -153,3 +153,39 @@ async fn with_every_endpoint_ejected_requests_are_still_attempted() {
     assert!(records.iter().all(|r| r["attempts"] == 2), "both endpoints tried every time: {records:?}");
     sluice.wait_for_log("panic mode");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_before_the_response_is_retried_on_another_endpoint() {
+    use support::raw::{Answer, RawUpstream};
+    let (good, good_served) = backend(200, Duration::ZERO).await;
+    // Reads the request, then closes without a response.
+    let resetting = RawUpstream::start(|_| Answer::Close(Vec::new())).await;
+    let endpoints = format!("\"{}\", \"{}\"", resetting.addr, good.addr);
+    // No ejection: every request that starts at the resetting endpoint must be retried.
+    let settings = "balance = \"round_robin\"\n[upstream.up.outlier]\nconsecutive_failures = 0";
+    let sluice = Sluice::start(&support::with_access_log(&config(&endpoints, settings)));
+    load(&sluice, 1, 20, None).await;
+    assert_eq!(good_served.load(Ordering::SeqCst), 20);
+    let records = sluice.records(20);
+    assert!(records.iter().all(|r| r["status"] == 200), "no client saw the resets");
+    assert_eq!(records.iter().filter(|r| r["attempts"] == 2).count(), 10, "half started at the resetting endpoint");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_budget_caps_amplification_when_every_backend_fails() {
+    let (a, a_served) = backend(503, Duration::ZERO).await;
+    let (b, b_served) = backend(503, Duration::ZERO).await;
+    let endpoints = format!("\"{}\", \"{}\"", a.addr, b.addr);
+    let settings =
+        "[upstream.up.outlier]\nconsecutive_failures = 0\n[upstream.up.retry]\nretries = 3\non = [\"503\"]\n\
+                    budget_percent = 20\nmin_retries_per_second = 1\nbackoff = \"1ms\"";
+    let sluice = Sluice::start(&config(&endpoints, settings));
+    let requests = 300;
+    load(&sluice, 4, requests, None).await;
+    let attempts = a_served.load(Ordering::SeqCst) + b_served.load(Ordering::SeqCst);
+    // Without a budget: 4 tries each, 1,200. With it: 20% more, plus 1 a second over
+    // the 10 s window.
+    let ceiling = requests * 120 / 100 + 10;
+    assert!(attempts <= ceiling, "{attempts} upstream attempts for {requests} requests (at most {ceiling})");
+    assert!(attempts > requests, "some requests were retried: {attempts}");
+}

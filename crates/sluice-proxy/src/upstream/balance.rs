@@ -226,7 +226,7 @@ thread_local! {
 }
 
 /// Per-thread xorshift64*: balancing needs speed and spread, not secrecy.
-fn random() -> u64 {
+pub(crate) fn random() -> u64 {
     STATE.with(|state| {
         let mut x = state.get();
         x ^= x >> 12;

@@ -9,6 +9,7 @@ mod h1;
 mod h2_settings;
 mod pool;
 mod registry;
+mod retry;
 mod stream;
 mod tls;
 
@@ -78,6 +79,7 @@ pub struct UpstreamGroup {
     /// Each endpoint's load as its requests' records report it (`pools[i]`'s is `loads[i]`).
     loads: Vec<Arc<EndpointLoad>>,
     hash_key: Option<HashKey>,
+    retry: retry::RetryState,
 }
 
 impl UpstreamGroup {
@@ -134,6 +136,7 @@ impl UpstreamGroup {
             loads: (0..pools.len()).map(|i| EndpointLoad::new(&health, i)).collect(),
             pools,
             hash_key,
+            retry: retry::RetryState::new(&config.retry),
         })
     }
 
@@ -183,6 +186,15 @@ impl UpstreamGroup {
             let reused = lease.begin_request();
             let Some(stream) = lease.h1_stream() else { return Err(UpstreamError::NoEndpoint) };
             match h1::exchange(stream, &mut encoded, reused).await {
+                Ok(head)
+                    if self.retry.retries_on(head.parts.status)
+                        && encoded.can_resend()
+                        && attempts.retry(retry::Cause::Status, lease.endpoint(), &head.parts.status).await =>
+                {
+                    // The response is dropped unread, and its connection with it.
+                    drop(head);
+                    drop(lease);
+                }
                 Ok(head) => {
                     let body = if head.parts.status == StatusCode::SWITCHING_PROTOCOLS {
                         UpstreamBody::Switched { lease, read: head.buf }
@@ -197,6 +209,9 @@ impl UpstreamGroup {
                     attempts.stale(lease.endpoint(), &e);
                 }
                 Err(ExchangeError::ClientBody(cause)) => return Err(UpstreamError::ClientBody(cause)),
+                Err(ExchangeError::Failed(source))
+                    if encoded.can_resend() && attempts.retry(retry::Cause::Reset, lease.endpoint(), &source).await => {
+                }
                 Err(ExchangeError::Stale(source) | ExchangeError::Failed(source)) => {
                     return Err(UpstreamError::Exchange {
                         endpoint: lease.endpoint().to_string(),
@@ -280,10 +295,13 @@ struct Attempts<'a> {
     idempotent: bool,
     last_error: UpstreamError,
     outcome: &'a mut Outcome,
+    /// Retries made (connect failover, resets, statuses), against `retry`'s limits.
+    retries: u32,
 }
 
 impl<'a> Attempts<'a> {
     fn new(group: &'a UpstreamGroup, idempotent: bool, key: Option<u64>, outcome: &'a mut Outcome) -> Self {
+        group.retry.deposit();
         let first = balance::pick(&group.balancer, &group.loads, key);
         let order = group.balancer.order(first).collect();
         Attempts {
@@ -295,6 +313,7 @@ impl<'a> Attempts<'a> {
             idempotent,
             last_error: UpstreamError::NoEndpoint,
             outcome,
+            retries: 0,
         }
     }
 
@@ -321,7 +340,11 @@ impl<'a> Attempts<'a> {
                 Ok(lease) => return Ok(Some(lease)),
                 // Nothing was sent: any request, POST included, may go to the next endpoint.
                 Err(e) if e.is_connect_failure() => {
-                    let more = self.next_endpoint < self.order.len();
+                    let more = self.next_endpoint < self.order.len()
+                        && self.group.retry.allow(retry::Cause::ConnectFailure, self.retries);
+                    if more {
+                        self.retries += 1;
+                    }
                     tracing::warn!(
                         request_id = self.outcome.request_id(),
                         route = self.outcome.route.as_deref().unwrap_or("-"),
@@ -329,6 +352,9 @@ impl<'a> Attempts<'a> {
                         error = %e,
                         "{}", if more { "connect failed; trying the next endpoint" } else { "connect failed; no endpoint left" }
                     );
+                    if !more {
+                        return Err(e);
+                    }
                     self.last_error = e;
                     self.tries_here = STALE_CONNECTION_RETRIES; // this endpoint is down: move on
                     if !self.idempotent {
@@ -338,6 +364,30 @@ impl<'a> Attempts<'a> {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Whether to try again elsewhere after a reset or a retried status; if so, waits
+    /// the backoff and moves to the next endpoint (round again from the first choice
+    /// when every one was tried).
+    async fn retry(&mut self, cause: retry::Cause, endpoint: &Arc<str>, why: &(dyn std::fmt::Display + Sync)) -> bool {
+        if !self.idempotent || !self.group.retry.allow(cause, self.retries) {
+            return false;
+        }
+        self.retries += 1;
+        tracing::debug!(
+            request_id = self.outcome.request_id(),
+            upstream = %self.group.name,
+            endpoint = %endpoint,
+            %why,
+            retry = self.retries,
+            "retrying on another endpoint"
+        );
+        tokio::time::sleep(self.group.retry.backoff(self.retries)).await;
+        self.current = None;
+        if self.next_endpoint >= self.order.len() {
+            self.next_endpoint = 0;
+        }
+        true
     }
 
     /// The last lease's connection had been closed by the upstream.

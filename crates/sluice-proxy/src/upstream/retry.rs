@@ -1,0 +1,61 @@
+//! A group's retry policy and budget (`sluice_policy::retry`): which failures are tried
+//! again, how long to wait first, and whether the budget still allows it.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use sluice_config::RetrySettings;
+use sluice_policy::retry::{backoff, RetryBudget};
+
+/// Why a request would be tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cause {
+    /// The connect failed: nothing was sent.
+    ConnectFailure,
+    /// The connection failed before a response head.
+    Reset,
+    /// The response had a status the config retries on.
+    Status,
+}
+
+pub(crate) struct RetryState {
+    settings: RetrySettings,
+    budget: Mutex<RetryBudget>,
+}
+
+impl RetryState {
+    pub(crate) fn new(settings: &RetrySettings) -> Self {
+        let budget = RetryBudget::new(settings.budget_percent, settings.min_retries_per_second, Instant::now());
+        RetryState { settings: settings.clone(), budget: Mutex::new(budget) }
+    }
+
+    fn budget(&self) -> std::sync::MutexGuard<'_, RetryBudget> {
+        self.budget.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A request began: it pays its share into the budget.
+    pub(crate) fn deposit(&self) {
+        self.budget().deposit(Instant::now());
+    }
+
+    pub(crate) fn retries_on(&self, status: StatusCode) -> bool {
+        self.settings.on_status.contains(&status.as_u16())
+    }
+
+    /// Whether a request that has been retried `done` times may be again for `cause`;
+    /// if so, the retry is withdrawn from the budget.
+    pub(crate) fn allow(&self, cause: Cause, done: u32) -> bool {
+        let wanted = match cause {
+            Cause::ConnectFailure => self.settings.on_connect_failure,
+            Cause::Reset => self.settings.on_reset,
+            Cause::Status => true,
+        };
+        wanted && done < self.settings.retries && self.budget().try_withdraw(Instant::now())
+    }
+
+    /// How long to wait before retry number `n` (1-based).
+    pub(crate) fn backoff(&self, n: u32) -> Duration {
+        backoff(self.settings.backoff, n, super::balance::random())
+    }
+}
