@@ -44,6 +44,12 @@ pub const RETRY_BUDGET_PERCENT: u32 = 20;
 pub const MIN_RETRIES_PER_SECOND: u32 = 3;
 pub const RETRY_BACKOFF: Duration = Duration::from_millis(25);
 
+/// Circuit breaking: generous, so that they stop runaways, not normal peaks (Envoy's
+/// 1,024 is a common surprise).
+pub const MAX_REQUESTS: usize = 10_000;
+pub const MAX_PENDING: usize = 1_024;
+pub const MAX_RETRIES: usize = 64;
+
 pub const POOL_MAX_CONNECTIONS: usize = 256;
 pub const POOL_MIN_IDLE: usize = 0;
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);

@@ -120,6 +120,17 @@ pub struct FileUpstream {
     pub outlier: FileOutlier,
     #[serde(default)]
     pub retry: FileRetry,
+    #[serde(default)]
+    pub circuit_breaker: FileCircuitBreaker,
+}
+
+/// `[upstream.NAME.circuit_breaker]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCircuitBreaker {
+    pub max_requests: Option<Spanned<usize>>,
+    pub max_pending: Option<Spanned<usize>>,
+    pub max_retries: Option<usize>,
 }
 
 /// `[upstream.NAME.retry]`.
@@ -131,6 +142,7 @@ pub struct FileRetry {
     pub budget_percent: Option<u32>,
     pub min_retries_per_second: Option<u32>,
     pub backoff: Option<Spanned<ConfigDuration>>,
+    pub per_try_timeout: Option<Spanned<ConfigDuration>>,
 }
 
 /// `[upstream.NAME.outlier]`: passive health from the requests' own outcomes.

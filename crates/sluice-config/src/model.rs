@@ -273,6 +273,8 @@ pub struct UpstreamConfig {
     pub outlier: OutlierSettings,
     /// When a request is tried again, and how much retrying may add.
     pub retry: RetrySettings,
+    /// Beyond these, requests get 503 at once instead of queueing.
+    pub circuit_breaker: CircuitBreaker,
     /// Some: connect to the endpoints over TLS.
     pub tls: Option<UpstreamTls>,
 }
@@ -318,6 +320,21 @@ pub struct RetrySettings {
     pub min_retries_per_second: u32,
     /// Backoff base: retry n waits up to base × 2^(n-1), at most 10 × base. Default 25ms.
     pub backoff: Duration,
+    /// One try waits this long at most for its response head (then counts as a reset).
+    /// Default: none (the route's timeout bounds all tries together).
+    pub per_try_timeout: Option<Duration>,
+}
+
+/// `[upstream.NAME.circuit_breaker]`: per group, each per-core worker enforcing its
+/// share (the limit ÷ workers, rounded up), so that no count is shared between workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitBreaker {
+    /// Requests in flight to the group at most. Default 10,000.
+    pub max_requests: usize,
+    /// Requests waiting for a connection at most. Default 1,024.
+    pub max_pending: usize,
+    /// Requests being retried at once at most (beyond, a failure is returned, not retried). Default 64.
+    pub max_retries: usize,
 }
 
 /// `hash_key`: what a request is hashed on for `consistent_hash`.

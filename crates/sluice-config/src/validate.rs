@@ -407,6 +407,14 @@ fn check_upstream(
     let balance = check_balance(checker, &key, upstream);
     let outlier = check_outlier(checker, &key, &upstream.outlier);
     let retry = check_retry(checker, &key, &upstream.retry);
+    let breaker = &upstream.circuit_breaker;
+    let circuit_breaker = CircuitBreaker {
+        max_requests: positive(checker, &breaker.max_requests, &format!("{key}.circuit_breaker.max_requests"))
+            .unwrap_or(defaults::MAX_REQUESTS),
+        max_pending: positive(checker, &breaker.max_pending, &format!("{key}.circuit_breaker.max_pending"))
+            .unwrap_or(defaults::MAX_PENDING),
+        max_retries: breaker.max_retries.unwrap_or(defaults::MAX_RETRIES),
+    };
     let protocol = choice(
         checker,
         &upstream.protocol,
@@ -428,6 +436,7 @@ fn check_upstream(
         balance: balance?,
         outlier: outlier?,
         retry: retry?,
+        circuit_breaker,
         protocol: protocol?,
         pool: pool?,
         tls: tls?,
@@ -444,7 +453,10 @@ fn check_retry(checker: &mut Checker, key: &str, retry: &FileRetry) -> Option<Re
         budget_percent: retry.budget_percent.unwrap_or(defaults::RETRY_BUDGET_PERCENT),
         min_retries_per_second: retry.min_retries_per_second.unwrap_or(defaults::MIN_RETRIES_PER_SECOND),
         backoff: retry.backoff.as_ref().map_or(defaults::RETRY_BACKOFF, |b| b.get_ref().0),
+        per_try_timeout: None,
     };
+    settings.per_try_timeout =
+        nonzero_duration(checker, &retry.per_try_timeout, &format!("{key}.retry.per_try_timeout"));
     let mut ok = true;
     for condition in retry.on.iter().flatten() {
         match condition.get_ref().as_str() {

@@ -189,3 +189,63 @@ async fn the_retry_budget_caps_amplification_when_every_backend_fails() {
     assert!(attempts <= ceiling, "{attempts} upstream attempts for {requests} requests (at most {ceiling})");
     assert!(attempts > requests, "some requests were retried: {attempts}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_max_requests_a_request_gets_503_at_once() {
+    let (slow, served) = backend(200, Duration::from_millis(500)).await;
+    let settings = "[upstream.up.circuit_breaker]\nmax_requests = 2";
+    let sluice = Sluice::start(&config(&format!("\"{}\"", slow.addr), settings));
+    let held: Vec<_> = (0..2)
+        .map(|i| {
+            let addr = sluice.addr;
+            tokio::spawn(async move { client::get_once(addr, &format!("/held/{i}")).await.0.status })
+        })
+        .collect();
+    // Both held requests are in flight once the backend has them (polled, bounded).
+    let deadline = std::time::Instant::now() + support::WAIT;
+    while served.load(Ordering::SeqCst) < 2 {
+        assert!(std::time::Instant::now() < deadline, "the held requests never arrived");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let started = std::time::Instant::now();
+    let (parts, body) = client::get_once(sluice.addr, "/third").await;
+    assert_eq!(parts.status, 503, "{body:?}");
+    assert!(started.elapsed() < Duration::from_millis(250), "refused at once, not after a wait");
+    assert_eq!(parts.headers["retry-after"], "1");
+    for request in held {
+        assert_eq!(request.await.expect("held"), 200);
+    }
+    assert_eq!(served.load(Ordering::SeqCst), 2, "the refused request never reached the backend");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_backend_costs_one_per_try_timeout_then_is_ejected() {
+    // Accepts connections and never answers.
+    let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let hanging_addr = hanging.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hanging.accept().await {
+            held.push(socket);
+        }
+    });
+    let (good, good_served) = backend(200, Duration::ZERO).await;
+    let settings = "balance = \"round_robin\"\n[upstream.up.outlier]\nconsecutive_failures = 1\n\
+                    [upstream.up.retry]\nper_try_timeout = \"300ms\"";
+    let sluice = Sluice::start(&config(&format!("\"{hanging_addr}\", \"{}\"", good.addr), settings));
+    let mut conn = client::h1(sluice.addr).await;
+    let mut slow = 0;
+    for i in 0..20 {
+        let started = std::time::Instant::now();
+        let (parts, _) = send1(&mut conn, client::get(&format!("/{i}"))).await;
+        assert_eq!(parts.status, 200, "request {i}");
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(1_000), "request {i} took {took:?}");
+        if took >= Duration::from_millis(300) {
+            slow += 1;
+        }
+    }
+    assert_eq!(slow, 1, "one request paid the per-try timeout; then the backend was out");
+    assert_eq!(good_served.load(Ordering::SeqCst), 20);
+    sluice.wait_for_log("endpoint ejected");
+}

@@ -86,7 +86,10 @@ impl ProxyError {
             ProxyError::Upstream(e) => match e {
                 UpstreamError::ConnectTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
                 UpstreamError::Tls { .. } => StatusCode::BAD_GATEWAY,
-                UpstreamError::PoolExhausted { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                UpstreamError::PoolExhausted { .. } | UpstreamError::Overloaded { .. } => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                UpstreamError::TryTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
                 UpstreamError::Connect { .. }
                 | UpstreamError::Exchange { .. }
                 | UpstreamError::StaleConnections { .. }
@@ -126,6 +129,8 @@ impl ProxyError {
                 UpstreamError::ConnectTimeout { .. } => "upstream_connect_timeout",
                 UpstreamError::Tls { .. } => "upstream_tls",
                 UpstreamError::PoolExhausted { .. } => "upstream_pool_exhausted",
+                UpstreamError::Overloaded { .. } => "upstream_overloaded",
+                UpstreamError::TryTimeout { .. } => "upstream_try_timeout",
                 UpstreamError::Exchange { .. } => "upstream_exchange",
                 UpstreamError::StaleConnections { .. } => "upstream_stale_connections",
                 UpstreamError::NoEndpoint => "upstream_no_endpoint",
@@ -142,6 +147,8 @@ impl ProxyError {
                 UpstreamError::ConnectTimeout { .. } => "connecting to the upstream timed out",
                 UpstreamError::Tls { .. } => "the TLS handshake with the upstream failed",
                 UpstreamError::PoolExhausted { .. } => "every upstream connection is busy; retry shortly",
+                UpstreamError::Overloaded { .. } => "the upstream is at its limit of requests in flight; retry shortly",
+                UpstreamError::TryTimeout { .. } => "the upstream did not answer in time",
                 UpstreamError::Exchange { .. } => "the upstream failed while handling the request",
                 UpstreamError::StaleConnections { .. } => "the upstream closed its connections",
                 UpstreamError::NoEndpoint => "the upstream group has no endpoint",

@@ -56,10 +56,15 @@ impl Snapshot {
     /// Builds the snapshot on the registry's pools (new ones start). Call inside a
     /// tokio runtime. An error names the upstream whose TLS settings failed to load.
     fn build(config: &Config, registry: &PoolRegistry) -> Result<Snapshot, String> {
+        // Per-core workers each enforce their share of a group's limits.
+        let workers = match config.server.model {
+            ConcurrencyModel::PerCore => config.server.worker_threads,
+            ConcurrencyModel::WorkStealing => 1,
+        };
         let groups = config
             .upstreams
             .iter()
-            .map(|u| UpstreamGroup::build(u, registry).map(Arc::new))
+            .map(|u| UpstreamGroup::build(u, registry, workers).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         let rules = config
             .routes

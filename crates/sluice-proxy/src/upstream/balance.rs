@@ -116,6 +116,10 @@ impl EndpointLoad {
         })
     }
 
+    pub(crate) fn outstanding(&self) -> usize {
+        self.outstanding.load(Ordering::Relaxed) as usize
+    }
+
     pub(crate) fn load(&self) -> Load {
         let latency = self.latency.lock().unwrap_or_else(|p| p.into_inner()).get();
         Load {
@@ -160,7 +164,9 @@ impl EndpointLoad {
 impl Feedback for EndpointLoad {
     fn finished(&self, outcome: &Outcome) {
         // What sluice decided locally, or the client caused, says nothing of the endpoint.
-        let local = outcome.error.is_some_and(|e| e.starts_with("client_") || e == "upstream_pool_exhausted");
+        let local = outcome
+            .error
+            .is_some_and(|e| e.starts_with("client_") || e == "upstream_pool_exhausted" || e == "upstream_overloaded");
         let broken = outcome.status >= 500 || outcome.error.is_some_and(|e| e.starts_with("upstream_"));
         match (local, broken, outcome.status, outcome.upstream_head) {
             (true, ..) => self.end(None, None),

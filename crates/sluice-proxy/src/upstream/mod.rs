@@ -22,8 +22,9 @@ use bytes::BytesMut;
 use http::StatusCode;
 use hyper::body::Incoming;
 use hyper::Request;
-use sluice_config::{Balance, HashKey, UpstreamConfig, UpstreamProtocol};
+use sluice_config::{Balance, CircuitBreaker, HashKey, UpstreamConfig, UpstreamProtocol};
 use sluice_policy::balance::Balancer;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use balance::EndpointLoad;
 
@@ -58,6 +59,11 @@ pub enum UpstreamError {
     StaleConnections { endpoint: String },
     #[error("upstream group has no endpoints")]
     NoEndpoint,
+    #[error("{endpoint} sent no response head within per_try_timeout")]
+    TryTimeout { endpoint: String },
+    /// A circuit breaker limit of the group was reached; nothing was sent.
+    #[error("upstream group {group} is at its {limit} limit")]
+    Overloaded { group: String, limit: &'static str },
     /// The client's request body broke off while it was being sent (its fault, a 4xx).
     #[error("{0}")]
     ClientBody(crate::body::ClientBodyError),
@@ -80,13 +86,18 @@ pub struct UpstreamGroup {
     loads: Vec<Arc<EndpointLoad>>,
     hash_key: Option<HashKey>,
     retry: retry::RetryState,
+    /// This worker's share of the group's circuit-breaker limits.
+    breaker: CircuitBreaker,
+    /// Requests of this worker waiting for a connection, and being retried, now.
+    pending: AtomicUsize,
+    retrying: AtomicUsize,
 }
 
 impl UpstreamGroup {
     /// Builds the group on the registry's pools: unchanged endpoints keep theirs, new
     /// ones start (warm connections open in the background). An error names what in
     /// the TLS settings could not be loaded.
-    pub(crate) fn build(config: &UpstreamConfig, registry: &PoolRegistry) -> Result<Self, String> {
+    pub(crate) fn build(config: &UpstreamConfig, registry: &PoolRegistry, workers: usize) -> Result<Self, String> {
         let tls = match &config.tls {
             Some(tls) => Some(
                 UpstreamTlsConfig::new(tls, config.protocol)
@@ -137,12 +148,19 @@ impl UpstreamGroup {
             pools,
             hash_key,
             retry: retry::RetryState::new(&config.retry),
+            breaker: share_of(config.circuit_breaker, workers),
+            pending: AtomicUsize::new(0),
+            retrying: AtomicUsize::new(0),
         })
     }
 
     /// The pools of the group's endpoints, in config order.
     pub(crate) fn pools(&self) -> impl Iterator<Item = &Arc<EndpointPool>> {
         self.pools.iter()
+    }
+
+    fn overloaded(&self, limit: &'static str) -> UpstreamError {
+        UpstreamError::Overloaded { group: self.name.to_string(), limit }
     }
 
     /// The hash of `request`'s balancing key, when the group hashes on one.
@@ -166,6 +184,10 @@ impl UpstreamGroup {
         key: Option<u64>,
         outcome: &mut Outcome,
     ) -> Result<UpstreamResponse, UpstreamError> {
+        let in_flight: usize = self.loads.iter().map(|l| l.outstanding()).sum();
+        if in_flight >= self.breaker.max_requests {
+            return Err(self.overloaded("max_requests"));
+        }
         let attempts = Attempts::new(self, idempotent, key, outcome);
         match self.protocol {
             UpstreamProtocol::Http1 => self.send_http1(request, idempotent, attempts).await,
@@ -185,7 +207,20 @@ impl UpstreamGroup {
         while let Some(mut lease) = attempts.next_lease().await? {
             let reused = lease.begin_request();
             let Some(stream) = lease.h1_stream() else { return Err(UpstreamError::NoEndpoint) };
-            match h1::exchange(stream, &mut encoded, reused).await {
+            let exchanged = match self.retry.per_try_timeout() {
+                Some(limit) => match tokio::time::timeout(limit, h1::exchange(stream, &mut encoded, reused)).await {
+                    Ok(exchanged) => exchanged,
+                    Err(_) => {
+                        let why = "no response head within per_try_timeout";
+                        if encoded.can_resend() && attempts.retry(retry::Cause::Reset, lease.endpoint(), &why).await {
+                            continue; // the lease is dropped: that connection may still answer late
+                        }
+                        return Err(UpstreamError::TryTimeout { endpoint: lease.endpoint().to_string() });
+                    }
+                },
+                None => h1::exchange(stream, &mut encoded, reused).await,
+            };
+            match exchanged {
                 Ok(head)
                     if self.retry.retries_on(head.parts.status)
                         && encoded.can_resend()
@@ -255,6 +290,37 @@ impl UpstreamGroup {
     }
 }
 
+/// One worker's share of circuit-breaker limits: each limit ÷ workers, rounded up.
+fn share_of(limits: CircuitBreaker, workers: usize) -> CircuitBreaker {
+    let share = |limit: usize| limit.div_ceil(workers.max(1));
+    CircuitBreaker {
+        max_requests: share(limits.max_requests),
+        max_pending: share(limits.max_pending),
+        max_retries: share(limits.max_retries),
+    }
+}
+
+/// A count held for as long as the guard lives.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    /// Counts one more unless `limit` is reached.
+    fn enter(count: &'a AtomicUsize, limit: usize) -> Option<Self> {
+        let now = count.fetch_add(1, Ordering::Relaxed);
+        if now >= limit {
+            count.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Counted(count))
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The response head parser, for the robustness tests of `http1`.
 #[cfg(test)]
 pub(crate) fn parse_response_head_for_tests(
@@ -297,6 +363,8 @@ struct Attempts<'a> {
     outcome: &'a mut Outcome,
     /// Retries made (connect failover, resets, statuses), against `retry`'s limits.
     retries: u32,
+    /// Held from the first retry: this request counts against `max_retries`.
+    retrying: Option<Counted<'a>>,
 }
 
 impl<'a> Attempts<'a> {
@@ -314,6 +382,7 @@ impl<'a> Attempts<'a> {
             last_error: UpstreamError::NoEndpoint,
             outcome,
             retries: 0,
+            retrying: None,
         }
     }
 
@@ -336,11 +405,17 @@ impl<'a> Attempts<'a> {
             self.outcome.upstream_trace.attempts += 1;
             self.outcome.upstream_trace.endpoint = Some(Arc::clone(pool.label()));
             self.group.loads[index].begin(self.outcome);
-            match pool.checkout(!self.idempotent).await {
+            let Some(waiting) = Counted::enter(&self.group.pending, self.group.breaker.max_pending) else {
+                return Err(self.group.overloaded("max_pending"));
+            };
+            let checkout = pool.checkout(!self.idempotent).await;
+            drop(waiting);
+            match checkout {
                 Ok(lease) => return Ok(Some(lease)),
                 // Nothing was sent: any request, POST included, may go to the next endpoint.
                 Err(e) if e.is_connect_failure() => {
                     let more = self.next_endpoint < self.order.len()
+                        && self.count_as_retrying()
                         && self.group.retry.allow(retry::Cause::ConnectFailure, self.retries);
                     if more {
                         self.retries += 1;
@@ -370,7 +445,7 @@ impl<'a> Attempts<'a> {
     /// the backoff and moves to the next endpoint (round again from the first choice
     /// when every one was tried).
     async fn retry(&mut self, cause: retry::Cause, endpoint: &Arc<str>, why: &(dyn std::fmt::Display + Sync)) -> bool {
-        if !self.idempotent || !self.group.retry.allow(cause, self.retries) {
+        if !self.idempotent || !self.count_as_retrying() || !self.group.retry.allow(cause, self.retries) {
             return false;
         }
         self.retries += 1;
@@ -388,6 +463,15 @@ impl<'a> Attempts<'a> {
             self.next_endpoint = 0;
         }
         true
+    }
+
+    /// Whether this request may be among those retrying (`max_retries`); it stays
+    /// counted until it is done.
+    fn count_as_retrying(&mut self) -> bool {
+        if self.retrying.is_none() {
+            self.retrying = Counted::enter(&self.group.retrying, self.group.breaker.max_retries);
+        }
+        self.retrying.is_some()
     }
 
     /// The last lease's connection had been closed by the upstream.

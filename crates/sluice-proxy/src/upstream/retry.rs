@@ -39,6 +39,10 @@ impl RetryState {
         self.budget().deposit(Instant::now());
     }
 
+    pub(crate) fn per_try_timeout(&self) -> Option<Duration> {
+        self.settings.per_try_timeout
+    }
+
     pub(crate) fn retries_on(&self, status: StatusCode) -> bool {
         self.settings.on_status.contains(&status.as_u16())
     }
