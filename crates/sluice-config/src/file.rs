@@ -122,6 +122,19 @@ pub struct FileUpstream {
     pub retry: FileRetry,
     #[serde(default)]
     pub circuit_breaker: FileCircuitBreaker,
+    pub health_check: Option<FileHealthCheck>,
+}
+
+/// `[upstream.NAME.health_check]`: active checks, by HTTP GET.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHealthCheck {
+    pub path: Spanned<String>,
+    pub interval: Option<Spanned<ConfigDuration>>,
+    pub timeout: Option<Spanned<ConfigDuration>>,
+    pub healthy_threshold: Option<Spanned<usize>>,
+    pub unhealthy_threshold: Option<Spanned<usize>>,
+    pub expected_statuses: Option<Vec<u16>>,
 }
 
 /// `[upstream.NAME.circuit_breaker]`.

@@ -275,6 +275,8 @@ pub struct UpstreamConfig {
     pub retry: RetrySettings,
     /// Beyond these, requests get 503 at once instead of queueing.
     pub circuit_breaker: CircuitBreaker,
+    /// Active checks: None when not configured.
+    pub health_check: Option<HealthCheck>,
     /// Some: connect to the endpoints over TLS.
     pub tls: Option<UpstreamTls>,
 }
@@ -323,6 +325,24 @@ pub struct RetrySettings {
     /// One try waits this long at most for its response head (then counts as a reset).
     /// Default: none (the route's timeout bounds all tries together).
     pub per_try_timeout: Option<Duration>,
+}
+
+/// `[upstream.NAME.health_check]`: each worker GETs `path` from every endpoint every
+/// `interval`; an endpoint that fails `unhealthy_threshold` checks in a row gets no
+/// requests until it passes `healthy_threshold` in a row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub path: String,
+    /// Default 5s.
+    pub interval: Duration,
+    /// Default 1s.
+    pub timeout: Duration,
+    /// Default 2.
+    pub healthy_threshold: usize,
+    /// Default 3.
+    pub unhealthy_threshold: usize,
+    /// Default: any 2xx or 3xx.
+    pub expected_statuses: Vec<u16>,
 }
 
 /// `[upstream.NAME.circuit_breaker]`: per group, each per-core worker enforcing its

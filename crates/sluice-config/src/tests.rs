@@ -381,3 +381,19 @@ fn retry_settings_have_defaults_and_conditions_are_checked() {
     let bad = problems(&format!("{base}[upstream.api.retry]\non = [\"404\"]\n"));
     assert!(bad[0].key.ends_with("retry.on") && bad[0].message.contains("\"connect-failure\""), "{bad:?}");
 }
+
+#[test]
+fn health_checks_are_read_and_checked() {
+    let base = "[[listener]]\naddress = \"127.0.0.1:1\"\n[[route]]\nupstream = \"api\"\n[upstream.api]\nendpoints = [\"10.0.0.1:80\"]\n";
+    let check = parse(&format!("{base}[upstream.api.health_check]\npath = \"/healthz\"\n"), Path::new("s.toml"))
+        .expect("valid")
+        .upstreams[0]
+        .health_check
+        .clone()
+        .expect("configured");
+    assert_eq!((check.interval, check.healthy_threshold, check.unhealthy_threshold), (Duration::from_secs(5), 2, 3));
+    let relative = problems(&format!("{base}[upstream.api.health_check]\npath = \"healthz\"\n"));
+    assert!(relative[0].key.ends_with("health_check.path"), "{relative:?}");
+    let h2 = problems(&format!("{base}protocol = \"http2\"\n[upstream.api.health_check]\npath = \"/healthz\"\n"));
+    assert!(h2[0].message.contains("not available yet"), "{h2:?}");
+}

@@ -11,8 +11,8 @@ use toml::Spanned;
 use crate::defaults;
 use crate::duration::ConfigDuration;
 use crate::file::{
-    FileAccessLog, FileCertificate, FileConfig, FileEndpoint, FileListener, FileOutlier, FilePool, FileRetry,
-    FileRoute, FileServer, FileUpstream, FileUpstreamTls,
+    FileAccessLog, FileCertificate, FileConfig, FileEndpoint, FileHealthCheck, FileListener, FileOutlier, FilePool,
+    FileRetry, FileRoute, FileServer, FileUpstream, FileUpstreamTls,
 };
 use crate::model::*;
 use crate::Problem;
@@ -407,6 +407,16 @@ fn check_upstream(
     let balance = check_balance(checker, &key, upstream);
     let outlier = check_outlier(checker, &key, &upstream.outlier);
     let retry = check_retry(checker, &key, &upstream.retry);
+    let health_check = upstream.health_check.as_ref().and_then(|check| check_health(checker, &key, check));
+    if let (Some(check), Some(protocol)) = (&upstream.health_check, &upstream.protocol) {
+        if protocol.get_ref() == "http2" {
+            checker.problem(
+                check.path.span(),
+                format!("{key}.health_check"),
+                "checks speak HTTP/1.1 and are not available yet for protocol = \"http2\" groups; remove the table (passive health still applies)",
+            );
+        }
+    }
     let breaker = &upstream.circuit_breaker;
     let circuit_breaker = CircuitBreaker {
         max_requests: positive(checker, &breaker.max_requests, &format!("{key}.circuit_breaker.max_requests"))
@@ -437,9 +447,31 @@ fn check_upstream(
         outlier: outlier?,
         retry: retry?,
         circuit_breaker,
+        health_check,
         protocol: protocol?,
         pool: pool?,
         tls: tls?,
+    })
+}
+
+/// `[upstream.NAME.health_check]`.
+fn check_health(checker: &mut Checker, key: &str, check: &FileHealthCheck) -> Option<HealthCheck> {
+    let path = check.path.get_ref();
+    if !path.starts_with('/') {
+        checker.problem(check.path.span(), format!("{key}.health_check.path"), "must start with /, e.g. \"/healthz\"");
+        return None;
+    }
+    let key = format!("{key}.health_check");
+    Some(HealthCheck {
+        path: path.clone(),
+        interval: nonzero_duration(checker, &check.interval, &format!("{key}.interval"))
+            .unwrap_or(Duration::from_secs(5)),
+        timeout: nonzero_duration(checker, &check.timeout, &format!("{key}.timeout")).unwrap_or(Duration::from_secs(1)),
+        healthy_threshold: positive(checker, &check.healthy_threshold, &format!("{key}.healthy_threshold"))
+            .unwrap_or(2),
+        unhealthy_threshold: positive(checker, &check.unhealthy_threshold, &format!("{key}.unhealthy_threshold"))
+            .unwrap_or(3),
+        expected_statuses: check.expected_statuses.clone().unwrap_or_default(),
     })
 }
 

@@ -249,3 +249,50 @@ async fn a_hanging_backend_costs_one_per_try_timeout_then_is_ejected() {
     assert_eq!(good_served.load(Ordering::SeqCst), 20);
     sluice.wait_for_log("endpoint ejected");
 }
+
+/// A backend whose `/healthz` answers 200 while `healthy` is set, 503 otherwise; it
+/// counts the other requests.
+async fn checked_backend(healthy: Arc<std::sync::atomic::AtomicBool>) -> (Upstream, Arc<AtomicUsize>) {
+    let served = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&served);
+    let upstream = Upstream::start(move |req: Request<Incoming>| {
+        let (counter, healthy) = (Arc::clone(&counter), Arc::clone(&healthy));
+        async move {
+            let mut response = Response::new(full("x"));
+            if req.uri().path() == "/healthz" {
+                if !healthy.load(Ordering::SeqCst) {
+                    *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+                }
+            } else {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+            response
+        }
+    })
+    .await;
+    (upstream, served)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_health_checks_take_an_endpoint_out_and_bring_it_back() {
+    use std::sync::atomic::AtomicBool;
+    let a_health = Arc::new(AtomicBool::new(true));
+    let b_health = Arc::new(AtomicBool::new(true));
+    let (a, a_served) = checked_backend(Arc::clone(&a_health)).await;
+    let (b, b_served) = checked_backend(Arc::clone(&b_health)).await;
+    let settings = "balance = \"round_robin\"\n[upstream.up.health_check]\npath = \"/healthz\"\ninterval = \"50ms\"\n\
+                    healthy_threshold = 2\nunhealthy_threshold = 2";
+    let sluice = Sluice::start(&config(&format!("\"{}\", \"{}\"", a.addr, b.addr), settings));
+    b_health.store(false, Ordering::SeqCst);
+    sluice.wait_for_log("health check: endpoint unhealthy");
+    let before = b_served.load(Ordering::SeqCst);
+    load(&sluice, 1, 20, None).await;
+    assert_eq!(b_served.load(Ordering::SeqCst), before, "no request reached the unhealthy endpoint");
+    assert!(a_served.load(Ordering::SeqCst) >= 20);
+    b_health.store(true, Ordering::SeqCst);
+    sluice.wait_for_log("health check: endpoint healthy again");
+    let before = b_served.load(Ordering::SeqCst);
+    load(&sluice, 1, 20, None).await;
+    assert_eq!(b_served.load(Ordering::SeqCst) - before, 10, "back in rotation: half of round robin");
+    drop(a_health);
+}

@@ -16,6 +16,7 @@ use sluice_config::{Balance, HashKey, OutlierSettings};
 use sluice_policy::balance::{stable_hash, Algorithm, Balancer, Load, PeakEwma};
 use sluice_policy::health::{Outlier, OutlierRules, Verdict};
 
+use super::active::ActiveHealth;
 use crate::outcome::{Feedback, Outcome};
 
 /// The passive health of a group's endpoints (`sluice_policy::health`), fed by the
@@ -28,12 +29,19 @@ pub(crate) struct GroupHealth {
     outliers: Mutex<Vec<Outlier>>,
     /// Set when an endpoint is ejected: until then nobody needs the clock or the lock.
     maybe_ejected: AtomicBool,
-    /// When panic mode was last logged (seconds since start of the group), rate-limiting it.
+    /// When panic mode was last logged, rate-limiting it.
     panic_logged: Mutex<Option<Instant>>,
+    /// Active checks' verdicts, when configured.
+    active: Option<Arc<ActiveHealth>>,
 }
 
 impl GroupHealth {
-    pub(crate) fn new(group: Arc<str>, labels: Vec<Arc<str>>, settings: &OutlierSettings) -> Arc<Self> {
+    pub(crate) fn new(
+        group: Arc<str>,
+        labels: Vec<Arc<str>>,
+        settings: &OutlierSettings,
+        active: Option<Arc<ActiveHealth>>,
+    ) -> Arc<Self> {
         let rules = (settings.consecutive_failures > 0).then_some(OutlierRules {
             consecutive_failures: settings.consecutive_failures,
             base_ejection: settings.base_ejection,
@@ -46,6 +54,7 @@ impl GroupHealth {
             rules,
             maybe_ejected: AtomicBool::new(false),
             panic_logged: Mutex::new(None),
+            active,
         })
     }
 
@@ -54,6 +63,9 @@ impl GroupHealth {
     }
 
     fn healthy(&self, index: usize) -> bool {
+        if self.active.as_ref().is_some_and(|active| !active.healthy(index)) {
+            return false;
+        }
         if !self.maybe_ejected.load(Ordering::Relaxed) {
             return true;
         }
@@ -88,12 +100,12 @@ impl GroupHealth {
         }
     }
 
-    /// Logs (at most every 10 s) that every endpoint is ejected and all are used anyway.
+    /// Logs (at most every 10 s) that every endpoint is unhealthy and all are used anyway.
     fn note_panic(&self) {
         let mut last = self.panic_logged.lock().unwrap_or_else(|p| p.into_inner());
         if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
             *last = Some(Instant::now());
-            tracing::warn!(upstream = %self.group, "panic mode: every endpoint is ejected; trying them all rather than failing every request");
+            tracing::warn!(upstream = %self.group, "panic mode: every endpoint is ejected or unhealthy; trying them all rather than failing every request");
         }
     }
 }
@@ -220,7 +232,9 @@ pub(crate) fn hash_key<B>(key: &HashKey, request: &Request<B>, client: SocketAdd
 /// Picks the first endpoint to try.
 pub(crate) fn pick(balancer: &Balancer, loads: &[Arc<EndpointLoad>], key: Option<u64>) -> usize {
     if let Some(first) = loads.first() {
-        if first.health.maybe_ejected.load(Ordering::Relaxed) && loads.iter().all(|l| !l.health.healthy(l.index)) {
+        let health = &first.health;
+        let maybe_unhealthy = health.active.is_some() || health.maybe_ejected.load(Ordering::Relaxed);
+        if maybe_unhealthy && loads.iter().all(|l| !l.health.healthy(l.index)) {
             first.health.note_panic();
         }
     }

@@ -21,6 +21,7 @@ use super::UpstreamError;
 use crate::body::RequestBody;
 
 /// Dials one endpoint: TCP, then TLS if configured, all within the connect timeout.
+#[derive(Clone)]
 pub(crate) struct Dialer {
     pub(crate) dns: Arc<DnsCache>,
     pub(crate) endpoint: Endpoint,
@@ -30,7 +31,7 @@ pub(crate) struct Dialer {
 }
 
 impl Dialer {
-    async fn dial(&self) -> Result<UpstreamStream, UpstreamError> {
+    pub(crate) async fn dial(&self) -> Result<UpstreamStream, UpstreamError> {
         let endpoint = || self.label.to_string();
         tokio::time::timeout(self.timeout, async {
             let tcp = tcp_connect(&self.dns, &self.endpoint)

@@ -2,6 +2,7 @@
 //! that outlives config snapshots), and sending one request with failover. Balancing,
 //! health state and retry budgets hang here.
 
+mod active;
 mod balance;
 mod connect;
 mod dns;
@@ -106,6 +107,7 @@ impl UpstreamGroup {
             None => None,
         };
         let mut pools = Vec::with_capacity(config.endpoints.len());
+        let mut dialers = Vec::with_capacity(config.endpoints.len());
         for endpoint in &config.endpoints {
             let key = PoolKey {
                 endpoint: endpoint.clone(),
@@ -121,6 +123,7 @@ impl UpstreamGroup {
                 timeout: config.pool.connect_timeout,
                 tls: tls.clone(),
             };
+            dialers.push(dialer.clone());
             pools.push(registry.pool(key, |cap| {
                 Ok(match config.protocol {
                     UpstreamProtocol::Http1 => {
@@ -133,7 +136,9 @@ impl UpstreamGroup {
             })?);
         }
         let labels: Vec<Arc<str>> = pools.iter().map(|p| Arc::clone(p.label())).collect();
-        let health = balance::GroupHealth::new(Arc::from(config.name.as_str()), labels, &config.outlier);
+        let active =
+            config.health_check.clone().map(|check| active::start(Arc::from(config.name.as_str()), dialers, check));
+        let health = balance::GroupHealth::new(Arc::from(config.name.as_str()), labels, &config.outlier, active);
         let names: Vec<String> = config.endpoints.iter().map(ToString::to_string).collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let hash_key = match &config.balance {

@@ -1,0 +1,101 @@
+//! Active health checks: a task per group on each worker GETs the configured path from
+//! every endpoint every interval (over a connection of its own, closed after), and
+//! flips an endpoint's state after `unhealthy_threshold` failures or
+//! `healthy_threshold` passes in a row. Transitions are logged. The task ends with the
+//! group (a new snapshot that drops the group stops its checks).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+
+use sluice_config::HealthCheck;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::connect::Dialer;
+
+/// Each endpoint's active health: healthy until checks say otherwise.
+pub(crate) struct ActiveHealth {
+    healthy: Vec<AtomicBool>,
+}
+
+impl ActiveHealth {
+    pub(crate) fn healthy(&self, index: usize) -> bool {
+        self.healthy.get(index).is_none_or(|h| h.load(Ordering::Relaxed))
+    }
+}
+
+/// Starts the checks of a group; the returned state is read by the balancer.
+pub(crate) fn start(group: Arc<str>, dialers: Vec<Dialer>, check: HealthCheck) -> Arc<ActiveHealth> {
+    let health = Arc::new(ActiveHealth { healthy: dialers.iter().map(|_| AtomicBool::new(true)).collect() });
+    tokio::spawn(run(group, dialers, check, Arc::downgrade(&health)));
+    health
+}
+
+async fn run(group: Arc<str>, dialers: Vec<Dialer>, check: HealthCheck, health: Weak<ActiveHealth>) {
+    // Per endpoint: checks in a row that disagree with its current state.
+    let mut streaks = vec![0usize; dialers.len()];
+    let mut failing = vec![false; dialers.len()];
+    let mut tick = tokio::time::interval(check.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(health) = health.upgrade() else { return };
+        for (i, dialer) in dialers.iter().enumerate() {
+            let result = tokio::time::timeout(check.timeout, probe(dialer, &check)).await;
+            let passed = matches!(result, Ok(Ok(status)) if expected(&check, status));
+            // A check that agrees with the current state ends any streak against it.
+            if passed != failing[i] {
+                streaks[i] = 0;
+            } else {
+                streaks[i] += 1;
+            }
+            let threshold = if failing[i] { check.healthy_threshold } else { check.unhealthy_threshold };
+            if streaks[i] >= threshold {
+                failing[i] = !failing[i];
+                streaks[i] = 0;
+                health.healthy[i].store(!failing[i], Ordering::Relaxed);
+                let why = match &result {
+                    Ok(Ok(status)) => format!("status {status}"),
+                    Ok(Err(e)) => e.clone(),
+                    Err(_) => "timed out".to_string(),
+                };
+                if failing[i] {
+                    tracing::warn!(upstream = %group, endpoint = %dialer.label, last = %why, "health check: endpoint unhealthy; no requests until it passes again");
+                } else {
+                    tracing::info!(upstream = %group, endpoint = %dialer.label, "health check: endpoint healthy again");
+                }
+            }
+        }
+    }
+}
+
+fn expected(check: &HealthCheck, status: u16) -> bool {
+    if check.expected_statuses.is_empty() {
+        (200..400).contains(&status)
+    } else {
+        check.expected_statuses.contains(&status)
+    }
+}
+
+/// One check: connect, GET the path, read the status line.
+async fn probe(dialer: &Dialer, check: &HealthCheck) -> Result<u16, String> {
+    let mut stream = dialer.dial().await.map_err(|e| e.to_string())?;
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: sluice-health-check\r\nConnection: close\r\n\r\n",
+        check.path, dialer.endpoint
+    );
+    stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut head = Vec::with_capacity(256);
+    let mut buf = [0u8; 256];
+    while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 4096 {
+        let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("closed before a status line".into());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&head);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("not an HTTP status line: {:?}", line.lines().next().unwrap_or("")))
+}
