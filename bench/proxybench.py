@@ -119,10 +119,14 @@ http {{
 """
 
 
+ECHO_MODULE = "/usr/lib/nginx/modules/ngx_http_echo_module.so"
+
+
 def start_backend(work):
-    """One nginx on three ports (the 3-backend scenario balances over them); returns the
-    process and the ports."""
-    port, port2, port3 = free_port(), free_port(), free_port()
+    """One nginx on three ports (the 3-backend scenarios balance over them), and a fourth
+    whose /small answers 50 ms late (nginx's echo module: the slow-backend scenario);
+    returns the process and the ports."""
+    port, port2, port3, slow = free_port(), free_port(), free_port(), free_port()
     with open(os.path.join(work, "big.bin"), "wb") as f:
         f.write(b"b" * 16384)
     conf = nginx_preamble(work, "backend", master=False) + f"""
@@ -134,13 +138,18 @@ def start_backend(work):
         location = /big {{ default_type application/octet-stream; alias {work}/big.bin; }}
         location = /status {{ stub_status; }}
     }}
+    server {{
+        listen 127.0.0.1:{slow} backlog=4096;
+        location = /small {{ default_type text/plain; echo_sleep 0.05; echo -n "{SMALL_BODY}"; }}
+    }}
 }}
 """
+    conf = f"load_module {ECHO_MODULE};\n" + conf
     path = os.path.join(work, "backend.conf")
     open(path, "w").write(conf)
     proc = Proc(["nginx", "-c", path, "-p", work], LOAD_CPU, os.path.join(work, "backend.log"))
     wait_port(port)
-    return proc, [port, port2, port3]
+    return proc, [port, port2, port3, slow]
 
 
 NGINX_JSON_LOG = """
@@ -148,10 +157,11 @@ NGINX_JSON_LOG = """
 """
 
 
-def start_nginx(work, backends, access_log=False):
-    """nginx; with `access_log`, JSON lines much like sluice's, buffered (64 KiB, 1 s flush)."""
+def start_nginx(work, backends, access_log=False, least=False):
+    """nginx; with `access_log`, JSON lines much like sluice's, buffered (64 KiB, 1 s flush);
+    `least`: least_conn balancing."""
     h1, h2 = free_port(), free_port()
-    servers = " ".join(f"server 127.0.0.1:{b};" for b in backends)
+    servers = ("least_conn; " if least else "") + " ".join(f"server 127.0.0.1:{b};" for b in backends)
     log = NGINX_JSON_LOG + f"    access_log {work}/nginx-access.log json buffer=64k flush=1s;\n" if access_log else ""
     conf = nginx_preamble(work, "nginx", master=True, access_log=access_log) + log + f"""
     upstream backend {{ {servers} keepalive 1024; keepalive_requests 100000000; }}
@@ -169,7 +179,7 @@ def start_nginx(work, backends, access_log=False):
     return proc, h1, h2
 
 
-def start_haproxy(work, backends):
+def start_haproxy(work, backends, least=False):
     h1, h2 = free_port(), free_port()
     conf = f"""
 global
@@ -191,7 +201,7 @@ frontend f
     bind 127.0.0.1:{h2} proto h2 backlog 4096
     default_backend b
 backend b
-""" + "".join(f"    server s{i} 127.0.0.1:{b} maxconn 10000\n" for i, b in enumerate(backends))
+""" + ("    balance leastconn\n" if least else "") + "".join(f"    server s{i} 127.0.0.1:{b} maxconn 10000\n" for i, b in enumerate(backends))
     path = os.path.join(work, "haproxy.cfg")
     open(path, "w").write(conf)
     proc = Proc(["haproxy", "-f", path], PROXY_CPU, os.path.join(work, "haproxy.log"))
@@ -327,7 +337,17 @@ def measure_idle(port, pids, count):
     return {"rss_before_kib": before, "rss_after_kib": result["after"], "kib_per_conn": per_conn}
 
 
-SCENARIOS = ["c64-small", "c1024-small", "c64-16k", "c64-3backends", "h2c-16x32", "rate5000", "idle10k"]
+SCENARIOS = ["c64-small", "c1024-small", "c64-16k", "c64-3backends", "c1024-3backends", "c64-slow1of3",
+             "h2c-16x32", "rate5000", "idle10k"]
+# Which backends a scenario balances over (default: the first port alone).
+BACKENDS = {
+    "c64-3backends": lambda ports: ports[:3],
+    "c1024-3backends": lambda ports: ports[:3],
+    "c64-slow1of3": lambda ports: [ports[0], ports[1], ports[3]],  # the third adds 50 ms
+}
+# Scenarios where nginx and HAProxy balance by least connections (sluice by its default,
+# least_request), as issue 10's benchmark asks; elsewhere they round-robin.
+LEAST_CONN = ("c1024-3backends", "c64-slow1of3")
 
 
 def backend_accepts(backend_port):
@@ -346,6 +366,10 @@ def run_scenario(name, port, h2port, pids, args, work, backend_port):
     elif name == "c1024-small":
         r = run_wrk(port, "/small", 1024, args.duration)
     elif name == "c64-3backends":
+        r = run_wrk(port, "/small", 64, args.duration)
+    elif name == "c1024-3backends":
+        r = run_wrk(port, "/small", 1024, args.duration)
+    elif name == "c64-slow1of3":
         r = run_wrk(port, "/small", 64, args.duration)
     elif name == "c64-16k":
         r = run_wrk(port, "/big", 64, args.duration)
@@ -389,7 +413,7 @@ def main():
         for round_no in range(args.rounds):
             for name in scenarios:
                 for proxy in proxies:
-                    if proxy == "direct" and name in ("h2c-16x32", "idle10k", "c64-3backends"):
+                    if proxy == "direct" and (name in ("h2c-16x32", "idle10k") or name in BACKENDS):
                         continue
                     # A fresh proxy process per scenario, so one scenario's memory and
                     # connections do not carry into the next.
@@ -407,8 +431,12 @@ def main():
                             "sluice-shared": lambda w, b: start_sluice(w, b, server='upstream_pools = "shared"'),
                             "sluice-1w": lambda w, b: start_sluice(w, b, workers=1),
                         }[proxy]
-                        backends = backend_ports if name == "c64-3backends" else backend_ports[:1]
-                        proc, port, h2port = starter(work, backends)
+                        backends = BACKENDS.get(name, lambda ports: ports[:1])(backend_ports)
+                        if proxy in ("nginx", "haproxy") and name in LEAST_CONN:
+                            starter = {"nginx": start_nginx, "haproxy": start_haproxy}[proxy]
+                            proc, port, h2port = starter(work, backends, least=True)
+                        else:
+                            proc, port, h2port = starter(work, backends)
                         time.sleep(0.3)
                         pids = proc.worker_pids()
                     try:
