@@ -44,6 +44,13 @@ impl Outlier {
         self.consecutive = 0;
     }
 
+    /// Back in rotation now (an active check passed again); the count of past
+    /// ejections is kept, so a flapping endpoint's next ejection is still longer.
+    pub fn reinstate(&mut self) {
+        self.ejected_until = None;
+        self.consecutive = 0;
+    }
+
     /// A failed request. `ejected_now` is how many endpoints of the group are ejected,
     /// `group` how many it has.
     pub fn failure(&mut self, now: Instant, rules: &OutlierRules, ejected_now: usize, group: usize) -> Verdict {
@@ -98,6 +105,21 @@ mod tests {
             }
         }
         assert!(!flapping.is_ejected(later + Duration::from_secs(400 * 100 + MAX_EJECTION.as_secs() + 1)), "capped");
+    }
+
+    #[test]
+    fn a_reinstated_endpoint_is_back_at_once_but_its_next_ejection_is_longer() {
+        let now = Instant::now();
+        let mut o = Outlier::default();
+        for _ in 0..3 {
+            o.failure(now, &RULES, 0, 4);
+        }
+        o.reinstate();
+        assert!(!o.is_ejected(now));
+        for _ in 0..2 {
+            assert_eq!(o.failure(now, &RULES, 0, 4), Verdict::Unchanged, "the count started again");
+        }
+        assert_eq!(o.failure(now, &RULES, 0, 4), Verdict::Ejected(Duration::from_secs(20)));
     }
 
     #[test]

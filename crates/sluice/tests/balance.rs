@@ -296,3 +296,97 @@ async fn active_health_checks_take_an_endpoint_out_and_bring_it_back() {
     assert_eq!(b_served.load(Ordering::SeqCst) - before, 10, "back in rotation: half of round robin");
     drop(a_health);
 }
+
+/// A backend that can be killed (listener and every connection dropped at once) and
+/// started again on the same port.
+struct Killable {
+    addr: std::net::SocketAddr,
+    served: Arc<AtomicUsize>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Killable {
+    async fn start(addr: std::net::SocketAddr, served: Arc<AtomicUsize>) -> Killable {
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut tasks = tokio::task::JoinSet::new();
+        let counter = Arc::clone(&served);
+        tasks.spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                let counter = Arc::clone(&counter);
+                connections.spawn(async move {
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        if req.uri().path() != "/healthz" {
+                            counter.fetch_add(1, Ordering::SeqCst);
+                        }
+                        async { Ok::<_, std::convert::Infallible>(Response::new(full("x"))) }
+                    });
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                });
+            }
+        });
+        Killable { addr, served, tasks }
+    }
+
+    /// Drops the listener and every connection (aborting the connections' tasks).
+    async fn kill(mut self) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        (self.addr, self.served)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_one_of_three_backends_under_load_costs_clients_nothing_and_it_returns() {
+    let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut backends = Vec::new();
+    for _ in 0..3 {
+        backends.push(Killable::start(any, Arc::new(AtomicUsize::new(0))).await);
+    }
+    let endpoints = backends.iter().map(|b| format!("\"{}\"", b.addr)).collect::<Vec<_>>().join(", ");
+    let settings = "[upstream.up.health_check]\npath = \"/healthz\"\ninterval = \"50ms\"\ntimeout = \"200ms\"\n\
+                    healthy_threshold = 2\nunhealthy_threshold = 2";
+    let sluice = Sluice::start(&config(&endpoints, settings));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            let (addr, stop, ok, failed) = (sluice.addr, Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failed));
+            tokio::spawn(async move {
+                let mut conn = client::h1(addr).await;
+                let mut i = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let (parts, _) = send1(&mut conn, client::get(&format!("/{c}/{i}"))).await;
+                    let counter = if parts.status == 200 { &ok } else { &failed };
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    let wait_served = |served: &Arc<AtomicUsize>, more: usize| {
+        let (served, target) = (Arc::clone(served), served.load(Ordering::SeqCst) + more);
+        async move {
+            let deadline = std::time::Instant::now() + support::WAIT;
+            while served.load(Ordering::SeqCst) < target {
+                assert!(std::time::Instant::now() < deadline, "the backend never got {more} more requests");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    let victim = backends.pop().expect("three");
+    wait_served(&victim.served, 50).await; // load is flowing to all three
+    let (addr, served) = victim.kill().await;
+    sluice.wait_for_log("health check: endpoint unhealthy");
+    let revived = Killable::start(addr, served).await;
+    sluice.wait_for_log("health check: endpoint healthy again");
+    wait_served(&revived.served, 50).await; // back in rotation
+    stop.store(true, Ordering::SeqCst);
+    for client in clients {
+        client.await.expect("client");
+    }
+    assert_eq!(failed.load(Ordering::SeqCst), 0, "of {} requests, none failed", ok.load(Ordering::SeqCst));
+    drop((revived, backends));
+}

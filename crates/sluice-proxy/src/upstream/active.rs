@@ -15,17 +15,27 @@ use super::connect::Dialer;
 /// Each endpoint's active health: healthy until checks say otherwise.
 pub(crate) struct ActiveHealth {
     healthy: Vec<AtomicBool>,
+    /// Set when checks pass again after failing: a passive ejection then ends too (the
+    /// checks are the stronger evidence). Taken by the balancer.
+    recovered: Vec<AtomicBool>,
 }
 
 impl ActiveHealth {
     pub(crate) fn healthy(&self, index: usize) -> bool {
         self.healthy.get(index).is_none_or(|h| h.load(Ordering::Relaxed))
     }
+
+    /// Whether endpoint `index` recovered since the last call.
+    pub(crate) fn take_recovered(&self, index: usize) -> bool {
+        self.recovered.get(index).is_some_and(|r| r.swap(false, Ordering::Relaxed))
+    }
 }
 
 /// Starts the checks of a group; the returned state is read by the balancer.
 pub(crate) fn start(group: Arc<str>, dialers: Vec<Dialer>, check: HealthCheck) -> Arc<ActiveHealth> {
-    let health = Arc::new(ActiveHealth { healthy: dialers.iter().map(|_| AtomicBool::new(true)).collect() });
+    let flags = || dialers.iter().map(|_| AtomicBool::new(false)).collect();
+    let health =
+        Arc::new(ActiveHealth { healthy: dialers.iter().map(|_| AtomicBool::new(true)).collect(), recovered: flags() });
     tokio::spawn(run(group, dialers, check, Arc::downgrade(&health)));
     health
 }
@@ -53,6 +63,7 @@ async fn run(group: Arc<str>, dialers: Vec<Dialer>, check: HealthCheck, health: 
                 failing[i] = !failing[i];
                 streaks[i] = 0;
                 health.healthy[i].store(!failing[i], Ordering::Relaxed);
+                health.recovered[i].store(!failing[i], Ordering::Relaxed);
                 let why = match &result {
                     Ok(Ok(status)) => format!("status {status}"),
                     Ok(Err(e)) => e.clone(),

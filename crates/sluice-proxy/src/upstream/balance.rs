@@ -70,7 +70,10 @@ impl GroupHealth {
             return true;
         }
         let now = Instant::now();
-        let outliers = self.lock();
+        let mut outliers = self.lock();
+        if self.active.as_ref().is_some_and(|active| active.take_recovered(index)) {
+            outliers[index].reinstate();
+        }
         if outliers.iter().all(|o| !o.is_ejected(now)) {
             self.maybe_ejected.store(false, Ordering::Relaxed);
         }
@@ -89,6 +92,9 @@ impl GroupHealth {
         let ejected_now = outliers.iter().filter(|o| o.is_ejected(now)).count();
         let group = outliers.len();
         if let Verdict::Ejected(time) = outliers[index].failure(now, rules, ejected_now, group) {
+            if let Some(active) = &self.active {
+                active.take_recovered(index); // a recovery before this ejection does not end it
+            }
             self.maybe_ejected.store(true, Ordering::Relaxed);
             tracing::warn!(
                 upstream = %self.group,
