@@ -113,6 +113,7 @@ pub struct FileUpstream {
     pub protocol: Option<Spanned<String>>,
     pub balance: Option<Spanned<String>>,
     pub hash_key: Option<Spanned<String>>,
+    pub slow_start: Option<Spanned<ConfigDuration>>,
     #[serde(default)]
     pub pool: FilePool,
     pub tls: Option<FileUpstreamTls>,

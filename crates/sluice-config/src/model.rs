@@ -267,6 +267,9 @@ pub struct UpstreamConfig {
     pub weights: Vec<u32>,
     /// How requests are spread over the endpoints. Default least_request.
     pub balance: Balance,
+    /// An endpoint back in rotation ramps from 10% to its full weight over this long.
+    /// Default 0 (off).
+    pub slow_start: Duration,
     pub protocol: UpstreamProtocol,
     pub pool: PoolSettings,
     /// Passive health: when an endpoint is ejected for failing.

@@ -444,6 +444,7 @@ fn check_upstream(
         endpoints,
         weights,
         balance: balance?,
+        slow_start: upstream.slow_start.as_ref().map_or(Duration::ZERO, |d| d.get_ref().0),
         outlier: outlier?,
         retry: retry?,
         circuit_breaker,

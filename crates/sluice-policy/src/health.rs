@@ -46,9 +46,14 @@ impl Outlier {
 
     /// Back in rotation now (an active check passed again); the count of past
     /// ejections is kept, so a flapping endpoint's next ejection is still longer.
-    pub fn reinstate(&mut self) {
-        self.ejected_until = None;
+    pub fn reinstate(&mut self, now: Instant) {
+        self.ejected_until = Some(now);
         self.consecutive = 0;
+    }
+
+    /// When it came back into rotation, if it ever was out (for slow start).
+    pub fn back_since(&self, now: Instant) -> Option<Instant> {
+        self.ejected_until.filter(|until| *until <= now)
     }
 
     /// A failed request. `ejected_now` is how many endpoints of the group are ejected,
@@ -114,8 +119,9 @@ mod tests {
         for _ in 0..3 {
             o.failure(now, &RULES, 0, 4);
         }
-        o.reinstate();
+        o.reinstate(now);
         assert!(!o.is_ejected(now));
+        assert_eq!(o.back_since(now), Some(now), "back now: slow start counts from here");
         for _ in 0..2 {
             assert_eq!(o.failure(now, &RULES, 0, 4), Verdict::Unchanged, "the count started again");
         }

@@ -390,3 +390,24 @@ async fn killing_one_of_three_backends_under_load_costs_clients_nothing_and_it_r
     assert_eq!(failed.load(Ordering::SeqCst), 0, "of {} requests, none failed", ok.load(Ordering::SeqCst));
     drop((revived, backends));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_back_in_rotation_ramps_up_over_slow_start() {
+    use std::sync::atomic::AtomicBool;
+    let a_health = Arc::new(AtomicBool::new(true));
+    let b_health = Arc::new(AtomicBool::new(false));
+    let (a, a_served) = checked_backend(Arc::clone(&a_health)).await;
+    let (b, b_served) = checked_backend(Arc::clone(&b_health)).await;
+    let settings = "balance = \"round_robin\"\nslow_start = \"60s\"\n[upstream.up.health_check]\npath = \"/healthz\"\n\
+                    interval = \"50ms\"\nhealthy_threshold = 1\nunhealthy_threshold = 1";
+    let sluice = Sluice::start(&config(&format!("\"{}\", \"{}\"", a.addr, b.addr), settings));
+    sluice.wait_for_log("health check: endpoint unhealthy");
+    b_health.store(true, Ordering::SeqCst);
+    sluice.wait_for_log("health check: endpoint healthy again");
+    let (a_before, b_before) = (a_served.load(Ordering::SeqCst), b_served.load(Ordering::SeqCst));
+    load(&sluice, 1, 110, None).await;
+    let (a_got, b_got) = (a_served.load(Ordering::SeqCst) - a_before, b_served.load(Ordering::SeqCst) - b_before);
+    // Seconds into a 60 s ramp, it has about 10% of its weight: ~10 of 110, not 55.
+    assert!((5..=20).contains(&b_got), "the returning endpoint got {b_got} of {}", a_got + b_got);
+    drop(a_health);
+}

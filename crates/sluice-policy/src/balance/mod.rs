@@ -42,6 +42,9 @@ pub struct Load {
     pub latency: f64,
     /// Not ejected or failing health checks. When no endpoint is healthy, all are used.
     pub healthy: bool,
+    /// Slow start: the share of its weight an endpoint back in rotation has so far, in
+    /// (0, 1]; 1 otherwise. Consistent hashing ignores it (keys do not ramp).
+    pub weight_factor: f64,
 }
 
 /// The balancer of one group of endpoints.
@@ -60,7 +63,7 @@ impl Balancer {
     pub fn new(algorithm: Algorithm, weights: &[u32], names: &[&str]) -> Balancer {
         let weights: Vec<u32> = weights.iter().map(|w| (*w).max(1)).collect();
         let maglev = (algorithm == Algorithm::ConsistentHash).then(|| Maglev::new(names, &weights));
-        Balancer { algorithm, smooth: Mutex::new(SmoothWeighted::new(&weights)), weights, maglev }
+        Balancer { algorithm, smooth: Mutex::new(SmoothWeighted::new(weights.len())), weights, maglev }
     }
 
     pub fn algorithm(&self) -> Algorithm {
@@ -86,21 +89,24 @@ impl Balancer {
         // Panic mode: with no healthy endpoint, every endpoint is eligible.
         let any_healthy = (0..n).any(|i| load(i).healthy);
         let eligible = |i: usize| !any_healthy || load(i).healthy;
+        // The weight in effect: a slow-starting endpoint's share of its weight.
+        let weight = |i: usize| f64::from(self.weights[i]) * load(i).weight_factor.clamp(0.01, 1.0);
         match self.algorithm {
             Algorithm::RoundRobin => {
-                self.smooth.lock().unwrap_or_else(|p| p.into_inner()).next(&self.weights, eligible)
+                let whole = |i: usize| (weight(i) * 1000.0).round().max(1.0) as i64;
+                self.smooth.lock().unwrap_or_else(|p| p.into_inner()).next(n, whole, eligible)
             }
-            Algorithm::Random => self.weighted_random(random(), &eligible),
+            Algorithm::Random => self.weighted_random(random(), &eligible, &weight),
             Algorithm::LeastRequest => {
-                self.two_choices(random, &eligible, |i| f64::from(load(i).outstanding) / f64::from(self.weights[i]))
+                self.two_choices(random, &eligible, &weight, |i| f64::from(load(i).outstanding) / weight(i))
             }
-            Algorithm::Ewma => self.two_choices(random, &eligible, |i| {
+            Algorithm::Ewma => self.two_choices(random, &eligible, &weight, |i| {
                 let l = load(i);
-                l.latency * f64::from(l.outstanding + 1) / f64::from(self.weights[i])
+                l.latency * f64::from(l.outstanding + 1) / weight(i)
             }),
             Algorithm::ConsistentHash => match (&self.maglev, key) {
                 (Some(maglev), Some(key)) => maglev.lookup_eligible(key, eligible),
-                _ => self.weighted_random(random(), &eligible),
+                _ => self.weighted_random(random(), &eligible, &weight),
             },
         }
     }
@@ -113,20 +119,21 @@ impl Balancer {
     }
 
     /// An eligible endpoint drawn by weight.
-    fn weighted_random(&self, r: u64, eligible: &impl Fn(usize) -> bool) -> usize {
-        let total: u64 = self.eligible_weights(eligible).map(|(_, w)| w).sum();
-        let mut point = r % total.max(1);
-        for (i, w) in self.eligible_weights(eligible) {
+    fn weighted_random(&self, r: u64, eligible: &impl Fn(usize) -> bool, weight: &impl Fn(usize) -> f64) -> usize {
+        let n = self.weights.len();
+        let total: f64 = (0..n).filter(|i| eligible(*i)).map(weight).sum();
+        // 53 random bits as a fraction of the total.
+        let mut point = (r >> 11) as f64 / (1u64 << 53) as f64 * total;
+        let mut last = 0;
+        for i in (0..n).filter(|i| eligible(*i)) {
+            let w = weight(i);
             if point < w {
                 return i;
             }
             point -= w;
+            last = i;
         }
-        0
-    }
-
-    fn eligible_weights<'a>(&'a self, eligible: &'a impl Fn(usize) -> bool) -> impl Iterator<Item = (usize, u64)> + 'a {
-        self.weights.iter().enumerate().filter(move |(i, _)| eligible(*i)).map(|(i, w)| (i, u64::from(*w)))
+        last
     }
 
     /// Two distinct eligible endpoints drawn at random (by weight); the one of lower `cost`.
@@ -134,10 +141,11 @@ impl Balancer {
         &self,
         random: &mut impl FnMut() -> u64,
         eligible: &impl Fn(usize) -> bool,
+        weight: &impl Fn(usize) -> f64,
         cost: impl Fn(usize) -> f64,
     ) -> usize {
-        let a = self.weighted_random(random(), eligible);
-        let mut b = self.weighted_random(random(), eligible);
+        let a = self.weighted_random(random(), eligible, weight);
+        let mut b = self.weighted_random(random(), eligible, weight);
         if b == a {
             // Another draw among the other eligible ones, uniformly: two distinct
             // candidates whenever there are two.

@@ -8,24 +8,25 @@ pub(super) struct SmoothWeighted {
 }
 
 impl SmoothWeighted {
-    pub(super) fn new(weights: &[u32]) -> Self {
-        SmoothWeighted { current: vec![0; weights.len()] }
+    pub(super) fn new(endpoints: usize) -> Self {
+        SmoothWeighted { current: vec![0; endpoints] }
     }
 
     /// The next endpoint among the `eligible` ones (the others sit the turn out, as
     /// nginx skips peers that are down).
-    pub(super) fn next(&mut self, weights: &[u32], eligible: impl Fn(usize) -> bool) -> usize {
-        if self.current.len() != weights.len() {
-            self.current = vec![0; weights.len()];
+    pub(super) fn next(&mut self, n: usize, weight: impl Fn(usize) -> i64, eligible: impl Fn(usize) -> bool) -> usize {
+        if self.current.len() != n {
+            self.current = vec![0; n];
         }
         let mut total = 0i64;
         let mut best: Option<usize> = None;
-        for (i, w) in weights.iter().enumerate() {
+        for i in 0..n {
             if !eligible(i) {
                 continue;
             }
-            total += i64::from(*w);
-            self.current[i] += i64::from(*w);
+            let w = weight(i);
+            total += w;
+            self.current[i] += w;
             if best.is_none_or(|b| self.current[i] > self.current[b]) {
                 best = Some(i);
             }

@@ -14,7 +14,7 @@ fn rng(seed: u64) -> impl FnMut() -> u64 {
 }
 
 fn idle(_: usize) -> Load {
-    Load { outstanding: 0, latency: 0.01, healthy: true }
+    Load { outstanding: 0, latency: 0.01, healthy: true, weight_factor: 1.0 }
 }
 
 fn shares(balancer: &Balancer, picks: usize, load: impl Fn(usize) -> Load) -> Vec<f64> {
@@ -49,7 +49,12 @@ fn weights_hold_within_tolerance_for_every_algorithm_on_idle_endpoints() {
 fn least_request_keeps_a_busy_endpoints_share_low() {
     let b = Balancer::new(Algorithm::LeastRequest, &[1, 1, 1], &["a", "b", "c"]);
     // Endpoint 2 has 10 requests outstanding (it is slow); the others 1.
-    let s = shares(&b, 30_000, |i| Load { outstanding: if i == 2 { 10 } else { 1 }, latency: 0.0, healthy: true });
+    let s = shares(&b, 30_000, |i| Load {
+        outstanding: if i == 2 { 10 } else { 1 },
+        latency: 0.0,
+        healthy: true,
+        weight_factor: 1.0,
+    });
     // With two choices it is picked only when both draws land on it: never, as they
     // are distinct.
     assert!(s[2] < 0.01, "{s:?}");
@@ -59,13 +64,19 @@ fn least_request_keeps_a_busy_endpoints_share_low() {
 #[test]
 fn ewma_prefers_the_fast_endpoint_and_weighs_outstanding_requests() {
     let b = Balancer::new(Algorithm::Ewma, &[1, 1], &["a", "b"]);
-    let s = shares(&b, 10_000, |i| Load { outstanding: 0, latency: if i == 0 { 0.001 } else { 0.010 }, healthy: true });
+    let s = shares(&b, 10_000, |i| Load {
+        outstanding: 0,
+        latency: if i == 0 { 0.001 } else { 0.010 },
+        healthy: true,
+        weight_factor: 1.0,
+    });
     assert!(s[0] > 0.99, "{s:?}");
     // Ten times faster but 20 requests queued on it: the slower, idle one wins.
     let s = shares(&b, 10_000, |i| Load {
         outstanding: if i == 0 { 20 } else { 0 },
         latency: if i == 0 { 0.001 } else { 0.010 },
         healthy: true,
+        weight_factor: 1.0,
     });
     assert!(s[1] > 0.99, "{s:?}");
 }
@@ -157,7 +168,7 @@ fn failover_order_starts_at_the_choice_and_visits_every_endpoint_once() {
 #[test]
 fn unhealthy_endpoints_are_skipped_by_every_algorithm_unless_none_is_healthy() {
     let names = ["a", "b", "c"];
-    let down = |i: usize| Load { outstanding: 0, latency: 0.01, healthy: i != 1 };
+    let down = |i: usize| Load { outstanding: 0, latency: 0.01, healthy: i != 1, weight_factor: 1.0 };
     for algorithm in
         [Algorithm::RoundRobin, Algorithm::LeastRequest, Algorithm::Ewma, Algorithm::ConsistentHash, Algorithm::Random]
     {
@@ -165,7 +176,7 @@ fn unhealthy_endpoints_are_skipped_by_every_algorithm_unless_none_is_healthy() {
         let s = shares(&b, 3_000, down);
         assert_eq!(s[1], 0.0, "{algorithm:?} never picks the unhealthy one: {s:?}");
         assert!(s[0] > 0.3 && s[2] > 0.3, "{algorithm:?}: {s:?}");
-        let panic = shares(&b, 3_000, |_| Load { outstanding: 0, latency: 0.01, healthy: false });
+        let panic = shares(&b, 3_000, |_| Load { outstanding: 0, latency: 0.01, healthy: false, weight_factor: 1.0 });
         assert!(panic.iter().all(|s| *s > 0.2), "{algorithm:?}: with none healthy, all are used: {panic:?}");
     }
 }
@@ -178,11 +189,24 @@ fn consistent_hash_keeps_the_keys_of_healthy_endpoints_in_place_when_one_is_down
     for k in 0..2_000u32 {
         let key = Some(stable_hash(&k.to_le_bytes()));
         let before = b.pick(idle, key, &mut random);
-        let after = b.pick(|i| Load { outstanding: 0, latency: 0.01, healthy: i != 2 }, key, &mut random);
+        let after =
+            b.pick(|i| Load { outstanding: 0, latency: 0.01, healthy: i != 2, weight_factor: 1.0 }, key, &mut random);
         if before != 2 {
             assert_eq!(after, before, "key {k} moved though its endpoint is healthy");
         } else {
             assert_ne!(after, 2);
         }
+    }
+}
+
+#[test]
+fn a_slow_starting_endpoint_gets_its_ramped_share_of_traffic() {
+    let ramping =
+        |i: usize| Load { outstanding: 0, latency: 0.01, healthy: true, weight_factor: if i == 2 { 0.1 } else { 1.0 } };
+    for algorithm in [Algorithm::RoundRobin, Algorithm::Random, Algorithm::LeastRequest] {
+        let b = Balancer::new(algorithm, &[1, 1, 1], &["a", "b", "c"]);
+        let s = shares(&b, 21_000, ramping);
+        // Weights 1 : 1 : 0.1 give the third 0.1 / 2.1 of the draws (4.8%).
+        assert!(s[2] < 0.06 && s[2] > 0.0, "{algorithm:?}: {s:?}");
     }
 }

@@ -33,6 +33,8 @@ pub(crate) struct GroupHealth {
     panic_logged: Mutex<Option<Instant>>,
     /// Active checks' verdicts, when configured.
     active: Option<Arc<ActiveHealth>>,
+    /// An endpoint back in rotation ramps up over this long (zero: off).
+    slow_start: Duration,
 }
 
 impl GroupHealth {
@@ -41,6 +43,7 @@ impl GroupHealth {
         labels: Vec<Arc<str>>,
         settings: &OutlierSettings,
         active: Option<Arc<ActiveHealth>>,
+        slow_start: Duration,
     ) -> Arc<Self> {
         let rules = (settings.consecutive_failures > 0).then_some(OutlierRules {
             consecutive_failures: settings.consecutive_failures,
@@ -55,6 +58,7 @@ impl GroupHealth {
             maybe_ejected: AtomicBool::new(false),
             panic_logged: Mutex::new(None),
             active,
+            slow_start,
         })
     }
 
@@ -63,21 +67,36 @@ impl GroupHealth {
     }
 
     fn healthy(&self, index: usize) -> bool {
-        if self.active.as_ref().is_some_and(|active| !active.healthy(index)) {
-            return false;
+        if let Some(active) = &self.active {
+            if !active.healthy(index) {
+                return false;
+            }
+            if active.take_recovered(index) {
+                // Checks pass again: any passive ejection ends, and slow start counts from now.
+                self.lock()[index].reinstate(Instant::now());
+            }
         }
         if !self.maybe_ejected.load(Ordering::Relaxed) {
             return true;
         }
         let now = Instant::now();
-        let mut outliers = self.lock();
-        if self.active.as_ref().is_some_and(|active| active.take_recovered(index)) {
-            outliers[index].reinstate();
-        }
+        let outliers = self.lock();
         if outliers.iter().all(|o| !o.is_ejected(now)) {
             self.maybe_ejected.store(false, Ordering::Relaxed);
         }
         !outliers[index].is_ejected(now)
+    }
+
+    /// Slow start: the share of its weight endpoint `index` has, back in rotation since
+    /// `back` ago: 10% at once, growing linearly to all of it over `slow_start`.
+    fn weight_factor(&self, index: usize) -> f64 {
+        if self.slow_start.is_zero() {
+            return 1.0;
+        }
+        let now = Instant::now();
+        let Some(back) = self.lock()[index].back_since(now) else { return 1.0 };
+        let ramp = now.duration_since(back).as_secs_f64() / self.slow_start.as_secs_f64();
+        ramp.clamp(0.1, 1.0)
     }
 
     /// How a request to endpoint `index` went, for ejection.
@@ -144,6 +163,7 @@ impl EndpointLoad {
             outstanding: self.outstanding.load(Ordering::Relaxed),
             latency,
             healthy: self.health.healthy(self.index),
+            weight_factor: self.health.weight_factor(self.index),
         }
     }
 

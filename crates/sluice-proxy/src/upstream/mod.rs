@@ -138,7 +138,8 @@ impl UpstreamGroup {
         let labels: Vec<Arc<str>> = pools.iter().map(|p| Arc::clone(p.label())).collect();
         let active =
             config.health_check.clone().map(|check| active::start(Arc::from(config.name.as_str()), dialers, check));
-        let health = balance::GroupHealth::new(Arc::from(config.name.as_str()), labels, &config.outlier, active);
+        let group_name: Arc<str> = Arc::from(config.name.as_str());
+        let health = balance::GroupHealth::new(group_name, labels, &config.outlier, active, config.slow_start);
         let names: Vec<String> = config.endpoints.iter().map(ToString::to_string).collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let hash_key = match &config.balance {
