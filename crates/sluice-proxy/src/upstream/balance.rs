@@ -157,8 +157,9 @@ impl EndpointLoad {
         self.outstanding.load(Ordering::Relaxed) as usize
     }
 
-    pub(crate) fn load(&self) -> Load {
-        let latency = self.latency.lock().unwrap_or_else(|p| p.into_inner()).get();
+    /// The endpoint's load now; its latency only when the algorithm uses it (a lock).
+    pub(crate) fn load(&self, with_latency: bool) -> Load {
+        let latency = if with_latency { self.latency.lock().unwrap_or_else(|p| p.into_inner()).get() } else { 0.0 };
         Load {
             outstanding: self.outstanding.load(Ordering::Relaxed),
             latency,
@@ -255,20 +256,29 @@ pub(crate) fn hash_key<B>(key: &HashKey, request: &Request<B>, client: SocketAdd
     }
 }
 
-/// Picks the first endpoint to try.
+/// Picks the first endpoint to try. Each endpoint's load is read once per pick (the
+/// balancer may look at it several times), into this thread's scratch space.
 pub(crate) fn pick(balancer: &Balancer, loads: &[Arc<EndpointLoad>], key: Option<u64>) -> usize {
-    if let Some(first) = loads.first() {
-        let health = &first.health;
-        let maybe_unhealthy = health.active.is_some() || health.maybe_ejected.load(Ordering::Relaxed);
-        if maybe_unhealthy && loads.iter().all(|l| !l.health.healthy(l.index)) {
-            first.health.note_panic();
-        }
+    if loads.len() <= 1 {
+        return 0;
     }
-    balancer.pick(|i| loads[i].load(), key, &mut random)
+    let with_latency = balancer.algorithm() == Algorithm::Ewma;
+    SCRATCH.with(|scratch| {
+        let mut seen = scratch.borrow_mut();
+        seen.clear();
+        seen.extend(loads.iter().map(|l| l.load(with_latency)));
+        if seen.iter().all(|l| !l.healthy) {
+            if let Some(first) = loads.first() {
+                first.health.note_panic();
+            }
+        }
+        balancer.pick(|i| seen[i], key, &mut random)
+    })
 }
 
 thread_local! {
     static STATE: Cell<u64> = Cell::new(seed());
+    static SCRATCH: std::cell::RefCell<Vec<Load>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Per-thread xorshift64*: balancing needs speed and spread, not secrecy.
