@@ -328,6 +328,10 @@ pub struct RetrySettings {
     /// One try waits this long at most for its response head (then counts as a reset).
     /// Default: none (the route's timeout bounds all tries together).
     pub per_try_timeout: Option<Duration>,
+    /// Hedging: an idempotent request without a body that has no response head after
+    /// this long is also sent to another endpoint; the first head wins, the other is
+    /// cancelled. Counted against the budget. Default: off.
+    pub hedge_after: Option<Duration>,
 }
 
 /// `[upstream.NAME.health_check]`: each worker GETs `path` from every endpoint every

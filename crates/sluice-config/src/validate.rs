@@ -487,7 +487,9 @@ fn check_retry(checker: &mut Checker, key: &str, retry: &FileRetry) -> Option<Re
         min_retries_per_second: retry.min_retries_per_second.unwrap_or(defaults::MIN_RETRIES_PER_SECOND),
         backoff: retry.backoff.as_ref().map_or(defaults::RETRY_BACKOFF, |b| b.get_ref().0),
         per_try_timeout: None,
+        hedge_after: None,
     };
+    settings.hedge_after = nonzero_duration(checker, &retry.hedge_after, &format!("{key}.retry.hedge_after"));
     settings.per_try_timeout =
         nonzero_duration(checker, &retry.per_try_timeout, &format!("{key}.retry.per_try_timeout"));
     let mut ok = true;

@@ -411,3 +411,37 @@ async fn an_endpoint_back_in_rotation_ramps_up_over_slow_start() {
     assert!((5..=20).contains(&b_got), "the returning endpoint got {b_got} of {}", a_got + b_got);
     drop(a_health);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hedging_cuts_the_tail_of_an_endpoint_that_stalls_sometimes() {
+    // Stalls every 10th of its requests for 200 ms.
+    let stalling_seen = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&stalling_seen);
+    let stalling = Upstream::start(move |_: Request<Incoming>| {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if n % 10 == 9 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Response::new(full("x"))
+        }
+    })
+    .await;
+    let (fast, fast_served) = backend(200, Duration::ZERO).await;
+    let settings = "balance = \"round_robin\"\n[upstream.up.retry]\nhedge_after = \"30ms\"";
+    let sluice = Sluice::start(&config(&format!("\"{}\", \"{}\"", stalling.addr, fast.addr), settings));
+    let mut latencies = Vec::new();
+    let mut conn = client::h1(sluice.addr).await;
+    for i in 0..200 {
+        let started = std::time::Instant::now();
+        let (parts, _) = send1(&mut conn, client::get(&format!("/{i}"))).await;
+        assert_eq!(parts.status, 200);
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    let p99 = latencies[latencies.len() * 99 / 100];
+    // Unhedged, the 10 stalls (5% of requests) would put the p99 at 200 ms.
+    assert!(p99 < Duration::from_millis(150), "p99 {p99:?}");
+    let sent = stalling_seen.load(Ordering::SeqCst) + fast_served.load(Ordering::SeqCst);
+    assert!(sent > 200 && sent <= 240, "{sent} upstream requests for 200: the stalls were hedged, within budget");
+}

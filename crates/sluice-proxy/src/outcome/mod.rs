@@ -183,6 +183,9 @@ pub(crate) trait Feedback: Send + Sync {
 
     /// The request could not use this endpoint (its connect failed) and moved on.
     fn attempt_failed(&self);
+
+    /// The request's attempt here lost a hedging race: nothing learnt either way.
+    fn cancelled(&self);
 }
 
 impl Outcome {

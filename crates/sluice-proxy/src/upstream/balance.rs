@@ -221,6 +221,41 @@ impl Feedback for EndpointLoad {
     fn attempt_failed(&self) {
         self.end(Some(Err(())), Some(true));
     }
+
+    fn cancelled(&self) {
+        self.end(None, None);
+    }
+}
+
+/// A hedged copy's hold on an endpoint: outstanding while it runs; it becomes the
+/// record's feedback if it wins, and ends neutrally (a cancelled race) if it loses.
+pub(crate) struct Hedge(Option<Arc<EndpointLoad>>);
+
+impl EndpointLoad {
+    pub(crate) fn begin_hedge(self: &Arc<Self>) -> Hedge {
+        self.outstanding.fetch_add(1, Ordering::Relaxed);
+        Hedge(Some(Arc::clone(self)))
+    }
+}
+
+impl Hedge {
+    /// The hedged copy won: the record now reports to its endpoint, and the first
+    /// attempt's endpoint is told its request was cancelled.
+    pub(crate) fn won(mut self, outcome: &mut Outcome) {
+        if let Some(load) = self.0.take() {
+            if let Some(first) = outcome.upstream_trace.feedback.replace(load as Arc<dyn Feedback>) {
+                first.cancelled();
+            }
+        }
+    }
+}
+
+impl Drop for Hedge {
+    fn drop(&mut self) {
+        if let Some(load) = self.0.take() {
+            load.cancelled();
+        }
+    }
 }
 
 /// The policy's algorithm for a configured `balance`.

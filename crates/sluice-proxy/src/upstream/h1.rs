@@ -79,6 +79,19 @@ impl EncodedRequest {
         }
     }
 
+    /// A second copy of a request without a body, to send to another endpoint at the
+    /// same time (hedging); None when there is a body.
+    pub(crate) fn copy_without_body(&self) -> Option<EncodedRequest> {
+        (self.framing == Framing::Empty).then(|| EncodedRequest {
+            head: self.head.clone(),
+            framing: Framing::Empty,
+            body: RequestBody::Empty,
+            head_request: self.head_request,
+            body_started: false,
+            expect_continue: false,
+        })
+    }
+
     /// Nothing of the body was consumed, so the request can go to another connection.
     pub(crate) fn can_resend(&self) -> bool {
         !self.body_started

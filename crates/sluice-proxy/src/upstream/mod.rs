@@ -211,6 +211,27 @@ impl UpstreamGroup {
         let mut encoded = EncodedRequest::new(&parts, body);
         drop(parts);
         while let Some(mut lease) = attempts.next_lease().await? {
+            // Hedging: on the first try of a bodiless idempotent request, when configured.
+            let hedge =
+                self.retry.hedge_after().filter(|_| idempotent && self.pools.len() > 1 && attempts.retries == 0);
+            if let Some((delay, copy)) = hedge.and_then(|delay| encoded.copy_without_body().map(|c| (delay, c))) {
+                let (exchanged, winner) = self.hedged(lease, &mut encoded, copy, delay, &mut attempts).await;
+                lease = winner;
+                match exchanged {
+                    Ok(head) => {
+                        let body = UpstreamBody::Http1(H1Body::new(lease, head.framing, head.reusable, head.buf));
+                        return Ok(UpstreamResponse { parts: head.parts, body });
+                    }
+                    Err(ExchangeError::ClientBody(cause)) => return Err(UpstreamError::ClientBody(cause)),
+                    Err(ExchangeError::Stale(source) | ExchangeError::Failed(source)) => {
+                        if attempts.retry(retry::Cause::Reset, lease.endpoint(), &source).await {
+                            continue;
+                        }
+                        let endpoint = lease.endpoint().to_string();
+                        return Err(UpstreamError::Exchange { endpoint, source: source.into() });
+                    }
+                }
+            }
             let reused = lease.begin_request();
             let Some(stream) = lease.h1_stream() else { return Err(UpstreamError::NoEndpoint) };
             let exchanged = match self.retry.per_try_timeout() {
@@ -293,6 +314,75 @@ impl UpstreamGroup {
             }
         }
         Err(attempts.into_error())
+    }
+}
+
+impl UpstreamGroup {
+    /// Sends `encoded` on `first`; if no response head has come after `delay`, and the
+    /// budget allows, sends `copy` to the next endpoint too. The first head wins; the
+    /// other exchange is dropped (its connection closed) and its endpoint told the
+    /// request was cancelled. Returns the result and the lease it came on.
+    async fn hedged(
+        &self,
+        mut first: Lease,
+        encoded: &mut EncodedRequest,
+        mut copy: EncodedRequest,
+        delay: std::time::Duration,
+        attempts: &mut Attempts<'_>,
+    ) -> (Result<h1::ResponseHead, ExchangeError>, Lease) {
+        let reused = first.begin_request();
+        let Some(stream) = first.h1_stream() else {
+            return (Err(ExchangeError::Failed(io::Error::other("not an HTTP/1 connection"))), first);
+        };
+        let mut one = Box::pin(h1::exchange(stream, encoded, reused));
+        let early = tokio::select! {
+            result = &mut one => Some(result),
+            _ = tokio::time::sleep(delay) => None,
+        };
+        if let Some(result) = early {
+            drop(one);
+            return (result, first);
+        }
+        let Some((mut second, hold)) = attempts.hedge_lease().await else {
+            let result = one.await;
+            return (result, first);
+        };
+        let reused = second.begin_request();
+        let Some(stream) = second.h1_stream() else {
+            let result = one.await;
+            return (result, first);
+        };
+        let mut two = Box::pin(h1::exchange(stream, &mut copy, reused));
+        enum Won<T> {
+            One(T),
+            Two(T),
+        }
+        let won = tokio::select! {
+            result = &mut one => Won::One(result),
+            result = &mut two => Won::Two(result),
+        };
+        match won {
+            Won::One(Ok(head)) => {
+                drop((one, two, hold));
+                (Ok(head), first)
+            }
+            Won::Two(Ok(head)) => {
+                drop((one, two));
+                attempts.hedge_won(hold, &second);
+                (Ok(head), second)
+            }
+            // The winner failed: the other may still answer.
+            Won::One(Err(_)) => {
+                let result = two.await;
+                attempts.hedge_won(hold, &second);
+                (result, second)
+            }
+            Won::Two(Err(_)) => {
+                let result = one.await;
+                drop((two, hold));
+                (result, first)
+            }
+        }
     }
 }
 
@@ -469,6 +559,28 @@ impl<'a> Attempts<'a> {
             self.next_endpoint = 0;
         }
         true
+    }
+
+    /// A connection to the next endpoint for a hedged copy, if the budget allows: the
+    /// endpoint counts it as outstanding, but the record does not report to it unless
+    /// it wins. None when there is no other endpoint, or no budget, or no connection.
+    async fn hedge_lease(&mut self) -> Option<(Lease, balance::Hedge)> {
+        let index = *self.order.get(self.next_endpoint)?;
+        if !self.count_as_retrying() || !self.group.retry.allow(retry::Cause::Hedge, self.retries) {
+            return None;
+        }
+        self.retries += 1;
+        self.next_endpoint += 1;
+        let hold = self.group.loads[index].begin_hedge();
+        self.outcome.upstream_trace.attempts += 1;
+        let lease = self.group.pools[index].checkout(false).await.ok()?;
+        Some((lease, hold))
+    }
+
+    /// The hedged copy answered first: the record names its endpoint and reports to it.
+    fn hedge_won(&mut self, hold: balance::Hedge, lease: &Lease) {
+        self.outcome.upstream_trace.endpoint = Some(Arc::clone(lease.endpoint()));
+        hold.won(self.outcome);
     }
 
     /// Whether this request may be among those retrying (`max_retries`); it stays

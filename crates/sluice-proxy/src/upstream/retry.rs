@@ -17,6 +17,8 @@ pub(crate) enum Cause {
     Reset,
     /// The response had a status the config retries on.
     Status,
+    /// No response head yet after `hedge_after`: a second copy goes elsewhere.
+    Hedge,
 }
 
 pub(crate) struct RetryState {
@@ -39,6 +41,10 @@ impl RetryState {
         self.budget().deposit(Instant::now());
     }
 
+    pub(crate) fn hedge_after(&self) -> Option<Duration> {
+        self.settings.hedge_after
+    }
+
     pub(crate) fn per_try_timeout(&self) -> Option<Duration> {
         self.settings.per_try_timeout
     }
@@ -53,7 +59,7 @@ impl RetryState {
         let wanted = match cause {
             Cause::ConnectFailure => self.settings.on_connect_failure,
             Cause::Reset => self.settings.on_reset,
-            Cause::Status => true,
+            Cause::Status | Cause::Hedge => true,
         };
         wanted && done < self.settings.retries && self.budget().try_withdraw(Instant::now())
     }
