@@ -28,13 +28,19 @@ pub(crate) struct Dialer {
     pub(crate) label: Arc<str>,
     pub(crate) timeout: Duration,
     pub(crate) tls: Option<UpstreamTlsConfig>,
+    /// Where the next connection starts in the name's addresses: connections are spread
+    /// over every address a name resolves to, not all made to the first.
+    pub(crate) next: Arc<std::sync::atomic::AtomicUsize>,
+    /// The endpoint's host is a DNS name (not an IP address), whose answer may change.
+    pub(crate) is_name: bool,
 }
 
 impl Dialer {
     pub(crate) async fn dial(&self) -> Result<UpstreamStream, UpstreamError> {
         let endpoint = || self.label.to_string();
         tokio::time::timeout(self.timeout, async {
-            let tcp = tcp_connect(&self.dns, &self.endpoint)
+            let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let tcp = tcp_connect(&self.dns, &self.endpoint, start)
                 .await
                 .map_err(|source| UpstreamError::Connect { endpoint: endpoint(), source })?;
             // Requests are written in one go; Nagle would only delay the last segment.
@@ -56,10 +62,15 @@ impl Dialer {
 }
 
 /// Resolves (through the cache; lookups on tokio's bounded blocking pool) and tries
-/// each address.
-async fn tcp_connect(dns: &Arc<DnsCache>, endpoint: &Endpoint) -> io::Result<TcpStream> {
+/// each address, from the `start`th (modulo their number) round.
+async fn tcp_connect(dns: &Arc<DnsCache>, endpoint: &Endpoint, start: usize) -> io::Result<TcpStream> {
     let mut last_error = io::Error::new(io::ErrorKind::NotFound, "name resolved to no address");
-    for addr in dns.lookup(&endpoint.host, endpoint.port).await? {
+    let mut addrs = dns.lookup(&endpoint.host, endpoint.port).await?;
+    if !addrs.is_empty() {
+        let len = addrs.len();
+        addrs.rotate_left(start % len);
+    }
+    for addr in addrs {
         match TcpStream::connect(addr).await {
             Ok(stream) => return Ok(stream),
             Err(e) => last_error = e,
@@ -85,6 +96,16 @@ impl Connector for H1Connector {
 
     fn is_closed_checked(conn: &UpstreamStream) -> bool {
         !conn.is_open()
+    }
+
+    /// Made to an address the endpoint's name still resolves to (a connection to a
+    /// gone address drains: it is closed instead of reused).
+    fn is_current(&self, conn: &UpstreamStream) -> bool {
+        let endpoint = &self.0.endpoint;
+        if !self.0.is_name {
+            return true; // an IP address does not move
+        }
+        conn.peer_addr().and_then(|peer| self.0.dns.still_resolves(&endpoint.host, endpoint.port, peer)).unwrap_or(true)
     }
 }
 
@@ -134,5 +155,47 @@ impl Connector for H2Connector {
 
     fn stream_limit(conn: &H2Sender) -> usize {
         conn.limit.stream_limit.load(Ordering::Relaxed) as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::atomic::AtomicUsize;
+
+    use super::super::dns::Resolve;
+    use super::*;
+
+    /// Resolves every name to the given addresses.
+    struct Fixed(Vec<SocketAddr>);
+
+    impl Resolve for Fixed {
+        fn resolve(&self, _: &str, _: u16) -> BoxFuture<'static, io::Result<Vec<SocketAddr>>> {
+            let addrs = self.0.clone();
+            Box::pin(async move { Ok(addrs) })
+        }
+    }
+
+    #[tokio::test]
+    async fn connections_are_spread_over_every_address_a_name_resolves_to() {
+        let a = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let b = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addrs = vec![a.local_addr().expect("a"), b.local_addr().expect("b")];
+        let dialer = Dialer {
+            dns: DnsCache::new(Arc::new(Fixed(addrs)), Duration::from_secs(30)),
+            endpoint: Endpoint { host: "api.internal".into(), port: 80 },
+            label: Arc::from("api.internal:80"),
+            timeout: Duration::from_secs(5),
+            tls: None,
+            next: Arc::new(AtomicUsize::new(0)),
+            is_name: true,
+        };
+        let mut peers = Vec::new();
+        for _ in 0..4 {
+            let stream = dialer.dial().await.expect("connect");
+            peers.push(stream.peer_addr().expect("peer"));
+        }
+        let to_a = peers.iter().filter(|p| **p == a.local_addr().expect("a")).count();
+        assert_eq!(to_a, 2, "two of four connections to each address: {peers:?}");
     }
 }

@@ -81,6 +81,15 @@ impl DnsCache {
         }
     }
 
+    /// Whether the name `host:port` still resolves to `addr`, from the cache (no
+    /// lookup); None when it was never resolved. Pools drop connections to addresses no
+    /// longer in the answer.
+    pub(crate) fn still_resolves(&self, host: &str, port: u16, addr: SocketAddr) -> Option<bool> {
+        let entries = self.lock();
+        let entry = entries.iter().find(|((h, p), _)| h == host && *p == port).map(|(_, e)| e)?;
+        Some(entry.addrs.contains(&addr))
+    }
+
     async fn refresh(&self, key: (String, u16)) {
         match self.resolver.resolve(&key.0, key.1).await {
             Ok(addrs) if !addrs.is_empty() => self.store(key, addrs),

@@ -122,6 +122,8 @@ impl UpstreamGroup {
                 label: Arc::clone(&label),
                 timeout: config.pool.connect_timeout,
                 tls: tls.clone(),
+                next: Arc::default(),
+                is_name: endpoint.host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_err(),
             };
             dialers.push(dialer.clone());
             pools.push(registry.pool(key, |cap| {

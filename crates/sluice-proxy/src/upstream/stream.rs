@@ -20,6 +20,14 @@ pub(crate) enum UpstreamStream {
 }
 
 impl UpstreamStream {
+    /// The address connected to.
+    pub(crate) fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            UpstreamStream::Tcp(tcp) => tcp.peer_addr().ok(),
+            UpstreamStream::Tls(tls) => tls.get_ref().0.peer_addr().ok(),
+        }
+    }
+
     /// Reads what is available into `buf`. Cleartext goes by readiness and `try_read_buf`
     /// (no zeroing, no `unsafe`); TLS reads through rustls into a zeroed tail.
     pub(crate) fn poll_read_buf(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {

@@ -122,7 +122,8 @@ impl<C: Connector> ExclusivePool<C> {
         let now = super::now();
         let mut idle = self.lock_idle();
         while let Some(pooled) = idle.pop() {
-            if !C::is_closed(&pooled.conn) && self.rules.check_idle(&pooled.age, now).is_none() {
+            let usable = !C::is_closed(&pooled.conn) && self.connector.is_current(&pooled.conn);
+            if usable && self.rules.check_idle(&pooled.age, now).is_none() {
                 return Some(pooled);
             }
         }
@@ -144,7 +145,10 @@ impl<C: Connector> ExclusivePool<C> {
     pub(crate) fn release(&self, mut pooled: Pooled<C::Conn>) {
         let now = super::now();
         pooled.age.idle_since = now;
-        if C::is_closed(&pooled.conn) || self.rules.check_reuse(&pooled.age, now).is_some() {
+        if C::is_closed(&pooled.conn)
+            || !self.connector.is_current(&pooled.conn)
+            || self.rules.check_reuse(&pooled.age, now).is_some()
+        {
             return;
         }
         let mut idle = self.lock_idle();
@@ -161,7 +165,11 @@ impl<C: Connector> ExclusivePool<C> {
         let usable = {
             let mut idle = self.lock_idle();
             // Sockets the upstream closed while idle go now, not at the next checkout.
-            idle.retain(|p| !C::is_closed_checked(&p.conn) && self.rules.check_idle(&p.age, now).is_none());
+            idle.retain(|p| {
+                !C::is_closed_checked(&p.conn)
+                    && self.connector.is_current(&p.conn)
+                    && self.rules.check_idle(&p.age, now).is_none()
+            });
             idle.len()
         };
         for _ in usable..self.settings.min_idle {

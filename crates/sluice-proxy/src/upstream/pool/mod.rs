@@ -51,6 +51,11 @@ pub(crate) trait Connector: Send + Sync + 'static {
         Self::is_closed(conn)
     }
 
+    /// Whether the connection is still to an address the endpoint resolves to.
+    fn is_current(&self, _conn: &Self::Conn) -> bool {
+        true
+    }
+
     /// Requests the connection may carry at once (the peer's HTTP/2 stream limit).
     fn stream_limit(_conn: &Self::Conn) -> usize {
         1

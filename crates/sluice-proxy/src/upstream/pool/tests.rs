@@ -12,11 +12,13 @@ use super::shared::SharedPool;
 use super::{BoxFuture, Connector};
 use crate::upstream::UpstreamError;
 
-/// Opens fake connections after `delay`, counting them; fails while `down` is set.
+/// Opens fake connections after `delay`, counting them; fails while `down` is set;
+/// while `moved` is set, the connections it made before are to a gone address.
 #[derive(Default)]
 struct Fake {
     opened: AtomicUsize,
     down: AtomicBool,
+    moved: AtomicBool,
     delay: Duration,
     stream_limit: usize,
 }
@@ -24,6 +26,7 @@ struct Fake {
 struct FakeConn {
     closed: Arc<AtomicBool>,
     stream_limit: usize,
+    made_after_move: bool,
 }
 
 impl Connector for Arc<Fake> {
@@ -37,12 +40,17 @@ impl Connector for Arc<Fake> {
                 return Err(UpstreamError::Connect { endpoint: "fake".into(), source });
             }
             self.opened.fetch_add(1, Ordering::Relaxed);
-            Ok(FakeConn { closed: Arc::new(AtomicBool::new(false)), stream_limit: self.stream_limit })
+            let made_after_move = self.moved.load(Ordering::Relaxed);
+            Ok(FakeConn { closed: Arc::new(AtomicBool::new(false)), stream_limit: self.stream_limit, made_after_move })
         })
     }
 
     fn is_closed(conn: &FakeConn) -> bool {
         conn.closed.load(Ordering::Relaxed)
+    }
+
+    fn is_current(&self, conn: &FakeConn) -> bool {
+        !self.moved.load(Ordering::Relaxed) || conn.made_after_move
     }
 
     fn stream_limit(conn: &FakeConn) -> usize {
@@ -266,4 +274,19 @@ async fn connect_failures_are_counted_and_reported() {
     assert!(matches!(pool.checkout(false).await, Err(UpstreamError::Connect { .. })));
     assert_eq!(pool.stats.connect_failures.load(Ordering::Relaxed), 1);
     assert_eq!(pool.counts().1, 0, "a failed connect holds no permit");
+}
+
+#[tokio::test(start_paused = true)]
+async fn connections_to_an_address_the_name_no_longer_resolves_to_drain() {
+    let connector = fake(1);
+    let pool = ExclusivePool::new(Arc::clone(&connector), "fake".into(), settings(4));
+    let (a, b) = (pool.checkout(false).await.expect("a"), pool.checkout(false).await.expect("b"));
+    pool.release(a);
+    connector.moved.store(true, Ordering::Relaxed); // the DNS answer changed
+    pool.release(b); // back from a request: not kept
+    assert_eq!(pool.counts(), (1, 1), "the busy one closed at release");
+    let fresh = pool.checkout(false).await.expect("a connection to the new address");
+    assert!(fresh.conn.made_after_move, "the idle one to the gone address was not reused");
+    assert_eq!(connector.opened.load(Ordering::Relaxed), 3);
+    assert_eq!(pool.counts(), (0, 1), "and it was closed");
 }
