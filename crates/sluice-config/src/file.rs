@@ -157,7 +157,7 @@ pub struct FileRetry {
     pub min_retries_per_second: Option<u32>,
     pub backoff: Option<Spanned<ConfigDuration>>,
     pub per_try_timeout: Option<Spanned<ConfigDuration>>,
-    pub hedge_after: Option<Spanned<ConfigDuration>>,
+    pub hedge_after: Option<Spanned<String>>,
 }
 
 /// `[upstream.NAME.outlier]`: passive health from the requests' own outcomes.

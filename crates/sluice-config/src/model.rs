@@ -331,7 +331,15 @@ pub struct RetrySettings {
     /// Hedging: an idempotent request without a body that has no response head after
     /// this long is also sent to another endpoint; the first head wins, the other is
     /// cancelled. Counted against the budget. Default: off.
-    pub hedge_after: Option<Duration>,
+    pub hedge_after: Option<HedgeAfter>,
+}
+
+/// `retry.hedge_after`: a fixed delay, or the group's recent p95 head latency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HedgeAfter {
+    Fixed(Duration),
+    /// `"p95"`: the 95th percentile of the group's last 256 response heads (on this worker).
+    P95,
 }
 
 /// `[upstream.NAME.health_check]`: each worker GETs `path` from every endpoint every

@@ -378,6 +378,10 @@ fn retry_settings_have_defaults_and_conditions_are_checked() {
             .retry
             .clone();
     assert_eq!((chosen.on_status, chosen.on_connect_failure, chosen.on_reset), (vec![503], true, false));
+    let p95 = parse(&format!("{base}[upstream.api.retry]\nhedge_after = \"p95\"\n"), Path::new("s.toml")).expect("p95");
+    assert_eq!(p95.upstreams[0].retry.hedge_after, Some(HedgeAfter::P95));
+    let hedge = problems(&format!("{base}[upstream.api.retry]\nhedge_after = \"soon\"\n"));
+    assert!(hedge[0].message.contains("\"p95\""), "{hedge:?}");
     let bad = problems(&format!("{base}[upstream.api.retry]\non = [\"404\"]\n"));
     assert!(bad[0].key.ends_with("retry.on") && bad[0].message.contains("\"connect-failure\""), "{bad:?}");
 }

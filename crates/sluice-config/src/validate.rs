@@ -489,7 +489,21 @@ fn check_retry(checker: &mut Checker, key: &str, retry: &FileRetry) -> Option<Re
         per_try_timeout: None,
         hedge_after: None,
     };
-    settings.hedge_after = nonzero_duration(checker, &retry.hedge_after, &format!("{key}.retry.hedge_after"));
+    if let Some(hedge) = &retry.hedge_after {
+        let text = hedge.get_ref().trim();
+        settings.hedge_after = match (text, crate::parse_duration(text)) {
+            ("p95", _) => Some(HedgeAfter::P95),
+            (_, Ok(delay)) if !delay.is_zero() => Some(HedgeAfter::Fixed(delay)),
+            _ => {
+                checker.problem(
+                    hedge.span(),
+                    format!("{key}.retry.hedge_after"),
+                    format!("\"{text}\" is neither a delay nor \"p95\"; write e.g. \"50ms\" or \"p95\""),
+                );
+                return None;
+            }
+        };
+    }
     settings.per_try_timeout =
         nonzero_duration(checker, &retry.per_try_timeout, &format!("{key}.retry.per_try_timeout"));
     let mut ok = true;

@@ -35,7 +35,19 @@ pub(crate) struct GroupHealth {
     active: Option<Arc<ActiveHealth>>,
     /// An endpoint back in rotation ramps up over this long (zero: off).
     slow_start: Duration,
+    /// The group's recent response-head latencies, kept only for `hedge_after = "p95"`.
+    recent: Option<Mutex<Recent>>,
 }
+
+/// The last `RECENT` head latencies (µs) and their p95, recomputed every 32.
+struct Recent {
+    ring: Vec<u32>,
+    next: usize,
+    since: usize,
+    p95: Option<Duration>,
+}
+
+const RECENT: usize = 256;
 
 impl GroupHealth {
     pub(crate) fn new(
@@ -44,6 +56,7 @@ impl GroupHealth {
         settings: &OutlierSettings,
         active: Option<Arc<ActiveHealth>>,
         slow_start: Duration,
+        track_latency: bool,
     ) -> Arc<Self> {
         let rules = (settings.consecutive_failures > 0).then_some(OutlierRules {
             consecutive_failures: settings.consecutive_failures,
@@ -59,6 +72,8 @@ impl GroupHealth {
             panic_logged: Mutex::new(None),
             active,
             slow_start,
+            recent: track_latency
+                .then(|| Mutex::new(Recent { ring: Vec::with_capacity(RECENT), next: 0, since: 0, p95: None })),
         })
     }
 
@@ -97,6 +112,33 @@ impl GroupHealth {
         let Some(back) = self.lock()[index].back_since(now) else { return 1.0 };
         let ramp = now.duration_since(back).as_secs_f64() / self.slow_start.as_secs_f64();
         ramp.clamp(0.1, 1.0)
+    }
+
+    /// A successful response head took `latency` (for the group's p95).
+    fn observe_latency(&self, latency: Duration) {
+        let Some(recent) = &self.recent else { return };
+        let micros = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX);
+        let mut recent = recent.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.ring.len() < RECENT {
+            recent.ring.push(micros);
+        } else {
+            let at = recent.next;
+            recent.ring[at] = micros;
+        }
+        recent.next = (recent.next + 1) % RECENT;
+        recent.since += 1;
+        if recent.since >= 32 {
+            recent.since = 0;
+            let mut sorted = recent.ring.clone();
+            let at = (sorted.len() * 95 / 100).min(sorted.len() - 1);
+            let (_, p95, _) = sorted.select_nth_unstable(at);
+            recent.p95 = Some(Duration::from_micros(u64::from(*p95)));
+        }
+    }
+
+    /// The group's recent p95 head latency; None before 32 responses.
+    pub(crate) fn p95(&self) -> Option<Duration> {
+        self.recent.as_ref()?.lock().unwrap_or_else(|p| p.into_inner()).p95
     }
 
     /// How a request to endpoint `index` went, for ejection.
@@ -190,7 +232,10 @@ impl EndpointLoad {
         if let Some(latency) = latency {
             let mut ewma = self.latency.lock().unwrap_or_else(|p| p.into_inner());
             match latency {
-                Ok(latency) => ewma.observe(latency, Instant::now()),
+                Ok(latency) => {
+                    ewma.observe(latency, Instant::now());
+                    self.health.observe_latency(latency);
+                }
                 Err(()) => ewma.observe_failure(Instant::now()),
             }
         }

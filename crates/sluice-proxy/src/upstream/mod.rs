@@ -23,7 +23,7 @@ use bytes::BytesMut;
 use http::StatusCode;
 use hyper::body::Incoming;
 use hyper::Request;
-use sluice_config::{Balance, CircuitBreaker, HashKey, UpstreamConfig, UpstreamProtocol};
+use sluice_config::{Balance, CircuitBreaker, HashKey, HedgeAfter, UpstreamConfig, UpstreamProtocol};
 use sluice_policy::balance::Balancer;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -87,6 +87,8 @@ pub struct UpstreamGroup {
     loads: Vec<Arc<EndpointLoad>>,
     hash_key: Option<HashKey>,
     retry: retry::RetryState,
+    /// What the group's records taught: ejections, active checks, recent latencies.
+    health: Arc<balance::GroupHealth>,
     /// This worker's share of the group's circuit-breaker limits.
     breaker: CircuitBreaker,
     /// Requests of this worker waiting for a connection, and being retried, now.
@@ -141,7 +143,9 @@ impl UpstreamGroup {
         let active =
             config.health_check.clone().map(|check| active::start(Arc::from(config.name.as_str()), dialers, check));
         let group_name: Arc<str> = Arc::from(config.name.as_str());
-        let health = balance::GroupHealth::new(group_name, labels, &config.outlier, active, config.slow_start);
+        let p95_hedging = config.retry.hedge_after == Some(HedgeAfter::P95);
+        let health =
+            balance::GroupHealth::new(group_name, labels, &config.outlier, active, config.slow_start, p95_hedging);
         let names: Vec<String> = config.endpoints.iter().map(ToString::to_string).collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let hash_key = match &config.balance {
@@ -153,6 +157,7 @@ impl UpstreamGroup {
             protocol: config.protocol,
             balancer: Balancer::new(balance::algorithm(&config.balance), &config.weights, &names),
             loads: (0..pools.len()).map(|i| EndpointLoad::new(&health, i)).collect(),
+            health,
             pools,
             hash_key,
             retry: retry::RetryState::new(&config.retry),
@@ -214,8 +219,12 @@ impl UpstreamGroup {
         drop(parts);
         while let Some(mut lease) = attempts.next_lease().await? {
             // Hedging: on the first try of a bodiless idempotent request, when configured.
-            let hedge =
-                self.retry.hedge_after().filter(|_| idempotent && self.pools.len() > 1 && attempts.retries == 0);
+            let hedge = match self.retry.hedge_after() {
+                Some(HedgeAfter::Fixed(delay)) => Some(delay),
+                Some(HedgeAfter::P95) => self.health.p95(),
+                None => None,
+            }
+            .filter(|_| idempotent && self.pools.len() > 1 && attempts.retries == 0);
             if let Some((delay, copy)) = hedge.and_then(|delay| encoded.copy_without_body().map(|c| (delay, c))) {
                 let (exchanged, winner) = self.hedged(lease, &mut encoded, copy, delay, &mut attempts).await;
                 lease = winner;

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use sluice_config::RetrySettings;
+use sluice_config::{HedgeAfter, RetrySettings};
 use sluice_policy::retry::{backoff, RetryBudget};
 
 /// Why a request would be tried again.
@@ -41,7 +41,7 @@ impl RetryState {
         self.budget().deposit(Instant::now());
     }
 
-    pub(crate) fn hedge_after(&self) -> Option<Duration> {
+    pub(crate) fn hedge_after(&self) -> Option<HedgeAfter> {
         self.settings.hedge_after
     }
 
