@@ -408,15 +408,7 @@ fn check_upstream(
     let outlier = check_outlier(checker, &key, &upstream.outlier);
     let retry = check_retry(checker, &key, &upstream.retry);
     let health_check = upstream.health_check.as_ref().and_then(|check| check_health(checker, &key, check));
-    if let (Some(check), Some(protocol)) = (&upstream.health_check, &upstream.protocol) {
-        if protocol.get_ref() == "http2" {
-            checker.problem(
-                check.path.span(),
-                format!("{key}.health_check"),
-                "checks speak HTTP/1.1 and are not available yet for protocol = \"http2\" groups; remove the table (passive health still applies)",
-            );
-        }
-    }
+
     let breaker = &upstream.circuit_breaker;
     let circuit_breaker = CircuitBreaker {
         max_requests: positive(checker, &breaker.max_requests, &format!("{key}.circuit_breaker.max_requests"))

@@ -275,14 +275,26 @@ async fn checked_backend(healthy: Arc<std::sync::atomic::AtomicBool>) -> (Upstre
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn active_health_checks_take_an_endpoint_out_and_bring_it_back() {
+    health_checks_round_trip("").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_health_checks_speak_http2_to_http2_groups() {
+    health_checks_round_trip("protocol = \"http2\"\n").await;
+}
+
+/// An endpoint failing its checks gets no requests, and gets its share back once it passes.
+async fn health_checks_round_trip(protocol: &str) {
     use std::sync::atomic::AtomicBool;
     let a_health = Arc::new(AtomicBool::new(true));
     let b_health = Arc::new(AtomicBool::new(true));
     let (a, a_served) = checked_backend(Arc::clone(&a_health)).await;
     let (b, b_served) = checked_backend(Arc::clone(&b_health)).await;
-    let settings = "balance = \"round_robin\"\n[upstream.up.health_check]\npath = \"/healthz\"\ninterval = \"50ms\"\n\
-                    healthy_threshold = 2\nunhealthy_threshold = 2";
-    let sluice = Sluice::start(&config(&format!("\"{}\", \"{}\"", a.addr, b.addr), settings));
+    let settings = format!(
+        "{protocol}balance = \"round_robin\"\n[upstream.up.health_check]\npath = \"/healthz\"\ninterval = \"50ms\"\n\
+         healthy_threshold = 2\nunhealthy_threshold = 2"
+    );
+    let sluice = Sluice::start(&config(&format!("\"{}\", \"{}\"", a.addr, b.addr), &settings));
     b_health.store(false, Ordering::SeqCst);
     sluice.wait_for_log("health check: endpoint unhealthy");
     let before = b_served.load(Ordering::SeqCst);

@@ -31,16 +31,17 @@ impl ActiveHealth {
     }
 }
 
-/// Starts the checks of a group; the returned state is read by the balancer.
-pub(crate) fn start(group: Arc<str>, dialers: Vec<Dialer>, check: HealthCheck) -> Arc<ActiveHealth> {
+/// Starts the checks of a group; the returned state is read by the balancer. `http2`:
+/// the group's endpoints speak HTTP/2 (h2c with prior knowledge, or h2 by ALPN).
+pub(crate) fn start(group: Arc<str>, dialers: Vec<Dialer>, check: HealthCheck, http2: bool) -> Arc<ActiveHealth> {
     let flags = || dialers.iter().map(|_| AtomicBool::new(false)).collect();
     let health =
         Arc::new(ActiveHealth { healthy: dialers.iter().map(|_| AtomicBool::new(true)).collect(), recovered: flags() });
-    tokio::spawn(run(group, dialers, check, Arc::downgrade(&health)));
+    tokio::spawn(run(group, dialers, check, http2, Arc::downgrade(&health)));
     health
 }
 
-async fn run(group: Arc<str>, dialers: Vec<Dialer>, check: HealthCheck, health: Weak<ActiveHealth>) {
+async fn run(group: Arc<str>, dialers: Vec<Dialer>, check: HealthCheck, http2: bool, health: Weak<ActiveHealth>) {
     // Per endpoint: checks in a row that disagree with its current state.
     let mut streaks = vec![0usize; dialers.len()];
     let mut failing = vec![false; dialers.len()];
@@ -50,7 +51,14 @@ async fn run(group: Arc<str>, dialers: Vec<Dialer>, check: HealthCheck, health: 
         tick.tick().await;
         let Some(health) = health.upgrade() else { return };
         for (i, dialer) in dialers.iter().enumerate() {
-            let result = tokio::time::timeout(check.timeout, probe(dialer, &check)).await;
+            let probing = async {
+                if http2 {
+                    probe_http2(dialer, &check).await
+                } else {
+                    probe(dialer, &check).await
+                }
+            };
+            let result = tokio::time::timeout(check.timeout, probing).await;
             let passed = matches!(result, Ok(Ok(status)) if expected(&check, status));
             // A check that agrees with the current state ends any streak against it.
             if passed != failing[i] {
@@ -85,6 +93,25 @@ fn expected(check: &HealthCheck, status: u16) -> bool {
     } else {
         check.expected_statuses.contains(&status)
     }
+}
+
+/// One check over HTTP/2: connect, handshake, GET the path, take the status.
+async fn probe_http2(dialer: &Dialer, check: &HealthCheck) -> Result<u16, String> {
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let stream = dialer.dial().await.map_err(|e| e.to_string())?;
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    let driver = tokio::spawn(conn);
+    let uri = format!("http://{}{}", dialer.endpoint, check.path);
+    let request = http::Request::get(uri)
+        .header(http::header::USER_AGENT, "sluice-health-check")
+        .body(Empty::<bytes::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let response = sender.send_request(request).await.map_err(|e| e.to_string());
+    driver.abort(); // the connection closes with the check
+    Ok(response?.status().as_u16())
 }
 
 /// One check: connect, GET the path, read the status line.

@@ -140,8 +140,10 @@ impl UpstreamGroup {
             })?);
         }
         let labels: Vec<Arc<str>> = pools.iter().map(|p| Arc::clone(p.label())).collect();
-        let active =
-            config.health_check.clone().map(|check| active::start(Arc::from(config.name.as_str()), dialers, check));
+        let active = config.health_check.clone().map(|check| {
+            let http2 = config.protocol == UpstreamProtocol::Http2;
+            active::start(Arc::from(config.name.as_str()), dialers, check, http2)
+        });
         let group_name: Arc<str> = Arc::from(config.name.as_str());
         let p95_hedging = config.retry.hedge_after == Some(HedgeAfter::P95);
         let health =
