@@ -471,3 +471,19 @@ async fn hedging_after_the_groups_p95_needs_no_tuning() {
     // (20% of 200 plus 3 a second over the 10 s window).
     assert!(sent > 200 && sent <= 200 + 40 + 30, "{sent} upstream requests for 200");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_groups_retry_listed_statuses_on_another_endpoint() {
+    let (failing, failing_served) = backend(503, Duration::ZERO).await;
+    let (good, good_served) = backend(200, Duration::ZERO).await;
+    let settings = "protocol = \"http2\"\nbalance = \"round_robin\"\n[upstream.up.outlier]\nconsecutive_failures = 0\n\
+                    [upstream.up.retry]\non = [\"503\"]";
+    let sluice = Sluice::start(&config(&format!("\"{}\", \"{}\"", failing.addr, good.addr), settings));
+    let mut conn = client::h1(sluice.addr).await;
+    for i in 0..20 {
+        let (parts, _) = send1(&mut conn, client::get(&format!("/{i}"))).await;
+        assert_eq!(parts.status, 200, "request {i} was retried past the 503");
+    }
+    assert_eq!(good_served.load(Ordering::SeqCst), 20);
+    assert_eq!(failing_served.load(Ordering::SeqCst), 10, "round robin started half of them there");
+}

@@ -206,7 +206,7 @@ impl UpstreamGroup {
         let attempts = Attempts::new(self, idempotent, key, outcome);
         match self.protocol {
             UpstreamProtocol::Http1 => self.send_http1(request, idempotent, attempts).await,
-            UpstreamProtocol::Http2 => self.send_http2(request, attempts).await,
+            UpstreamProtocol::Http2 => self.send_http2(request, idempotent, attempts).await,
         }
     }
 
@@ -301,11 +301,38 @@ impl UpstreamGroup {
     async fn send_http2(
         &self,
         mut request: Request<RequestBody>,
+        idempotent: bool,
         mut attempts: Attempts<'_>,
     ) -> Result<UpstreamResponse, UpstreamError> {
+        // A bodiless idempotent request can be built again for a retry after it was sent.
+        let again = (idempotent && matches!(request.body(), RequestBody::Empty)).then(|| {
+            let mut copy = Request::new(());
+            *copy.method_mut() = request.method().clone();
+            *copy.uri_mut() = request.uri().clone();
+            *copy.version_mut() = request.version();
+            *copy.headers_mut() = request.headers().clone();
+            copy
+        });
+        let rebuild = |copy: &Request<()>| {
+            let mut request = Request::new(RequestBody::Empty);
+            *request.method_mut() = copy.method().clone();
+            *request.uri_mut() = copy.uri().clone();
+            *request.version_mut() = copy.version();
+            *request.headers_mut() = copy.headers().clone();
+            request
+        };
         while let Some(mut lease) = attempts.next_lease().await? {
             match lease.send_h2(request).await {
                 Some(Ok(response)) => {
+                    if let Some(copy) = &again {
+                        let status = response.status();
+                        if self.retry.retries_on(status)
+                            && attempts.retry(retry::Cause::Status, lease.endpoint(), &status).await
+                        {
+                            request = rebuild(copy); // the response is dropped: its stream reset
+                            continue;
+                        }
+                    }
                     let (parts, body) = response.into_parts();
                     return Ok(UpstreamResponse { parts, body: UpstreamBody::Http2 { body, lease } });
                 }
@@ -318,6 +345,12 @@ impl UpstreamGroup {
                         let error = e.into_error();
                         if let Some(cause) = crate::body::client_cause(&error) {
                             return Err(UpstreamError::ClientBody(cause));
+                        }
+                        if let Some(copy) = &again {
+                            if attempts.retry(retry::Cause::Reset, lease.endpoint(), &error).await {
+                                request = rebuild(copy);
+                                continue;
+                            }
                         }
                         let source = error.into();
                         return Err(UpstreamError::Exchange { endpoint: lease.endpoint().to_string(), source });
