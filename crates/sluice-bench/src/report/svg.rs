@@ -72,7 +72,6 @@ pub fn render(report: &Report) -> String {
     let whole = (report.elapsed_s.floor() as usize).max(1);
     let shown: Vec<_> = report.per_second.iter().take(whole).collect();
     let seconds = shown.len().max(1) as f64;
-    let step = ((seconds / 10.0).ceil()).max(1.0);
     let throughput = Chart {
         top: 60.0 + CHART_HEIGHT + 70.0,
         title: "Responses per second, over the run".to_string(),
@@ -80,9 +79,7 @@ pub fn render(report: &Report) -> String {
         y_label: "responses/s",
         points: shown.iter().map(|p| (p.second as f64, p.responses as f64)).collect(),
         x_max: seconds,
-        x_ticks: (0..=(seconds / step) as u64)
-            .map(|i| ((i as f64) * step, format!("{}s", (i as f64 * step) as u64)))
-            .collect(),
+        x_ticks: second_ticks(seconds),
         color: "#2e86c1",
     };
     draw(&mut out, &throughput);
@@ -92,7 +89,6 @@ pub fn render(report: &Report) -> String {
         report.latency_per_second.iter().filter_map(|s| Some((s.second as f64, s.p99_ms?))).collect();
     if !over_time.is_empty() {
         let last = over_time.iter().map(|p| p.0).fold(1.0, f64::max);
-        let step = ((last / 10.0).ceil()).max(1.0);
         let p99_chart = Chart {
             top: 60.0 + 2.0 * (CHART_HEIGHT + 70.0),
             title: "p99 latency per second, over the run".to_string(),
@@ -100,15 +96,19 @@ pub fn render(report: &Report) -> String {
             y_label: "ms",
             points: over_time,
             x_max: last,
-            x_ticks: (0..=(last / step) as u64)
-                .map(|i| ((i as f64) * step, format!("{}s", (i as f64 * step) as u64)))
-                .collect(),
+            x_ticks: second_ticks(last),
             color: "#8e44ad",
         };
         draw(&mut out, &p99_chart);
     }
     out.push_str("</svg>\n");
     out
+}
+
+/// Ticks for a time axis of `seconds`: about ten, on whole seconds.
+fn second_ticks(seconds: f64) -> Vec<(f64, String)> {
+    let step = (seconds / 10.0).ceil().max(1.0);
+    (0..=(seconds / step) as u64).map(|i| (i as f64 * step, format!("{}s", (i as f64 * step) as u64))).collect()
 }
 
 /// The "nines" of a quantile, capped at five (99.999%).

@@ -180,16 +180,17 @@ impl GroupHealth {
 /// One endpoint as the balancer sees it.
 pub(crate) struct EndpointLoad {
     outstanding: AtomicU32,
-    latency: Mutex<PeakEwma>,
+    /// Peak-EWMA latency, kept only for `ewma` groups (the only algorithm that reads it).
+    latency: Option<Mutex<PeakEwma>>,
     health: Arc<GroupHealth>,
     index: usize,
 }
 
 impl EndpointLoad {
-    pub(crate) fn new(health: &Arc<GroupHealth>, index: usize) -> Arc<Self> {
+    pub(crate) fn new(health: &Arc<GroupHealth>, index: usize, ewma: bool) -> Arc<Self> {
         Arc::new(EndpointLoad {
             outstanding: AtomicU32::new(0),
-            latency: Mutex::new(PeakEwma::new(Instant::now())),
+            latency: ewma.then(|| Mutex::new(PeakEwma::new(Instant::now()))),
             health: Arc::clone(health),
             index,
         })
@@ -199,9 +200,9 @@ impl EndpointLoad {
         self.outstanding.load(Ordering::Relaxed) as usize
     }
 
-    /// The endpoint's load now; its latency only when the algorithm uses it (a lock).
-    pub(crate) fn load(&self, with_latency: bool) -> Load {
-        let latency = if with_latency { self.latency.lock().unwrap_or_else(|p| p.into_inner()).get() } else { 0.0 };
+    /// The endpoint's load now (its latency 0 where it is not kept).
+    pub(crate) fn load(&self) -> Load {
+        let latency = self.latency.as_ref().map_or(0.0, |ewma| ewma.lock().unwrap_or_else(|p| p.into_inner()).get());
         Load {
             outstanding: self.outstanding.load(Ordering::Relaxed),
             latency,
@@ -229,13 +230,13 @@ impl EndpointLoad {
     /// endpoint failed it (None: neither way).
     fn end(&self, latency: Option<Result<Duration, ()>>, broken: Option<bool>) {
         self.outstanding.fetch_sub(1, Ordering::Relaxed);
-        if let Some(latency) = latency {
-            let mut ewma = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(Ok(latency)) = latency {
+            self.health.observe_latency(latency);
+        }
+        if let (Some(latency), Some(ewma)) = (latency, &self.latency) {
+            let mut ewma = ewma.lock().unwrap_or_else(|p| p.into_inner());
             match latency {
-                Ok(latency) => {
-                    ewma.observe(latency, Instant::now());
-                    self.health.observe_latency(latency);
-                }
+                Ok(latency) => ewma.observe(latency, Instant::now()),
                 Err(()) => ewma.observe_failure(Instant::now()),
             }
         }
@@ -342,11 +343,10 @@ pub(crate) fn pick(balancer: &Balancer, loads: &[Arc<EndpointLoad>], key: Option
     if loads.len() <= 1 {
         return 0;
     }
-    let with_latency = balancer.algorithm() == Algorithm::Ewma;
     SCRATCH.with(|scratch| {
         let mut seen = scratch.borrow_mut();
         seen.clear();
-        seen.extend(loads.iter().map(|l| l.load(with_latency)));
+        seen.extend(loads.iter().map(|l| l.load()));
         if seen.iter().all(|l| !l.healthy) {
             if let Some(first) = loads.first() {
                 first.health.note_panic();

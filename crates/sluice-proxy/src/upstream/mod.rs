@@ -158,7 +158,7 @@ impl UpstreamGroup {
             name: Arc::from(config.name.as_str()),
             protocol: config.protocol,
             balancer: Balancer::new(balance::algorithm(&config.balance), &config.weights, &names),
-            loads: (0..pools.len()).map(|i| EndpointLoad::new(&health, i)).collect(),
+            loads: (0..pools.len()).map(|i| EndpointLoad::new(&health, i, config.balance == Balance::Ewma)).collect(),
             health,
             pools,
             hash_key,
@@ -220,45 +220,34 @@ impl UpstreamGroup {
         let mut encoded = EncodedRequest::new(&parts, body);
         drop(parts);
         while let Some(mut lease) = attempts.next_lease().await? {
-            // Hedging: on the first try of a bodiless idempotent request, when configured.
-            let hedge = match self.retry.hedge_after() {
-                Some(HedgeAfter::Fixed(delay)) => Some(delay),
-                Some(HedgeAfter::P95) => self.health.p95(),
-                None => None,
-            }
-            .filter(|_| idempotent && self.pools.len() > 1 && attempts.retries == 0);
-            if let Some((delay, copy)) = hedge.and_then(|delay| encoded.copy_without_body().map(|c| (delay, c))) {
-                let (exchanged, winner) = self.hedged(lease, &mut encoded, copy, delay, &mut attempts).await;
-                lease = winner;
-                match exchanged {
-                    Ok(head) => {
-                        let body = UpstreamBody::Http1(H1Body::new(lease, head.framing, head.reusable, head.buf));
-                        return Ok(UpstreamResponse { parts: head.parts, body });
-                    }
-                    Err(ExchangeError::ClientBody(cause)) => return Err(UpstreamError::ClientBody(cause)),
-                    Err(ExchangeError::Stale(source) | ExchangeError::Failed(source)) => {
-                        if attempts.retry(retry::Cause::Reset, lease.endpoint(), &source).await {
-                            continue;
+            let hedge = self.hedge_delay(idempotent, &attempts);
+            let exchanged = match hedge.and_then(|delay| encoded.copy_without_body().map(|copy| (delay, copy))) {
+                Some((delay, copy)) => {
+                    let (exchanged, winner) = self.hedged(lease, &mut encoded, copy, delay, &mut attempts).await;
+                    lease = winner;
+                    exchanged
+                }
+                None => {
+                    let reused = lease.begin_request();
+                    let Some(stream) = lease.h1_stream() else { return Err(UpstreamError::NoEndpoint) };
+                    match self.retry.per_try_timeout() {
+                        Some(limit) => {
+                            match tokio::time::timeout(limit, h1::exchange(stream, &mut encoded, reused)).await {
+                                Ok(exchanged) => exchanged,
+                                Err(_) => {
+                                    let why = "no response head within per_try_timeout";
+                                    let endpoint = lease.endpoint();
+                                    if encoded.can_resend() && attempts.retry(retry::Cause::Reset, endpoint, &why).await
+                                    {
+                                        continue; // the lease is dropped: that connection may still answer late
+                                    }
+                                    return Err(UpstreamError::TryTimeout { endpoint: endpoint.to_string() });
+                                }
+                            }
                         }
-                        let endpoint = lease.endpoint().to_string();
-                        return Err(UpstreamError::Exchange { endpoint, source: source.into() });
+                        None => h1::exchange(stream, &mut encoded, reused).await,
                     }
                 }
-            }
-            let reused = lease.begin_request();
-            let Some(stream) = lease.h1_stream() else { return Err(UpstreamError::NoEndpoint) };
-            let exchanged = match self.retry.per_try_timeout() {
-                Some(limit) => match tokio::time::timeout(limit, h1::exchange(stream, &mut encoded, reused)).await {
-                    Ok(exchanged) => exchanged,
-                    Err(_) => {
-                        let why = "no response head within per_try_timeout";
-                        if encoded.can_resend() && attempts.retry(retry::Cause::Reset, lease.endpoint(), &why).await {
-                            continue; // the lease is dropped: that connection may still answer late
-                        }
-                        return Err(UpstreamError::TryTimeout { endpoint: lease.endpoint().to_string() });
-                    }
-                },
-                None => h1::exchange(stream, &mut encoded, reused).await,
             };
             match exchanged {
                 Ok(head)
@@ -296,6 +285,18 @@ impl UpstreamGroup {
             }
         }
         Err(attempts.into_error())
+    }
+
+    /// How long the first try of a request waits before a hedged copy goes out: only
+    /// for idempotent requests to groups of several endpoints, when configured.
+    fn hedge_delay(&self, idempotent: bool, attempts: &Attempts<'_>) -> Option<std::time::Duration> {
+        if !idempotent || self.pools.len() < 2 || attempts.retries > 0 {
+            return None;
+        }
+        match self.retry.hedge_after()? {
+            HedgeAfter::Fixed(delay) => Some(delay),
+            HedgeAfter::P95 => self.health.p95(),
+        }
     }
 
     async fn send_http2(
