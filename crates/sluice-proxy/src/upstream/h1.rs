@@ -41,6 +41,8 @@ pub(crate) struct EncodedRequest {
     /// The client's `Expect: 100-continue`, forwarded with a streamed body: the body
     /// waits for the upstream's 100 (or `EXPECT_WAIT`), so a refusal (413, 401) can come first.
     expect_continue: bool,
+    /// The request asks to switch protocols (WebSocket).
+    upgrade: bool,
 }
 
 /// How long a body held for the upstream's 100 Continue waits before it is sent anyway
@@ -76,13 +78,16 @@ impl EncodedRequest {
             head_request: parts.method == Method::HEAD,
             body_started: false,
             expect_continue,
+            upgrade: parts.headers.contains_key(http::header::UPGRADE),
         }
     }
 
     /// A second copy of a request without a body, to send to another endpoint at the
-    /// same time (hedging); None when there is a body.
+    /// same time (hedging); None when there is a body, or an upgrade (a tunnel is opened
+    /// once, never raced).
     pub(crate) fn copy_without_body(&self) -> Option<EncodedRequest> {
-        (self.framing == Framing::Empty).then(|| EncodedRequest {
+        (self.framing == Framing::Empty && !self.upgrade).then(|| EncodedRequest {
+            upgrade: false,
             head: self.head.clone(),
             framing: Framing::Empty,
             body: RequestBody::Empty,
@@ -530,6 +535,17 @@ mod tests {
         let mut continued = false;
         assert!(parse_response(&mut buf, false, &mut continued).expect("valid").is_none());
         assert!(continued);
+    }
+
+    #[test]
+    fn only_bodiless_requests_that_open_no_tunnel_are_copied_for_hedging() {
+        let get = http::Request::get("/x").body(()).expect("request").into_parts().0;
+        assert!(EncodedRequest::new(&get, RequestBody::Empty).copy_without_body().is_some());
+        let upgrade = http::Request::get("/ws").header("upgrade", "websocket").body(()).expect("request");
+        assert!(EncodedRequest::new(&upgrade.into_parts().0, RequestBody::Empty).copy_without_body().is_none());
+        let (_tx, rx) = tokio::sync::mpsc::channel(1);
+        let body = RequestBody::Channel { frames: rx, remaining: Some(3), go_ahead: None };
+        assert!(EncodedRequest::new(&get, body).copy_without_body().is_none());
     }
 
     #[test]
