@@ -158,6 +158,7 @@ pub struct FileRetry {
     pub backoff: Option<Spanned<ConfigDuration>>,
     pub per_try_timeout: Option<Spanned<ConfigDuration>>,
     pub hedge_after: Option<Spanned<String>>,
+    pub idempotent_only: Option<bool>,
 }
 
 /// `[upstream.NAME.outlier]`: passive health from the requests' own outcomes.

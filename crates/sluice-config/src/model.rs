@@ -307,8 +307,9 @@ pub struct OutlierSettings {
     pub max_ejected_percent: u32,
 }
 
-/// `[upstream.NAME.retry]`. Retries go to another endpoint where there is one, only for
-/// requests that may be sent twice (idempotent, with the body still at hand).
+/// `[upstream.NAME.retry]`. Retries go to another endpoint where there is one. A request
+/// is tried again after it was sent when it is idempotent or its body was read whole
+/// (empty, or under the route's buffer size), unless `idempotent_only`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetrySettings {
     /// Tries after the first, at most. Default 2.
@@ -328,10 +329,13 @@ pub struct RetrySettings {
     /// One try waits this long at most for its response head (then counts as a reset).
     /// Default: none (the route's timeout bounds all tries together).
     pub per_try_timeout: Option<Duration>,
-    /// Hedging: an idempotent request without a body that has no response head after
+    /// Hedging: an idempotent request (body read whole) that has no response head after
     /// this long is also sent to another endpoint; the first head wins, the other is
     /// cancelled. Counted against the budget. Default: off.
     pub hedge_after: Option<HedgeAfter>,
+    /// Only idempotent methods are tried again after they were sent (a POST whose
+    /// upstream may have acted on it before the reset is not). Default false.
+    pub idempotent_only: bool,
 }
 
 /// `retry.hedge_after`: a fixed delay, or the group's recent p95 head latency.

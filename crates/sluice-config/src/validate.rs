@@ -480,6 +480,7 @@ fn check_retry(checker: &mut Checker, key: &str, retry: &FileRetry) -> Option<Re
         backoff: retry.backoff.as_ref().map_or(defaults::RETRY_BACKOFF, |b| b.get_ref().0),
         per_try_timeout: None,
         hedge_after: None,
+        idempotent_only: retry.idempotent_only.unwrap_or(false),
     };
     if let Some(hedge) = &retry.hedge_after {
         let text = hedge.get_ref().trim();

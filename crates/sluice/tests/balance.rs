@@ -220,19 +220,23 @@ async fn beyond_max_requests_a_request_gets_503_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_backend_costs_one_per_try_timeout_then_is_ejected() {
-    // Accepts connections and never answers.
-    let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let hanging_addr = hanging.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = hanging.accept().await {
-            held.push(socket);
-        }
-    });
+    hanging_backend_round("http1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_http2_backend_costs_one_per_try_timeout_then_is_ejected() {
+    hanging_backend_round("http2").await;
+}
+
+async fn hanging_backend_round(protocol: &str) {
+    // Takes requests and never answers.
+    let (hanging, _) = backend(200, Duration::from_secs(3600)).await;
     let (good, good_served) = backend(200, Duration::ZERO).await;
-    let settings = "balance = \"round_robin\"\n[upstream.up.outlier]\nconsecutive_failures = 1\n\
-                    [upstream.up.retry]\nper_try_timeout = \"300ms\"";
-    let sluice = Sluice::start(&config(&format!("\"{hanging_addr}\", \"{}\"", good.addr), settings));
+    let settings = format!(
+        "protocol = \"{protocol}\"\nbalance = \"round_robin\"\n[upstream.up.outlier]\nconsecutive_failures = 1\n\
+         [upstream.up.retry]\nper_try_timeout = \"300ms\""
+    );
+    let sluice = Sluice::start(&config(&format!("\"{}\", \"{}\"", hanging.addr, good.addr), &settings));
     let mut conn = client::h1(sluice.addr).await;
     let mut slow = 0;
     for i in 0..20 {
@@ -426,7 +430,7 @@ async fn an_endpoint_back_in_rotation_ramps_up_over_slow_start() {
 
 /// 200 requests to a group where one endpoint stalls every 10th request for 200 ms,
 /// hedged after `hedge_after`: the p99, and the requests the upstreams saw.
-async fn hedged_run(hedge_after: &str) -> (Duration, usize) {
+async fn hedged_run(protocol: &str, hedge_after: &str) -> (Duration, usize) {
     let stalling_seen = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&stalling_seen);
     let stalling = Upstream::start(move |_: Request<Incoming>| {
@@ -440,7 +444,9 @@ async fn hedged_run(hedge_after: &str) -> (Duration, usize) {
     })
     .await;
     let (fast, fast_served) = backend(200, Duration::ZERO).await;
-    let settings = format!("balance = \"round_robin\"\n[upstream.up.retry]\nhedge_after = \"{hedge_after}\"");
+    let settings = format!(
+        "protocol = \"{protocol}\"\nbalance = \"round_robin\"\n[upstream.up.retry]\nhedge_after = \"{hedge_after}\""
+    );
     let sluice = Sluice::start(&config(&format!("\"{}\", \"{}\"", stalling.addr, fast.addr), &settings));
     let mut latencies = Vec::new();
     let mut conn = client::h1(sluice.addr).await;
@@ -457,15 +463,22 @@ async fn hedged_run(hedge_after: &str) -> (Duration, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hedging_cuts_the_tail_of_an_endpoint_that_stalls_sometimes() {
-    let (p99, sent) = hedged_run("30ms").await;
+    let (p99, sent) = hedged_run("http1", "30ms").await;
     // Unhedged, the 10 stalls (5% of requests) would put the p99 at 200 ms.
     assert!(p99 < Duration::from_millis(150), "p99 {p99:?}");
     assert!(sent > 200 && sent <= 240, "{sent} upstream requests for 200: the stalls were hedged, within budget");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hedging_cuts_the_tail_of_an_http2_group_too() {
+    let (p99, sent) = hedged_run("http2", "30ms").await;
+    assert!(p99 < Duration::from_millis(150), "p99 {p99:?}");
+    assert!(sent > 200 && sent <= 240, "{sent} upstream requests for 200: the stalls were hedged, within budget");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hedging_after_the_groups_p95_needs_no_tuning() {
-    let (p99, sent) = hedged_run("p95").await;
+    let (p99, sent) = hedged_run("http1", "p95").await;
     assert!(p99 < Duration::from_millis(150), "p99 {p99:?}");
     // The p95 is a fast response, so more requests are hedged, as the budget allows
     // (20% of 200 plus 3 a second over the 10 s window).
@@ -486,4 +499,80 @@ async fn http2_groups_retry_listed_statuses_on_another_endpoint() {
     }
     assert_eq!(good_served.load(Ordering::SeqCst), 20);
     assert_eq!(failing_served.load(Ordering::SeqCst), 10, "round robin started half of them there");
+}
+
+/// A backend that records each request's method and body, answering `status`.
+async fn recording_backend(status: u16) -> (Upstream, Arc<std::sync::Mutex<Vec<(String, String)>>>) {
+    use http_body_util::BodyExt;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    let upstream = Upstream::start(move |request: Request<Incoming>| {
+        let log = Arc::clone(&log);
+        async move {
+            let method = request.method().to_string();
+            let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            log.lock().expect("log").push((method, String::from_utf8_lossy(&body).into_owned()));
+            let mut response = Response::new(full("x"));
+            *response.status_mut() = http::StatusCode::from_u16(status).expect("status");
+            response
+        }
+    })
+    .await;
+    (upstream, seen)
+}
+
+/// POSTs with small bodies (read whole by sluice) to a group whose first endpoint
+/// answers 503: the status the client sees for each, with the other endpoint's log.
+async fn posts_past_a_503(protocol: &str, extra: &str) -> (Vec<u16>, Vec<(String, String)>) {
+    let (failing, _) = recording_backend(503).await;
+    let (good, seen) = recording_backend(200).await;
+    let settings = format!(
+        "protocol = \"{protocol}\"\nbalance = \"round_robin\"\n[upstream.up.outlier]\nconsecutive_failures = 0\n\
+         [upstream.up.retry]\non = [\"503\"]\n{extra}"
+    );
+    let sluice = Sluice::start(&config(&format!("\"{}\", \"{}\"", failing.addr, good.addr), &settings));
+    let mut conn = client::h1(sluice.addr).await;
+    let mut statuses = Vec::new();
+    for i in 0..10 {
+        let request = Request::post("/orders").header("host", "localhost").body(full(format!("order {i}")));
+        let (parts, _) = send1(&mut conn, request.expect("request")).await;
+        statuses.push(parts.status.as_u16());
+    }
+    let seen = seen.lock().expect("log").clone();
+    (statuses, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_with_a_whole_body_is_retried_with_that_body() {
+    for protocol in ["http1", "http2"] {
+        let (statuses, seen) = posts_past_a_503(protocol, "").await;
+        assert_eq!(statuses, [200; 10], "{protocol}: every POST was retried past the 503");
+        let bodies: Vec<_> = seen.iter().map(|(method, body)| format!("{method} {body}")).collect();
+        let expected: Vec<_> = (0..10).map(|i| format!("POST order {i}")).collect();
+        assert_eq!(bodies, expected, "{protocol}: the retried POSTs arrived with their bodies, once each");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_only_keeps_posts_from_being_retried() {
+    let (statuses, seen) = posts_past_a_503("http1", "idempotent_only = true").await;
+    assert_eq!(statuses.iter().filter(|s| **s == 503).count(), 5, "half started at the 503 endpoint: {statuses:?}");
+    assert_eq!(seen.len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_reset_before_its_response_is_sent_again_with_its_body() {
+    use support::raw::{Answer, RawUpstream};
+    let resetting = RawUpstream::start(|_| Answer::Close(Vec::new())).await;
+    let (good, seen) = recording_backend(200).await;
+    let settings = "balance = \"round_robin\"\n[upstream.up.outlier]\nconsecutive_failures = 0";
+    let sluice = Sluice::start(&config(&format!("\"{}\", \"{}\"", resetting.addr, good.addr), settings));
+    let mut conn = client::h1(sluice.addr).await;
+    for i in 0..6 {
+        let request = Request::put(format!("/items/{i}")).header("host", "localhost").body(full(format!("item {i}")));
+        let (parts, _) = send1(&mut conn, request.expect("request")).await;
+        assert_eq!(parts.status, 200, "request {i}");
+    }
+    let bodies: Vec<_> = seen.lock().expect("log").iter().map(|(_, body)| body.clone()).collect();
+    assert_eq!(bodies, (0..6).map(|i| format!("item {i}")).collect::<Vec<_>>());
 }

@@ -77,6 +77,7 @@ pub enum RequestBody {
 }
 
 /// A body read whole.
+#[derive(Clone)]
 pub struct Buffered {
     pub(crate) chunks: VecDeque<Bytes>,
     pub(crate) trailers: Option<HeaderMap>,
@@ -150,6 +151,23 @@ impl Body for Streaming {
             Some(n) => SizeHint::with_exact(prefix + n),
             None => SizeHint::new(),
         }
+    }
+}
+
+impl RequestBody {
+    /// A second copy of a body that was read whole (empty, or buffered), to send again
+    /// after a failed try; None for a body that is still arriving or on disk.
+    pub(crate) fn replica(&self) -> Option<RequestBody> {
+        match self {
+            RequestBody::Empty => Some(RequestBody::Empty),
+            RequestBody::Buffered(body) => Some(RequestBody::Buffered(body.clone())),
+            _ => None,
+        }
+    }
+
+    /// The body was read whole before the upstream was contacted (or there is none).
+    pub(crate) fn is_whole(&self) -> bool {
+        matches!(self, RequestBody::Empty | RequestBody::Buffered(_))
     }
 }
 

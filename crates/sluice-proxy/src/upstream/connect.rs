@@ -3,6 +3,7 @@
 //! the real [`Connector`]s of the pools.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +34,46 @@ pub(crate) struct Dialer {
     pub(crate) next: Arc<std::sync::atomic::AtomicUsize>,
     /// The endpoint's host is a DNS name (not an IP address), whose answer may change.
     pub(crate) is_name: bool,
+    /// Addresses of the name that recently refused or ignored a connect.
+    pub(crate) down: Arc<DownAddresses>,
+}
+
+/// How long an address that failed a connect is tried after the name's others.
+const ADDRESS_HOLD_DOWN: Duration = Duration::from_secs(10);
+
+/// The addresses of one endpoint's name that failed a connect lately: tried last, so
+/// one dead address among a name's several costs no connection attempt while the
+/// others answer. (The name stays one balancer member: its addresses share its weight
+/// and its outlier state.)
+#[derive(Default)]
+pub(crate) struct DownAddresses(std::sync::Mutex<Vec<(SocketAddr, tokio::time::Instant)>>);
+
+impl DownAddresses {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(SocketAddr, tokio::time::Instant)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Moves the addresses that failed within the hold-down to the end, in order.
+    fn put_last(&self, addrs: &mut [SocketAddr]) {
+        let mut down = self.lock();
+        down.retain(|(_, at)| at.elapsed() < ADDRESS_HOLD_DOWN);
+        if !down.is_empty() {
+            addrs.sort_by_key(|addr| down.iter().any(|(d, _)| d == addr));
+        }
+    }
+
+    fn failed(&self, addr: SocketAddr) {
+        let mut down = self.lock();
+        down.retain(|(d, _)| *d != addr);
+        down.push((addr, tokio::time::Instant::now()));
+    }
+
+    fn answered(&self, addr: SocketAddr) {
+        let mut down = self.lock();
+        if !down.is_empty() {
+            down.retain(|(d, _)| *d != addr);
+        }
+    }
 }
 
 impl Dialer {
@@ -40,7 +81,8 @@ impl Dialer {
         let endpoint = || self.label.to_string();
         tokio::time::timeout(self.timeout, async {
             let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let tcp = tcp_connect(&self.dns, &self.endpoint, start)
+            let deadline = tokio::time::Instant::now() + self.timeout;
+            let tcp = tcp_connect(&self.dns, &self.endpoint, start, &self.down, deadline)
                 .await
                 .map_err(|source| UpstreamError::Connect { endpoint: endpoint(), source })?;
             // Requests are written in one go; Nagle would only delay the last segment.
@@ -62,19 +104,40 @@ impl Dialer {
 }
 
 /// Resolves (through the cache; lookups on tokio's bounded blocking pool) and tries
-/// each address, from the `start`th (modulo their number) round.
-async fn tcp_connect(dns: &Arc<DnsCache>, endpoint: &Endpoint, start: usize) -> io::Result<TcpStream> {
+/// each address, from the `start`th (modulo their number) round, the ones that failed
+/// lately last. Each address gets an even share of the time left before `deadline`,
+/// so one that swallows SYNs does not use up the others' time.
+async fn tcp_connect(
+    dns: &Arc<DnsCache>,
+    endpoint: &Endpoint,
+    start: usize,
+    down: &DownAddresses,
+    deadline: tokio::time::Instant,
+) -> io::Result<TcpStream> {
     let mut last_error = io::Error::new(io::ErrorKind::NotFound, "name resolved to no address");
     let mut addrs = dns.lookup(&endpoint.host, endpoint.port).await?;
-    if !addrs.is_empty() {
-        let len = addrs.len();
+    let len = addrs.len();
+    if len > 1 {
         addrs.rotate_left(start % len);
+        down.put_last(&mut addrs);
     }
-    for addr in addrs {
-        match TcpStream::connect(addr).await {
-            Ok(stream) => return Ok(stream),
-            Err(e) => last_error = e,
+    for (tried, addr) in addrs.into_iter().enumerate() {
+        let share = deadline.saturating_duration_since(tokio::time::Instant::now()) / (len - tried) as u32;
+        let error = match tokio::time::timeout(share, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                if len > 1 {
+                    down.answered(addr);
+                }
+                return Ok(stream);
+            }
+            Ok(Err(e)) => e,
+            Err(_) => io::Error::new(io::ErrorKind::TimedOut, format!("connect to {addr} timed out")),
+        };
+        if len > 1 {
+            tracing::debug!(endpoint = %endpoint, %addr, %error, "address failed; trying the name's next");
+            down.failed(addr);
         }
+        last_error = error;
     }
     Err(last_error)
 }
@@ -189,6 +252,7 @@ mod tests {
             tls: None,
             next: Arc::new(AtomicUsize::new(0)),
             is_name: true,
+            down: Arc::default(),
         };
         let mut peers = Vec::new();
         for _ in 0..4 {
@@ -197,5 +261,54 @@ mod tests {
         }
         let to_a = peers.iter().filter(|p| **p == a.local_addr().expect("a")).count();
         assert_eq!(to_a, 2, "two of four connections to each address: {peers:?}");
+    }
+
+    /// A listener whose accept queue is full: further SYNs are dropped, so a connect
+    /// to it hangs, as to a host that went away without a word.
+    fn blackhole() -> (std::net::TcpListener, Vec<std::net::TcpStream>) {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+        socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).expect("bind");
+        socket.listen(0).expect("listen");
+        let listener: std::net::TcpListener = socket.into();
+        let addr = listener.local_addr().expect("addr");
+        // The queue holds backlog + 1; the connects that filled it are kept open.
+        let fill = (0..2).filter_map(|_| std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok());
+        (listener, fill.collect())
+    }
+
+    #[tokio::test]
+    async fn an_address_that_hangs_costs_its_share_of_the_timeout_then_is_tried_last() {
+        let (hole, _queued) = blackhole();
+        let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let live_addr = live.local_addr().expect("live");
+        let dialer = Dialer {
+            dns: DnsCache::new(
+                Arc::new(Fixed(vec![hole.local_addr().expect("hole"), live_addr])),
+                Duration::from_secs(30),
+            ),
+            endpoint: Endpoint { host: "api.internal".into(), port: 80 },
+            label: Arc::from("api.internal:80"),
+            timeout: Duration::from_secs(2),
+            tls: None,
+            next: Arc::new(AtomicUsize::new(0)),
+            is_name: true,
+            down: Arc::default(),
+        };
+        // The first dial starts at the hanging address: it gets half the time, then
+        // the live one answers, well within the connect timeout.
+        let stream = dialer.dial().await.expect("the live address answers");
+        assert_eq!(stream.peer_addr().expect("peer"), live_addr);
+        // Every later dial, including those whose turn starts at the hanging address,
+        // goes to the live one first.
+        for _ in 0..4 {
+            let started = tokio::time::Instant::now();
+            let stream = dialer.dial().await.expect("connect");
+            assert_eq!(stream.peer_addr().expect("peer"), live_addr);
+            assert!(
+                started.elapsed() < Duration::from_millis(500),
+                "waited {:?} on the down address",
+                started.elapsed()
+            );
+        }
     }
 }

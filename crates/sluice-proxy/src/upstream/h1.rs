@@ -82,19 +82,28 @@ impl EncodedRequest {
         }
     }
 
-    /// A second copy of a request without a body, to send to another endpoint at the
-    /// same time (hedging); None when there is a body, or an upgrade (a tunnel is opened
-    /// once, never raced).
-    pub(crate) fn copy_without_body(&self) -> Option<EncodedRequest> {
-        (self.framing == Framing::Empty && !self.upgrade).then(|| EncodedRequest {
+    /// A second copy of the request, to send to another endpoint at the same time
+    /// (hedging) or after this try failed (a retry): only while its body is at hand
+    /// whole (none, or buffered) and not started, and never for an upgrade (a tunnel is
+    /// opened once, never raced).
+    pub(crate) fn replica(&self) -> Option<EncodedRequest> {
+        if self.upgrade || self.body_started {
+            return None;
+        }
+        Some(EncodedRequest {
             upgrade: false,
             head: self.head.clone(),
-            framing: Framing::Empty,
-            body: RequestBody::Empty,
+            framing: self.framing,
+            body: self.body.replica()?,
             head_request: self.head_request,
             body_started: false,
-            expect_continue: false,
+            expect_continue: self.expect_continue,
         })
+    }
+
+    /// Whether the body will be consumed by sending (so a retry needs a replica kept).
+    pub(crate) fn has_body(&self) -> bool {
+        self.framing != Framing::Empty
     }
 
     /// Nothing of the body was consumed, so the request can go to another connection.
@@ -538,14 +547,23 @@ mod tests {
     }
 
     #[test]
-    fn only_bodiless_requests_that_open_no_tunnel_are_copied_for_hedging() {
+    fn only_requests_with_a_whole_body_that_open_no_tunnel_are_copied() {
         let get = http::Request::get("/x").body(()).expect("request").into_parts().0;
-        assert!(EncodedRequest::new(&get, RequestBody::Empty).copy_without_body().is_some());
+        assert!(EncodedRequest::new(&get, RequestBody::Empty).replica().is_some());
         let upgrade = http::Request::get("/ws").header("upgrade", "websocket").body(()).expect("request");
-        assert!(EncodedRequest::new(&upgrade.into_parts().0, RequestBody::Empty).copy_without_body().is_none());
+        assert!(EncodedRequest::new(&upgrade.into_parts().0, RequestBody::Empty).replica().is_none());
         let (_tx, rx) = tokio::sync::mpsc::channel(1);
         let body = RequestBody::Channel { frames: rx, remaining: Some(3), go_ahead: None };
-        assert!(EncodedRequest::new(&get, body).copy_without_body().is_none());
+        assert!(EncodedRequest::new(&get, body).replica().is_none(), "a body still arriving");
+        let chunks = [bytes::Bytes::from_static(b"abc")].into_iter().collect();
+        let whole = crate::body::Buffered { chunks, trailers: None, remaining: 3 };
+        let mut post = http::Request::post("/x").body(()).expect("request").into_parts().0;
+        post.headers.insert(CONTENT_LENGTH, HeaderValue::from_static("3"));
+        let mut encoded = EncodedRequest::new(&post, RequestBody::Buffered(Box::new(whole)));
+        let copy = encoded.replica().expect("a buffered body is copied");
+        assert_eq!((copy.framing, copy.head.clone()), (Framing::Length(3), encoded.head.clone()));
+        encoded.body_started = true;
+        assert!(encoded.replica().is_none(), "not once sending took some of it");
     }
 
     #[test]

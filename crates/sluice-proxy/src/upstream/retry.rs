@@ -41,6 +41,20 @@ impl RetryState {
         self.budget().deposit(Instant::now());
     }
 
+    /// Whether a request may be sent again after it was sent: it is idempotent, or its
+    /// body was read whole and the group does not restrict retries to idempotent methods.
+    pub(crate) fn replayable(&self, idempotent: bool, body_whole: bool) -> bool {
+        idempotent || (body_whole && !self.settings.idempotent_only)
+    }
+
+    /// Whether any retry after sending can happen, so a copy of the body is worth keeping.
+    pub(crate) fn retries_after_send(&self) -> bool {
+        self.settings.retries > 0
+            && (self.settings.on_reset
+                || !self.settings.on_status.is_empty()
+                || self.settings.per_try_timeout.is_some())
+    }
+
     pub(crate) fn hedge_after(&self) -> Option<HedgeAfter> {
         self.settings.hedge_after
     }

@@ -1,0 +1,208 @@
+//! The tries of one request: which endpoint next (balancer order), how many fresh
+//! connections after a closed pooled one, whether a retry or a hedged copy is allowed
+//! (the group's budget and circuit breaker), all counted in the request's record.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use super::{balance, retry, Lease, UpstreamError, UpstreamGroup, STALE_CONNECTION_RETRIES};
+use crate::outcome::Outcome;
+
+/// A count held for as long as the guard lives.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    /// Counts one more unless `limit` is reached.
+    fn enter(count: &'a AtomicUsize, limit: usize) -> Option<Self> {
+        let now = count.fetch_add(1, Ordering::Relaxed);
+        if now >= limit {
+            count.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Counted(count))
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The connections one request may try: endpoints in balancer order, and on each a few
+/// fresh tries after a closed pooled connection. Each try is counted in the record.
+pub(super) struct Attempts<'a> {
+    group: &'a UpstreamGroup,
+    order: Vec<usize>,
+    next_endpoint: usize,
+    current: Option<usize>,
+    tries_here: usize,
+    /// Checked for being open before use: a pooled connection closed under it would
+    /// have taken a request that must not go twice.
+    idempotent: bool,
+    /// May be sent again after it was sent (idempotent, or its body read whole).
+    pub(super) replayable: bool,
+    last_error: UpstreamError,
+    outcome: &'a mut Outcome,
+    /// Retries made (connect failover, resets, statuses), against `retry`'s limits.
+    pub(super) retries: u32,
+    /// Held from the first retry: this request counts against `max_retries`.
+    retrying: Option<Counted<'a>>,
+}
+
+impl<'a> Attempts<'a> {
+    pub(super) fn new(
+        group: &'a UpstreamGroup,
+        idempotent: bool,
+        replayable: bool,
+        key: Option<u64>,
+        outcome: &'a mut Outcome,
+    ) -> Self {
+        group.retry.deposit();
+        let first = balance::pick(&group.balancer, &group.loads, key);
+        let order = group.balancer.order(first).collect();
+        Attempts {
+            group,
+            order,
+            next_endpoint: 0,
+            current: None,
+            tries_here: 0,
+            idempotent,
+            replayable,
+            last_error: UpstreamError::NoEndpoint,
+            outcome,
+            retries: 0,
+            retrying: None,
+        }
+    }
+
+    /// The next connection to try, or None when every allowed try is spent.
+    pub(super) async fn next_lease(&mut self) -> Result<Option<Lease>, UpstreamError> {
+        loop {
+            let index = match self.current {
+                Some(index) if self.tries_here < STALE_CONNECTION_RETRIES => index,
+                Some(_) if !self.replayable => return Ok(None),
+                _ => {
+                    let Some(&index) = self.order.get(self.next_endpoint) else { return Ok(None) };
+                    self.next_endpoint += 1;
+                    self.current = Some(index);
+                    self.tries_here = 0;
+                    index
+                }
+            };
+            self.tries_here += 1;
+            let pool = &self.group.pools[index];
+            self.outcome.upstream_trace.attempts += 1;
+            self.outcome.upstream_trace.endpoint = Some(Arc::clone(pool.label()));
+            self.group.loads[index].begin(self.outcome);
+            let Some(waiting) = Counted::enter(&self.group.pending, self.group.breaker.max_pending) else {
+                return Err(self.group.overloaded("max_pending"));
+            };
+            let checkout = pool.checkout(!self.idempotent).await;
+            drop(waiting);
+            match checkout {
+                Ok(lease) => return Ok(Some(lease)),
+                // Nothing was sent: any request, POST included, may go to the next endpoint.
+                Err(e) if e.is_connect_failure() => {
+                    let more = self.next_endpoint < self.order.len()
+                        && self.count_as_retrying()
+                        && self.group.retry.allow(retry::Cause::ConnectFailure, self.retries);
+                    if more {
+                        self.retries += 1;
+                    }
+                    tracing::warn!(
+                        request_id = self.outcome.request_id(),
+                        route = self.outcome.route.as_deref().unwrap_or("-"),
+                        upstream = %self.group.name,
+                        error = %e,
+                        "{}", if more { "connect failed; trying the next endpoint" } else { "connect failed; no endpoint left" }
+                    );
+                    if !more {
+                        return Err(e);
+                    }
+                    self.last_error = e;
+                    self.tries_here = STALE_CONNECTION_RETRIES; // this endpoint is down: move on
+                    if !self.replayable {
+                        self.current = None; // a request that cannot go twice moves on too
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Whether to try again elsewhere after a reset or a retried status; if so, waits
+    /// the backoff and moves to the next endpoint (round again from the first choice
+    /// when every one was tried).
+    pub(super) async fn retry(
+        &mut self,
+        cause: retry::Cause,
+        endpoint: &Arc<str>,
+        why: &(dyn std::fmt::Display + Sync),
+    ) -> bool {
+        if !self.replayable || !self.count_as_retrying() || !self.group.retry.allow(cause, self.retries) {
+            return false;
+        }
+        self.retries += 1;
+        tracing::debug!(
+            request_id = self.outcome.request_id(),
+            upstream = %self.group.name,
+            endpoint = %endpoint,
+            %why,
+            retry = self.retries,
+            "retrying on another endpoint"
+        );
+        tokio::time::sleep(self.group.retry.backoff(self.retries)).await;
+        self.current = None;
+        if self.next_endpoint >= self.order.len() {
+            self.next_endpoint = 0;
+        }
+        true
+    }
+
+    /// A connection to the next endpoint for a hedged copy, if the budget allows: the
+    /// endpoint counts it as outstanding, but the record does not report to it unless
+    /// it wins. None when there is no other endpoint, or no budget, or no connection.
+    pub(super) async fn hedge_lease(&mut self) -> Option<(Lease, balance::Hedge)> {
+        let index = *self.order.get(self.next_endpoint)?;
+        if !self.count_as_retrying() || !self.group.retry.allow(retry::Cause::Hedge, self.retries) {
+            return None;
+        }
+        self.retries += 1;
+        self.next_endpoint += 1;
+        let hold = self.group.loads[index].begin_hedge();
+        self.outcome.upstream_trace.attempts += 1;
+        let lease = self.group.pools[index].checkout(false).await.ok()?;
+        Some((lease, hold))
+    }
+
+    /// The hedged copy answered first: the record names its endpoint and reports to it.
+    pub(super) fn hedge_won(&mut self, hold: balance::Hedge, lease: &Lease) {
+        self.outcome.upstream_trace.endpoint = Some(Arc::clone(lease.endpoint()));
+        hold.won(self.outcome);
+    }
+
+    /// Whether this request may be among those retrying (`max_retries`); it stays
+    /// counted until it is done.
+    fn count_as_retrying(&mut self) -> bool {
+        if self.retrying.is_none() {
+            self.retrying = Counted::enter(&self.group.retrying, self.group.breaker.max_retries);
+        }
+        self.retrying.is_some()
+    }
+
+    /// The last lease's connection had been closed by the upstream.
+    pub(super) fn stale(&mut self, endpoint: &Arc<str>, error: &dyn std::fmt::Display) {
+        tracing::debug!(
+            request_id = self.outcome.request_id(),
+            endpoint = %endpoint,
+            %error,
+            "pooled connection was closed before the request; resending"
+        );
+        self.last_error = UpstreamError::StaleConnections { endpoint: endpoint.to_string() };
+    }
+
+    pub(super) fn into_error(self) -> UpstreamError {
+        self.last_error
+    }
+}
