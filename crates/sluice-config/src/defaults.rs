@@ -59,3 +59,12 @@ pub const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Access log lines queued for the writer thread at most (~64 K × ~300 B of record).
 pub const ACCESS_LOG_QUEUE: usize = 65_536;
+
+/// `[cache]`.
+pub const CACHE_MEMORY: u64 = 256 << 20;
+pub const CACHE_MAX_OBJECT: u64 = 8 << 20;
+pub const CACHE_HEURISTIC_MAX: Duration = Duration::from_secs(86_400);
+pub const CACHE_COALESCE_WAIT: Duration = Duration::from_secs(5);
+pub const CACHE_TAG_HEADER: &str = "surrogate-key";
+pub const CACHE_SHARED_TIMEOUT: Duration = Duration::from_millis(50);
+pub const CACHE_SHARED_PREFIX: &str = "sluice";

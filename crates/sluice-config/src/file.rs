@@ -25,6 +25,47 @@ pub struct FileConfig {
     #[serde(default, rename = "upstream")]
     pub upstreams: BTreeMap<String, FileUpstream>,
     pub access_log: Option<FileAccessLog>,
+    pub cache: Option<FileCache>,
+}
+
+/// `[cache]`: the response cache that routes with `cache = true` use.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCache {
+    pub memory: Option<Spanned<ConfigSize>>,
+    pub max_object: Option<Spanned<ConfigSize>>,
+    pub heuristic_percent: Option<Spanned<u64>>,
+    pub heuristic_max: Option<Spanned<ConfigDuration>>,
+    pub store_set_cookie: Option<bool>,
+    pub coalesce: Option<bool>,
+    pub coalesce_wait: Option<Spanned<ConfigDuration>>,
+    pub purge_from: Option<Vec<Spanned<String>>>,
+    pub tag_header: Option<Spanned<String>>,
+    pub key_headers: Option<Vec<Spanned<String>>>,
+    pub key_cookies: Option<Vec<Spanned<String>>>,
+    pub key_ignore_query: Option<bool>,
+    pub key_ignore_params: Option<Vec<Spanned<String>>>,
+    pub redis: Option<FileRedisTier>,
+    pub memcached: Option<FileMemcachedTier>,
+}
+
+/// `[cache.redis]`: a second tier shared by every sluice instance.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRedisTier {
+    pub url: Spanned<String>,
+    pub timeout: Option<Spanned<ConfigDuration>>,
+    pub prefix: Option<Spanned<String>>,
+    pub coalesce_lock: Option<bool>,
+}
+
+/// `[cache.memcached]`: the same tier on memcached.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileMemcachedTier {
+    pub address: Spanned<String>,
+    pub timeout: Option<Spanned<ConfigDuration>>,
+    pub prefix: Option<Spanned<String>>,
 }
 
 /// `[access_log]`: one line per request, written off the request path.
@@ -103,6 +144,7 @@ pub struct FileRoute {
     pub max_request_body: Option<Spanned<ConfigSize>>,
     pub large_request_bodies: Option<Spanned<String>>,
     pub upgrades: Option<Vec<Spanned<String>>>,
+    pub cache: Option<Spanned<bool>>,
 }
 
 /// `[upstream.NAME]`: a group of interchangeable endpoints.

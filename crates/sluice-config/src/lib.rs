@@ -12,6 +12,7 @@ mod file;
 mod model;
 mod size;
 mod validate;
+mod validate_cache;
 mod warnings;
 
 use std::fmt;

@@ -18,6 +18,8 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// None: no access log (the `[access_log]` table is absent).
     pub access_log: Option<AccessLogConfig>,
+    /// None: no response cache (the `[cache]` table is absent).
+    pub cache: Option<CacheConfig>,
     /// Things that are valid but probably not meant (an unreachable route, an unused
     /// upstream): `sluice check` prints them, `sluice run` logs them.
     pub warnings: Vec<crate::Problem>,
@@ -237,6 +239,61 @@ pub struct RouteConfig {
     /// Upgrade protocols tunnelled after a 101 (lower case); any other `Upgrade` is
     /// removed. Default `["websocket"]`.
     pub upgrades: Vec<String>,
+    /// Responses on this route go through the `[cache]`. Default false.
+    pub cache: bool,
+}
+
+/// `[cache]`: an RFC 9111 shared cache in memory, optionally backed by a shared tier.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheConfig {
+    /// The memory tier holds at most this many bytes (keys, headers and bodies). Default 256 MiB.
+    pub memory: u64,
+    /// Larger responses are passed through uncached. Default 8 MiB.
+    pub max_object: u64,
+    /// Heuristic freshness (RFC 9111 §4.2.2) for responses with Last-Modified and no
+    /// explicit lifetime: this share of their age, at most `heuristic_max`. 0 = off (default).
+    pub heuristic_percent: u64,
+    pub heuristic_max: Duration,
+    /// Responses with Set-Cookie are stored without it (true) or not at all (false, default).
+    pub store_set_cookie: bool,
+    /// Concurrent misses for one key send one upstream request. Default true.
+    pub coalesce: bool,
+    /// How long a coalesced request waits for the first one's response. Default 5s.
+    pub coalesce_wait: Duration,
+    /// Clients that may send PURGE. Default: loopback only.
+    pub purge_from: Vec<IpNetwork>,
+    /// The response header listing an entry's tags, for purging by tag. Default `surrogate-key`.
+    pub tag_header: String,
+    /// Request headers (lower case) and cookies added to the cache key.
+    pub key_headers: Vec<String>,
+    pub key_cookies: Vec<String>,
+    /// The query string is left out of the key entirely.
+    pub key_ignore_query: bool,
+    /// These query parameters are left out of the key.
+    pub key_ignore_params: Vec<String>,
+    /// A second tier shared by sluice instances.
+    pub shared: Option<SharedTierConfig>,
+}
+
+/// `[cache.redis]` or `[cache.memcached]`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SharedTierConfig {
+    Redis {
+        /// `redis://host:port[/db]`.
+        url: String,
+        /// Each Redis operation waits this long at most; then the tier is skipped. Default 50ms.
+        timeout: Duration,
+        /// Keys start with this. Default "sluice".
+        prefix: String,
+        /// Coalesce misses across instances with a short Redis lock. Default false.
+        coalesce_lock: bool,
+    },
+    Memcached {
+        /// `host:port`.
+        address: String,
+        timeout: Duration,
+        prefix: String,
+    },
 }
 
 /// Request bodies larger than a route's `request_buffer`.

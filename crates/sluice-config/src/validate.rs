@@ -18,9 +18,9 @@ use crate::model::*;
 use crate::Problem;
 
 /// Accumulates problems while validating one file.
-struct Checker<'a> {
+pub(crate) struct Checker<'a> {
     source: &'a str,
-    problems: Vec<Problem>,
+    pub(crate) problems: Vec<Problem>,
 }
 
 impl Checker<'_> {
@@ -28,7 +28,7 @@ impl Checker<'_> {
         line_of(self.source, span.start)
     }
 
-    fn problem(&mut self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn problem(&mut self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) {
         let line = self.line_of(span);
         self.problems.push(Problem { line, key: key.into(), message: message.into() });
     }
@@ -67,9 +67,22 @@ pub(crate) fn validate(file: FileConfig, source: &str, base_dir: &Path) -> Resul
     let routes: Vec<RouteConfig> =
         file.routes.iter().enumerate().filter_map(|(i, r)| check_route(&mut checker, i, r, &names)).collect();
     let access_log = file.access_log.as_ref().and_then(|log| check_access_log(&mut checker, log, base_dir));
+    let cache = file.cache.as_ref().and_then(|cache| crate::validate_cache::check_cache(&mut checker, cache));
+    if cache.is_none() {
+        for (index, route) in file.routes.iter().enumerate() {
+            if let Some(wants) = route.cache.as_ref().filter(|c| *c.get_ref()) {
+                let message = if file.cache.is_some() {
+                    "the route asks for the cache, but [cache] has problems (see them)"
+                } else {
+                    "the route asks for the cache, but there is no [cache] table; add one, e.g. [cache] memory = \"256MiB\""
+                };
+                checker.problem(wants.span(), format!("route[{index}].cache"), message);
+            }
+        }
+    }
     if checker.problems.is_empty() {
         let warnings = crate::warnings::find(&file, source, &routes, &names);
-        Ok(Config { server, listeners, routes, upstreams, access_log, warnings })
+        Ok(Config { server, listeners, routes, upstreams, access_log, cache, warnings })
     } else {
         checker.problems.sort_by_key(|p| p.line);
         Err(checker.problems)
@@ -124,13 +137,17 @@ fn check_server(checker: &mut Checker, server: &FileServer) -> ServerSettings {
         send_timeout,
         paths: PathRules { merge_slashes: server.merge_slashes.unwrap_or(defaults.merge_slashes), escaped_slashes },
         spool_dir: check_spool_dir(checker, server),
-        trusted_proxies: check_networks(checker, server.trusted_proxies.as_deref().unwrap_or(&[])),
+        trusted_proxies: check_networks(
+            checker,
+            server.trusted_proxies.as_deref().unwrap_or(&[]),
+            "server.trusted_proxies",
+        ),
         dns_ttl: nonzero_duration(checker, &server.dns_ttl, "server.dns_ttl").unwrap_or(defaults::DNS_TTL),
     }
 }
 
 /// `server.trusted_proxies`: addresses or CIDR networks.
-fn check_networks(checker: &mut Checker, list: &[Spanned<String>]) -> Vec<IpNetwork> {
+pub(crate) fn check_networks(checker: &mut Checker, list: &[Spanned<String>], key: &str) -> Vec<IpNetwork> {
     let mut networks = Vec::new();
     for entry in list {
         let text = entry.get_ref().trim();
@@ -147,7 +164,7 @@ fn check_networks(checker: &mut Checker, list: &[Spanned<String>]) -> Vec<IpNetw
             Some(network) => networks.push(network),
             None => checker.problem(
                 entry.span(),
-                "server.trusted_proxies",
+                key,
                 format!("\"{text}\" is not an IP address or network; write e.g. \"10.0.0.0/8\" or \"::1\""),
             ),
         }
@@ -226,7 +243,11 @@ fn positive(checker: &mut Checker, value: &Option<Spanned<usize>>, key: &str) ->
     Some(*value.get_ref())
 }
 
-fn nonzero_duration(checker: &mut Checker, value: &Option<Spanned<ConfigDuration>>, key: &str) -> Option<Duration> {
+pub(crate) fn nonzero_duration(
+    checker: &mut Checker,
+    value: &Option<Spanned<ConfigDuration>>,
+    key: &str,
+) -> Option<Duration> {
     let value = value.as_ref()?;
     if value.get_ref().0.is_zero() {
         checker.problem(value.span(), key, "must be longer than 0; e.g. \"10s\"");
@@ -797,6 +818,7 @@ fn check_route(checker: &mut Checker, index: usize, route: &FileRoute, upstreams
         max_request_body: max_request_body?,
         large_request_bodies: large_request_bodies?,
         upgrades,
+        cache: route.cache.as_ref().is_some_and(|c| *c.get_ref()),
     })
 }
 

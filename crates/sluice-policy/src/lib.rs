@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod balance;
+pub mod cache;
 pub mod health;
 pub mod path;
 pub mod retire;

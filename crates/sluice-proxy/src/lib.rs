@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod body;
+mod cache;
 mod http1;
 mod http2;
 mod outcome;

@@ -21,6 +21,7 @@ use hyper::body::Incoming;
 
 use super::read_ahead::Detached;
 use crate::body::BodyError;
+use crate::cache::CacheFill;
 use crate::outcome::{End, Record};
 use crate::upstream::{H1Body, Lease, UpstreamBody};
 
@@ -59,6 +60,8 @@ pub struct ProxyBody {
     /// Armed while the upstream has nothing for us; boxed and reused, so a body that
     /// never waits costs no timer.
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The cache keeps the frames as they go by, to store the response at its end.
+    fill: Option<Box<CacheFill>>,
 }
 
 /// An HTTP/2 client took no response bytes for send_timeout (`read_ahead`).
@@ -144,7 +147,13 @@ impl ProxyBody {
             yielded: 0,
             read_timeout: None,
             stall: None,
+            fill: None,
         }
+    }
+
+    /// Stores the body in the cache as it streams (`cache::CacheFill`).
+    pub(crate) fn fill_cache(&mut self, fill: CacheFill) {
+        self.fill = Some(Box::new(fill));
     }
 
     /// Gives the body the request's outcome record, to finish at the body's end.
@@ -193,6 +202,7 @@ impl ProxyBody {
         let kind = std::mem::replace(&mut self.kind, Kind::Local(Full::new(Bytes::new())));
         let mut stream = ProxyBody::with(kind, None);
         stream.read_timeout = self.read_timeout.take();
+        stream.fill = self.fill.take();
         self.stall = None;
         stream
     }
@@ -242,8 +252,41 @@ impl ProxyBody {
     }
 }
 
+impl ProxyBody {
+    /// Feeds a frame to the cache fill; the fill is done at the body's end, dropped
+    /// (not stored) when the body grows too large, carries trailers or breaks off.
+    fn feed_fill(&mut self, polled: &Poll<Option<Result<Frame<Bytes>, BodyError>>>) {
+        let Some(fill) = &mut self.fill else { return };
+        match polled {
+            Poll::Ready(Some(Ok(frame))) => match frame.data_ref() {
+                Some(data) => {
+                    if !fill.data(data) {
+                        self.fill = None;
+                    } else if self.is_end_stream() {
+                        self.finish_fill();
+                    }
+                }
+                None => self.fill = None, // trailers: not stored
+            },
+            Poll::Ready(None) => self.finish_fill(),
+            Poll::Ready(Some(Err(_))) => self.fill = None,
+            Poll::Pending => {}
+        }
+    }
+
+    fn finish_fill(&mut self) {
+        if let Some(fill) = self.fill.take() {
+            fill.finish();
+        }
+    }
+}
+
 impl Drop for ProxyBody {
     fn drop(&mut self) {
+        // A body that said it ended need not have been polled to its None.
+        if self.fill.is_some() && self.is_end_stream() {
+            self.finish_fill();
+        }
         if let Some(mut record) = self.record.take() {
             record.outcome().bytes_out = self.yielded;
             // hyper need not poll a body that says it has ended; otherwise unfinished
@@ -278,6 +321,9 @@ impl Body for ProxyBody {
                 }
             }
             Poll::Ready(_) => {}
+        }
+        if this.fill.is_some() {
+            this.feed_fill(&polled);
         }
         match &polled {
             Poll::Ready(None) => this.finish_record(End::Complete, None),

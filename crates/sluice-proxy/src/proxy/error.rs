@@ -50,6 +50,12 @@ pub(crate) enum ProxyError {
     Client(#[from] ClientError),
     #[error(transparent)]
     Spool(super::spool::SpoolError),
+    /// The client asked for a cached response only (`only-if-cached`) and there is none.
+    #[error("not in the cache, and the request said only-if-cached")]
+    NotCached,
+    /// PURGE from a client outside `cache.purge_from`.
+    #[error("PURGE is not allowed from this address")]
+    PurgeForbidden,
 }
 
 /// A request body that broke off while it was being sent upstream is the client's
@@ -71,6 +77,9 @@ impl ProxyError {
             ProxyError::UpgradeNeedsHttp1 | ProxyError::UnrequestedSwitch => StatusCode::BAD_GATEWAY,
             // sluice's own disk failed it, as nginx answers when it cannot write a temp file.
             ProxyError::Spool(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            // RFC 9111 §5.2.1.7.
+            ProxyError::NotCached => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::PurgeForbidden => StatusCode::FORBIDDEN,
             ProxyError::Client(e) => match e {
                 ClientError::Malformed(_)
                 | ClientError::Path(_)
@@ -110,6 +119,8 @@ impl ProxyError {
             ProxyError::UpgradeNeedsHttp1 => "upgrade_needs_http1",
             ProxyError::UnrequestedSwitch => "upstream_unrequested_switch",
             ProxyError::Spool(_) => "spool_failed",
+            ProxyError::NotCached => "not_cached",
+            ProxyError::PurgeForbidden => "purge_forbidden",
             ProxyError::Client(e) => match e {
                 ClientError::Malformed(_) => "client_malformed",
                 ClientError::HeadTooLarge => "client_head_too_large",

@@ -9,6 +9,7 @@
 //! cache between routing and sending; both write their decision into the record.
 
 mod body;
+mod cached;
 mod error;
 mod headers;
 pub(crate) mod read_ahead;
@@ -33,8 +34,7 @@ use target::Target;
 
 use crate::body::{BodyLimits, RequestBody};
 use crate::outcome::{Outcome, Record, Text};
-use crate::runtime::ConnContext;
-use crate::runtime::Route;
+use crate::runtime::{ConnContext, Route, Snapshot};
 use crate::upstream::{UpstreamBody, UpstreamResponse};
 
 /// Handles one client request; never fails (errors become responses). The response
@@ -79,48 +79,132 @@ async fn forward(
         return Ok(target::server_options());
     }
     let host = request_host(&request);
+    if request.method().as_str() == "PURGE" {
+        if let Some(cache) = &conn.shared.cache {
+            return cached::purge(cache, conn.peer.ip(), &request, host.as_ref()).await;
+        }
+    }
     let route = snapshot
         .router
         .find(host.as_ref().and_then(|h| h.to_str().ok()), request.uri().path(), request.method().as_str())
         .ok_or(ProxyError::NoRoute)?;
     outcome.route = Some(Arc::clone(&route.name));
     outcome.upstream = Some(Arc::clone(&route.upstream.name));
-    let upgrade = upgrade::requested(&request, &route.upgrades);
-    if upgrade.is_some() && route.upstream.protocol() != UpstreamProtocol::Http1 {
-        return Err(ProxyError::UpgradeNeedsHttp1);
+    let origin = Origin { conn, snapshot: &snapshot, route, host: host.as_ref(), request_id };
+    match &conn.shared.cache {
+        Some(cache) if route.cache => cached::handle(cache, &origin, request, outcome).await,
+        _ => origin.fetch(request, outcome).await,
     }
-    let limits = BodyLimits {
-        buffer: route.request_buffer,
-        max: route.max_request_body,
-        timeout: snapshot.server.client_body_timeout,
-        large: route.large_request_bodies,
-    };
-    // Boxed: most requests have no body, and this future is larger than the rest of the path.
-    let request = match request.body().is_end_stream() {
-        true => request,
-        false => Box::pin(request_body::admit(request, limits, &snapshot.server.spool_dir)).await?,
-    };
-    let idempotent = is_idempotent(request.method());
-    let trusted = snapshot.server.trusted_proxies.iter().any(|network| network.contains(conn.peer.ip()));
-    let forwarding = Forwarding { host: host.as_ref(), request_id, trusted };
-    let upstream_request = upstream_request(conn, route, request, forwarding, upgrade.as_ref());
-    let sent_at = std::time::Instant::now();
-    let key = route.upstream.request_key(&upstream_request, conn.peer);
-    let sending = route.upstream.send(upstream_request, idempotent, key, outcome);
-    let response = tokio::time::timeout(route.timeout, sending).await.map_err(|_| ProxyError::Timeout)??;
-    outcome.upstream_head = Some(sent_at.elapsed());
+}
 
-    let UpstreamResponse { mut parts, body } = response;
-    if let UpstreamBody::Switched { lease, read } = body {
-        let protocol = upgrade.ok_or(ProxyError::UnrequestedSwitch)?;
-        let tunnel = UpstreamUpgrade { lease, read, idle_timeout: route.tunnel_idle_timeout };
-        return upgrade::switching(parts, protocol, tunnel);
+/// Where a routed request goes when sluice does not answer it itself: the route's
+/// upstream group, on behalf of the client of `conn`.
+pub(crate) struct Origin<'a> {
+    conn: &'a Arc<ConnContext>,
+    snapshot: &'a Arc<Snapshot>,
+    route: &'a Arc<Route>,
+    host: Option<&'a HeaderValue>,
+    request_id: &'a HeaderValue,
+}
+
+/// An `Origin` that a background task can keep (a cache refresh).
+pub(crate) struct OwnedOrigin {
+    conn: Arc<ConnContext>,
+    snapshot: Arc<Snapshot>,
+    route: Arc<Route>,
+    host: Option<HeaderValue>,
+    request_id: HeaderValue,
+}
+
+impl OwnedOrigin {
+    pub(crate) fn origin(&self) -> Origin<'_> {
+        Origin {
+            conn: &self.conn,
+            snapshot: &self.snapshot,
+            route: &self.route,
+            host: self.host.as_ref(),
+            request_id: &self.request_id,
+        }
     }
-    headers::remove_hop_by_hop(&mut parts.headers);
-    parts.version = Version::HTTP_11;
-    let mut body = ProxyBody::upstream(body, route.read_timeout);
-    body.set_read_ahead(route.response_buffer);
-    Ok(Response::from_parts(parts, body))
+
+    /// A record of its own for a request sluice makes by itself (it is logged too).
+    pub(crate) fn record(&self) -> Record {
+        let mut record = Record::begin(self.conn.peer, &self.request_id, &self.conn.shared.outcomes);
+        record.outcome().route = Some(Arc::clone(&self.route.name));
+        record.outcome().upstream = Some(Arc::clone(&self.route.upstream.name));
+        record
+    }
+}
+
+impl Origin<'_> {
+    pub(crate) fn to_owned(&self) -> OwnedOrigin {
+        OwnedOrigin {
+            conn: Arc::clone(self.conn),
+            snapshot: Arc::clone(self.snapshot),
+            route: Arc::clone(self.route),
+            host: self.host.cloned(),
+            request_id: self.request_id.clone(),
+        }
+    }
+
+    /// The scheme the client used, for cache keys.
+    pub(crate) fn scheme(&self) -> &'static str {
+        if self.conn.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    pub(crate) fn host(&self) -> Option<&HeaderValue> {
+        self.host
+    }
+
+    /// Sends the request to the route's upstream group and returns its response (body
+    /// admission, rewriting, the route timeout, the response head cleaned).
+    pub(crate) async fn fetch(
+        &self,
+        request: Request<RequestBody>,
+        outcome: &mut Outcome,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let Origin { conn, snapshot, route, host, request_id } = *self;
+        let upgrade = upgrade::requested(&request, &route.upgrades);
+        if upgrade.is_some() && route.upstream.protocol() != UpstreamProtocol::Http1 {
+            return Err(ProxyError::UpgradeNeedsHttp1);
+        }
+        let limits = BodyLimits {
+            buffer: route.request_buffer,
+            max: route.max_request_body,
+            timeout: snapshot.server.client_body_timeout,
+            large: route.large_request_bodies,
+        };
+        // Boxed: most requests have no body, and this future is larger than the rest of the path.
+        let request = match request.body().is_end_stream() {
+            true => request,
+            false => Box::pin(request_body::admit(request, limits, &snapshot.server.spool_dir)).await?,
+        };
+        let idempotent = is_idempotent(request.method());
+        let trusted = snapshot.server.trusted_proxies.iter().any(|network| network.contains(conn.peer.ip()));
+        let forwarding = Forwarding { host, request_id, trusted };
+        let upstream_request = upstream_request(conn, route, request, forwarding, upgrade.as_ref());
+        let sent_at = std::time::Instant::now();
+        let key = route.upstream.request_key(&upstream_request, conn.peer);
+        let sending = route.upstream.send(upstream_request, idempotent, key, outcome);
+        let response = tokio::time::timeout(route.timeout, sending).await.map_err(|_| ProxyError::Timeout)??;
+        outcome.upstream_head = Some(sent_at.elapsed());
+
+        let UpstreamResponse { mut parts, body } = response;
+        if let UpstreamBody::Switched { lease, read } = body {
+            let protocol = upgrade.ok_or(ProxyError::UnrequestedSwitch)?;
+            let tunnel = UpstreamUpgrade { lease, read, idle_timeout: route.tunnel_idle_timeout };
+            return upgrade::switching(parts, protocol, tunnel);
+        }
+        headers::remove_hop_by_hop(&mut parts.headers);
+        parts.version = Version::HTTP_11;
+        let mut body = ProxyBody::upstream(body, route.read_timeout);
+        body.set_read_ahead(route.response_buffer);
+        Ok(Response::from_parts(parts, body))
+    }
 }
 
 /// What the forwarding headers say.

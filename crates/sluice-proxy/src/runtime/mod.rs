@@ -17,6 +17,7 @@ pub(crate) use conn::ConnContext;
 pub(crate) use idle::{IdleTicket, IdleTimers};
 pub(crate) use shutdown::Shutdown;
 
+use crate::cache::Cache;
 use crate::outcome::{AccessLog, Outcomes, Tally};
 use crate::stats::Counters;
 use crate::upstream::{PoolRegistry, SharedCaps, UpstreamGroup};
@@ -24,7 +25,8 @@ use crate::upstream::{PoolRegistry, SharedCaps, UpstreamGroup};
 /// Everything a request needs from the configuration.
 pub(crate) struct Snapshot {
     pub(crate) server: ServerSettings,
-    pub(crate) router: Router<Route>,
+    /// Routes are shared (`Arc`) so that a background fetch (a cache refresh) keeps one.
+    pub(crate) router: Router<Arc<Route>>,
     pub(crate) groups: Vec<Arc<UpstreamGroup>>,
 }
 
@@ -50,6 +52,8 @@ pub(crate) struct Route {
     pub(crate) large_request_bodies: sluice_config::LargeBodies,
     /// Upgrade protocols tunnelled (lower case).
     pub(crate) upgrades: Vec<String>,
+    /// Responses go through the process's cache.
+    pub(crate) cache: bool,
 }
 
 impl Snapshot {
@@ -73,7 +77,7 @@ impl Snapshot {
                 host: HostPattern::new(r.host.as_deref()),
                 path_prefix: r.path_prefix.clone(),
                 methods: r.methods.clone(),
-                target: Route {
+                target: Arc::new(Route {
                     name: Arc::from(r.name.as_str()),
                     upstream: Arc::clone(&groups[r.upstream]),
                     timeout: r.timeout,
@@ -84,7 +88,8 @@ impl Snapshot {
                     max_request_body: r.max_request_body,
                     large_request_bodies: r.large_request_bodies,
                     upgrades: r.upgrades.clone(),
-                },
+                    cache: r.cache,
+                }),
             })
             .collect();
         Ok(Snapshot { server: config.server.clone(), router: Router::new(rules), groups })
@@ -98,6 +103,8 @@ pub enum StartError {
     Upstream(String),
     #[error("cannot open the access log: {0}")]
     AccessLog(std::io::Error),
+    #[error("{0}")]
+    Cache(String),
 }
 
 /// What the whole process shares: touched per connection or rarer, never per request
@@ -112,6 +119,8 @@ pub(crate) struct Process {
     shared_pools: Option<Arc<PoolRegistry>>,
     /// HTTP/1 connection caps the workers' own pools share (`upstream_pools = "per-worker"`).
     shared_caps: Option<Arc<SharedCaps>>,
+    /// The response cache, one for every worker (`[cache]`).
+    pub(crate) cache: Option<Arc<Cache>>,
 }
 
 impl Process {
@@ -121,7 +130,9 @@ impl Process {
         let share = per_core && config.server.upstream_pools == PoolSharing::Shared;
         let shared_pools = share.then(|| Arc::new(PoolRegistry::new(config.server.dns_ttl, None)));
         let shared_caps = (per_core && !share).then(Arc::default);
+        let cache = config.cache.as_ref().map(Cache::new).transpose().map_err(StartError::Cache)?;
         Ok(Process {
+            cache,
             shutdown: Arc::default(),
             counters: Arc::default(),
             access_log: access_log.map(Arc::new),
@@ -150,6 +161,8 @@ pub(crate) struct Shared {
     pub(crate) pools: Arc<PoolRegistry>,
     /// This worker's idle connections' deadlines.
     pub(crate) idle: IdleTimers,
+    /// The process's response cache.
+    pub(crate) cache: Option<Arc<Cache>>,
     pub(crate) worker: u16,
 }
 
@@ -168,6 +181,7 @@ impl Shared {
             outcomes: Arc::new(Outcomes::new(process.access_log.clone(), worker)),
             pools,
             idle: IdleTimers::default(),
+            cache: process.cache.clone(),
             worker,
         })
     }
@@ -206,6 +220,24 @@ pub(crate) fn log_summary(process: &Process, workers: &[Arc<Shared>]) {
         h2_control_floods = process.counters.h2_control_floods.load(Relaxed),
         "requests since start"
     );
+    if let Some(cache) = &process.cache {
+        let (bytes, entries) = cache.memory_use();
+        let s = &cache.stats;
+        tracing::info!(
+            hits = s.hits.load(Relaxed),
+            misses = s.misses.load(Relaxed),
+            stale = s.stale.load(Relaxed),
+            coalesced = s.coalesced.load(Relaxed),
+            revalidated = s.revalidated.load(Relaxed),
+            stored = s.stored.load(Relaxed),
+            shared_hits = s.shared_hits.load(Relaxed),
+            shared_errors = cache.shared_errors(),
+            memory_bytes = bytes,
+            memory_entries = entries,
+            fetching = cache.in_flight(),
+            "cache since start"
+        );
+    }
     let mut seen = Vec::new();
     for worker in workers {
         tracing::debug!(worker = worker.worker, pools = worker.pools.len(), "live upstream pools");

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod raw;
+pub mod stores;
 pub mod upstream;
 
 use std::io::{BufRead, BufReader};

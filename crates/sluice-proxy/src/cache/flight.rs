@@ -1,0 +1,135 @@
+//! Request coalescing: the first miss for a key leads (goes to the origin); misses
+//! for the same key while it is out follow (wait, bounded, for what it lands). A key
+//! whose response was not storable is remembered for a while ("hit-for-pass"), so its
+//! traffic is not serialised behind one request at a time.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::entry::Entry;
+
+/// How long a key whose response could not be stored goes to the origin uncoalesced.
+const PASS_FOR: Duration = Duration::from_secs(10);
+
+/// What a leader's request came to.
+#[derive(Clone)]
+pub(crate) enum Landing {
+    Pending,
+    Stored(Arc<Entry>),
+    /// Not storable, or the request failed: followers go to the origin themselves.
+    NotStored,
+}
+
+/// The keys being fetched now, and the keys not to coalesce.
+#[derive(Default)]
+pub(crate) struct Flights {
+    out: Mutex<HashMap<Arc<str>, watch::Receiver<Landing>>>,
+    passes: Mutex<HashMap<Arc<str>, Instant>>,
+}
+
+/// Which part a request plays for its key.
+pub(crate) enum Join {
+    Lead(Lead),
+    Follow(watch::Receiver<Landing>),
+    /// The key's responses are not storable lately: go alone.
+    Pass,
+}
+
+impl Flights {
+    pub(crate) fn join(self: &Arc<Self>, key: &Arc<str>) -> Join {
+        if self.passing(key) {
+            return Join::Pass;
+        }
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(landing) = out.get(key) {
+            return Join::Follow(landing.clone());
+        }
+        let (tx, rx) = watch::channel(Landing::Pending);
+        out.insert(Arc::clone(key), rx);
+        Join::Lead(Lead { flights: Arc::clone(self), key: Arc::clone(key), tx, landed: false })
+    }
+
+    fn passing(&self, key: &str) -> bool {
+        let mut passes = self.passes.lock().unwrap_or_else(|p| p.into_inner());
+        match passes.get(key) {
+            Some(until) if *until > Instant::now() => true,
+            Some(_) => {
+                passes.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn pass(&self, key: &Arc<str>) {
+        let mut passes = self.passes.lock().unwrap_or_else(|p| p.into_inner());
+        if passes.len() > 100_000 {
+            let now = Instant::now();
+            passes.retain(|_, until| *until > now);
+        }
+        passes.insert(Arc::clone(key), Instant::now() + PASS_FOR);
+    }
+
+    /// The key is storable again (a stored response): coalesce it again.
+    pub(crate) fn unpass(&self, key: &str) {
+        self.passes.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+
+    /// Keys out now (for tests and metrics).
+    pub(crate) fn out(&self) -> usize {
+        self.out.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// The leading request of a key; dropped without landing, it lands NotStored (its
+/// request failed or was cancelled) and the followers go to the origin themselves.
+pub(crate) struct Lead {
+    flights: Arc<Flights>,
+    key: Arc<str>,
+    tx: watch::Sender<Landing>,
+    landed: bool,
+}
+
+impl Lead {
+    /// The response was stored: followers serve it.
+    pub(crate) fn stored(mut self, entry: Arc<Entry>) {
+        self.flights.unpass(&self.key);
+        self.land(Landing::Stored(entry));
+    }
+
+    /// The response may not be stored: followers go alone, and so does the key for a while.
+    pub(crate) fn not_storable(mut self) {
+        self.flights.pass(&self.key);
+        self.land(Landing::NotStored);
+    }
+
+    fn land(&mut self, landing: Landing) {
+        self.landed = true;
+        self.flights.out.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
+        let _ = self.tx.send(landing);
+    }
+}
+
+impl Drop for Lead {
+    fn drop(&mut self) {
+        if !self.landed {
+            self.land(Landing::NotStored);
+        }
+    }
+}
+
+/// Waits for the leader, at most `wait`; None when it failed, was not storable, or
+/// took too long.
+pub(crate) async fn follow(mut landing: watch::Receiver<Landing>, wait: Duration) -> Option<Arc<Entry>> {
+    let landed = tokio::time::timeout(wait, landing.wait_for(|l| !matches!(l, Landing::Pending))).await;
+    match landed {
+        Ok(Ok(landing)) => match &*landing {
+            Landing::Stored(entry) => Some(Arc::clone(entry)),
+            _ => None,
+        },
+        _ => None,
+    }
+}

@@ -1,0 +1,166 @@
+//! The response cache's storage: a memory tier (moka, bounded in bytes), an optional
+//! shared tier (Redis or memcached) behind it, request coalescing, and purging. One
+//! per process, shared by the workers. What may be stored and served is decided by
+//! `sluice_policy::cache`; how a request goes through the cache is `proxy::cached`.
+
+mod entry;
+mod fill;
+mod flight;
+mod key;
+mod memory;
+mod shared;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderMap;
+use sluice_config::CacheConfig;
+use sluice_policy::cache::Heuristic;
+
+pub(crate) use entry::{date_field, unix_now, vary_values, Entry, Facts};
+pub(crate) use fill::{CacheFill, FillTo};
+pub(crate) use flight::{follow, Join, Lead};
+pub(crate) use key::primary as primary_key;
+
+use flight::Flights;
+use memory::MemoryTier;
+use shared::SharedTier;
+
+/// What the cache did, since start (the metrics of #12 read these).
+#[derive(Default)]
+pub(crate) struct CacheStats {
+    pub(crate) hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
+    pub(crate) stale: AtomicU64,
+    pub(crate) coalesced: AtomicU64,
+    pub(crate) revalidated: AtomicU64,
+    pub(crate) stored: AtomicU64,
+    pub(crate) shared_hits: AtomicU64,
+}
+
+pub(crate) struct Cache {
+    pub(crate) config: CacheConfig,
+    memory: MemoryTier,
+    shared: Option<SharedTier>,
+    flights: Arc<Flights>,
+    pub(crate) stats: CacheStats,
+}
+
+impl Cache {
+    /// The cache for `config`; an error names a shared-tier setting that cannot be used.
+    pub(crate) fn new(config: &CacheConfig) -> Result<Arc<Cache>, String> {
+        let shared = config.shared.as_ref().map(SharedTier::new).transpose()?;
+        Ok(Arc::new(Cache {
+            memory: MemoryTier::new(config.memory),
+            shared,
+            flights: Arc::default(),
+            stats: CacheStats::default(),
+            config: config.clone(),
+        }))
+    }
+
+    pub(crate) fn heuristic(&self) -> Option<Heuristic> {
+        (self.config.heuristic_percent > 0)
+            .then_some(Heuristic { percent: self.config.heuristic_percent, max: self.config.heuristic_max.as_secs() })
+    }
+
+    /// The stored variant of `key` for a request with `headers`: from memory, else from
+    /// the shared tier (then kept in memory too).
+    pub(crate) async fn lookup(&self, key: &str, headers: &HeaderMap) -> Option<Arc<Entry>> {
+        if let Some(entry) = self.memory.get(key, headers) {
+            return Some(entry);
+        }
+        let shared = self.shared.as_ref()?;
+        let value = shared.get(key).await?;
+        let entry = Entry::decode(value, self.heuristic(), &self.config.tag_header)?;
+        if &*entry.key != key || !entry.matches(headers) {
+            return None;
+        }
+        self.stats.shared_hits.fetch_add(1, Ordering::Relaxed);
+        let entry = Arc::new(entry);
+        self.memory.insert(Arc::clone(&entry));
+        Some(entry)
+    }
+
+    /// Stores `entry` in memory now and in the shared tier in the background.
+    pub(crate) fn store(self: &Arc<Self>, entry: Arc<Entry>) {
+        self.stats.stored.fetch_add(1, Ordering::Relaxed);
+        self.memory.insert(Arc::clone(&entry));
+        if self.shared.is_some() {
+            let keep = sluice_policy::cache::keep_for(&entry.stored(unix_now()));
+            let cache = Arc::clone(self);
+            tokio::spawn(async move {
+                if let Some(shared) = &cache.shared {
+                    shared.put(&entry.key, entry.encode(), Duration::from_secs(keep), &entry.tags).await;
+                }
+            });
+        }
+    }
+
+    /// Coalescing: whether this request leads, follows or passes for `key`.
+    pub(crate) fn join(&self, key: &Arc<str>) -> Join {
+        self.flights.join(key)
+    }
+
+    /// The cross-instance fetch lock (Redis, when configured): true when this
+    /// instance should fetch `key`.
+    pub(crate) async fn lock_across(&self, key: &str) -> bool {
+        match &self.shared {
+            Some(shared) => shared.lock(key, self.config.coalesce_wait).await,
+            None => true,
+        }
+    }
+
+    pub(crate) fn locks_across(&self) -> bool {
+        self.shared.as_ref().is_some_and(SharedTier::locks)
+    }
+
+    pub(crate) async fn unlock_across(&self, key: &str) {
+        if let Some(shared) = &self.shared {
+            shared.unlock(key).await;
+        }
+    }
+
+    /// Removes the entries of these exact keys, in both tiers.
+    pub(crate) async fn invalidate(&self, keys: &[String]) -> usize {
+        let mut removed = self.memory.purge_urls(keys);
+        if let Some(shared) = &self.shared {
+            removed = removed.max(shared.remove(keys).await);
+        }
+        removed
+    }
+
+    /// Removes the entries for `host` under `path_prefix`, in both tiers.
+    pub(crate) async fn purge_prefix(&self, host: &str, path_prefix: &str) -> usize {
+        let mut removed = self.memory.purge_prefix(host, path_prefix);
+        if let Some(shared) = &self.shared {
+            removed = removed.max(shared.purge_prefix(host, path_prefix).await);
+        }
+        removed
+    }
+
+    /// Removes the entries tagged with any of `tags`, in both tiers.
+    pub(crate) async fn purge_tags(&self, tags: &[String]) -> usize {
+        let mut removed = self.memory.purge_tags(tags);
+        if let Some(shared) = &self.shared {
+            removed = removed.max(shared.purge_tags(tags).await);
+        }
+        removed
+    }
+
+    /// Bytes and entries in the memory tier.
+    pub(crate) fn memory_use(&self) -> (u64, u64) {
+        (self.memory.bytes(), self.memory.len())
+    }
+
+    /// Shared tier failures since start.
+    pub(crate) fn shared_errors(&self) -> u64 {
+        self.shared.as_ref().map_or(0, SharedTier::errors)
+    }
+
+    /// Requests being fetched for the cache now.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.flights.out()
+    }
+}

@@ -1,0 +1,199 @@
+//! The shared tier: a store every sluice instance reads and writes (Redis, or
+//! memcached), so that N instances behind a TCP balancer share what any of them
+//! fetched. Entries go in as `Entry::encode` bytes and expire by their own lifetime.
+//!
+//! A shared tier is never in a request's way for longer than its `timeout`: every
+//! operation is bounded, and after a failure the tier is skipped for a second (the
+//! `Gate`), so an outage costs one timeout a second, not one per request. Failures are
+//! counted and logged at most every 10 s; clients see memory-only caching.
+
+mod memcached;
+mod redis;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sluice_config::SharedTierConfig;
+
+/// After a failure, the tier is not asked for this long.
+const SKIP_AFTER_FAILURE: Duration = Duration::from_secs(1);
+/// At most one log line about tier failures this often.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+pub(crate) enum SharedTier {
+    Redis(redis::RedisTier),
+    Memcached(memcached::MemcachedTier),
+}
+
+impl SharedTier {
+    pub(crate) fn new(config: &SharedTierConfig) -> Result<SharedTier, String> {
+        match config {
+            SharedTierConfig::Redis { url, timeout, prefix, coalesce_lock } => {
+                Ok(SharedTier::Redis(redis::RedisTier::new(url, *timeout, prefix, *coalesce_lock)?))
+            }
+            SharedTierConfig::Memcached { address, timeout, prefix } => {
+                Ok(SharedTier::Memcached(memcached::MemcachedTier::new(address, *timeout, prefix)))
+            }
+        }
+    }
+
+    fn gate(&self) -> &Gate {
+        match self {
+            SharedTier::Redis(tier) => &tier.gate,
+            SharedTier::Memcached(tier) => &tier.gate,
+        }
+    }
+
+    /// Failed operations since start (timeouts, refused connections, errors).
+    pub(crate) fn errors(&self) -> u64 {
+        self.gate().errors.load(Ordering::Relaxed)
+    }
+
+    /// The stored value of `key`; None on a miss, and when the tier is unavailable.
+    pub(crate) async fn get(&self, key: &str) -> Option<Bytes> {
+        let gate = self.gate();
+        if !gate.open() {
+            return None;
+        }
+        let got = match self {
+            SharedTier::Redis(tier) => gate.bounded(tier.get(key)).await,
+            SharedTier::Memcached(tier) => gate.bounded(tier.get(key)).await,
+        };
+        got.flatten()
+    }
+
+    /// Stores `value` under `key` for `ttl`, listed under `tags`.
+    pub(crate) async fn put(&self, key: &str, value: Vec<u8>, ttl: Duration, tags: &[String]) {
+        let gate = self.gate();
+        if !gate.open() || ttl.is_zero() {
+            return;
+        }
+        match self {
+            SharedTier::Redis(tier) => gate.bounded(tier.put(key, value, ttl, tags)).await,
+            SharedTier::Memcached(tier) => gate.bounded(tier.put(key, value, ttl)).await,
+        };
+    }
+
+    /// Removes `keys`; how many were there (as far as the tier tells).
+    pub(crate) async fn remove(&self, keys: &[String]) -> usize {
+        let gate = self.gate();
+        if !gate.open() {
+            return 0;
+        }
+        let removed = match self {
+            SharedTier::Redis(tier) => gate.bounded(tier.remove(keys)).await,
+            SharedTier::Memcached(tier) => gate.bounded(tier.remove(keys)).await,
+        };
+        removed.unwrap_or(0)
+    }
+
+    /// Removes the keys for `host` under `path_prefix`.
+    pub(crate) async fn purge_prefix(&self, host: &str, path_prefix: &str) -> usize {
+        let removed = match self {
+            SharedTier::Redis(tier) => tier.gate.bounded_long(tier.purge_prefix(host, path_prefix)).await,
+            SharedTier::Memcached(tier) => tier.gate.bounded(tier.purge_everything()).await,
+        };
+        removed.unwrap_or(0)
+    }
+
+    /// Removes the keys tagged with any of `tags`.
+    pub(crate) async fn purge_tags(&self, tags: &[String]) -> usize {
+        let removed = match self {
+            SharedTier::Redis(tier) => tier.gate.bounded_long(tier.purge_tags(tags)).await,
+            SharedTier::Memcached(tier) => tier.gate.bounded(tier.purge_everything()).await,
+        };
+        removed.unwrap_or(0)
+    }
+
+    /// Takes the cross-instance fetch lock of `key` for `hold`: true when this instance
+    /// should fetch. Always true without a lock (memcached, or not configured), and when
+    /// the tier is unavailable.
+    pub(crate) async fn lock(&self, key: &str, hold: Duration) -> bool {
+        match self {
+            SharedTier::Redis(tier) if tier.coalesce_lock && tier.gate.open() => {
+                tier.gate.bounded(tier.lock(key, hold)).await.unwrap_or(true)
+            }
+            _ => true,
+        }
+    }
+
+    pub(crate) fn locks(&self) -> bool {
+        matches!(self, SharedTier::Redis(tier) if tier.coalesce_lock)
+    }
+
+    pub(crate) async fn unlock(&self, key: &str) {
+        if let SharedTier::Redis(tier) = self {
+            if tier.coalesce_lock && tier.gate.open() {
+                tier.gate.bounded(tier.unlock(key)).await;
+            }
+        }
+    }
+}
+
+/// Bounds every operation of a tier and skips the tier for a while after a failure.
+pub(crate) struct Gate {
+    name: &'static str,
+    timeout: Duration,
+    closed_until: Mutex<Option<Instant>>,
+    last_log: Mutex<Option<Instant>>,
+    errors: AtomicU64,
+}
+
+/// An operation's failure, as the gate counts it.
+pub(crate) type TierResult<T> = Result<T, String>;
+
+impl Gate {
+    pub(crate) fn new(name: &'static str, timeout: Duration) -> Self {
+        Gate { name, timeout, closed_until: Mutex::new(None), last_log: Mutex::new(None), errors: AtomicU64::new(0) }
+    }
+
+    fn open(&self) -> bool {
+        let mut closed = self.closed_until.lock().unwrap_or_else(|p| p.into_inner());
+        match *closed {
+            Some(until) if Instant::now() < until => false,
+            Some(_) => {
+                *closed = None;
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// Runs `op` within the timeout; a failure closes the gate and is counted.
+    async fn bounded<T>(&self, op: impl std::future::Future<Output = TierResult<T>>) -> Option<T> {
+        self.within(self.timeout, op).await
+    }
+
+    /// Purges walk the store: ten timeouts.
+    async fn bounded_long<T>(&self, op: impl std::future::Future<Output = TierResult<T>>) -> Option<T> {
+        self.within(self.timeout * 10, op).await
+    }
+
+    async fn within<T>(&self, limit: Duration, op: impl std::future::Future<Output = TierResult<T>>) -> Option<T> {
+        let error = match tokio::time::timeout(limit, op).await {
+            Ok(Ok(value)) => return Some(value),
+            Ok(Err(error)) => error,
+            Err(_) => format!("no answer within {limit:?}"),
+        };
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        *self.closed_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + SKIP_AFTER_FAILURE);
+        let mut last = self.last_log.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_none_or(|at| at.elapsed() >= LOG_EVERY) {
+            *last = Some(Instant::now());
+            tracing::warn!(tier = self.name, %error, errors = self.errors.load(Ordering::Relaxed),
+                "shared cache tier failed; serving from memory only (skipping the tier for 1 s)");
+        }
+        None
+    }
+}
+
+/// A key's bytes as a printable, bounded, stable name: two FNV-1a 64-bit hashes with
+/// different offsets, in hex (memcached keys allow no spaces and at most 250 bytes;
+/// the entry itself names its key, so a collision reads as a miss).
+pub(crate) fn digest(key: &str) -> String {
+    let fnv =
+        |offset: u64| key.bytes().fold(offset, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3));
+    format!("{:016x}{:016x}", fnv(0xcbf2_9ce4_8422_2325), fnv(0x6c62_272e_07bb_0142))
+}

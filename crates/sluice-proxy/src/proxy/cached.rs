@@ -1,0 +1,533 @@
+//! A routed request through the response cache, top to bottom: unsafe methods
+//! invalidate; GET and HEAD are answered from a stored response when the freshness
+//! rules allow (`sluice_policy::cache`), revalidated with the origin when they do not,
+//! and fetched once for a burst of identical misses (coalescing), the response stored
+//! while it streams to the client. Every answer says what happened in `Cache-Status`
+//! (RFC 9211) and in the request's record. PURGE requests end here too.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{
+    HeaderName, HeaderValue, AGE, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_LOCATION, DATE, ETAG, EXPIRES,
+    IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, LOCATION, PRAGMA, VARY,
+};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use sluice_policy::cache::{self as rules, CacheControl, Exchange, NotStored, Usable};
+
+use super::{Origin, OwnedOrigin, ProxyBody, ProxyError};
+use crate::body::RequestBody;
+use crate::cache::{self, Cache, CacheFill, Entry, Facts, FillTo, Join, Lead};
+use crate::outcome::Outcome;
+
+static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
+/// How often a request waiting on another instance's fetch (the Redis lock) looks
+/// for its result in the shared tier.
+const LOCK_POLL: Duration = Duration::from_millis(20);
+
+/// What the client's request asks of the cache, read once.
+struct Asked {
+    key: Arc<str>,
+    control: CacheControl,
+    authorized: bool,
+    head: bool,
+    /// The client's own conditionals, answered by sluice from a stored response.
+    if_none_match: Option<String>,
+    if_modified_since: Option<u64>,
+}
+
+pub(super) async fn handle(
+    cache: &Arc<Cache>,
+    origin: &Origin<'_>,
+    mut request: Request<RequestBody>,
+    outcome: &mut Outcome,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let method = request.method().clone();
+    if !matches!(method, Method::GET | Method::HEAD) {
+        return unsafe_method(cache, origin, request, outcome).await;
+    }
+    let asked = read_request(cache, origin, &mut request);
+    let now = cache::unix_now();
+    let stored = cache.lookup(&asked.key, request.headers()).await.filter(|entry| shareable(&asked, entry));
+    if let Some(entry) = stored {
+        match rules::usable(&entry.stored(now), &asked.control) {
+            Usable::Fresh { ttl } => {
+                count(&cache.stats.hits);
+                let status =
+                    if ttl >= 0 { format!("hit; ttl={ttl}") } else { format!("hit; ttl={ttl}; detail=max-stale") };
+                outcome.cache = Some("hit");
+                return Ok(serve(&entry, &asked, now, &status));
+            }
+            Usable::StaleWhileRevalidate { ttl } => {
+                count(&cache.stats.stale);
+                if let Join::Lead(lead) = cache.join(&asked.key) {
+                    refresh_in_background(cache, origin.to_owned(), request, Arc::clone(&entry), lead);
+                }
+                outcome.cache = Some("stale");
+                return Ok(serve(&entry, &asked, now, &format!("hit; ttl={ttl}; detail=stale-while-revalidate")));
+            }
+            Usable::Revalidate => return revalidate(cache, origin, request, &asked, entry, outcome).await,
+        }
+    }
+    if asked.control.only_if_cached {
+        outcome.cache = Some("miss");
+        return Err(ProxyError::NotCached);
+    }
+    miss(cache, origin, request, &asked, outcome).await
+}
+
+/// The key, the directives and the conditionals of a GET or HEAD; the conditionals
+/// are taken off (sluice answers them; the origin is asked its own), and a HEAD goes
+/// to the origin as a GET, so that its response can be stored (nginx does the same).
+fn read_request(cache: &Cache, origin: &Origin<'_>, request: &mut Request<RequestBody>) -> Asked {
+    let host = origin.host().and_then(|h| h.to_str().ok()).unwrap_or("");
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let key = cache::primary_key(&cache.config, origin.scheme(), host, path, request.headers());
+    let headers = request.headers_mut();
+    let mut control = CacheControl::parse(headers.get_all(CACHE_CONTROL).iter().map(HeaderValue::as_bytes));
+    if !headers.contains_key(CACHE_CONTROL)
+        && headers.get_all(PRAGMA).iter().any(|v| v.as_bytes().eq_ignore_ascii_case(b"no-cache"))
+    {
+        control.no_cache = true;
+    }
+    let if_none_match = headers.remove(IF_NONE_MATCH).and_then(|v| v.to_str().ok().map(str::to_string));
+    let if_modified_since = cache::date_field(headers, &IF_MODIFIED_SINCE);
+    headers.remove(IF_MODIFIED_SINCE);
+    let head = request.method() == Method::HEAD;
+    if head {
+        *request.method_mut() = Method::GET;
+    }
+    Asked {
+        key: Arc::from(key),
+        control,
+        authorized: request.headers().contains_key(AUTHORIZATION),
+        head,
+        if_none_match,
+        if_modified_since,
+    }
+}
+
+/// A request with Authorization may only be given a stored response that says it may
+/// be shared (RFC 9111 §3.5).
+fn shareable(asked: &Asked, entry: &Entry) -> bool {
+    !asked.authorized || entry.control.public || entry.control.s_maxage.is_some() || entry.control.must_revalidate
+}
+
+/// Nothing usable is stored: fetch, coalesced with the same key's other misses.
+async fn miss(
+    cache: &Arc<Cache>,
+    origin: &Origin<'_>,
+    request: Request<RequestBody>,
+    asked: &Asked,
+    outcome: &mut Outcome,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    // An authorized request never shares a fetch: its response may be private.
+    if asked.authorized || !cache.config.coalesce {
+        return fetch(cache, origin, request, asked, None, None, outcome).await;
+    }
+    match cache.join(&asked.key) {
+        Join::Lead(lead) => {
+            if cache.locks_across() && !cache.lock_across(&asked.key).await {
+                if let Some(entry) = wait_for_other_instance(cache, &asked.key, request.headers()).await {
+                    count(&cache.stats.coalesced);
+                    lead.stored(Arc::clone(&entry));
+                    outcome.cache = Some("coalesced");
+                    return Ok(serve(&entry, asked, cache::unix_now(), "fwd=miss; collapsed; detail=instance"));
+                }
+            }
+            let locked = cache.locks_across();
+            let response = fetch(cache, origin, request, asked, Some(lead), None, outcome).await;
+            // A response that was not stored frees the other instances at once.
+            if locked && !response.as_ref().is_ok_and(was_stored) {
+                cache.unlock_across(&asked.key).await;
+            }
+            response
+        }
+        Join::Follow(landing) => {
+            if let Some(entry) = cache::follow(landing, cache.config.coalesce_wait).await {
+                if entry.matches(request.headers()) {
+                    count(&cache.stats.coalesced);
+                    outcome.cache = Some("coalesced");
+                    return Ok(serve(&entry, asked, cache::unix_now(), "fwd=miss; collapsed"));
+                }
+            }
+            fetch(cache, origin, request, asked, None, None, outcome).await
+        }
+        Join::Pass => fetch(cache, origin, request, asked, None, None, outcome).await,
+    }
+}
+
+/// Another instance holds the fetch lock: its response appears in the shared tier.
+async fn wait_for_other_instance(cache: &Cache, key: &str, headers: &http::HeaderMap) -> Option<Arc<Entry>> {
+    let deadline = tokio::time::Instant::now() + cache.config.coalesce_wait;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(LOCK_POLL).await;
+        if let Some(entry) = cache.lookup(key, headers).await {
+            return Some(entry);
+        }
+    }
+    None
+}
+
+/// A stored response that must be checked with the origin first: a conditional
+/// request when it has validators; a 304 refreshes it, a 5xx or failure may still be
+/// answered with it (stale-if-error).
+async fn revalidate(
+    cache: &Arc<Cache>,
+    origin: &Origin<'_>,
+    mut request: Request<RequestBody>,
+    asked: &Asked,
+    entry: Arc<Entry>,
+    outcome: &mut Outcome,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    // One revalidation at a time per key; the others wait for its result.
+    let join = if asked.authorized || !cache.config.coalesce { Join::Pass } else { cache.join(&asked.key) };
+    let lead = match join {
+        Join::Lead(lead) => Some(lead),
+        Join::Follow(landing) => {
+            if let Some(fresh) = cache::follow(landing, cache.config.coalesce_wait).await {
+                if fresh.matches(request.headers()) {
+                    count(&cache.stats.coalesced);
+                    outcome.cache = Some("coalesced");
+                    return Ok(serve(&fresh, asked, cache::unix_now(), "fwd=stale; collapsed"));
+                }
+            }
+            None
+        }
+        Join::Pass => None,
+    };
+    add_validators(&mut request, &entry);
+    fetch(cache, origin, request, asked, lead, Some(entry), outcome).await
+}
+
+fn add_validators(request: &mut Request<RequestBody>, entry: &Entry) {
+    let headers = request.headers_mut();
+    if let Some(etag) = entry.etag() {
+        headers.insert(IF_NONE_MATCH, etag.clone());
+    }
+    if let Some(modified) = entry.headers.get(LAST_MODIFIED) {
+        headers.insert(IF_MODIFIED_SINCE, modified.clone());
+    }
+}
+
+/// Goes to the origin; stores what may be stored while it streams to the client.
+/// `stale` is the stored response being revalidated, if any.
+async fn fetch(
+    cache: &Arc<Cache>,
+    origin: &Origin<'_>,
+    request: Request<RequestBody>,
+    asked: &Asked,
+    lead: Option<Lead>,
+    stale: Option<Arc<Entry>>,
+    outcome: &mut Outcome,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let vary_source = request.headers().clone();
+    let request_time = cache::unix_now();
+    let fetched = origin.fetch(request, outcome).await;
+    let response_time = cache::unix_now();
+    let stale_usable =
+        |entry: &Entry| rules::usable_on_error(&entry.stored(response_time), &asked.control).then_some(());
+    let response = match fetched {
+        Ok(response) => response,
+        Err(error) => {
+            if let Some(entry) = stale.as_ref().filter(|e| stale_usable(e).is_some()) {
+                count(&cache.stats.stale);
+                outcome.cache = Some("stale");
+                let status =
+                    format!("fwd=stale; fwd-status=502; detail=stale-if-error; ttl={}", ttl(entry, response_time));
+                return Ok(serve(entry, asked, response_time, &status));
+            }
+            return Err(error);
+        }
+    };
+    let status = response.status();
+    if let Some(entry) = &stale {
+        if status == StatusCode::NOT_MODIFIED {
+            let refreshed = Arc::new(entry.refreshed(
+                response.headers(),
+                request_time,
+                response_time,
+                cache.heuristic(),
+                &cache.config.tag_header,
+            ));
+            cache.store(Arc::clone(&refreshed));
+            if let Some(lead) = lead {
+                lead.stored(Arc::clone(&refreshed));
+            }
+            count(&cache.stats.revalidated);
+            outcome.cache = Some("revalidated");
+            return Ok(serve(&refreshed, asked, response_time, "fwd=stale; fwd-status=304"));
+        }
+        if status.is_server_error() && stale_usable(entry).is_some() {
+            count(&cache.stats.stale);
+            outcome.cache = Some("stale");
+            let detail = format!(
+                "fwd=stale; fwd-status={}; detail=stale-if-error; ttl={}",
+                status.as_u16(),
+                ttl(entry, response_time)
+            );
+            return Ok(serve(entry, asked, response_time, &detail));
+        }
+    }
+    count(&cache.stats.misses);
+    let fwd = if stale.is_some() { "fwd=stale" } else { "fwd=miss" };
+    Ok(store_while_streaming(cache, response, asked, &vary_source, (request_time, response_time), lead, fwd))
+}
+
+/// Attaches a fill to a storable response's body (or says why it is not stored) and
+/// shapes the answer for the client: a HEAD gets the head, a matching conditional
+/// gets 304; the body is then read into the cache in the background.
+fn store_while_streaming(
+    cache: &Arc<Cache>,
+    response: Response<ProxyBody>,
+    asked: &Asked,
+    request_headers: &http::HeaderMap,
+    (request_time, response_time): (u64, u64),
+    lead: Option<Lead>,
+    fwd: &str,
+) -> Response<ProxyBody> {
+    let (mut parts, mut body) = response.into_parts();
+    let facts = Facts::read(parts.status, &parts.headers, request_time, response_time, cache.heuristic());
+    let decision = storable(cache, &parts, &facts, asked);
+    let status_text = match decision {
+        Ok(()) => {
+            let vary = cache::vary_values(facts.vary.as_deref().unwrap_or(&[]), request_headers);
+            let to = FillTo {
+                key: Arc::clone(&asked.key),
+                status: parts.status,
+                headers: parts.headers.clone(),
+                facts,
+                vary,
+            };
+            body.fill_cache(CacheFill::new(Arc::clone(cache), to, lead));
+            format!("{fwd}; stored")
+        }
+        Err(reason) => {
+            if let Some(lead) = lead {
+                lead.not_storable();
+            }
+            format!("{fwd}; detail={}", reason.as_str())
+        }
+    };
+    parts.headers.insert(CACHE_STATUS.clone(), cache_status(&status_text));
+    let stored = decision.is_ok();
+    // Set-Cookie goes to the client that caused the fetch; the stored copy has none.
+    let not_modified = stored
+        && rules::not_modified(
+            asked.if_none_match.as_deref(),
+            asked.if_modified_since,
+            parts.headers.get(ETAG).and_then(|v| v.to_str().ok()),
+            cache::date_field(&parts.headers, &LAST_MODIFIED),
+        );
+    if asked.head || not_modified {
+        drain_in_background(body);
+        if not_modified {
+            return not_modified_response(&parts.headers);
+        }
+        return Response::from_parts(parts, ProxyBody::empty());
+    }
+    Response::from_parts(parts, body)
+}
+
+/// The storing rules for this response, and the size limit when its length is known.
+fn storable(cache: &Cache, parts: &http::response::Parts, facts: &Facts, asked: &Asked) -> Result<(), NotStored> {
+    let exchange = Exchange {
+        method: "GET",
+        request: &asked.control,
+        request_has_authorization: asked.authorized,
+        status: parts.status.as_u16(),
+        response: &facts.control,
+        explicit_lifetime: facts.explicit_lifetime,
+        has_validator: facts.has_validator,
+        lifetime: facts.lifetime,
+        has_set_cookie: parts.headers.contains_key(http::header::SET_COOKIE),
+        vary_star: facts.vary.is_none(),
+    };
+    rules::storable(&exchange, cache.config.store_set_cookie)?;
+    let length = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if length.is_some_and(|n| n > cache.config.max_object) {
+        return Err(NotStored::TooLarge);
+    }
+    Ok(())
+}
+
+/// Reads a body to its end with no client, so that its fill stores it.
+fn drain_in_background(mut body: ProxyBody) {
+    tokio::spawn(async move {
+        while let Some(frame) = body.frame().await {
+            if frame.is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// stale-while-revalidate: the stale response was served; this fetches its
+/// replacement once, as a request of its own (with its own record and log line).
+fn refresh_in_background(
+    cache: &Arc<Cache>,
+    origin: OwnedOrigin,
+    mut request: Request<RequestBody>,
+    entry: Arc<Entry>,
+    lead: Lead,
+) {
+    let cache = Arc::clone(cache);
+    add_validators(&mut request, &entry);
+    tokio::spawn(async move {
+        let mut record = origin.record();
+        let key = Arc::clone(&entry.key);
+        let asked = Asked {
+            key,
+            control: CacheControl::default(),
+            authorized: false,
+            head: true, // nobody reads this answer: the body is drained into the cache
+            if_none_match: None,
+            if_modified_since: None,
+        };
+        let outcome = record.outcome();
+        let answered = fetch(&cache, &origin.origin(), request, &asked, Some(lead), Some(entry), outcome).await;
+        outcome.cache = Some("refresh");
+        outcome.status = answered.as_ref().map_or(502, |r| r.status().as_u16());
+        record.finish(crate::outcome::End::Complete);
+    });
+}
+
+/// The response for a stored entry: 304 when the client's conditional matches, the
+/// head alone for HEAD, else the whole stored response; with Age and Cache-Status.
+fn serve(entry: &Entry, asked: &Asked, now: u64, status: &str) -> Response<ProxyBody> {
+    let modified = entry.last_modified();
+    let etag = entry.etag().and_then(|v| v.to_str().ok());
+    if rules::not_modified(asked.if_none_match.as_deref(), asked.if_modified_since, etag, modified) {
+        let mut response = not_modified_response(&entry.headers);
+        response.headers_mut().insert(AGE, HeaderValue::from(entry.timing.current_age(now)));
+        response.headers_mut().insert(CACHE_STATUS.clone(), cache_status(status));
+        return response;
+    }
+    let body = if asked.head { ProxyBody::empty() } else { ProxyBody::local(entry.body.clone()) };
+    let mut response = Response::new(body);
+    *response.status_mut() = entry.status;
+    *response.headers_mut() = entry.headers.clone();
+    response.headers_mut().insert(AGE, HeaderValue::from(entry.timing.current_age(now)));
+    response.headers_mut().insert(CACHE_STATUS.clone(), cache_status(status));
+    response
+}
+
+/// A 304 with the fields RFC 9110 §15.4.5 says it carries.
+fn not_modified_response(headers: &http::HeaderMap) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::empty());
+    *response.status_mut() = StatusCode::NOT_MODIFIED;
+    for name in [CACHE_CONTROL, CONTENT_LOCATION, DATE, ETAG, EXPIRES, VARY, LAST_MODIFIED, CACHE_STATUS.clone()] {
+        for value in headers.get_all(&name) {
+            response.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    response
+}
+
+fn ttl(entry: &Entry, now: u64) -> i64 {
+    let stored = entry.stored(now);
+    i64::try_from(stored.lifetime).unwrap_or(i64::MAX) - i64::try_from(stored.age).unwrap_or(i64::MAX)
+}
+
+fn was_stored(response: &Response<ProxyBody>) -> bool {
+    response.headers().get(&CACHE_STATUS).is_some_and(|v| v.as_bytes().ends_with(b"; stored"))
+}
+
+fn cache_status(text: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!("sluice; {text}")).unwrap_or_else(|_| HeaderValue::from_static("sluice"))
+}
+
+fn count(counter: &std::sync::atomic::AtomicU64) {
+    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// POST, PUT, DELETE, PATCH and any other method the cache does not answer: sent on;
+/// a non-error answer to an unsafe method invalidates the stored responses for the
+/// target URI and for its Location and Content-Location on the same host (RFC 9111 §4.4).
+async fn unsafe_method(
+    cache: &Arc<Cache>,
+    origin: &Origin<'_>,
+    request: Request<RequestBody>,
+    outcome: &mut Outcome,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let safe = matches!(*request.method(), Method::OPTIONS | Method::TRACE);
+    let host = origin.host().and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let headers = request.headers().clone();
+    let mut response = origin.fetch(request, outcome).await?;
+    let status = response.status();
+    if safe || status.is_client_error() || status.is_server_error() {
+        outcome.cache = Some("bypass");
+        response.headers_mut().insert(CACHE_STATUS.clone(), cache_status("fwd=method"));
+        return Ok(response);
+    }
+    let mut paths = vec![path];
+    for name in [LOCATION, CONTENT_LOCATION] {
+        if let Some(target) = response.headers().get(&name).and_then(|v| v.to_str().ok()) {
+            if let Some(path) = same_host_path(target, &host) {
+                paths.push(path);
+            }
+        }
+    }
+    let keys: Vec<String> = paths
+        .iter()
+        .flat_map(|path| {
+            ["http", "https"].map(|scheme| cache::primary_key(&cache.config, scheme, &host, path, &headers))
+        })
+        .collect();
+    cache.invalidate(&keys).await;
+    outcome.cache = Some("invalidate");
+    response.headers_mut().insert(CACHE_STATUS.clone(), cache_status("fwd=method; detail=invalidated"));
+    Ok(response)
+}
+
+/// The path of a Location or Content-Location that names the same host (or none).
+fn same_host_path(target: &str, host: &str) -> Option<String> {
+    if target.starts_with('/') && !target.starts_with("//") {
+        return Some(target.to_string());
+    }
+    let rest = target.strip_prefix("http://").or_else(|| target.strip_prefix("https://"))?;
+    let (authority, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
+    authority.eq_ignore_ascii_case(host).then_some(path)
+}
+
+/// `PURGE /path` removes that URL; `PURGE /prefix*` every URL under the prefix; with a
+/// tag header (`Surrogate-Key: a b`), every entry tagged so. Only from `purge_from`.
+pub(super) async fn purge(
+    cache: &Arc<Cache>,
+    client: IpAddr,
+    request: &Request<RequestBody>,
+    host: Option<&HeaderValue>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    if !cache.config.purge_from.iter().any(|network| network.contains(client)) {
+        return Err(ProxyError::PurgeForbidden);
+    }
+    let host = host.and_then(|h| h.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let tags: Vec<String> = request
+        .headers()
+        .get_all(cache.config.tag_header.as_str())
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split([' ', ',']))
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect();
+    let (mode, purged) = if !tags.is_empty() {
+        ("tags", cache.purge_tags(&tags).await)
+    } else if let Some(prefix) = path.strip_suffix('*') {
+        ("prefix", cache.purge_prefix(&host, prefix).await)
+    } else {
+        let keys: Vec<String> = ["http", "https"].iter().map(|scheme| format!("{scheme}://{host}{path}")).collect();
+        ("url", cache.invalidate(&keys).await)
+    };
+    tracing::info!(%client, %host, path, mode, purged, "cache purge");
+    let body = format!("{{\"purged\":{purged},\"mode\":\"{mode}\"}}\n");
+    let mut response = Response::new(ProxyBody::local(Bytes::from(body)));
+    response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(response)
+}
