@@ -3,7 +3,9 @@
 # work-stealing model. Installs what the tests need when it is missing:
 # prlimit (util-linux) for the FD-exhaustion tests, kill (procps) for the SIGTERM test,
 # script (bsdutils) to run `sluice bench` on a pseudo-terminal, the system's CA
-# certificates (ca-certificates) for the HTTPS-upstream tests that use the system roots.
+# certificates (ca-certificates) for the HTTPS-upstream tests that use the system roots,
+# redis-server and memcached for the cache's shared-tier tests (started by the tests
+# themselves on free ports; the packages' own services are not used).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +14,8 @@ command -v prlimit >/dev/null || missing+=(util-linux)
 command -v kill >/dev/null || missing+=(procps)
 command -v script >/dev/null || missing+=(bsdutils)
 [ -s /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v memcached >/dev/null || missing+=(memcached)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing test dependencies: ${missing[*]}"
     if [ "$(id -u)" -eq 0 ]; then

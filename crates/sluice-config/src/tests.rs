@@ -401,3 +401,59 @@ fn health_checks_are_read_and_checked() {
     let h2 = format!("{base}protocol = \"http2\"\n[upstream.api.health_check]\npath = \"/healthz\"\n");
     assert!(parse(&h2, Path::new("s.toml")).is_ok(), "HTTP/2 groups are checked over HTTP/2");
 }
+
+const CACHED: &str = r#"
+[[listener]]
+address = "127.0.0.1:8080"
+
+[[route]]
+upstream = "api"
+cache = true
+
+[upstream.api]
+endpoints = ["127.0.0.1:9001"]
+"#;
+
+#[test]
+fn the_cache_gets_its_defaults_and_a_shared_tier() {
+    let config =
+        parse(&format!("{CACHED}[cache]\n[cache.redis]\nurl = \"redis://127.0.0.1:6379\"\n"), Path::new("s.toml"))
+            .expect("valid");
+    assert!(config.routes[0].cache);
+    let cache = config.cache.expect("cache");
+    assert_eq!((cache.memory, cache.max_object, cache.heuristic_percent), (256 << 20, 8 << 20, 0));
+    assert!(cache.coalesce && !cache.store_set_cookie);
+    assert_eq!(cache.tag_header, "surrogate-key");
+    assert!(cache.purge_from.iter().any(|n| n.contains("127.0.0.1".parse().expect("ip"))));
+    assert!(!cache.purge_from.iter().any(|n| n.contains("10.1.2.3".parse().expect("ip"))));
+    match cache.shared {
+        Some(SharedTierConfig::Redis { url, timeout, prefix, coalesce_lock }) => {
+            assert_eq!(
+                (url.as_str(), timeout, prefix.as_str(), coalesce_lock),
+                ("redis://127.0.0.1:6379", Duration::from_millis(50), "sluice", false)
+            );
+        }
+        other => panic!("expected the Redis tier, got {other:?}"),
+    }
+}
+
+#[test]
+fn cache_problems_name_their_line_and_key() {
+    let found = problems(CACHED);
+    assert_eq!((found[0].line, found[0].key.as_str()), (7, "route[0].cache"));
+    assert!(found[0].message.contains("no [cache] table"), "{}", found[0].message);
+    let source = format!(
+        "{CACHED}[cache]\nmemory = \"1MiB\"\nmax_object = \"2MiB\"\nheuristic_percent = 150\npurge_from = [\"nope\"]\n\
+         key_headers = [\"bad header\"]\n[cache.redis]\nurl = \"http://x\"\n[cache.memcached]\naddress = \"nohost\"\n"
+    );
+    let found: Vec<(usize, String)> = problems(&source).into_iter().map(|p| (p.line, p.key)).collect();
+    for expected in [
+        (13, "cache.max_object"),
+        (14, "cache.heuristic_percent"),
+        (15, "cache.purge_from"),
+        (16, "cache.key_headers"),
+        (20, "cache.memcached"),
+    ] {
+        assert!(found.iter().any(|(l, k)| (*l, k.as_str()) == expected), "{expected:?} in {found:?}");
+    }
+}

@@ -660,3 +660,30 @@ fn memcached_items(memcached: &Store) -> u64 {
     let stats = memcached.command("stats"); // one inline command, one reply: the same exchange
     stats.lines().find_map(|l| l.strip_prefix("STAT curr_items ")).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_redis_lock_a_burst_on_two_instances_reaches_the_origin_once() {
+    let redis = Store::redis();
+    let origin = Origin::start().await;
+    let mut slow = Script::ok(&[("cache-control", "max-age=60")]);
+    slow.delay = Duration::from_millis(300);
+    origin.script("/both", slow);
+    let tier = format!("[cache.redis]\nurl = \"{}\"\ntimeout = \"500ms\"\ncoalesce_lock = true", redis.url());
+    let a = Sluice::start(&shared_config(&origin, &tier));
+    let b = Sluice::start(&shared_config(&origin, &tier));
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let addr = if i % 2 == 0 { a.addr } else { b.addr };
+            tokio::spawn(async move {
+                let mut conn = client::h1(addr).await;
+                let request = Request::get("/both").header("host", "cache.test").body(full("")).expect("request");
+                let (parts, body) = send1(&mut conn, request).await;
+                (parts.status, body.len())
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.expect("client"), (StatusCode::OK, 11));
+    }
+    assert_eq!(origin.served("/both"), 1, "one fetch for both instances");
+}

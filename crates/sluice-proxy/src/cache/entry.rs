@@ -98,6 +98,9 @@ pub(crate) struct Entry {
     pub(crate) lifetime: u64,
     pub(crate) vary: VaryValues,
     pub(crate) tags: Vec<String>,
+    /// A fresh hit's Age and Cache-Status values, made once per second of age (a hit
+    /// then allocates neither).
+    hit_headers: std::sync::Mutex<Option<(u64, HeaderValue, HeaderValue)>>,
 }
 
 impl Entry {
@@ -113,7 +116,9 @@ impl Entry {
     ) -> Entry {
         headers.remove(SET_COOKIE);
         // A response stored without a Date gets the time it arrived (RFC 9110 §6.6.1).
+        let mut facts = facts;
         if !headers.contains_key(DATE) {
+            facts.timing.date = Some(facts.timing.response_time);
             if let Ok(value) = HeaderValue::from_str(&httpdate::fmt_http_date(
                 UNIX_EPOCH + std::time::Duration::from_secs(facts.timing.response_time),
             )) {
@@ -131,7 +136,24 @@ impl Entry {
             lifetime: facts.lifetime,
             vary,
             tags,
+            hit_headers: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The Age and Cache-Status values of a fresh hit now (`make` builds the status
+    /// from the freshness left).
+    pub(crate) fn hit_headers(&self, now: u64, make: impl FnOnce(i64) -> HeaderValue) -> (HeaderValue, HeaderValue) {
+        let mut cached = self.hit_headers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, age, status)) = &*cached {
+            if *at == now {
+                return (age.clone(), status.clone());
+            }
+        }
+        let stored = self.stored(now);
+        let ttl = i64::try_from(stored.lifetime).unwrap_or(i64::MAX) - i64::try_from(stored.age).unwrap_or(i64::MAX);
+        let (age, status) = (HeaderValue::from(stored.age), make(ttl));
+        *cached = Some((now, age.clone(), status.clone()));
+        (age, status)
     }
 
     /// The freshness rules' view of it, now.

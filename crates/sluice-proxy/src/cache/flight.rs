@@ -39,7 +39,7 @@ pub(crate) enum Join {
 }
 
 impl Flights {
-    pub(crate) fn join(self: &Arc<Self>, key: &Arc<str>) -> Join {
+    pub(crate) fn join(self: &Arc<Self>, key: &str) -> Join {
         if self.passing(key) {
             return Join::Pass;
         }
@@ -48,8 +48,9 @@ impl Flights {
             return Join::Follow(landing.clone());
         }
         let (tx, rx) = watch::channel(Landing::Pending);
-        out.insert(Arc::clone(key), rx);
-        Join::Lead(Lead { flights: Arc::clone(self), key: Arc::clone(key), tx, landed: false })
+        let key: Arc<str> = Arc::from(key);
+        out.insert(Arc::clone(&key), rx);
+        Join::Lead(Lead { flights: Arc::clone(self), key, tx, landed: false })
     }
 
     fn passing(&self, key: &str) -> bool {

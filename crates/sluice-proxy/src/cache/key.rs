@@ -18,7 +18,7 @@ pub(crate) fn primary(
     let mut key = String::with_capacity(scheme.len() + host.len() + path_and_query.len() + 8);
     key.push_str(scheme);
     key.push_str("://");
-    key.push_str(&host.to_ascii_lowercase());
+    key.extend(host.chars().map(|c| c.to_ascii_lowercase()));
     key.push_str(path);
     if let Some(query) = query.filter(|_| !config.key_ignore_query) {
         let kept: Vec<&str> = query

@@ -72,7 +72,9 @@ impl Cache {
             return Some(entry);
         }
         let shared = self.shared.as_ref()?;
-        let value = shared.get(key).await?;
+        // Boxed here and below: a shared tier's futures are large, and a memory hit (the
+        // common case) should not carry them in its own future.
+        let value = Box::pin(shared.get(key)).await?;
         let entry = Entry::decode(value, self.heuristic(), &self.config.tag_header)?;
         if &*entry.key != key || !entry.matches(headers) {
             return None;
@@ -99,7 +101,7 @@ impl Cache {
     }
 
     /// Coalescing: whether this request leads, follows or passes for `key`.
-    pub(crate) fn join(&self, key: &Arc<str>) -> Join {
+    pub(crate) fn join(&self, key: &str) -> Join {
         self.flights.join(key)
     }
 
@@ -107,7 +109,7 @@ impl Cache {
     /// instance should fetch `key`.
     pub(crate) async fn lock_across(&self, key: &str) -> bool {
         match &self.shared {
-            Some(shared) => shared.lock(key, self.config.coalesce_wait).await,
+            Some(shared) => Box::pin(shared.lock(key, self.config.coalesce_wait)).await,
             None => true,
         }
     }
@@ -118,7 +120,7 @@ impl Cache {
 
     pub(crate) async fn unlock_across(&self, key: &str) {
         if let Some(shared) = &self.shared {
-            shared.unlock(key).await;
+            Box::pin(shared.unlock(key)).await;
         }
     }
 
@@ -126,7 +128,7 @@ impl Cache {
     pub(crate) async fn invalidate(&self, keys: &[String]) -> usize {
         let mut removed = self.memory.purge_urls(keys);
         if let Some(shared) = &self.shared {
-            removed = removed.max(shared.remove(keys).await);
+            removed = removed.max(Box::pin(shared.remove(keys)).await);
         }
         removed
     }
@@ -135,7 +137,7 @@ impl Cache {
     pub(crate) async fn purge_prefix(&self, host: &str, path_prefix: &str) -> usize {
         let mut removed = self.memory.purge_prefix(host, path_prefix);
         if let Some(shared) = &self.shared {
-            removed = removed.max(shared.purge_prefix(host, path_prefix).await);
+            removed = removed.max(Box::pin(shared.purge_prefix(host, path_prefix)).await);
         }
         removed
     }
@@ -144,7 +146,7 @@ impl Cache {
     pub(crate) async fn purge_tags(&self, tags: &[String]) -> usize {
         let mut removed = self.memory.purge_tags(tags);
         if let Some(shared) = &self.shared {
-            removed = removed.max(shared.purge_tags(tags).await);
+            removed = removed.max(Box::pin(shared.purge_tags(tags)).await);
         }
         removed
     }

@@ -31,7 +31,7 @@ const LOCK_POLL: Duration = Duration::from_millis(20);
 
 /// What the client's request asks of the cache, read once.
 struct Asked {
-    key: Arc<str>,
+    key: String,
     control: CacheControl,
     authorized: bool,
     head: bool,
@@ -55,12 +55,16 @@ pub(super) async fn handle(
     let stored = cache.lookup(&asked.key, request.headers()).await.filter(|entry| shareable(&asked, entry));
     if let Some(entry) = stored {
         match rules::usable(&entry.stored(now), &asked.control) {
+            Usable::Fresh { ttl } if ttl >= 0 => {
+                count(&cache.stats.hits);
+                outcome.cache = Some("hit");
+                let (age, status) = entry.hit_headers(now, |ttl| cache_status(&format!("hit; ttl={ttl}")));
+                return Ok(serve_with(&entry, &asked, age, status));
+            }
             Usable::Fresh { ttl } => {
                 count(&cache.stats.hits);
-                let status =
-                    if ttl >= 0 { format!("hit; ttl={ttl}") } else { format!("hit; ttl={ttl}; detail=max-stale") };
                 outcome.cache = Some("hit");
-                return Ok(serve(&entry, &asked, now, &status));
+                return Ok(serve(&entry, &asked, now, &format!("hit; ttl={ttl}; detail=max-stale")));
             }
             Usable::StaleWhileRevalidate { ttl } => {
                 count(&cache.stats.stale);
@@ -102,7 +106,7 @@ fn read_request(cache: &Cache, origin: &Origin<'_>, request: &mut Request<Reques
         *request.method_mut() = Method::GET;
     }
     Asked {
-        key: Arc::from(key),
+        key,
         control,
         authorized: request.headers().contains_key(AUTHORIZATION),
         head,
@@ -227,7 +231,8 @@ async fn fetch(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let vary_source = request.headers().clone();
     let request_time = cache::unix_now();
-    let fetched = origin.fetch(request, outcome).await;
+    // Boxed: the origin's future is large, and a hit (the common case) never needs it.
+    let fetched = Box::pin(origin.fetch(request, outcome)).await;
     let response_time = cache::unix_now();
     let stale_usable =
         |entry: &Entry| rules::usable_on_error(&entry.stored(response_time), &asked.control).then_some(());
@@ -297,7 +302,7 @@ fn store_while_streaming(
         Ok(()) => {
             let vary = cache::vary_values(facts.vary.as_deref().unwrap_or(&[]), request_headers);
             let to = FillTo {
-                key: Arc::clone(&asked.key),
+                key: Arc::from(asked.key.as_str()),
                 status: parts.status,
                 headers: parts.headers.clone(),
                 facts,
@@ -379,9 +384,8 @@ fn refresh_in_background(
     add_validators(&mut request, &entry);
     tokio::spawn(async move {
         let mut record = origin.record();
-        let key = Arc::clone(&entry.key);
         let asked = Asked {
-            key,
+            key: entry.key.to_string(),
             control: CacheControl::default(),
             authorized: false,
             head: true, // nobody reads this answer: the body is drained into the cache
@@ -399,20 +403,23 @@ fn refresh_in_background(
 /// The response for a stored entry: 304 when the client's conditional matches, the
 /// head alone for HEAD, else the whole stored response; with Age and Cache-Status.
 fn serve(entry: &Entry, asked: &Asked, now: u64, status: &str) -> Response<ProxyBody> {
+    serve_with(entry, asked, HeaderValue::from(entry.timing.current_age(now)), cache_status(status))
+}
+
+fn serve_with(entry: &Entry, asked: &Asked, age: HeaderValue, status: HeaderValue) -> Response<ProxyBody> {
     let modified = entry.last_modified();
     let etag = entry.etag().and_then(|v| v.to_str().ok());
-    if rules::not_modified(asked.if_none_match.as_deref(), asked.if_modified_since, etag, modified) {
-        let mut response = not_modified_response(&entry.headers);
-        response.headers_mut().insert(AGE, HeaderValue::from(entry.timing.current_age(now)));
-        response.headers_mut().insert(CACHE_STATUS.clone(), cache_status(status));
-        return response;
-    }
-    let body = if asked.head { ProxyBody::empty() } else { ProxyBody::local(entry.body.clone()) };
-    let mut response = Response::new(body);
-    *response.status_mut() = entry.status;
-    *response.headers_mut() = entry.headers.clone();
-    response.headers_mut().insert(AGE, HeaderValue::from(entry.timing.current_age(now)));
-    response.headers_mut().insert(CACHE_STATUS.clone(), cache_status(status));
+    let mut response = if rules::not_modified(asked.if_none_match.as_deref(), asked.if_modified_since, etag, modified) {
+        not_modified_response(&entry.headers)
+    } else {
+        let body = if asked.head { ProxyBody::empty() } else { ProxyBody::local(entry.body.clone()) };
+        let mut response = Response::new(body);
+        *response.status_mut() = entry.status;
+        *response.headers_mut() = entry.headers.clone();
+        response
+    };
+    response.headers_mut().insert(AGE, age);
+    response.headers_mut().insert(CACHE_STATUS.clone(), status);
     response
 }
 
@@ -458,7 +465,7 @@ async fn unsafe_method(
     let host = origin.host().and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
     let path = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
     let headers = request.headers().clone();
-    let mut response = origin.fetch(request, outcome).await?;
+    let mut response = Box::pin(origin.fetch(request, outcome)).await?;
     let status = response.status();
     if safe || status.is_client_error() || status.is_server_error() {
         outcome.cache = Some("bypass");

@@ -36,9 +36,16 @@ static HOP_BY_HOP: [&HeaderName; 7] = [
 
 /// Removes the hop-by-hop headers and every header that `Connection` names.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // Fast path: most messages carry none of these. One pass over the names present
-    // (a few, compared without hashing) costs less than seven hashed lookups.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(&name)) {
+    // One pass over the names present (a few, compared without hashing) finds which
+    // of these there are: most messages carry none, an upstream's usually only
+    // Connection; only those are removed (each removal is a hashed lookup).
+    let mut present = [false; HOP_BY_HOP.len()];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|hop| *hop == name) {
+            present[i] = true;
+        }
+    }
+    if !present.contains(&true) {
         return;
     }
     let named: Vec<HeaderName> = headers
@@ -51,8 +58,8 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, here)| *here) {
+        headers.remove(*name);
     }
 }
 

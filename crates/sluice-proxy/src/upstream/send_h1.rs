@@ -47,7 +47,9 @@ impl UpstreamGroup {
             let hedge = self.hedge_delay(idempotent, &attempts);
             let tried = match hedge.and_then(|delay| encoded.replica().map(|copy| (delay, copy))) {
                 Some((delay, copy)) => {
-                    let (tried, winner) = self.hedged_h1(lease, &mut encoded, copy, delay, &mut attempts).await;
+                    // Boxed: two exchanges side by side make a large future, and hedging is rare.
+                    let hedged = Box::pin(self.hedged_h1(lease, &mut encoded, copy, delay, &mut attempts));
+                    let (tried, winner) = hedged.await;
                     lease = winner;
                     Some(tried)
                 }

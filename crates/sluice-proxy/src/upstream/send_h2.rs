@@ -87,7 +87,9 @@ impl UpstreamGroup {
             let hedge = replica.as_ref().and_then(|replica| Some((self.hedge_delay(idempotent, &attempts)?, replica)));
             let tried = match hedge {
                 Some((delay, replica)) => {
-                    let (tried, winner) = self.hedged_h2(lease, request, replica, delay, &mut attempts).await;
+                    // Boxed: two tries side by side make a large future, and hedging is rare.
+                    let hedged = Box::pin(self.hedged_h2(lease, request, replica, delay, &mut attempts));
+                    let (tried, winner) = hedged.await;
                     lease = winner;
                     tried
                 }
