@@ -154,7 +154,7 @@ fn cache_status(parts: &http::response::Parts) -> String {
 async fn a_fresh_response_is_served_from_memory_with_its_age() {
     let origin = Origin::start().await;
     origin.script("/fresh", Script::ok(&[("cache-control", "max-age=60")]));
-    let sluice = Sluice::start(&config(&origin, ""));
+    let sluice = Sluice::start(&support::with_access_log(&config(&origin, "")));
     let (first, body) = get(&sluice, "/fresh", &[]).await;
     assert_eq!((first.status, &body[..]), (StatusCode::OK, &b"origin body"[..]));
     assert_eq!(cache_status(&first), "sluice; fwd=miss; stored");
@@ -162,7 +162,16 @@ async fn a_fresh_response_is_served_from_memory_with_its_age() {
     assert_eq!(&body[..], b"origin body");
     assert!(cache_status(&second).starts_with("sluice; hit; ttl="), "{}", cache_status(&second));
     assert!(second.headers.contains_key("age") && second.headers.contains_key("date"));
+    // An HTTP/2 client is served from the same entry.
+    let mut h2 = client::h2(sluice.addr).await;
+    let request = Request::get("http://cache.test/fresh").body(full("")).expect("request");
+    let (third, body) = client::send2(&mut h2, request).await;
+    assert_eq!(&body[..], b"origin body");
+    assert!(cache_status(&third).contains("hit"), "{}", cache_status(&third));
     assert_eq!(origin.served("/fresh"), 1);
+    let records = sluice.records(3);
+    let decisions: Vec<&str> = records.iter().map(|r| r["cache"].as_str().unwrap_or("-")).collect();
+    assert_eq!(decisions, ["miss", "hit", "hit"], "the access log says what the cache did");
 }
 
 /// A path, what the origin answers there, the request's headers, and why it is not stored.

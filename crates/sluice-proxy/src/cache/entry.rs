@@ -98,6 +98,10 @@ pub(crate) struct Entry {
     pub(crate) lifetime: u64,
     pub(crate) vary: VaryValues,
     pub(crate) tags: Vec<String>,
+    /// The stored fields in HTTP/1 form, without Content-Length (the writer frames the
+    /// body), Age and Cache-Status (set per answer): a hit to an HTTP/1 client copies
+    /// these bytes instead of cloning the header map.
+    pub(crate) h1_fields: Bytes,
     /// A fresh hit's Age and Cache-Status values, made once per second of age (a hit
     /// then allocates neither).
     hit_headers: std::sync::Mutex<Option<(u64, HeaderValue, HeaderValue)>>,
@@ -126,7 +130,17 @@ impl Entry {
             }
         }
         let tags = tags(&headers, tag_header);
+        // Room for the Age and Cache-Status every answer from the entry carries, so that
+        // setting them on a copy replaces a value instead of growing the map. An Age of 0
+        // means what no Age means (RFC 9111 §4.2.3).
+        if !headers.contains_key(AGE) {
+            headers.insert(AGE, HeaderValue::from_static("0"));
+            facts.timing.age = Some(0);
+        }
+        headers.insert(HeaderName::from_static("cache-status"), HeaderValue::from_static("sluice"));
+        let h1_fields = h1_fields(&headers);
         Entry {
+            h1_fields,
             key,
             status,
             headers,
@@ -211,6 +225,21 @@ impl Entry {
         let facts = Facts::read(self.status, &headers, request_time, response_time, heuristic);
         Entry::new(Arc::clone(&self.key), self.status, headers, self.body.clone(), facts, self.vary.clone(), tag_header)
     }
+}
+
+/// `headers` as HTTP/1 field lines, but for those set per answer or by the writer.
+fn h1_fields(headers: &HeaderMap) -> Bytes {
+    let mut out = Vec::with_capacity(headers.len() * 40);
+    for (name, value) in headers {
+        if name == AGE || name == http::header::CONTENT_LENGTH || name.as_str() == "cache-status" {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    Bytes::from(out)
 }
 
 /// The tags an entry is purged by: the tag header's space- or comma-separated names.

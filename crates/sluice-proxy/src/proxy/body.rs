@@ -62,6 +62,9 @@ pub struct ProxyBody {
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The cache keeps the frames as they go by, to store the response at its end.
     fill: Option<Box<CacheFill>>,
+    /// A stored response's header fields, already in HTTP/1 form (Date included;
+    /// Content-Length, Age and Cache-Status not): written before the response's own.
+    stored_fields: Option<Bytes>,
 }
 
 /// An HTTP/2 client took no response bytes for send_timeout (`read_ahead`).
@@ -148,7 +151,21 @@ impl ProxyBody {
             read_timeout: None,
             stall: None,
             fill: None,
+            stored_fields: None,
         }
+    }
+
+    /// A stored response's body, with its header fields in HTTP/1 form (the cache's
+    /// hit path: the HTTP/1 writer copies the fields instead of a header map).
+    pub(crate) fn stored(fields: Bytes, body: Bytes) -> Self {
+        let mut stored = ProxyBody::local(body);
+        stored.stored_fields = Some(fields);
+        stored
+    }
+
+    /// The stored header fields, for the HTTP/1 writer.
+    pub(crate) fn stored_fields(&self) -> Option<&Bytes> {
+        self.stored_fields.as_ref()
     }
 
     /// Stores the body in the cache as it streams (`cache::CacheFill`).

@@ -35,6 +35,8 @@ struct Asked {
     control: CacheControl,
     authorized: bool,
     head: bool,
+    /// The client speaks HTTP/1 (its writer takes a stored response's fields as bytes).
+    http1: bool,
     /// The client's own conditionals, answered by sluice from a stored response.
     if_none_match: Option<String>,
     if_modified_since: Option<u64>,
@@ -91,16 +93,28 @@ fn read_request(cache: &Cache, origin: &Origin<'_>, request: &mut Request<Reques
     let host = origin.host().and_then(|h| h.to_str().ok()).unwrap_or("");
     let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
     let key = cache::primary_key(&cache.config, origin.scheme(), host, path, request.headers());
+    // One pass over the names present (compared without hashing) finds what the cache
+    // reads; the hashed lookups below happen only for fields that are there.
+    let (mut has_control, mut has_pragma, mut conditional, mut authorized) = (false, false, false, false);
+    for name in request.headers().keys() {
+        has_control |= name == CACHE_CONTROL;
+        has_pragma |= name == PRAGMA;
+        conditional |= name == IF_NONE_MATCH || name == IF_MODIFIED_SINCE;
+        authorized |= name == AUTHORIZATION;
+    }
     let headers = request.headers_mut();
-    let mut control = CacheControl::parse(headers.get_all(CACHE_CONTROL).iter().map(HeaderValue::as_bytes));
-    if !headers.contains_key(CACHE_CONTROL)
-        && headers.get_all(PRAGMA).iter().any(|v| v.as_bytes().eq_ignore_ascii_case(b"no-cache"))
-    {
+    let mut control = CacheControl::default();
+    if has_control {
+        control = CacheControl::parse(headers.get_all(CACHE_CONTROL).iter().map(HeaderValue::as_bytes));
+    } else if has_pragma && headers.get_all(PRAGMA).iter().any(|v| v.as_bytes().eq_ignore_ascii_case(b"no-cache")) {
         control.no_cache = true;
     }
-    let if_none_match = headers.remove(IF_NONE_MATCH).and_then(|v| v.to_str().ok().map(str::to_string));
-    let if_modified_since = cache::date_field(headers, &IF_MODIFIED_SINCE);
-    headers.remove(IF_MODIFIED_SINCE);
+    let (mut if_none_match, mut if_modified_since) = (None, None);
+    if conditional {
+        if_none_match = headers.remove(IF_NONE_MATCH).and_then(|v| v.to_str().ok().map(str::to_string));
+        if_modified_since = cache::date_field(headers, &IF_MODIFIED_SINCE);
+        headers.remove(IF_MODIFIED_SINCE);
+    }
     let head = request.method() == Method::HEAD;
     if head {
         *request.method_mut() = Method::GET;
@@ -108,8 +122,9 @@ fn read_request(cache: &Cache, origin: &Origin<'_>, request: &mut Request<Reques
     Asked {
         key,
         control,
-        authorized: request.headers().contains_key(AUTHORIZATION),
+        authorized,
         head,
+        http1: request.version() != http::Version::HTTP_2,
         if_none_match,
         if_modified_since,
     }
@@ -279,6 +294,8 @@ async fn fetch(
         }
     }
     count(&cache.stats.misses);
+    // An authorized request that found nothing it may share went around the cache.
+    outcome.cache = Some(if asked.authorized { "bypass" } else { "miss" });
     let fwd = if stale.is_some() { "fwd=stale" } else { "fwd=miss" };
     Ok(store_while_streaming(cache, response, asked, &vary_source, (request_time, response_time), lead, fwd))
 }
@@ -389,6 +406,7 @@ fn refresh_in_background(
             control: CacheControl::default(),
             authorized: false,
             head: true, // nobody reads this answer: the body is drained into the cache
+            http1: false,
             if_none_match: None,
             if_modified_since: None,
         };
@@ -411,6 +429,11 @@ fn serve_with(entry: &Entry, asked: &Asked, age: HeaderValue, status: HeaderValu
     let etag = entry.etag().and_then(|v| v.to_str().ok());
     let mut response = if rules::not_modified(asked.if_none_match.as_deref(), asked.if_modified_since, etag, modified) {
         not_modified_response(&entry.headers)
+    } else if asked.http1 && !asked.head {
+        // The stored fields go out as bytes; the map carries only what this answer adds.
+        let mut response = Response::new(ProxyBody::stored(entry.h1_fields.clone(), entry.body.clone()));
+        *response.status_mut() = entry.status;
+        response
     } else {
         let body = if asked.head { ProxyBody::empty() } else { ProxyBody::local(entry.body.clone()) };
         let mut response = Response::new(body);

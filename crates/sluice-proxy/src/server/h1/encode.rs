@@ -55,6 +55,7 @@ pub(crate) fn head(
     out: &mut Vec<u8>,
     status: StatusCode,
     headers: &HeaderMap,
+    stored_fields: Option<&[u8]>,
     framing: ResponseFraming,
     connection: ConnectionHeader,
 ) {
@@ -63,6 +64,9 @@ pub(crate) fn head(
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
     out.extend_from_slice(b"\r\n");
+    if let Some(fields) = stored_fields {
+        out.extend_from_slice(fields);
+    }
     crate::http1::write_fields(out, headers);
     match framing {
         ResponseFraming::Length(n) if !headers.contains_key(CONTENT_LENGTH) => {
@@ -78,7 +82,8 @@ pub(crate) fn head(
         ConnectionHeader::Close => out.extend_from_slice(b"connection: close\r\n"),
         ConnectionHeader::KeepAlive => out.extend_from_slice(b"connection: keep-alive\r\n"),
     }
-    if !headers.contains_key(DATE) {
+    // A stored response's fields always include its Date.
+    if stored_fields.is_none() && !headers.contains_key(DATE) {
         out.extend_from_slice(b"date: ");
         with_http_date(|date| out.extend_from_slice(date));
         out.extend_from_slice(b"\r\n");
@@ -158,7 +163,7 @@ mod tests {
         headers.insert("x-a", "1".parse().expect("value"));
         headers.insert(DATE, "Sat, 28 Nov 2026 00:00:00 GMT".parse().expect("value"));
         let mut out = Vec::new();
-        head(&mut out, StatusCode::NOT_FOUND, &headers, ResponseFraming::Length(5), ConnectionHeader::Close);
+        head(&mut out, StatusCode::NOT_FOUND, &headers, None, ResponseFraming::Length(5), ConnectionHeader::Close);
         assert_eq!(
             String::from_utf8(out).expect("utf8"),
             "HTTP/1.1 404 Not Found\r\nx-a: 1\r\ndate: Sat, 28 Nov 2026 00:00:00 GMT\r\ncontent-length: 5\r\nconnection: close\r\n\r\n"

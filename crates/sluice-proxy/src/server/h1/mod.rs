@@ -340,7 +340,7 @@ async fn exchange<T: ClientStream>(
         if let Some(upstream) = body.take_upgrade() {
             let record = body.take_record();
             let mut out = Vec::with_capacity(256);
-            encode::head(&mut out, parts.status, &parts.headers, ResponseFraming::NoBody, ConnectionHeader::Omit);
+            encode::head(&mut out, parts.status, &parts.headers, None, ResponseFraming::NoBody, ConnectionHeader::Omit);
             io.write_all(&out).await?;
             return Ok(Next::Upgrade(Box::new(Tunnel { upstream, record })));
         }

@@ -75,7 +75,8 @@ pub(super) async fn write_response<T: ClientStream>(
         (true, _) => ConnectionHeader::Omit,
     };
     let mut head = Vec::with_capacity(512);
-    encode::head(&mut head, parts.status, &parts.headers, framing, connection);
+    let stored_fields = body.stored_fields().map(|fields| &fields[..]);
+    encode::head(&mut head, parts.status, &parts.headers, stored_fields, framing, connection);
     let request_id = parts.headers.get(&X_REQUEST_ID).cloned();
     let status = parts.status;
     drop(parts);
@@ -380,6 +381,7 @@ pub(super) async fn write_error<T: AsyncWrite + Unpin>(io: &mut T, response: Res
         &mut out,
         parts.status,
         &parts.headers,
+        None,
         ResponseFraming::Length(bytes.len() as u64),
         ConnectionHeader::Close,
     );
