@@ -146,6 +146,27 @@ async fn request(
     send1(&mut conn, builder.body(full("")).expect("request")).await
 }
 
+/// `n` GETs for `path` at once, each on a connection of its own, spread over `addrs`:
+/// each one's status and body length.
+async fn burst(addrs: &[std::net::SocketAddr], path: &'static str, n: usize) -> Vec<(StatusCode, usize)> {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let addr = addrs[i % addrs.len()];
+            tokio::spawn(async move {
+                let mut conn = client::h1(addr).await;
+                let request = Request::get(path).header("host", "cache.test").body(full("")).expect("request");
+                let (parts, body) = send1(&mut conn, request).await;
+                (parts.status, body.len())
+            })
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(n);
+    for task in tasks {
+        answers.push(task.await.expect("client"));
+    }
+    answers
+}
+
 fn cache_status(parts: &http::response::Parts) -> String {
     parts.headers.get("cache-status").map(|v| v.to_str().expect("text").to_string()).unwrap_or_default()
 }
@@ -451,19 +472,8 @@ async fn a_thousand_concurrent_misses_reach_the_origin_once() {
     slow.delay = Duration::from_millis(200);
     origin.script("/burst", slow);
     let sluice = Sluice::start(&support::with_access_log(&config(&origin, "")));
-    let addr = sluice.addr;
-    let tasks: Vec<_> = (0..1_000)
-        .map(|_| {
-            tokio::spawn(async move {
-                let mut conn = client::h1(addr).await;
-                let request = Request::get("/burst").header("host", "cache.test").body(full("")).expect("request");
-                let (parts, body) = send1(&mut conn, request).await;
-                (parts.status, body.len())
-            })
-        })
-        .collect();
-    for task in tasks {
-        assert_eq!(task.await.expect("client"), (StatusCode::OK, 11));
+    for answer in burst(&[sluice.addr], "/burst", 1_000).await {
+        assert_eq!(answer, (StatusCode::OK, 11));
     }
     assert_eq!(origin.served("/burst"), 1);
     let records = sluice.records(1_000);
@@ -680,19 +690,8 @@ async fn with_the_redis_lock_a_burst_on_two_instances_reaches_the_origin_once() 
     let tier = format!("[cache.redis]\nurl = \"{}\"\ntimeout = \"500ms\"\ncoalesce_lock = true", redis.url());
     let a = Sluice::start(&shared_config(&origin, &tier));
     let b = Sluice::start(&shared_config(&origin, &tier));
-    let tasks: Vec<_> = (0..200)
-        .map(|i| {
-            let addr = if i % 2 == 0 { a.addr } else { b.addr };
-            tokio::spawn(async move {
-                let mut conn = client::h1(addr).await;
-                let request = Request::get("/both").header("host", "cache.test").body(full("")).expect("request");
-                let (parts, body) = send1(&mut conn, request).await;
-                (parts.status, body.len())
-            })
-        })
-        .collect();
-    for task in tasks {
-        assert_eq!(task.await.expect("client"), (StatusCode::OK, 11));
+    for answer in burst(&[a.addr, b.addr], "/both", 200).await {
+        assert_eq!(answer, (StatusCode::OK, 11));
     }
     assert_eq!(origin.served("/both"), 1, "one fetch for both instances");
 }

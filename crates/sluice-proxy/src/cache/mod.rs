@@ -20,7 +20,7 @@ use sluice_policy::cache::Heuristic;
 
 pub(crate) use entry::{date_field, unix_now, vary_values, Entry, Facts};
 pub(crate) use fill::{CacheFill, FillTo};
-pub(crate) use flight::{follow, Join, Lead};
+pub(crate) use flight::{follow, Join, Landing, Lead};
 pub(crate) use key::primary as primary_key;
 
 use flight::Flights;

@@ -167,17 +167,32 @@ async fn miss(
             response
         }
         Join::Follow(landing) => {
-            if let Some(entry) = cache::follow(landing, cache.config.coalesce_wait).await {
-                if entry.matches(request.headers()) {
-                    count(&cache.stats.coalesced);
-                    outcome.cache = Some("coalesced");
-                    return Ok(serve(&entry, asked, cache::unix_now(), "fwd=miss; collapsed"));
-                }
+            match followed(cache, landing, &request, asked, outcome, "fwd=miss; collapsed").await {
+                Some(response) => Ok(response),
+                None => fetch(cache, origin, request, asked, None, None, outcome).await,
             }
-            fetch(cache, origin, request, asked, None, None, outcome).await
         }
         Join::Pass => fetch(cache, origin, request, asked, None, None, outcome).await,
     }
+}
+
+/// A follower's answer: the leader's stored response, when there is one and it is the
+/// variant this request asks for; None sends the follower to the origin itself.
+async fn followed(
+    cache: &Cache,
+    landing: tokio::sync::watch::Receiver<cache::Landing>,
+    request: &Request<RequestBody>,
+    asked: &Asked,
+    outcome: &mut Outcome,
+    status: &str,
+) -> Option<Response<ProxyBody>> {
+    let entry = cache::follow(landing, cache.config.coalesce_wait).await?;
+    if !entry.matches(request.headers()) {
+        return None;
+    }
+    count(&cache.stats.coalesced);
+    outcome.cache = Some("coalesced");
+    Some(serve(&entry, asked, cache::unix_now(), status))
 }
 
 /// Another instance holds the fetch lock: its response appears in the shared tier.
@@ -208,12 +223,8 @@ async fn revalidate(
     let lead = match join {
         Join::Lead(lead) => Some(lead),
         Join::Follow(landing) => {
-            if let Some(fresh) = cache::follow(landing, cache.config.coalesce_wait).await {
-                if fresh.matches(request.headers()) {
-                    count(&cache.stats.coalesced);
-                    outcome.cache = Some("coalesced");
-                    return Ok(serve(&fresh, asked, cache::unix_now(), "fwd=stale; collapsed"));
-                }
+            if let Some(response) = followed(cache, landing, &request, asked, outcome, "fwd=stale; collapsed").await {
+                return Ok(response);
             }
             None
         }
