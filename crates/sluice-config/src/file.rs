@@ -26,6 +26,15 @@ pub struct FileConfig {
     pub upstreams: BTreeMap<String, FileUpstream>,
     pub access_log: Option<FileAccessLog>,
     pub cache: Option<FileCache>,
+    pub admin: Option<FileAdmin>,
+}
+
+/// `[admin]`: the admin listener (health, metrics, upstreams, drain, purge).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdmin {
+    pub address: Option<Spanned<String>>,
+    pub token: Option<Spanned<String>>,
 }
 
 /// `[cache]`: the response cache that routes with `cache = true` use.

@@ -20,6 +20,8 @@ pub struct Config {
     pub access_log: Option<AccessLogConfig>,
     /// None: no response cache (the `[cache]` table is absent).
     pub cache: Option<CacheConfig>,
+    /// None: no admin listener (the `[admin]` table is absent).
+    pub admin: Option<AdminConfig>,
     /// Things that are valid but probably not meant (an unreachable route, an unused
     /// upstream): `sluice check` prints them, `sluice run` logs them.
     pub warnings: Vec<crate::Problem>,
@@ -241,6 +243,25 @@ pub struct RouteConfig {
     pub upgrades: Vec<String>,
     /// Responses on this route go through the `[cache]`. Default false.
     pub cache: bool,
+}
+
+/// `[admin]`: a separate listener for operators.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Default 127.0.0.1:9901 (loopback: reachable from this machine only).
+    pub address: std::net::SocketAddr,
+    /// When set, every request must carry `Authorization: Bearer TOKEN` (else 401).
+    pub token: Option<String>,
+}
+
+/// The token is a secret: never printed.
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("address", &self.address)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// `[cache]`: an RFC 9111 shared cache in memory, optionally backed by a shared tier.

@@ -68,6 +68,7 @@ pub(crate) fn validate(file: FileConfig, source: &str, base_dir: &Path) -> Resul
         file.routes.iter().enumerate().filter_map(|(i, r)| check_route(&mut checker, i, r, &names)).collect();
     let access_log = file.access_log.as_ref().and_then(|log| check_access_log(&mut checker, log, base_dir));
     let cache = file.cache.as_ref().and_then(|cache| crate::validate_cache::check_cache(&mut checker, cache));
+    let admin = file.admin.as_ref().and_then(|admin| check_admin(&mut checker, admin));
     if cache.is_none() {
         for (index, route) in file.routes.iter().enumerate() {
             if let Some(wants) = route.cache.as_ref().filter(|c| *c.get_ref()) {
@@ -82,7 +83,7 @@ pub(crate) fn validate(file: FileConfig, source: &str, base_dir: &Path) -> Resul
     }
     if checker.problems.is_empty() {
         let warnings = crate::warnings::find(&file, source, &routes, &names);
-        Ok(Config { server, listeners, routes, upstreams, access_log, cache, warnings })
+        Ok(Config { server, listeners, routes, upstreams, access_log, cache, admin, warnings })
     } else {
         checker.problems.sort_by_key(|p| p.line);
         Err(checker.problems)
@@ -144,6 +145,37 @@ fn check_server(checker: &mut Checker, server: &FileServer) -> ServerSettings {
         ),
         dns_ttl: nonzero_duration(checker, &server.dns_ttl, "server.dns_ttl").unwrap_or(defaults::DNS_TTL),
     }
+}
+
+/// `[admin]`: its address (loopback by default) and optional bearer token.
+fn check_admin(checker: &mut Checker, admin: &crate::file::FileAdmin) -> Option<AdminConfig> {
+    let address = match &admin.address {
+        None => SocketAddr::from(([127, 0, 0, 1], 9901)),
+        Some(text) => match text.get_ref().parse::<SocketAddr>() {
+            Ok(address) => address,
+            Err(_) => {
+                checker.problem(
+                    text.span(),
+                    "admin.address",
+                    format!("\"{}\" is not an IP address with a port; write e.g. \"127.0.0.1:9901\"", text.get_ref()),
+                );
+                return None;
+            }
+        },
+    };
+    let token = match &admin.token {
+        Some(token) if token.get_ref().len() < 16 || token.get_ref().chars().any(|c| c.is_whitespace()) => {
+            checker.problem(
+                token.span(),
+                "admin.token",
+                "must be at least 16 characters without spaces; e.g. the output of `openssl rand -hex 16`",
+            );
+            return None;
+        }
+        Some(token) => Some(token.get_ref().clone()),
+        None => None,
+    };
+    Some(AdminConfig { address, token })
 }
 
 /// `server.trusted_proxies`: addresses or CIDR networks.

@@ -5,6 +5,7 @@
 //! See ARCHITECTURE.md at the repository root for one request's path through these.
 #![forbid(unsafe_code)]
 
+mod admin;
 mod body;
 mod cache;
 mod http1;
@@ -17,4 +18,5 @@ mod stats;
 mod stock;
 mod upstream;
 
+pub use admin::Admin;
 pub use server::{Server, ServerError, BLOCKING_THREADS};

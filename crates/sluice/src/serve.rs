@@ -39,6 +39,18 @@ pub async fn serve(config: Config, on_ready: impl FnOnce(&[std::net::SocketAddr]
     }
     let server = Server::bind(&config)?;
     let addrs = server.local_addrs();
+    let admin = match &config.admin {
+        Some(settings) => {
+            let admin = server.admin(settings);
+            let bound = admin
+                .listen(settings.address)
+                .await
+                .with_context(|| format!("admin.address: cannot listen on {}", settings.address))?;
+            println!("sluice: admin on {bound}");
+            Some(admin)
+        }
+        None => None,
+    };
     let model = match config.server.model {
         ConcurrencyModel::PerCore => "per-core",
         ConcurrencyModel::WorkStealing => "work-stealing",
@@ -48,7 +60,20 @@ pub async fn serve(config: Config, on_ready: impl FnOnce(&[std::net::SocketAddr]
         println!("sluice: listening on {addr}");
     }
     on_ready(&addrs);
-    server.run(shutdown_signal()).await;
+    let drain_requested = async {
+        match &admin {
+            Some(admin) => admin.drain_requested().await,
+            None => std::future::pending().await,
+        }
+    };
+    server
+        .run(async {
+            tokio::select! {
+                _ = shutdown_signal() => {}
+                _ = drain_requested => {}
+            }
+        })
+        .await;
     Ok(())
 }
 

@@ -143,7 +143,7 @@ fn number(out: &mut Vec<u8>, key: &[u8], value: u64) {
 /// case, checked in one pass); anything else goes through the escaping path, invalid
 /// UTF-8 as U+FFFD.
 #[inline(always)]
-fn json_string(out: &mut Vec<u8>, value: &[u8]) {
+pub(crate) fn json_string(out: &mut Vec<u8>, value: &[u8]) {
     out.push(b'"');
     // Runs of plain bytes are copied whole; only a byte that needs escaping (rare in
     // practice) sends the rest of the value through the slow path.

@@ -9,8 +9,9 @@
 //! which formats it there, off the request path.
 
 mod access_log;
-mod format;
+pub(crate) mod format;
 mod recycle;
+pub(crate) mod series;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -336,6 +337,8 @@ pub(crate) struct Tally {
 /// between workers per request), and the process's access log.
 pub(crate) struct Outcomes {
     pub(crate) tally: Tally,
+    /// Per route and group, when metrics are on (an admin listener is configured).
+    pub(crate) series: Option<series::SeriesSet>,
     access_log: Option<Arc<AccessLog>>,
     worker: u16,
 }
@@ -348,8 +351,8 @@ impl Tally {
 
 impl Outcomes {
     /// Worker `worker`'s records, written to `access_log` when there is one.
-    pub(crate) fn new(access_log: Option<Arc<AccessLog>>, worker: u16) -> Self {
-        Outcomes { tally: Tally::default(), access_log, worker }
+    pub(crate) fn new(access_log: Option<Arc<AccessLog>>, worker: u16, metrics: bool) -> Self {
+        Outcomes { tally: Tally::default(), series: metrics.then(Default::default), access_log, worker }
     }
 
     /// The one place a finished record is counted and passed on.
@@ -367,6 +370,9 @@ impl Outcomes {
         tally.by_class[class].fetch_add(1, Ordering::Relaxed);
         if outcome.error.is_some_and(|kind| kind.starts_with("client_")) {
             tally.client_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(series) = &self.series {
+            series.record(&outcome);
         }
         match outcome.end {
             End::UpstreamBroke => tally.upstream_broke.fetch_add(1, Ordering::Relaxed),

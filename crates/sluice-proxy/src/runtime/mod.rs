@@ -178,7 +178,7 @@ impl Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             shutdown: Arc::clone(&process.shutdown),
             counters: Arc::clone(&process.counters),
-            outcomes: Arc::new(Outcomes::new(process.access_log.clone(), worker)),
+            outcomes: Arc::new(Outcomes::new(process.access_log.clone(), worker, config.admin.is_some())),
             pools,
             idle: IdleTimers::default(),
             cache: process.cache.clone(),

@@ -78,6 +78,18 @@ impl Server {
         Ok(Server { process, workers, addrs, settings: config.server.clone(), limit })
     }
 
+    /// The admin listener's state for this server (bind it with `Admin::listen`).
+    pub fn admin(&self, config: &sluice_config::AdminConfig) -> crate::Admin {
+        let workers = self.workers.iter().map(|w| Arc::clone(&w.shared)).collect();
+        crate::Admin::new(
+            config,
+            Arc::clone(&self.process),
+            workers,
+            Arc::clone(&self.limit),
+            self.settings.max_connections,
+        )
+    }
+
     /// The bound addresses, in config order (useful with port 0).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.addrs.clone()

@@ -41,6 +41,7 @@ use pool::EndpointPool;
 pub(crate) use pool::Lease;
 use registry::PoolKey;
 pub(crate) use registry::{PoolRegistry, SharedCaps};
+
 use tls::UpstreamTlsConfig;
 
 /// How many times a request that a stale pooled connection refused to take is tried again.
@@ -94,6 +95,8 @@ pub struct UpstreamGroup {
     health: Arc<balance::GroupHealth>,
     /// This worker's share of the group's circuit-breaker limits.
     breaker: CircuitBreaker,
+    /// `weights[i]` is `pools[i]`'s configured weight.
+    weights: Vec<u32>,
     /// Requests of this worker waiting for a connection, and being retried, now.
     pending: AtomicUsize,
     retrying: AtomicUsize,
@@ -168,6 +171,7 @@ impl UpstreamGroup {
             hash_key,
             retry: retry::RetryState::new(&config.retry),
             breaker: share_of(config.circuit_breaker, workers),
+            weights: config.weights.clone(),
             pending: AtomicUsize::new(0),
             retrying: AtomicUsize::new(0),
         })
@@ -176,6 +180,38 @@ impl UpstreamGroup {
     /// The pools of the group's endpoints, in config order.
     pub(crate) fn pools(&self) -> impl Iterator<Item = &Arc<EndpointPool>> {
         self.pools.iter()
+    }
+
+    /// Each endpoint as this worker sees it now, in config order (the admin listener's view).
+    pub(crate) fn endpoints(&self) -> Vec<EndpointView> {
+        self.pools
+            .iter()
+            .zip(&self.loads)
+            .zip(&self.weights)
+            .map(|((pool, load), weight)| {
+                let now = load.load();
+                let stats = pool.stats();
+                let (idle, open) = pool.counts();
+                EndpointView {
+                    endpoint: Arc::clone(pool.label()),
+                    weight: *weight,
+                    healthy: now.healthy,
+                    outstanding: u64::from(now.outstanding),
+                    ewma_seconds: now.latency,
+                    idle,
+                    open,
+                    created: stats.created.load(std::sync::atomic::Ordering::Relaxed),
+                    reused: stats.reused.load(std::sync::atomic::Ordering::Relaxed),
+                    connect_failures: stats.connect_failures.load(std::sync::atomic::Ordering::Relaxed),
+                    pool: Arc::as_ptr(pool) as usize,
+                }
+            })
+            .collect()
+    }
+
+    /// Retries made and retries the budget refused, since start (this worker's).
+    pub(crate) fn retry_counts(&self) -> (u64, u64) {
+        self.retry.counts()
     }
 
     fn overloaded(&self, limit: &'static str) -> UpstreamError {
@@ -226,6 +262,24 @@ impl UpstreamGroup {
             HedgeAfter::P95 => self.health.p95(),
         }
     }
+}
+
+/// An endpoint's state, for the admin listener.
+#[derive(Debug, Clone)]
+pub(crate) struct EndpointView {
+    pub(crate) endpoint: Arc<str>,
+    pub(crate) weight: u32,
+    pub(crate) healthy: bool,
+    pub(crate) outstanding: u64,
+    /// The peak-EWMA latency estimate (`ewma` groups; 0 elsewhere).
+    pub(crate) ewma_seconds: f64,
+    pub(crate) idle: usize,
+    pub(crate) open: usize,
+    pub(crate) created: u64,
+    pub(crate) reused: u64,
+    pub(crate) connect_failures: u64,
+    /// Which pool (pools shared by workers are counted once).
+    pub(crate) pool: usize,
 }
 
 /// One worker's share of circuit-breaker limits: each limit ÷ workers, rounded up.

@@ -24,12 +24,20 @@ pub(crate) enum Cause {
 pub(crate) struct RetryState {
     settings: RetrySettings,
     budget: Mutex<RetryBudget>,
+    /// Retries (and hedges) made, and those the budget refused, since start.
+    made: std::sync::atomic::AtomicU64,
+    refused: std::sync::atomic::AtomicU64,
 }
 
 impl RetryState {
     pub(crate) fn new(settings: &RetrySettings) -> Self {
         let budget = RetryBudget::new(settings.budget_percent, settings.min_retries_per_second, Instant::now());
-        RetryState { settings: settings.clone(), budget: Mutex::new(budget) }
+        RetryState {
+            settings: settings.clone(),
+            budget: Mutex::new(budget),
+            made: Default::default(),
+            refused: Default::default(),
+        }
     }
 
     fn budget(&self) -> std::sync::MutexGuard<'_, RetryBudget> {
@@ -75,7 +83,19 @@ impl RetryState {
             Cause::Reset => self.settings.on_reset,
             Cause::Status | Cause::Hedge => true,
         };
-        wanted && done < self.settings.retries && self.budget().try_withdraw(Instant::now())
+        if !wanted || done >= self.settings.retries {
+            return false;
+        }
+        let allowed = self.budget().try_withdraw(Instant::now());
+        let counter = if allowed { &self.made } else { &self.refused };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        allowed
+    }
+
+    /// Retries made, and refused by the budget, since start.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.made.load(Relaxed), self.refused.load(Relaxed))
     }
 
     /// How long to wait before retry number `n` (1-based).

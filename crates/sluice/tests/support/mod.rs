@@ -39,6 +39,8 @@ pub struct Sluice {
     child: Child,
     pub addr: SocketAddr,
     pub addrs: Vec<SocketAddr>,
+    /// The admin listener, when the config has `[admin]`.
+    pub admin: Option<SocketAddr>,
     pub dir: TempDir,
     stderr: Arc<Mutex<String>>,
     stderr_grew: Arc<std::sync::Condvar>,
@@ -84,8 +86,14 @@ impl Sluice {
             });
         }
         let (tx, rx) = std::sync::mpsc::channel();
+        let admin = Arc::new(Mutex::new(None));
+        let admin_seen = Arc::clone(&admin);
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                // The admin line comes first, so it is known once the listeners are.
+                if let Some(addr) = line.strip_prefix("sluice: admin on ") {
+                    *admin_seen.lock().expect("admin") = Some(addr.parse::<SocketAddr>().expect("address"));
+                }
                 if let Some(addr) = line.strip_prefix("sluice: listening on ") {
                     let _ = tx.send(addr.parse::<SocketAddr>().expect("address"));
                 }
@@ -99,7 +107,8 @@ impl Sluice {
         while let Ok(addr) = rx.recv_timeout(Duration::from_millis(200)) {
             addrs.push(addr);
         }
-        Sluice { child, addr: addrs[0], addrs, dir, stderr: log, stderr_grew: grew }
+        let admin = *admin.lock().expect("admin");
+        Sluice { child, addr: addrs[0], addrs, admin, dir, stderr: log, stderr_grew: grew }
     }
 
     pub fn pid(&self) -> u32 {

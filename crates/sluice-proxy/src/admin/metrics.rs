@@ -1,0 +1,240 @@
+//! `GET /metrics`: Prometheus text (format 0.0.4), computed when asked from what the
+//! workers already keep: the outcome records' totals and per-route series, the pools'
+//! counters, the balancers' view of each endpoint, the retry budgets, the cache's
+//! counters, the connection cap and the FD table. Nothing here runs per request.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::AdminState;
+use crate::outcome::series::{Histogram, Series, BUCKETS};
+use crate::outcome::Tally;
+use crate::upstream::EndpointView;
+
+pub(super) fn render(state: &AdminState) -> String {
+    let mut out = String::with_capacity(8 * 1024);
+    requests(&mut out, state);
+    connections(&mut out, state);
+    upstreams(&mut out, state);
+    cache(&mut out, state);
+    out
+}
+
+fn head(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A label value, escaped as the text format asks.
+fn label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn requests(out: &mut String, state: &AdminState) {
+    let tally = Tally::default();
+    let mut series: Vec<Series> = Vec::new();
+    for worker in &state.workers {
+        tally.add(&worker.outcomes.tally);
+        for theirs in worker.outcomes.series.iter().flat_map(|s| s.snapshot()) {
+            match series.iter_mut().find(|s| s.route == theirs.route && s.upstream == theirs.upstream) {
+                Some(mine) => {
+                    for (to, from) in mine.by_class.iter_mut().zip(theirs.by_class) {
+                        *to += from;
+                    }
+                    mine.total.add(&theirs.total);
+                    mine.upstream_head.add(&theirs.upstream_head);
+                }
+                None => series.push(theirs),
+            }
+        }
+    }
+    head(
+        out,
+        "sluice_requests_total",
+        "counter",
+        "Requests by route, upstream group and status class (none: no status sent).",
+    );
+    for s in &series {
+        let (route, upstream) = (label(s.route.as_deref().unwrap_or("")), label(s.upstream.as_deref().unwrap_or("")));
+        for (class, count) in s.by_class.iter().enumerate().filter(|(_, n)| **n > 0) {
+            let class = if class == 0 { "none".to_string() } else { format!("{class}xx") };
+            let _ = writeln!(
+                out,
+                "sluice_requests_total{{route=\"{route}\",upstream=\"{upstream}\",class=\"{class}\"}} {count}"
+            );
+        }
+    }
+    head(out, "sluice_request_duration_seconds", "histogram", "From the request head to the record's end.");
+    for s in &series {
+        histogram(out, "sluice_request_duration_seconds", s, &s.total);
+    }
+    head(
+        out,
+        "sluice_upstream_duration_seconds",
+        "histogram",
+        "From handing the request to the upstream group to its response head.",
+    );
+    for s in &series {
+        histogram(out, "sluice_upstream_duration_seconds", s, &s.upstream_head);
+    }
+    for (name, help, counter) in [
+        ("sluice_client_errors_total", "Requests refused as the client's fault.", &tally.client_errors),
+        ("sluice_client_gone_total", "Requests whose client went away before the end.", &tally.client_gone),
+        ("sluice_upstream_broke_total", "Responses the upstream broke off.", &tally.upstream_broke),
+        (
+            "sluice_send_timeouts_total",
+            "Clients cut for taking no response bytes for send_timeout.",
+            &tally.send_timeouts,
+        ),
+        (
+            "sluice_h2_control_floods_total",
+            "HTTP/2 connections closed for flooding PING or SETTINGS.",
+            &state.process.counters.h2_control_floods,
+        ),
+    ] {
+        head(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {}", counter.load(Relaxed));
+    }
+}
+
+fn histogram(out: &mut String, name: &str, s: &Series, h: &Histogram) {
+    if h.count == 0 {
+        return;
+    }
+    let labels = format!(
+        "route=\"{}\",upstream=\"{}\"",
+        label(s.route.as_deref().unwrap_or("")),
+        label(s.upstream.as_deref().unwrap_or(""))
+    );
+    let mut cumulative = 0;
+    for (i, count) in h.buckets.iter().enumerate() {
+        cumulative += count;
+        let le = BUCKETS.get(i).map_or("+Inf".to_string(), |le| le.to_string());
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+    }
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum.as_secs_f64());
+    let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
+}
+
+fn connections(out: &mut String, state: &AdminState) {
+    head(out, "sluice_connections_open", "gauge", "Client connections open (all protocols).");
+    let open = state.max_connections.saturating_sub(state.limit.available_permits());
+    let _ = writeln!(out, "sluice_connections_open {open}");
+    head(out, "sluice_connections_max", "gauge", "server.max_connections.");
+    let _ = writeln!(out, "sluice_connections_max {}", state.max_connections);
+    if let Some(used) = std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count()) {
+        head(out, "sluice_fds_open", "gauge", "File descriptors open in the process.");
+        let _ = writeln!(out, "sluice_fds_open {used}");
+    }
+    if let Some(limit) = fd_limit() {
+        head(out, "sluice_fds_limit", "gauge", "The process's RLIMIT_NOFILE soft limit.");
+        let _ = writeln!(out, "sluice_fds_limit {limit}");
+    }
+}
+
+/// The soft limit on open files, from /proc/self/limits.
+fn fd_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// A metric per endpoint: name, type, help, and its value.
+type EndpointMetric = (&'static str, &'static str, &'static str, fn(&EndpointView) -> f64);
+
+fn upstreams(out: &mut String, state: &AdminState) {
+    // Endpoints summed over the workers (a pool the workers share counted once), and
+    // each group's retries.
+    let mut rows: Vec<(String, EndpointView)> = Vec::new();
+    let mut groups: Vec<(String, (u64, u64))> = Vec::new();
+    let mut seen_pools = Vec::new();
+    for worker in &state.workers {
+        let snapshot = worker.snapshot();
+        for group in &snapshot.groups {
+            let (made, refused) = group.retry_counts();
+            match groups.iter_mut().find(|(g, _)| *g == *group.name) {
+                Some((_, counts)) => *counts = (counts.0 + made, counts.1 + refused),
+                None => groups.push((group.name.to_string(), (made, refused))),
+            }
+            for mut e in group.endpoints() {
+                if seen_pools.contains(&e.pool) {
+                    (e.idle, e.open, e.created, e.reused, e.connect_failures) = (0, 0, 0, 0, 0);
+                }
+                seen_pools.push(e.pool);
+                match rows.iter_mut().find(|(g, mine)| *g == *group.name && mine.endpoint == e.endpoint) {
+                    Some((_, mine)) => {
+                        mine.healthy &= e.healthy;
+                        mine.outstanding += e.outstanding;
+                        mine.idle += e.idle;
+                        mine.open += e.open;
+                        mine.created += e.created;
+                        mine.reused += e.reused;
+                        mine.connect_failures += e.connect_failures;
+                    }
+                    None => rows.push((group.name.to_string(), e)),
+                }
+            }
+        }
+    }
+    let gauges: [EndpointMetric; 8] = [
+        ("sluice_upstream_healthy", "gauge", "1 when the endpoint is in rotation on every worker.", |e| {
+            f64::from(u8::from(e.healthy))
+        }),
+        ("sluice_upstream_weight", "gauge", "The endpoint's configured weight.", |e| f64::from(e.weight)),
+        ("sluice_upstream_in_flight", "gauge", "Requests sent to the endpoint and not finished.", |e| {
+            e.outstanding as f64
+        }),
+        ("sluice_upstream_pool_idle", "gauge", "Idle pooled connections.", |e| e.idle as f64),
+        ("sluice_upstream_pool_in_use", "gauge", "Pooled connections in use.", |e| {
+            e.open.saturating_sub(e.idle) as f64
+        }),
+        ("sluice_upstream_pool_created_total", "counter", "Connections opened.", |e| e.created as f64),
+        ("sluice_upstream_pool_reused_total", "counter", "Requests that reused a pooled connection.", |e| {
+            e.reused as f64
+        }),
+        ("sluice_upstream_connect_failures_total", "counter", "Failed connects.", |e| e.connect_failures as f64),
+    ];
+    for (name, kind, help, value) in gauges {
+        head(out, name, kind, help);
+        for (group, e) in &rows {
+            let _ = writeln!(
+                out,
+                "{name}{{upstream=\"{}\",endpoint=\"{}\"}} {}",
+                label(group),
+                label(&e.endpoint),
+                value(e)
+            );
+        }
+    }
+    head(out, "sluice_upstream_retries_total", "counter", "Retries and hedges made.");
+    for (group, (made, _)) in &groups {
+        let _ = writeln!(out, "sluice_upstream_retries_total{{upstream=\"{}\"}} {made}", label(group));
+    }
+    head(out, "sluice_upstream_retry_budget_refusals_total", "counter", "Retries the retry budget refused.");
+    for (group, (_, refused)) in &groups {
+        let _ = writeln!(out, "sluice_upstream_retry_budget_refusals_total{{upstream=\"{}\"}} {refused}", label(group));
+    }
+}
+
+fn cache(out: &mut String, state: &AdminState) {
+    let Some(cache) = &state.process.cache else { return };
+    let s = &cache.stats;
+    for (name, help, counter) in [
+        ("sluice_cache_hits_total", "Answered from a fresh stored response.", &s.hits),
+        ("sluice_cache_misses_total", "Fetched from the origin.", &s.misses),
+        ("sluice_cache_stale_total", "Answered stale (stale-while-revalidate, stale-if-error).", &s.stale),
+        ("sluice_cache_coalesced_total", "Answered from another request's fetch.", &s.coalesced),
+        ("sluice_cache_revalidated_total", "Refreshed by a 304.", &s.revalidated),
+        ("sluice_cache_stored_total", "Responses stored.", &s.stored),
+        ("sluice_cache_shared_hits_total", "Found in the shared tier (Redis or memcached).", &s.shared_hits),
+    ] {
+        head(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {}", counter.load(Relaxed));
+    }
+    head(out, "sluice_cache_shared_errors_total", "counter", "Shared tier operations that failed or timed out.");
+    let _ = writeln!(out, "sluice_cache_shared_errors_total {}", cache.shared_errors());
+    let (bytes, entries) = cache.memory_use();
+    head(out, "sluice_cache_memory_bytes", "gauge", "Bytes held by the memory tier.");
+    let _ = writeln!(out, "sluice_cache_memory_bytes {bytes}");
+    head(out, "sluice_cache_entries", "gauge", "Keys in the memory tier.");
+    let _ = writeln!(out, "sluice_cache_entries {entries}");
+}

@@ -1,0 +1,161 @@
+//! The admin listener: a separate address (loopback by default) for operators, with an
+//! optional bearer token (anything without it gets 401). `/healthz` (alive), `/readyz`
+//! (listeners bound, not draining), `/metrics` (Prometheus text from the outcome
+//! records, the pools, the balancers and the cache), `/upstreams` (each endpoint's
+//! state as JSON), `POST /drain` (stop accepting, become not-ready, drain and exit, as
+//! SIGTERM does) and `POST /purge` (the cache). Served with hyper's HTTP/1 server on
+//! the main thread's runtime, never on a worker.
+
+mod metrics;
+mod upstreams;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use sluice_config::AdminConfig;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, Semaphore};
+
+use crate::runtime::{Process, Shared};
+
+/// What the admin listener reads: the process and every worker.
+pub(crate) struct AdminState {
+    pub(crate) process: Arc<Process>,
+    pub(crate) workers: Vec<Arc<Shared>>,
+    /// Client connections open: max_connections minus the free permits.
+    pub(crate) limit: Arc<Semaphore>,
+    pub(crate) max_connections: usize,
+    token: Option<String>,
+    drain: Notify,
+}
+
+/// The admin listener of a running server.
+pub struct Admin {
+    state: Arc<AdminState>,
+}
+
+impl Admin {
+    pub(crate) fn new(
+        config: &AdminConfig,
+        process: Arc<Process>,
+        workers: Vec<Arc<Shared>>,
+        limit: Arc<Semaphore>,
+        max_connections: usize,
+    ) -> Admin {
+        let state =
+            AdminState { process, workers, limit, max_connections, token: config.token.clone(), drain: Notify::new() };
+        Admin { state: Arc::new(state) }
+    }
+
+    /// Binds `address` and serves it in a task of the current runtime; the bound address.
+    pub async fn listen(&self, address: SocketAddr) -> std::io::Result<SocketAddr> {
+        let listener = TcpListener::bind(address).await?;
+        let bound = listener.local_addr()?;
+        let state = Arc::clone(&self.state);
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let state = Arc::clone(&state);
+                tokio::spawn(async move {
+                    let service = service_fn(move |request| {
+                        let state = Arc::clone(&state);
+                        async move { Ok::<_, Infallible>(respond(&state, request).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(bound)
+    }
+
+    /// Completes when an operator asked for a drain (`POST /drain`).
+    pub async fn drain_requested(&self) {
+        self.state.drain.notified().await;
+    }
+}
+
+async fn respond(state: &AdminState, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    if !authorized(state, &request) {
+        let mut response = text(StatusCode::UNAUTHORIZED, "a bearer token is required\n");
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        return response;
+    }
+    let query = request.uri().query().unwrap_or("").to_string();
+    match (request.method(), request.uri().path()) {
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") if state.process.shutdown.is_triggered() => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+        }
+        (&Method::GET, "/readyz") => text(StatusCode::OK, "ready\n"),
+        (&Method::GET, "/metrics") => {
+            let mut response = Response::new(Full::new(Bytes::from(metrics::render(state))));
+            let kind = header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
+            response.headers_mut().insert(header::CONTENT_TYPE, kind);
+            response
+        }
+        (&Method::GET, "/upstreams") => json(upstreams::render(state)),
+        (&Method::POST, "/drain") => {
+            tracing::warn!("drain requested on the admin listener: no new connections, draining");
+            state.drain.notify_one();
+            text(StatusCode::ACCEPTED, "draining\n")
+        }
+        (&Method::POST, "/purge") => purge(state, &query).await,
+        (_, "/healthz" | "/readyz" | "/metrics" | "/upstreams" | "/drain" | "/purge") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found: /healthz /readyz /metrics /upstreams /drain /purge\n"),
+    }
+}
+
+/// With a token configured, `Authorization: Bearer TOKEN` (compared in constant time).
+fn authorized(state: &AdminState, request: &Request<Incoming>) -> bool {
+    let Some(token) = &state.token else { return true };
+    let given = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let Some(given) = given.strip_prefix("Bearer ") else { return false };
+    given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
+}
+
+/// `POST /purge?host=H&url=/path`, `...&prefix=/p`, or `...&tag=T`: the cache's purge.
+async fn purge(state: &AdminState, query: &str) -> Response<Full<Bytes>> {
+    let Some(cache) = &state.process.cache else {
+        return text(StatusCode::NOT_FOUND, "no [cache] is configured\n");
+    };
+    let param = |name: &str| {
+        query.split('&').find_map(|pair| pair.split_once('=').filter(|(n, _)| *n == name).map(|(_, v)| v.to_string()))
+    };
+    let host = param("host").unwrap_or_default().to_ascii_lowercase();
+    let (mode, purged) = if let Some(tag) = param("tag") {
+        ("tags", cache.purge_tags(&[tag]).await)
+    } else if let Some(prefix) = param("prefix") {
+        ("prefix", cache.purge_prefix(&host, &prefix).await)
+    } else if let Some(url) = param("url") {
+        let keys: Vec<String> = ["http", "https"].iter().map(|scheme| format!("{scheme}://{host}{url}")).collect();
+        ("url", cache.invalidate(&keys).await)
+    } else {
+        return text(StatusCode::BAD_REQUEST, "give url=/path, prefix=/path or tag=name (and host=)\n");
+    };
+    tracing::info!(%host, mode, purged, "cache purge (admin)");
+    json(format!("{{\"purged\":{purged},\"mode\":\"{mode}\"}}\n"))
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain"));
+    response
+}
+
+fn json(body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    response
+}
