@@ -209,7 +209,7 @@ backend b
     return proc, h1, h2
 
 
-def start_sluice(work, backends, binary=None, access_log=False, server="", workers=None):
+def start_sluice(work, backends, binary=None, access_log=False, server="", workers=None, metrics=False):
     """sluice with its pool defaults (max_connections raised to 1,024 as nginx's keepalive
     and HAProxy's maxconn allow); with `access_log`, JSON lines to a file; `server`:
     more [server] settings (the model)."""
@@ -234,6 +234,9 @@ pool = {{ max_connections = 1024 }}
 """
     if access_log:
         conf += f'\n[access_log]\npath = "{work}/access.log"\n'
+    if metrics:
+        # An admin listener turns on the per-route series the metrics read.
+        conf += '\n[admin]\naddress = "127.0.0.1:0"\n'
     path = os.path.join(work, "sluice.toml")
     open(path, "w").write(conf)
     env = dict(os.environ, RUST_LOG="warn")
@@ -430,6 +433,7 @@ def main():
                             "sluice-ws": lambda w, b: start_sluice(w, b, server='model = "work-stealing"'),
                             "sluice-shared": lambda w, b: start_sluice(w, b, server='upstream_pools = "shared"'),
                             "sluice-1w": lambda w, b: start_sluice(w, b, workers=1),
+                            "sluice-metrics": lambda w, b: start_sluice(w, b, metrics=True),
                         }[proxy]
                         backends = BACKENDS.get(name, lambda ports: ports[:1])(backend_ports)
                         if proxy in ("nginx", "haproxy") and name in LEAST_CONN:
