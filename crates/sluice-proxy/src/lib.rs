@@ -18,5 +18,5 @@ mod stats;
 mod stock;
 mod upstream;
 
-pub use admin::Admin;
-pub use server::{Server, ServerError, BLOCKING_THREADS};
+pub use admin::{Admin, ReloadRequest};
+pub use server::{Reloaded, Reloader, Server, ServerError, BLOCKING_THREADS};

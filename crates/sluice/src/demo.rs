@@ -45,7 +45,7 @@ pub fn run(listen: SocketAddr) -> anyhow::Result<()> {
         }
         let text = demo_config(listen, &upstreams);
         let config = sluice_config::parse(&text, std::path::Path::new("<demo>"))?;
-        crate::serve::serve(config, |addrs| {
+        crate::serve::serve(config, None, |addrs| {
             let base = addrs.first().map(|a| format!("http://{a}")).unwrap_or_default();
             println!("\nsluice demo: three API servers on {upstreams:?}, sluice in front on {base}");
             println!("try:");

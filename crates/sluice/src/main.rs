@@ -76,7 +76,9 @@ fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Check { config } => check(&config),
-        Command::Run { config } => sluice_config::load(&config).map_err(anyhow::Error::from).and_then(serve::run),
+        Command::Run { config: path } => {
+            sluice_config::load(&path).map_err(anyhow::Error::from).and_then(|config| serve::run(config, path))
+        }
         Command::Demo { listen } => demo::run(listen),
         Command::Bench(_) | Command::Lab(_) => Ok(()),
     };

@@ -1,12 +1,16 @@
-//! Running a configuration: the tokio runtime, binding, signals, drain.
+//! Running a configuration: the tokio runtime, binding, signals (SIGTERM and Ctrl-C
+//! drain; SIGHUP reloads), the admin listener, drain.
+
+use std::path::PathBuf;
 
 use anyhow::Context;
 use sluice_config::{ConcurrencyModel, Config};
-use sluice_proxy::Server;
+use sluice_proxy::{Admin, Reloader, Server};
 
-/// Serves `config` until SIGTERM or Ctrl-C, then drains and returns.
-pub fn run(config: Config) -> anyhow::Result<()> {
-    runtime(&config)?.block_on(serve(config, |_| {}))
+/// Serves `config` (read from `path`, which a reload reads again) until SIGTERM or
+/// Ctrl-C, then drains and returns.
+pub fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
+    runtime(&config)?.block_on(serve(config, Some(path), |_| {}))
 }
 
 /// The main thread's runtime. per-core: a small one for signals and the drain (the
@@ -25,7 +29,11 @@ fn runtime(config: &Config) -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Binds, announces the addresses (then calls `on_ready`), serves until a signal, drains.
-pub async fn serve(config: Config, on_ready: impl FnOnce(&[std::net::SocketAddr])) -> anyhow::Result<()> {
+pub async fn serve(
+    config: Config,
+    path: Option<PathBuf>,
+    on_ready: impl FnOnce(&[std::net::SocketAddr]),
+) -> anyhow::Result<()> {
     let fds = crate::fdlimit::raise_and_report();
     let needed = config.server.max_connections as u64 * 2;
     if fds < needed {
@@ -60,6 +68,7 @@ pub async fn serve(config: Config, on_ready: impl FnOnce(&[std::net::SocketAddr]
         println!("sluice: listening on {addr}");
     }
     on_ready(&addrs);
+    let reloads = reload_loop(server.reloader(&config), path, admin.as_ref());
     let drain_requested = async {
         match &admin {
             Some(admin) => admin.drain_requested().await,
@@ -71,36 +80,70 @@ pub async fn serve(config: Config, on_ready: impl FnOnce(&[std::net::SocketAddr]
             tokio::select! {
                 _ = shutdown_signal() => {}
                 _ = drain_requested => {}
+                _ = reloads => {}
             }
         })
         .await;
     Ok(())
 }
 
-/// SIGTERM or Ctrl-C (SIGINT). SIGHUP (what `systemctl reload` sends) is caught so
-/// that it does not kill the process; until hot reload exists (#12) it is logged and
-/// ignored.
+/// SIGTERM or Ctrl-C (SIGINT).
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops sluice");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// Reloads the config file on SIGHUP (what `systemctl reload` sends) and on the admin
+/// listener's `POST /reload`; never returns. A file that does not validate leaves the
+/// running configuration as it is, and says why (log, and the admin's answer).
+async fn reload_loop(reloader: Reloader, path: Option<PathBuf>, admin: Option<&Admin>) {
+    use tokio::signal::unix::{signal, SignalKind};
     let mut hangup = signal(SignalKind::hangup())
         .inspect_err(|e| tracing::warn!(error = %e, "cannot catch SIGHUP; it would stop sluice"))
         .ok();
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => Some(term),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops sluice");
-            None
-        }
-    };
+    let mut requests = admin.map(Admin::reload_requests);
     loop {
-        tokio::select! {
-            _ = &mut ctrl_c => return,
-            Some(()) = async { match &mut term { Some(t) => t.recv().await, None => std::future::pending().await } } => return,
-            Some(()) = async { match &mut hangup { Some(h) => h.recv().await, None => std::future::pending().await } } => {
-                tracing::warn!("SIGHUP received: reloading the config is not supported yet (it comes with the admin API); ignored, still serving the current config");
-            }
+        let reply = tokio::select! {
+            Some(()) = async { match &mut hangup { Some(h) => h.recv().await, None => std::future::pending().await } } => None,
+            Some(reply) = async { match &mut requests { Some(r) => r.recv().await, None => std::future::pending().await } } => Some(reply),
+        };
+        let result = reload(&reloader, path.as_deref()).await;
+        match &result {
+            Ok(applied) => tracing::info!("{applied}"),
+            Err(problems) => tracing::error!("config not reloaded, still serving the previous one: {problems}"),
+        }
+        if let Some(reply) = reply {
+            let _ = reply.send(result);
         }
     }
+}
+
+async fn reload(reloader: &Reloader, path: Option<&std::path::Path>) -> Result<String, String> {
+    let Some(path) = path else { return Err("this configuration was not read from a file".into()) };
+    let owned = path.to_path_buf();
+    let loaded = tokio::task::spawn_blocking(move || sluice_config::load(&owned))
+        .await
+        .map_err(|e| format!("reading the config failed: {e}"))?;
+    let config = loaded.map_err(|e| e.to_string())?;
+    let reloaded = reloader.reload(config).await?;
+    let mut applied = format!("config reloaded from {}", path.display());
+    if !reloaded.needs_restart.is_empty() {
+        applied.push_str(&format!("; changed but applied only at a restart: {}", reloaded.needs_restart.join(", ")));
+    }
+    Ok(applied)
 }

@@ -1,5 +1,5 @@
 //! What a new operator would hit on day one: an upstream that stalls mid-body, an
-//! endpoint that is down for POSTs, gRPC clients reading errors, SIGHUP, HTTP/2
+//! endpoint that is down for POSTs, gRPC clients reading errors, HTTP/2
 //! upstreams with a small stream limit.
 
 mod support;
@@ -70,17 +70,6 @@ async fn grpc_clients_get_grpc_status_not_a_text_page() {
     let message = parts.headers["grpc-message"].to_str().expect("ascii");
     assert!(message.contains("could not connect") && !message.contains(&dead.to_string()), "{message}");
     assert!(body.is_empty());
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn sighup_is_logged_and_ignored() {
-    let up = Upstream::hello().await;
-    let sluice = Sluice::start(&simple_config(&[up.addr], ""));
-    let status = std::process::Command::new("kill").arg("-HUP").arg(sluice.pid().to_string()).status().expect("kill");
-    assert!(status.success());
-    sluice.wait_for_log("SIGHUP received");
-    let (parts, _) = client::get_once(sluice.addr, "/still").await;
-    assert_eq!(parts.status, 200, "still serving");
 }
 
 /// An h2c upstream that allows 2 concurrent streams per connection and answers each

@@ -21,7 +21,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use sluice_config::AdminConfig;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 
 use crate::runtime::{Process, Shared};
 
@@ -34,7 +34,13 @@ pub(crate) struct AdminState {
     pub(crate) max_connections: usize,
     token: Option<String>,
     drain: Notify,
+    /// Where `POST /reload` asks for a reload (set by whoever can do one).
+    reload: std::sync::OnceLock<mpsc::Sender<ReloadRequest>>,
 }
+
+/// A reload asked for on the admin listener; the answer says what happened (Ok: what
+/// was applied, Err: why nothing was).
+pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
 
 /// The admin listener of a running server.
 pub struct Admin {
@@ -49,8 +55,15 @@ impl Admin {
         limit: Arc<Semaphore>,
         max_connections: usize,
     ) -> Admin {
-        let state =
-            AdminState { process, workers, limit, max_connections, token: config.token.clone(), drain: Notify::new() };
+        let state = AdminState {
+            process,
+            workers,
+            limit,
+            max_connections,
+            token: config.token.clone(),
+            drain: Notify::new(),
+            reload: std::sync::OnceLock::new(),
+        };
         Admin { state: Arc::new(state) }
     }
 
@@ -75,6 +88,13 @@ impl Admin {
             }
         });
         Ok(bound)
+    }
+
+    /// The reloads asked for with `POST /reload` (call once).
+    pub fn reload_requests(&self) -> mpsc::Receiver<ReloadRequest> {
+        let (tx, rx) = mpsc::channel(4);
+        let _ = self.state.reload.set(tx);
+        rx
     }
 
     /// Completes when an operator asked for a drain (`POST /drain`).
@@ -109,10 +129,11 @@ async fn respond(state: &AdminState, request: Request<Incoming>) -> Response<Ful
             text(StatusCode::ACCEPTED, "draining\n")
         }
         (&Method::POST, "/purge") => purge(state, &query).await,
-        (_, "/healthz" | "/readyz" | "/metrics" | "/upstreams" | "/drain" | "/purge") => {
+        (&Method::POST, "/reload") => reload(state).await,
+        (_, "/healthz" | "/readyz" | "/metrics" | "/upstreams" | "/drain" | "/purge" | "/reload") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
-        _ => text(StatusCode::NOT_FOUND, "not found: /healthz /readyz /metrics /upstreams /drain /purge\n"),
+        _ => text(StatusCode::NOT_FOUND, "not found: /healthz /readyz /metrics /upstreams /drain /purge /reload\n"),
     }
 }
 
@@ -122,6 +143,26 @@ fn authorized(state: &AdminState, request: &Request<Incoming>) -> bool {
     let given = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
     let Some(given) = given.strip_prefix("Bearer ") else { return false };
     given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
+}
+
+/// `POST /reload`: the config file is read and validated again; 200 when it was
+/// applied, 400 with the problems when not (the running configuration stays).
+async fn reload(state: &AdminState) -> Response<Full<Bytes>> {
+    let Some(requests) = state.reload.get() else {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "reloading is not available\n");
+    };
+    let (tx, rx) = oneshot::channel();
+    if requests.send(tx).await.is_err() {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "reloading is not available\n");
+    }
+    let (status, message) = match rx.await {
+        Ok(Ok(applied)) => (StatusCode::OK, applied),
+        Ok(Err(problems)) => (StatusCode::BAD_REQUEST, problems),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the reload was dropped".to_string()),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(format!("{message}\n"))));
+    *response.status_mut() = status;
+    response
 }
 
 /// `POST /purge?host=H&url=/path`, `...&prefix=/p`, or `...&tag=T`: the cache's purge.

@@ -191,6 +191,17 @@ impl Shared {
         self.snapshot.load()
     }
 
+    /// A snapshot of `config` on this worker's pools (unchanged endpoints keep theirs).
+    /// Call on the worker's runtime.
+    pub(crate) fn build_snapshot(&self, config: &Config) -> Result<Snapshot, String> {
+        Snapshot::build(config, &self.pools)
+    }
+
+    /// Makes `snapshot` the one new requests load; requests in flight finish on theirs.
+    pub(crate) fn install(&self, snapshot: Snapshot) {
+        self.snapshot.store(Arc::new(snapshot));
+    }
+
     /// The current snapshot for one request's whole life.
     pub(crate) fn current(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()

@@ -6,6 +6,7 @@ mod conn;
 mod h1;
 mod h2;
 mod h2_io;
+mod reload;
 mod tls;
 mod worker;
 
@@ -20,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use conn::ListenerContext;
+pub use reload::{Reloaded, Reloader};
 use worker::Worker;
 pub use worker::BLOCKING_THREADS;
 
@@ -76,6 +78,12 @@ impl Server {
             }
         };
         Ok(Server { process, workers, addrs, settings: config.server.clone(), limit })
+    }
+
+    /// What reloads this server's configuration (`current` is the one it runs).
+    pub fn reloader(&self, current: &Config) -> Reloader {
+        let workers = self.workers.iter().map(|w| (w.runtime.clone(), Arc::clone(&w.shared))).collect();
+        Reloader::new(workers, current.clone())
     }
 
     /// The admin listener's state for this server (bind it with `Admin::listen`).

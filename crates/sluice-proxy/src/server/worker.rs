@@ -33,6 +33,9 @@ const STOP_WAIT: Duration = Duration::from_secs(1);
 /// A started worker.
 pub(super) struct Worker {
     pub(super) shared: Arc<Shared>,
+    /// The runtime the worker runs on: a new snapshot is built there (its new pools
+    /// start their tasks on it).
+    pub(super) runtime: tokio::runtime::Handle,
     pub(super) addrs: Vec<SocketAddr>,
     accept_tasks: Vec<JoinHandle<()>>,
     /// per-core: the worker's thread, and how to end its event loop.
@@ -166,5 +169,5 @@ fn start(
         .into_iter()
         .map(|bound| tokio::spawn(accept_loop(bound, Arc::clone(&shared), Arc::clone(limit))))
         .collect();
-    Ok(Worker { shared, addrs, accept_tasks, thread: None })
+    Ok(Worker { shared, runtime: tokio::runtime::Handle::current(), addrs, accept_tasks, thread: None })
 }

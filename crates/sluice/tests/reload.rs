@@ -1,0 +1,122 @@
+//! Hot reload: SIGHUP and the admin listener's POST /reload apply a new config file to
+//! every worker at once; an invalid one changes nothing and says why; traffic during
+//! reloads sees no failure, and warm upstream connections are kept.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use http::{Request, StatusCode};
+use support::client::{self, send1};
+use support::upstream::{full, Upstream};
+use support::Sluice;
+
+/// Two routes: `/` to `a`, and (when `with_b`) `/b` to `b`; `timeout` varies between
+/// reloads so that each valid file differs.
+fn config(a: SocketAddr, b: SocketAddr, with_b: bool, timeout: u32) -> String {
+    let route_b = if with_b { "[[route]]\nname = \"b\"\npath_prefix = \"/b\"\nupstream = \"b\"\n" } else { "" };
+    format!(
+        "[server]\nworker_threads = 2\n[[listener]]\naddress = \"127.0.0.1:0\"\n{route_b}[[route]]\nname = \"a\"\nupstream = \"a\"\n\
+         timeout = \"{timeout}s\"\n[upstream.a]\nendpoints = [\"{a}\"]\n[upstream.b]\nendpoints = [\"{b}\"]\n\
+         [admin]\naddress = \"127.0.0.1:0\"\n"
+    )
+}
+
+async fn reload(sluice: &Sluice) -> (StatusCode, String) {
+    let mut conn = client::h1(sluice.admin.expect("admin")).await;
+    let request = Request::post("/reload").header("host", "admin").body(full("")).expect("request");
+    let (parts, body) = send1(&mut conn, request).await;
+    (parts.status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn write_config(sluice: &Sluice, text: &str) {
+    std::fs::write(sluice.dir.path.join("sluice.toml"), text).expect("write config");
+}
+
+/// Until the clients have had `n` answers (fails the test after `WAIT`).
+async fn wait_answered(answered: &AtomicUsize, n: usize) {
+    let more = async {
+        while answered.load(Ordering::SeqCst) < n {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(support::WAIT, more).await.expect("the clients kept getting answers");
+}
+
+async fn status(addr: SocketAddr, path: &str) -> StatusCode {
+    client::get_once(addr, path).await.0.status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_a_new_route_and_a_bad_file_changes_nothing() {
+    let (a, b) = (Upstream::hello().await, Upstream::hello().await);
+    let sluice = Sluice::start(&config(a.addr, b.addr, false, 30));
+    assert_eq!(client::get_once(sluice.addr, "/b/x").await.1, "hello GET /b/x", "served by a: no route b yet");
+    write_config(&sluice, "[[listener]]\naddress = \"127.0.0.1:0\"\n[[route]]\nupstream = \"nowhere\"\n");
+    let (code, problems) = reload(&sluice).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert!(problems.contains("route[0].upstream") && problems.contains("nowhere"), "{problems}");
+    assert_eq!(status(sluice.addr, "/x").await, StatusCode::OK, "the old config still serves");
+    write_config(&sluice, &config(a.addr, b.addr, true, 30));
+    let kill = std::process::Command::new("kill").arg("-HUP").arg(sluice.pid().to_string()).status().expect("kill");
+    assert!(kill.success());
+    sluice.wait_for_log("config reloaded");
+    // Every worker has the new route (each new connection may land on either).
+    for _ in 0..10 {
+        let mut conn = client::h1(sluice.addr).await;
+        let request = Request::get("/b/x").header("host", "t").body(full("")).expect("request");
+        assert_eq!(send1(&mut conn, request).await.0.status, StatusCode::OK);
+    }
+    assert!(b.accepted() > 0, "route b goes to upstream b now");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_reloads_under_load_fail_no_request_and_keep_warm_connections() {
+    let (a, b) = (Upstream::hello().await, Upstream::hello().await);
+    let sluice = Sluice::start(&config(a.addr, b.addr, false, 30));
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    // Eight keep-alive clients, each sending requests back to back until told to stop.
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            let (stop, answered, addr) = (Arc::clone(&stop), Arc::clone(&answered), sluice.addr);
+            tokio::spawn(async move {
+                let mut conn = client::h1(addr).await;
+                let mut i = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    i += 1;
+                    let request =
+                        Request::get(format!("/{c}/{i}")).header("host", "t").body(full("")).expect("request");
+                    let (parts, _) = send1(&mut conn, request).await;
+                    assert_eq!(parts.status, StatusCode::OK, "request {i} of client {c} during reloads");
+                    answered.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    // Warm up, then count the upstream's connections: the reloads must not add any.
+    wait_answered(&answered, 200).await;
+    let warm = a.accepted();
+    for n in 0..20u32 {
+        let (text, valid) = if n % 4 == 3 {
+            ("[[listener]]\naddress = \"not an address\"\n".to_string(), false)
+        } else {
+            (config(a.addr, b.addr, false, 30 + n), true)
+        };
+        write_config(&sluice, &text);
+        let before = answered.load(Ordering::SeqCst);
+        let (code, message) = reload(&sluice).await;
+        let expected = if valid { StatusCode::OK } else { StatusCode::BAD_REQUEST };
+        assert_eq!(code, expected, "reload {n}: {message}");
+        // Traffic goes on between reloads.
+        wait_answered(&answered, before + 20).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for client in clients {
+        client.await.expect("no client saw a failure");
+    }
+    assert_eq!(a.accepted(), warm, "the upstream's warm connections were kept through 20 reloads");
+    assert!(answered.load(Ordering::SeqCst) >= 600);
+}
