@@ -68,7 +68,11 @@ pub async fn serve(
         println!("sluice: listening on {addr}");
     }
     on_ready(&addrs);
-    let reloads = reload_loop(server.reloader(&config), path, admin.as_ref());
+    let reloader = server.reloader(&config);
+    if let Some(admin) = &admin {
+        admin.show_config(reloader.current());
+    }
+    let reloads = reload_loop(reloader, path, admin.as_ref());
     let drain_requested = async {
         match &admin {
             Some(admin) => admin.drain_requested().await,

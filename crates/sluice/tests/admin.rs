@@ -166,3 +166,16 @@ async fn the_cache_is_purged_through_the_admin_listener() {
     let (_, page) = admin(&sluice, "GET", "/metrics", Some(TOKEN)).await;
     assert_eq!((metric(&page, "sluice_cache_hits_total"), metric(&page, "sluice_cache_misses_total")), (1.0, 2.0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_effective_config_is_shown_without_its_secrets() {
+    let upstream = Upstream::hello().await;
+    let redis = "[cache]\n[cache.redis]\nurl = \"redis://app:hunter2hunter2@127.0.0.1:1\"\n";
+    let sluice = Sluice::start(&config(upstream.addr, redis));
+    let (status, shown) = admin(&sluice, "GET", "/config", Some(TOKEN)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(shown.contains(&upstream.addr.port().to_string()), "the upstream's endpoint: {shown}");
+    assert!(shown.contains("keepalive_timeout: 60s"), "defaults filled in: {shown}");
+    assert!(!shown.contains(TOKEN) && !shown.contains("hunter2"), "no secret shown: {shown}");
+    assert!(shown.contains("redis://<redacted>@127.0.0.1:1"));
+}

@@ -34,6 +34,8 @@ pub(crate) struct AdminState {
     pub(crate) max_connections: usize,
     token: Option<String>,
     drain: Notify,
+    /// The running configuration, for `/config`.
+    config: std::sync::OnceLock<Arc<std::sync::Mutex<sluice_config::Config>>>,
     /// Where `POST /reload` asks for a reload (set by whoever can do one).
     reload: std::sync::OnceLock<mpsc::Sender<ReloadRequest>>,
 }
@@ -63,6 +65,7 @@ impl Admin {
             token: config.token.clone(),
             drain: Notify::new(),
             reload: std::sync::OnceLock::new(),
+            config: std::sync::OnceLock::new(),
         };
         Admin { state: Arc::new(state) }
     }
@@ -88,6 +91,11 @@ impl Admin {
             }
         });
         Ok(bound)
+    }
+
+    /// Shows `config` (kept current by reloads) at `GET /config`.
+    pub fn show_config(&self, config: Arc<std::sync::Mutex<sluice_config::Config>>) {
+        let _ = self.state.config.set(config);
     }
 
     /// The reloads asked for with `POST /reload` (call once).
@@ -123,6 +131,16 @@ async fn respond(state: &AdminState, request: Request<Incoming>) -> Response<Ful
             response
         }
         (&Method::GET, "/upstreams") => json(upstreams::render(state)),
+        (&Method::GET, "/config") => match state.config.get() {
+            Some(config) => {
+                let config = config.lock().unwrap_or_else(|p| p.into_inner());
+                let shown = redact(&format!("{:#?}\n", *config));
+                let mut response = Response::new(Full::new(Bytes::from(shown)));
+                response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain"));
+                response
+            }
+            None => text(StatusCode::NOT_FOUND, "no configuration to show\n"),
+        },
         (&Method::POST, "/drain") => {
             tracing::warn!("drain requested on the admin listener: no new connections, draining");
             state.drain.notify_one();
@@ -130,10 +148,13 @@ async fn respond(state: &AdminState, request: Request<Incoming>) -> Response<Ful
         }
         (&Method::POST, "/purge") => purge(state, &query).await,
         (&Method::POST, "/reload") => reload(state).await,
-        (_, "/healthz" | "/readyz" | "/metrics" | "/upstreams" | "/drain" | "/purge" | "/reload") => {
+        (_, "/healthz" | "/readyz" | "/metrics" | "/upstreams" | "/config" | "/drain" | "/purge" | "/reload") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
-        _ => text(StatusCode::NOT_FOUND, "not found: /healthz /readyz /metrics /upstreams /drain /purge /reload\n"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: /healthz /readyz /metrics /upstreams /config /drain /purge /reload\n",
+        ),
     }
 }
 
@@ -188,6 +209,27 @@ async fn purge(state: &AdminState, query: &str) -> Response<Full<Bytes>> {
     json(format!("{{\"purged\":{purged},\"mode\":\"{mode}\"}}\n"))
 }
 
+/// The effective configuration with its secrets taken out: the admin token (its Debug
+/// form already hides it) and the credentials in URLs (`redis://user:password@host`).
+fn redact(shown: &str) -> String {
+    let mut out = String::with_capacity(shown.len());
+    let mut rest = shown;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        let end = after.find(['"', '\n', ' ']).unwrap_or(after.len());
+        match after[..end].rfind('@') {
+            Some(credentials) => {
+                out.push_str("<redacted>");
+                rest = &after[credentials..];
+            }
+            None => rest = after,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
@@ -199,4 +241,14 @@ fn json(body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn credentials_in_urls_are_redacted() {
+        let shown = "url: \"redis://app:s3cret@10.0.0.5:6379\",\nother: \"redis://10.0.0.6:6379\",";
+        let redacted = super::redact(shown);
+        assert_eq!(redacted, "url: \"redis://<redacted>@10.0.0.5:6379\",\nother: \"redis://10.0.0.6:6379\",");
+    }
 }

@@ -15,8 +15,8 @@ use crate::runtime::Shared;
 /// Swaps the configuration of a running server.
 pub struct Reloader {
     workers: Vec<(tokio::runtime::Handle, Arc<Shared>)>,
-    /// The configuration running now.
-    current: Mutex<Config>,
+    /// The configuration running now (the admin listener's `/config` shows it).
+    current: Arc<Mutex<Config>>,
 }
 
 /// What a reload did.
@@ -28,7 +28,12 @@ pub struct Reloaded {
 
 impl Reloader {
     pub(super) fn new(workers: Vec<(tokio::runtime::Handle, Arc<Shared>)>, current: Config) -> Reloader {
-        Reloader { workers, current: Mutex::new(current) }
+        Reloader { workers, current: Arc::new(Mutex::new(current)) }
+    }
+
+    /// The configuration running now, as it changes.
+    pub fn current(&self) -> Arc<Mutex<Config>> {
+        Arc::clone(&self.current)
     }
 
     /// Applies `config` to every worker, or (on an error, which names what failed) to none.
