@@ -8,6 +8,7 @@
 
 pub mod balance;
 pub mod cache;
+pub mod capacity;
 pub mod health;
 pub mod path;
 pub mod retire;

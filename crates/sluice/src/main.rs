@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod demo;
+mod doctor;
 mod fdlimit;
 mod serve;
 
@@ -37,6 +38,14 @@ enum Command {
         /// Where sluice listens.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
+    },
+    /// What limits parallel calls on this machine: FD, socket, port and memory limits,
+    /// how many connections a config can hold, the binding constraint, and the commands
+    /// that raise each limit. Exits 1 when the config's max_connections cannot be met.
+    Doctor {
+        /// The TOML config file (default: every setting at its default).
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// Load-test any HTTP API: many parallel calls, latency percentiles, throughput.
     Bench(Box<sluice_bench::BenchArgs>),
@@ -80,6 +89,15 @@ fn main() -> ExitCode {
             sluice_config::load(&path).map_err(anyhow::Error::from).and_then(|config| serve::run(config, path))
         }
         Command::Demo { listen } => demo::run(listen),
+        Command::Doctor { config } => {
+            return match doctor::run(config.as_deref()) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("sluice doctor: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Bench(_) | Command::Lab(_) => Ok(()),
     };
     match result {
