@@ -5,7 +5,8 @@
 # script (bsdutils) to run `sluice bench` on a pseudo-terminal, the system's CA
 # certificates (ca-certificates) for the HTTPS-upstream tests that use the system roots,
 # redis-server and memcached for the cache's shared-tier tests (started by the tests
-# themselves on free ports; the packages' own services are not used).
+# themselves on free ports; the packages' own services are not used), Chromium for the
+# admin status page's browser test (headless).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,7 @@ command -v script >/dev/null || missing+=(bsdutils)
 [ -s /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v memcached >/dev/null || missing+=(memcached)
+command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing test dependencies: ${missing[*]}"
     if [ "$(id -u)" -eq 0 ]; then

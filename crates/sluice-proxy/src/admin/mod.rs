@@ -1,5 +1,6 @@
 //! The admin listener: a separate address (loopback by default) for operators, with an
-//! optional bearer token (anything without it gets 401). `/healthz` (alive), `/readyz`
+//! optional bearer token (anything without it gets 401). `/` (the live status page,
+//! `status.rs`), `/healthz` (alive), `/readyz`
 //! (listeners bound, not draining), `/metrics` (Prometheus text from the outcome
 //! records, the pools, the balancers and the cache), `/upstreams` (each endpoint's
 //! state as JSON), `POST /drain` (stop accepting, become not-ready, drain and exit, as
@@ -7,6 +8,7 @@
 //! the main thread's runtime, never on a worker.
 
 mod metrics;
+mod status;
 mod upstreams;
 
 use std::convert::Infallible;
@@ -119,6 +121,13 @@ async fn respond(state: &AdminState, request: Request<Incoming>) -> Response<Ful
     }
     let query = request.uri().query().unwrap_or("").to_string();
     match (request.method(), request.uri().path()) {
+        (&Method::GET, "/") => {
+            let mut response = Response::new(Full::new(Bytes::from_static(status::PAGE.as_bytes())));
+            let kind = header::HeaderValue::from_static("text/html; charset=utf-8");
+            response.headers_mut().insert(header::CONTENT_TYPE, kind);
+            response
+        }
+        (&Method::GET, "/stats.json") => json(status::stats(state)),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") if state.process.shutdown.is_triggered() => {
             text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
@@ -153,17 +162,26 @@ async fn respond(state: &AdminState, request: Request<Incoming>) -> Response<Ful
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: /healthz /readyz /metrics /upstreams /config /drain /purge /reload\n",
+            "not found: / /stats.json /healthz /readyz /metrics /upstreams /config /drain /purge /reload\n",
         ),
     }
 }
 
-/// With a token configured, `Authorization: Bearer TOKEN` (compared in constant time).
+/// With a token configured, `Authorization: Bearer TOKEN`, or for the status page and
+/// its data (a browser cannot set the header on a link), `?token=TOKEN`; compared in
+/// constant time.
 fn authorized(state: &AdminState, request: &Request<Incoming>) -> bool {
     let Some(token) = &state.token else { return true };
-    let given = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let Some(given) = given.strip_prefix("Bearer ") else { return false };
-    given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
+    let header = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let from_header = header.and_then(|v| v.strip_prefix("Bearer "));
+    let page = matches!(request.uri().path(), "/" | "/stats.json");
+    let from_query = page
+        .then(|| request.uri().query().unwrap_or("").split('&').find_map(|pair| pair.strip_prefix("token=")))
+        .flatten();
+    let same = |given: &str| {
+        given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
+    };
+    from_header.is_some_and(same) || from_query.is_some_and(same)
 }
 
 /// `POST /reload`: the config file is read and validated again; 200 when it was

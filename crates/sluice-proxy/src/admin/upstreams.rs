@@ -6,10 +6,15 @@ use super::AdminState;
 use crate::outcome::format::json_string;
 
 pub(super) fn render(state: &AdminState) -> String {
+    format!("{{\"upstreams\":{}}}\n", render_array(state))
+}
+
+/// The groups, as a JSON array.
+pub(super) fn render_array(state: &AdminState) -> String {
     let mut out = Vec::with_capacity(1024);
-    out.extend_from_slice(b"{\"upstreams\":[");
+    out.push(b'[');
     let Some(first) = state.workers.first() else {
-        out.extend_from_slice(b"]}\n");
+        out.push(b']');
         return String::from_utf8_lossy(&out).into_owned();
     };
     let groups = first.snapshot().groups.clone();
@@ -61,6 +66,6 @@ pub(super) fn render(state: &AdminState) -> String {
         }
         out.extend_from_slice(b"]}");
     }
-    out.extend_from_slice(b"]}\n");
+    out.push(b']');
     String::from_utf8_lossy(&out).into_owned()
 }
