@@ -8,6 +8,29 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub(crate) struct Counters {
     /// HTTP/2 connections closed for flooding control frames (PING, SETTINGS).
     pub(crate) h2_control_floods: AtomicU64,
+    /// Failed accepts: the FD table (or kernel memory) full, and anything else.
+    pub(crate) accept_exhausted: AtomicU64,
+    pub(crate) accept_other: AtomicU64,
+    /// Client connections open now that speak HTTP/2, and that are TLS (the rest of the
+    /// open connections speak HTTP/1.1, or have not said yet).
+    pub(crate) open_http2: AtomicU64,
+    pub(crate) open_tls: AtomicU64,
+}
+
+/// Counts one open connection in a gauge for as long as it lives.
+pub(crate) struct Open<'a>(&'a AtomicU64);
+
+impl<'a> Open<'a> {
+    pub(crate) fn count(gauge: &'a AtomicU64) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Open(gauge)
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Counters {

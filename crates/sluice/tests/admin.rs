@@ -98,6 +98,13 @@ async fn metrics_follow_the_traffic_and_agree_with_the_access_log() {
     assert!(metric(&page, &format!("sluice_upstream_pool_reused_total{endpoint}")) >= 1.0);
     assert!(metric(&page, "sluice_fds_limit") > 0.0 && metric(&page, "sluice_fds_open") > 0.0);
     assert!(page.contains("# TYPE sluice_request_duration_seconds histogram"));
+    // An HTTP/2 client connection is counted as one while it is open.
+    let mut h2 = client::h2(sluice.addr).await;
+    let request = Request::get("http://t/h2").body(full("")).expect("request");
+    assert_eq!(client::send2(&mut h2, request).await.0.status, StatusCode::OK);
+    let (_, page) = admin(&sluice, "GET", "/metrics", Some(TOKEN)).await;
+    assert_eq!(metric(&page, "sluice_connections_open{protocol=\"http2\"}"), 1.0, "{page}");
+    assert_eq!(metric(&page, "sluice_accept_errors_total{kind=\"fd_exhausted\"}"), 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,7 +42,7 @@ async fn a_full_fd_table_pauses_accepting_without_spinning_or_dropping_connectio
     // descriptor (a connect under EMFILE would fail the request with a 502). One worker:
     // with two, the cap of 4 is shared and the second worker would have to connect.
     let pool = "pool = { max_connections = 4, max_idle = 4, min_idle = 4 }";
-    let config = one_worker(&simple_config(&[upstream.addr], pool));
+    let config = one_worker(&simple_config(&[upstream.addr], pool)) + "[admin]\naddress = \"127.0.0.1:0\"\n";
     let sluice = Sluice::start_with(&config, Some(48));
     sluice.wait_for_log("file descriptors: 48 available");
     upstream.wait_accepted(4).await;
@@ -84,6 +84,15 @@ async fn a_full_fd_table_pauses_accepting_without_spinning_or_dropping_connectio
     let log = sluice.log();
     let warnings = log.matches("out of file descriptors").count();
     assert!(warnings < 30, "EMFILE logging is rate-limited, got {warnings} lines");
+    // The metrics count every failed accept, though the log is rate-limited.
+    let (_, page) = support::client::get_once(sluice.admin.expect("admin"), "/metrics").await;
+    let page = String::from_utf8_lossy(&page);
+    let failed: u64 = page
+        .lines()
+        .find_map(|l| l.strip_prefix("sluice_accept_errors_total{kind=\"fd_exhausted\"} "))
+        .and_then(|v| v.parse().ok())
+        .expect("the accept error metric");
+    assert!(failed as usize >= warnings, "{failed} failed accepts counted, {warnings} logged");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -116,9 +116,31 @@ fn histogram(out: &mut String, name: &str, s: &Series, h: &Histogram) {
 }
 
 fn connections(out: &mut String, state: &AdminState) {
-    head(out, "sluice_connections_open", "gauge", "Client connections open (all protocols).");
-    let open = state.max_connections.saturating_sub(state.limit.available_permits());
-    let _ = writeln!(out, "sluice_connections_open {open}");
+    let counters = &state.process.counters;
+    head(
+        out,
+        "sluice_connections_open",
+        "gauge",
+        "Client connections open, by protocol (http1: HTTP/1.1 or not yet known).",
+    );
+    let open = state.max_connections.saturating_sub(state.limit.available_permits()) as u64;
+    let http2 = counters.open_http2.load(Relaxed);
+    let _ = writeln!(out, "sluice_connections_open{{protocol=\"http1\"}} {}", open.saturating_sub(http2));
+    let _ = writeln!(out, "sluice_connections_open{{protocol=\"http2\"}} {http2}");
+    head(out, "sluice_connections_tls_open", "gauge", "Client connections open over TLS (of the above).");
+    let _ = writeln!(out, "sluice_connections_tls_open {}", counters.open_tls.load(Relaxed));
+    head(
+        out,
+        "sluice_accept_errors_total",
+        "counter",
+        "Failed accepts, by kind (fd_exhausted: the FD table or kernel memory full).",
+    );
+    let _ = writeln!(
+        out,
+        "sluice_accept_errors_total{{kind=\"fd_exhausted\"}} {}",
+        counters.accept_exhausted.load(Relaxed)
+    );
+    let _ = writeln!(out, "sluice_accept_errors_total{{kind=\"other\"}} {}", counters.accept_other.load(Relaxed));
     head(out, "sluice_connections_max", "gauge", "server.max_connections.");
     let _ = writeln!(out, "sluice_connections_max {}", state.max_connections);
     if let Some(used) = std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count()) {

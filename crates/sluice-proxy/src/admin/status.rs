@@ -38,7 +38,12 @@ pub(super) fn stats(state: &AdminState) -> String {
         let _ = write!(out, "{}{count}", if i == 0 { "" } else { "," });
     }
     let open = state.max_connections.saturating_sub(state.limit.available_permits());
-    let _ = write!(out, "]}},\"connections\":{{\"open\":{open},\"max\":{}}},\"cache\":", state.max_connections);
+    let http2 = state.process.counters.open_http2.load(Relaxed);
+    let _ = write!(
+        out,
+        "]}},\"connections\":{{\"open\":{open},\"http2\":{http2},\"max\":{}}},\"cache\":",
+        state.max_connections
+    );
     match &state.process.cache {
         Some(cache) => {
             let s = &cache.stats;

@@ -25,6 +25,8 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Arc<ConnContext>, listener: Ar
     let Some(acceptor) = &listener.tls else {
         return h2::serve(stream, BytesMut::new(), ctx, listener).await;
     };
+    let counters = Arc::clone(&ctx.shared.counters);
+    let _open = crate::stats::Open::count(&counters.open_tls);
     let timeout = ctx.shared.snapshot().server.header_read_timeout;
     let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
         Ok(Ok(stream)) => stream,

@@ -37,6 +37,8 @@ pub(crate) async fn serve<T>(stream: T, read: BytesMut, ctx: Arc<ConnContext>, l
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let counters = Arc::clone(&ctx.shared.counters);
+    let _open = crate::stats::Open::count(&counters.open_http2);
     let activity = Arc::new(ConnActivity::new());
     let (io, flooded) = H2Io::new(read, stream);
     let io = TokioIo::new(io);

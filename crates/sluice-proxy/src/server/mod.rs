@@ -26,6 +26,7 @@ use worker::Worker;
 pub use worker::BLOCKING_THREADS;
 
 use crate::runtime::{ConnContext, Process, Shared};
+use crate::stats::Counters;
 
 /// How long the accept loop pauses when the FD table is full: long enough not to spin,
 /// short enough that a freed descriptor is used promptly.
@@ -188,6 +189,7 @@ async fn accept_loop(bound: BoundListener, shared: Arc<Shared>, limit: Arc<Semap
                 }
             }
             Err(e) if is_resource_exhaustion(&e) => {
+                Counters::bump(&shared.counters.accept_exhausted);
                 if last_fd_log.is_none_or(|at| at.elapsed() >= FD_EXHAUSTED_LOG_EVERY) {
                     tracing::warn!(error = %e, suppressed, "accept failed: out of file descriptors; pausing accepts, existing connections keep being served");
                     last_fd_log = Some(Instant::now());
@@ -197,7 +199,10 @@ async fn accept_loop(bound: BoundListener, shared: Arc<Shared>, limit: Arc<Semap
                 }
                 tokio::time::sleep(FD_EXHAUSTED_PAUSE).await;
             }
-            Err(e) => tracing::debug!(error = %e, "accept failed; continuing"),
+            Err(e) => {
+                Counters::bump(&shared.counters.accept_other);
+                tracing::debug!(error = %e, "accept failed; continuing");
+            }
         }
     }
 }
