@@ -234,7 +234,8 @@ fn check_access_log(checker: &mut Checker, log: &FileAccessLog, base_dir: &Path)
 /// Two listeners on one address cannot both bind; say so before trying.
 fn check_duplicate_addresses(checker: &mut Checker, files: &[FileListener], listeners: &[ListenerConfig]) {
     for (i, listener) in listeners.iter().enumerate() {
-        if listeners[..i].iter().any(|l| l.address == listener.address) {
+        // Port 0 asks the system for a free port: each such listener gets its own.
+        if listener.address.port() != 0 && listeners[..i].iter().any(|l| l.address == listener.address) {
             if let Some(file) = files.iter().filter(|f| f.address.get_ref().parse() == Ok(listener.address)).nth(1) {
                 checker.problem(
                     file.address.span(),

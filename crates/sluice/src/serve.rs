@@ -146,6 +146,12 @@ async fn reload(reloader: &Reloader, path: Option<&std::path::Path>) -> Result<S
     let config = loaded.map_err(|e| e.to_string())?;
     let reloaded = reloader.reload(config).await?;
     let mut applied = format!("config reloaded from {}", path.display());
+    for address in &reloaded.opened {
+        applied.push_str(&format!("; listening on {address}"));
+    }
+    for address in &reloaded.closed {
+        applied.push_str(&format!("; closed {address}"));
+    }
     if !reloaded.needs_restart.is_empty() {
         applied.push_str(&format!("; changed but applied only at a restart: {}", reloaded.needs_restart.join(", ")));
     }

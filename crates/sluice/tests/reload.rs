@@ -120,3 +120,40 @@ async fn twenty_reloads_under_load_fail_no_request_and_keep_warm_connections() {
     assert_eq!(a.accepted(), warm, "the upstream's warm connections were kept through 20 reloads");
     assert!(answered.load(Ordering::SeqCst) >= 600);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_opens_and_closes_listeners_and_open_connections_stay() {
+    let (a, b) = (Upstream::hello().await, Upstream::hello().await);
+    let first = config(a.addr, b.addr, false, 30);
+    let sluice = Sluice::start(&first);
+    // A keep-alive connection on the first listener, open across the reloads.
+    let mut kept = client::h1(sluice.addr).await;
+    let get = |path: &str| Request::get(path).header("host", "t").body(full("")).expect("request");
+    assert_eq!(send1(&mut kept, get("/1")).await.0.status, StatusCode::OK);
+    // A second listener (a different backlog makes it another listener than the first).
+    let second = "[[listener]]\naddress = \"127.0.0.1:0\"\nbacklog = 1000\n";
+    write_config(
+        &sluice,
+        &first.replace(
+            "[[listener]]\naddress = \"127.0.0.1:0\"\n",
+            &format!("{second}[[listener]]\naddress = \"127.0.0.1:0\"\n"),
+        ),
+    );
+    let (code, message) = reload(&sluice).await;
+    assert_eq!(code, StatusCode::OK, "{message}");
+    let opened: SocketAddr = message
+        .split("listening on ")
+        .nth(1)
+        .and_then(|rest| rest.split([';', '\n']).next())
+        .and_then(|address| address.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no new listener in: {message}"));
+    assert_eq!(status(opened, "/new").await, StatusCode::OK, "the new listener serves");
+    // Now only the second listener: the first closes, its open connection stays.
+    write_config(&sluice, &first.replace("[[listener]]\naddress = \"127.0.0.1:0\"\n", second));
+    let (code, message) = reload(&sluice).await;
+    assert_eq!(code, StatusCode::OK, "{message}");
+    assert!(message.contains(&format!("closed {}", sluice.addr)), "{message}");
+    assert!(tokio::net::TcpStream::connect(sluice.addr).await.is_err(), "the first listener is closed");
+    assert_eq!(send1(&mut kept, get("/2")).await.0.status, StatusCode::OK, "its open connection goes on");
+    assert_eq!(status(opened, "/still").await, StatusCode::OK);
+}

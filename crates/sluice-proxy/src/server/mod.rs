@@ -83,8 +83,16 @@ impl Server {
 
     /// What reloads this server's configuration (`current` is the one it runs).
     pub fn reloader(&self, current: &Config) -> Reloader {
-        let workers = self.workers.iter().map(|w| (w.runtime.clone(), Arc::clone(&w.shared))).collect();
-        Reloader::new(workers, current.clone())
+        let workers = self
+            .workers
+            .iter()
+            .map(|w| reload::WorkerHandle {
+                runtime: w.runtime.clone(),
+                shared: Arc::clone(&w.shared),
+                listeners: Arc::clone(&w.listeners),
+            })
+            .collect();
+        Reloader::new(workers, Arc::clone(&self.limit), current.clone())
     }
 
     /// The admin listener's state for this server (bind it with `Admin::listen`).

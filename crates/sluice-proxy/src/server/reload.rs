@@ -1,20 +1,34 @@
 //! Hot reload: a new configuration becomes every worker's snapshot at once, or none's.
 //! Each worker builds its snapshot on its own runtime, on its own pool registry (an
-//! unchanged endpoint keeps its pool and warm connections); only when every worker has
-//! built one are they installed. Requests in flight finish on the snapshot they
-//! loaded; connections stay open. Settings fixed at start (listeners, workers and the
-//! model, the cache's storage, the access log, the admin listener) are reported and
-//! left as they are.
+//! unchanged endpoint keeps its pool and warm connections); listeners the new file adds
+//! are bound on every worker first. Only when all of that has worked are the snapshots
+//! installed, the new listeners started and the removed ones closed. Requests in
+//! flight finish on the snapshot they loaded; connections stay open (a removed
+//! listener's connections too). Settings fixed at start (workers and the model, the
+//! cache's storage, the access log, the admin listener, a listener changed in place)
+//! are reported and left as they are.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use sluice_config::Config;
+use sluice_config::{Config, ListenerConfig};
+use tokio::sync::Semaphore;
 
+use super::worker::Accepting;
+use super::{accept_loop, bind_listener, BoundListener};
 use crate::runtime::Shared;
+
+/// A worker as a reload reaches it.
+pub(super) struct WorkerHandle {
+    pub(super) runtime: tokio::runtime::Handle,
+    pub(super) shared: Arc<Shared>,
+    pub(super) listeners: Arc<Mutex<Vec<Accepting>>>,
+}
 
 /// Swaps the configuration of a running server.
 pub struct Reloader {
-    workers: Vec<(tokio::runtime::Handle, Arc<Shared>)>,
+    workers: Vec<WorkerHandle>,
+    limit: Arc<Semaphore>,
     /// The configuration running now (the admin listener's `/config` shows it).
     current: Arc<Mutex<Config>>,
 }
@@ -24,11 +38,14 @@ pub struct Reloader {
 pub struct Reloaded {
     /// Settings that changed but need a restart (not applied).
     pub needs_restart: Vec<&'static str>,
+    /// Listeners opened (their bound addresses) and closed.
+    pub opened: Vec<SocketAddr>,
+    pub closed: Vec<SocketAddr>,
 }
 
 impl Reloader {
-    pub(super) fn new(workers: Vec<(tokio::runtime::Handle, Arc<Shared>)>, current: Config) -> Reloader {
-        Reloader { workers, current: Arc::new(Mutex::new(current)) }
+    pub(super) fn new(workers: Vec<WorkerHandle>, limit: Arc<Semaphore>, current: Config) -> Reloader {
+        Reloader { workers, limit, current: Arc::new(Mutex::new(current)) }
     }
 
     /// The configuration running now, as it changes.
@@ -38,25 +55,115 @@ impl Reloader {
 
     /// Applies `config` to every worker, or (on an error, which names what failed) to none.
     pub async fn reload(&self, config: Config) -> Result<Reloaded, String> {
+        let old = self.current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (added, removed, in_place) = listener_changes(&old.listeners, &config.listeners);
+        let bound = self.bind(&added).await?;
         let config = Arc::new(config);
         let mut builds = Vec::with_capacity(self.workers.len());
-        for (runtime, shared) in &self.workers {
-            let (shared, config) = (Arc::clone(shared), Arc::clone(&config));
-            builds.push(runtime.spawn(async move { shared.build_snapshot(&config) }));
+        for worker in &self.workers {
+            let (shared, config) = (Arc::clone(&worker.shared), Arc::clone(&config));
+            builds.push(worker.runtime.spawn(async move { shared.build_snapshot(&config) }));
         }
         let mut snapshots = Vec::with_capacity(builds.len());
         for build in builds {
             let built = build.await.map_err(|e| format!("a worker could not build the configuration: {e}"))?;
             snapshots.push(built?);
         }
-        for ((_, shared), snapshot) in self.workers.iter().zip(snapshots) {
-            shared.install(snapshot);
+        // Everything is ready: from here on nothing fails.
+        for (worker, snapshot) in self.workers.iter().zip(snapshots) {
+            worker.shared.install(snapshot);
         }
-        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        let needs_restart = fixed_at_start(&current, &config);
-        *current = Config::clone(&config);
-        Ok(Reloaded { needs_restart })
+        let opened = self.start(&added, bound);
+        let closed = self.close(&removed);
+        let mut needs_restart = fixed_at_start(&old, &config);
+        if in_place {
+            needs_restart.push("listener (changed in place: same address, other settings)");
+        }
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Config::clone(&config);
+        Ok(Reloaded { needs_restart, opened, closed })
     }
+
+    /// Binds each added listener on every worker (on its runtime): the first worker's
+    /// resolved address (port 0) is the others' too.
+    async fn bind(&self, added: &[ListenerConfig]) -> Result<Vec<Vec<BoundListener>>, String> {
+        let reuse_port = self.workers.len() > 1;
+        let mut per_worker: Vec<Vec<BoundListener>> = self.workers.iter().map(|_| Vec::new()).collect();
+        for listener in added {
+            let mut address = listener.address;
+            for (i, worker) in self.workers.iter().enumerate() {
+                let config = listener.clone();
+                let bound = worker
+                    .runtime
+                    .spawn(async move { bind_listener(&config, address, reuse_port) })
+                    .await
+                    .map_err(|e| format!("listener {}: {e}", listener.address))?
+                    .map_err(|e| format!("listener {}: {e}", listener.address))?;
+                if i == 0 {
+                    address = bound.listener.local_addr().map_err(|e| format!("listener {}: {e}", listener.address))?;
+                }
+                per_worker[i].push(bound);
+            }
+        }
+        Ok(per_worker)
+    }
+
+    /// Starts accepting on the bound listeners; their addresses.
+    fn start(&self, added: &[ListenerConfig], bound: Vec<Vec<BoundListener>>) -> Vec<SocketAddr> {
+        let mut opened = Vec::new();
+        for (worker, listeners) in self.workers.iter().zip(bound) {
+            let mut accepting = worker.listeners.lock().unwrap_or_else(|p| p.into_inner());
+            for (config, listener) in added.iter().zip(listeners) {
+                let address = listener.listener.local_addr().ok();
+                if let Some(address) = address.filter(|a| !opened.contains(a)) {
+                    tracing::info!(%address, "listener opened by a reload");
+                    opened.push(address);
+                }
+                let (shared, limit) = (Arc::clone(&worker.shared), Arc::clone(&self.limit));
+                let task = worker.runtime.spawn(accept_loop(listener, shared, limit));
+                accepting.push(Accepting { config: config.clone(), address, task });
+            }
+        }
+        opened
+    }
+
+    /// Stops accepting on the removed listeners (their open connections go on).
+    fn close(&self, removed: &[ListenerConfig]) -> Vec<SocketAddr> {
+        let mut closed = Vec::new();
+        for worker in &self.workers {
+            let mut accepting = worker.listeners.lock().unwrap_or_else(|p| p.into_inner());
+            accepting.retain(|listener| {
+                let keep = !removed.contains(&listener.config);
+                if !keep {
+                    listener.task.abort();
+                    if let Some(address) = listener.address.filter(|a| !closed.contains(a)) {
+                        tracing::info!(%address, "listener closed by a reload");
+                        closed.push(address);
+                    }
+                }
+                keep
+            });
+        }
+        closed
+    }
+}
+
+/// Listeners added and removed; a listener whose address stays but whose settings change
+/// is neither (it would have to be closed before its replacement could bind): `true`
+/// then, for the restart report.
+fn listener_changes(
+    old: &[ListenerConfig],
+    new: &[ListenerConfig],
+) -> (Vec<ListenerConfig>, Vec<ListenerConfig>, bool) {
+    // Port-0 listeners never share an address: each gets a port of its own.
+    let same_address = |a: &ListenerConfig, list: &[ListenerConfig]| {
+        a.address.port() != 0 && list.iter().any(|b| b.address == a.address)
+    };
+    let added: Vec<_> = new.iter().filter(|l| !old.contains(l)).cloned().collect();
+    let removed: Vec<_> = old.iter().filter(|l| !new.contains(l)).cloned().collect();
+    let in_place = added.iter().any(|l| same_address(l, &removed));
+    let added = added.into_iter().filter(|l| !same_address(l, &removed)).collect();
+    let removed = removed.into_iter().filter(|l| !same_address(l, new)).collect();
+    (added, removed, in_place)
 }
 
 /// The settings that differ between `old` and `new` but only take effect at start.
@@ -67,7 +174,6 @@ fn fixed_at_start(old: &Config, new: &Config) -> Vec<&'static str> {
             changed.push(name);
         }
     };
-    check("listener", old.listeners != new.listeners);
     check("server.worker_threads", old.server.worker_threads != new.server.worker_threads);
     check("server.model", old.server.model != new.server.model);
     check("server.upstream_pools", old.server.upstream_pools != new.server.upstream_pools);
@@ -77,4 +183,35 @@ fn fixed_at_start(old: &Config, new: &Config) -> Vec<&'static str> {
     check("cache", old.cache != new.cache);
     check("admin", old.admin != new.admin);
     changed
+}
+
+#[cfg(test)]
+mod tests {
+    use sluice_config::ListenerProtocol;
+
+    use super::*;
+
+    fn listener(address: &str, backlog: u32) -> ListenerConfig {
+        ListenerConfig {
+            address: address.parse().expect("address"),
+            protocol: ListenerProtocol::Auto,
+            reuse_port: false,
+            backlog,
+            tls: None,
+        }
+    }
+
+    #[test]
+    fn listeners_are_added_removed_or_changed_in_place() {
+        let old = [listener("127.0.0.1:8080", 4096), listener("127.0.0.1:8081", 4096)];
+        let new = [listener("127.0.0.1:8080", 4096), listener("127.0.0.1:8082", 4096)];
+        let (added, removed, in_place) = listener_changes(&old, &new);
+        assert_eq!((added, removed, in_place), (vec![new[1].clone()], vec![old[1].clone()], false));
+        let changed = [listener("127.0.0.1:8080", 100), listener("127.0.0.1:8081", 4096)];
+        let (added, removed, in_place) = listener_changes(&old, &changed);
+        assert!(added.is_empty() && removed.is_empty() && in_place, "same address, other settings: a restart");
+        let ephemeral = [listener("127.0.0.1:0", 4096), listener("127.0.0.1:0", 1000)];
+        let (added, removed, _) = listener_changes(&ephemeral[..1], &ephemeral);
+        assert_eq!((added.len(), removed.len()), (1, 0), "port-0 listeners never collide");
+    }
 }

@@ -13,10 +13,10 @@
 
 use std::net::SocketAddr;
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sluice_config::Config;
+use sluice_config::{Config, ListenerConfig};
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -37,7 +37,8 @@ pub(super) struct Worker {
     /// start their tasks on it).
     pub(super) runtime: tokio::runtime::Handle,
     pub(super) addrs: Vec<SocketAddr>,
-    accept_tasks: Vec<JoinHandle<()>>,
+    /// The listeners this worker accepts on; a reload adds and removes some.
+    pub(super) listeners: Arc<Mutex<Vec<Accepting>>>,
     /// per-core: the worker's thread, and how to end its event loop.
     thread: Option<(std::thread::JoinHandle<()>, oneshot::Sender<()>)>,
 }
@@ -46,7 +47,9 @@ impl Worker {
     /// Waits until the accept loops have returned (after shutdown was triggered): the
     /// listening sockets are closed.
     pub(super) async fn stopped_accepting(&mut self) {
-        for task in self.accept_tasks.drain(..) {
+        let tasks: Vec<_> =
+            self.listeners.lock().unwrap_or_else(|p| p.into_inner()).drain(..).map(|l| l.task).collect();
+        for task in tasks {
             let _ = task.await;
         }
     }
@@ -59,6 +62,14 @@ impl Worker {
             let _ = thread.join();
         }
     }
+}
+
+/// A listener a worker accepts on: its settings (what a reload compares) and its loop.
+pub(super) struct Accepting {
+    pub(super) config: ListenerConfig,
+    /// Where it is bound (port 0 resolved).
+    pub(super) address: Option<SocketAddr>,
+    pub(super) task: JoinHandle<()>,
 }
 
 /// Starts `worker_threads` per-core workers. The first binds the configured addresses;
@@ -165,9 +176,15 @@ fn start(
     let addrs = listeners.iter().filter_map(|l| l.listener.local_addr().ok()).collect();
     let sweeper = Arc::clone(&shared);
     tokio::spawn(async move { sweeper.idle.sweep(&sweeper.shutdown).await });
-    let accept_tasks = listeners
+    let accepting = listeners
         .into_iter()
-        .map(|bound| tokio::spawn(accept_loop(bound, Arc::clone(&shared), Arc::clone(limit))))
+        .zip(&config.listeners)
+        .map(|(bound, config)| Accepting {
+            config: config.clone(),
+            address: bound.listener.local_addr().ok(),
+            task: tokio::spawn(accept_loop(bound, Arc::clone(&shared), Arc::clone(limit))),
+        })
         .collect();
-    Ok(Worker { shared, runtime: tokio::runtime::Handle::current(), addrs, accept_tasks, thread: None })
+    let listeners = Arc::new(Mutex::new(accepting));
+    Ok(Worker { shared, runtime: tokio::runtime::Handle::current(), addrs, listeners, thread: None })
 }
