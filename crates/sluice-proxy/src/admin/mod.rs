@@ -36,6 +36,8 @@ pub(crate) struct AdminState {
     pub(crate) max_connections: usize,
     token: Option<String>,
     drain: Notify,
+    /// Set by `POST /drain`: not ready from its answer on, before the drain has begun.
+    draining: std::sync::atomic::AtomicBool,
     /// The running configuration, for `/config`.
     config: std::sync::OnceLock<Arc<std::sync::Mutex<sluice_config::Config>>>,
     /// Where `POST /reload` asks for a reload (set by whoever can do one).
@@ -66,6 +68,7 @@ impl Admin {
             max_connections,
             token: config.token.clone(),
             drain: Notify::new(),
+            draining: std::sync::atomic::AtomicBool::new(false),
             reload: std::sync::OnceLock::new(),
             config: std::sync::OnceLock::new(),
         };
@@ -129,7 +132,9 @@ async fn respond(state: &AdminState, request: Request<Incoming>) -> Response<Ful
         }
         (&Method::GET, "/stats.json") => json(status::stats(state)),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
-        (&Method::GET, "/readyz") if state.process.shutdown.is_triggered() => {
+        (&Method::GET, "/readyz")
+            if state.process.shutdown.is_triggered() || state.draining.load(std::sync::atomic::Ordering::SeqCst) =>
+        {
             text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
         }
         (&Method::GET, "/readyz") => text(StatusCode::OK, "ready\n"),
@@ -152,6 +157,7 @@ async fn respond(state: &AdminState, request: Request<Incoming>) -> Response<Ful
         },
         (&Method::POST, "/drain") => {
             tracing::warn!("drain requested on the admin listener: no new connections, draining");
+            state.draining.store(true, std::sync::atomic::Ordering::SeqCst);
             state.drain.notify_one();
             text(StatusCode::ACCEPTED, "draining\n")
         }

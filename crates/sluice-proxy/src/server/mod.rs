@@ -117,8 +117,8 @@ impl Server {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> bool {
         let max = self.settings.max_connections;
         shutdown.await;
-        tracing::info!(drain_timeout = ?self.settings.drain_timeout, "shutting down: no new connections, draining");
         self.process.shutdown.trigger();
+        tracing::info!(drain_timeout = ?self.settings.drain_timeout, "shutting down: no new connections, draining");
         for worker in &mut self.workers {
             worker.stopped_accepting().await;
         }
