@@ -1,5 +1,6 @@
 //! `sluice demo`: three small JSON API servers on loopback and sluice in front of them,
-//! so a new user sees balancing, pooling and the error pages with nothing installed.
+//! so a new user sees balancing, pooling, the cache, the error pages and the live status
+//! page with nothing installed.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -23,6 +24,11 @@ keepalive_timeout = "60s"
 address = "{listen}"
 
 [[route]]
+path_prefix = "/api/catalog"
+upstream = "demo"
+cache = true
+
+[[route]]
 path_prefix = "/api"
 upstream = "demo"
 timeout = "5s"
@@ -30,6 +36,12 @@ timeout = "5s"
 [upstream.demo]
 endpoints = [{}]
 pool = {{ max_connections = 64, min_idle = 1 }}
+
+[cache]
+memory = "64MiB"
+
+[admin]
+address = "127.0.0.1:0"
 "#,
         endpoints.join(", ")
     )
@@ -45,7 +57,7 @@ pub fn run(listen: SocketAddr) -> anyhow::Result<()> {
         }
         let text = demo_config(listen, &upstreams);
         let config = sluice_config::parse(&text, std::path::Path::new("<demo>"))?;
-        crate::serve::serve(config, None, |addrs| {
+        crate::serve::serve(config, None, |addrs, admin| {
             let base = addrs.first().map(|a| format!("http://{a}")).unwrap_or_default();
             println!("\nsluice demo: three API servers on {upstreams:?}, sluice in front on {base}");
             println!("try:");
@@ -54,7 +66,11 @@ pub fn run(listen: SocketAddr) -> anyhow::Result<()> {
             );
             println!("  curl -i --http2-prior-knowledge {base}/api/h2   # HTTP/2 cleartext to sluice");
             println!("  curl -i -d 'ping' {base}/api/echo # request body streamed through");
+            println!("  curl -i {base}/api/catalog        # cached for 10 s: see Cache-Status and Age");
             println!("  curl -i {base}/nowhere            # no route: 404 from sluice");
+            if let Some(admin) = admin {
+                println!("live status page: http://{admin}/   (metrics: http://{admin}/metrics)");
+            }
             println!("Ctrl-C drains and stops.\n");
         })
         .await
@@ -95,5 +111,8 @@ async fn answer(n: usize, req: Request<Incoming>) -> Result<Response<Full<Bytes>
     );
     let mut response = Response::new(Full::new(Bytes::from(json)));
     response.headers_mut().insert("content-type", http::HeaderValue::from_static("application/json"));
+    if path.starts_with("/api/catalog") {
+        response.headers_mut().insert("cache-control", http::HeaderValue::from_static("max-age=10"));
+    }
     Ok(response)
 }

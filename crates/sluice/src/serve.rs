@@ -10,7 +10,7 @@ use sluice_proxy::{Admin, Reloader, Server};
 /// Serves `config` (read from `path`, which a reload reads again) until SIGTERM or
 /// Ctrl-C, then drains and returns.
 pub fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
-    runtime(&config)?.block_on(serve(config, Some(path), |_| {}))
+    runtime(&config)?.block_on(serve(config, Some(path), |_, _| {}))
 }
 
 /// The main thread's runtime. per-core: a small one for signals and the drain (the
@@ -28,11 +28,12 @@ fn runtime(config: &Config) -> anyhow::Result<tokio::runtime::Runtime> {
     .context("cannot start the async runtime")
 }
 
-/// Binds, announces the addresses (then calls `on_ready`), serves until a signal, drains.
+/// Binds, announces the addresses (then calls `on_ready` with the listeners' and the
+/// admin listener's), serves until a signal, drains.
 pub async fn serve(
     config: Config,
     path: Option<PathBuf>,
-    on_ready: impl FnOnce(&[std::net::SocketAddr]),
+    on_ready: impl FnOnce(&[std::net::SocketAddr], Option<std::net::SocketAddr>),
 ) -> anyhow::Result<()> {
     let fds = crate::fdlimit::raise_and_report();
     let needed = config.server.max_connections as u64 * 2;
@@ -47,7 +48,7 @@ pub async fn serve(
     }
     let server = Server::bind(&config)?;
     let addrs = server.local_addrs();
-    let admin = match &config.admin {
+    let (admin, admin_addr) = match &config.admin {
         Some(settings) => {
             let admin = server.admin(settings);
             let bound = admin
@@ -55,9 +56,9 @@ pub async fn serve(
                 .await
                 .with_context(|| format!("admin.address: cannot listen on {}", settings.address))?;
             println!("sluice: admin on {bound}");
-            Some(admin)
+            (Some(admin), Some(bound))
         }
-        None => None,
+        None => (None, None),
     };
     let model = match config.server.model {
         ConcurrencyModel::PerCore => "per-core",
@@ -67,7 +68,7 @@ pub async fn serve(
     for addr in &addrs {
         println!("sluice: listening on {addr}");
     }
-    on_ready(&addrs);
+    on_ready(&addrs, admin_addr);
     let reloader = server.reloader(&config);
     if let Some(admin) = &admin {
         admin.show_config(reloader.current());
