@@ -74,7 +74,7 @@ impl Reloader {
             worker.shared.install(snapshot);
         }
         let opened = self.start(&added, bound);
-        let closed = self.close(&removed);
+        let closed = self.close(&removed).await;
         let mut needs_restart = fixed_at_start(&old, &config);
         if in_place {
             needs_restart.push("listener (changed in place: same address, other settings)");
@@ -126,22 +126,27 @@ impl Reloader {
         opened
     }
 
-    /// Stops accepting on the removed listeners (their open connections go on).
-    fn close(&self, removed: &[ListenerConfig]) -> Vec<SocketAddr> {
+    /// Stops accepting on the removed listeners and waits until their sockets are
+    /// closed (their open connections go on).
+    async fn close(&self, removed: &[ListenerConfig]) -> Vec<SocketAddr> {
         let mut closed = Vec::new();
+        let mut stopping = Vec::new();
         for worker in &self.workers {
             let mut accepting = worker.listeners.lock().unwrap_or_else(|p| p.into_inner());
-            accepting.retain(|listener| {
-                let keep = !removed.contains(&listener.config);
-                if !keep {
-                    listener.task.abort();
-                    if let Some(address) = listener.address.filter(|a| !closed.contains(a)) {
-                        tracing::info!(%address, "listener closed by a reload");
-                        closed.push(address);
-                    }
+            let (gone, kept): (Vec<_>, Vec<_>) = accepting.drain(..).partition(|l| removed.contains(&l.config));
+            *accepting = kept;
+            for listener in gone {
+                listener.task.abort();
+                if let Some(address) = listener.address.filter(|a| !closed.contains(a)) {
+                    tracing::info!(%address, "listener closed by a reload");
+                    closed.push(address);
                 }
-                keep
-            });
+                stopping.push(listener.task);
+            }
+        }
+        // An aborted task drops its listener (closing the socket) when it next runs.
+        for task in stopping {
+            let _ = task.await;
         }
         closed
     }
