@@ -82,7 +82,15 @@ impl Admin {
         let state = Arc::clone(&self.state);
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // A full FD table would fail every accept at once: pause, never spin.
+                        tracing::debug!(error = %e, "admin accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
                 let state = Arc::clone(&state);
                 tokio::spawn(async move {
                     let service = service_fn(move |request| {
