@@ -8,7 +8,6 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::AdminState;
 use crate::outcome::series::{Histogram, Series, BUCKETS};
-use crate::outcome::Tally;
 use crate::upstream::EndpointView;
 
 pub(super) fn render(state: &AdminState) -> String {
@@ -30,23 +29,7 @@ fn label(value: &str) -> String {
 }
 
 fn requests(out: &mut String, state: &AdminState) {
-    let tally = Tally::default();
-    let mut series: Vec<Series> = Vec::new();
-    for worker in &state.workers {
-        tally.add(&worker.outcomes.tally);
-        for theirs in worker.outcomes.series.iter().flat_map(|s| s.snapshot()) {
-            match series.iter_mut().find(|s| s.route == theirs.route && s.upstream == theirs.upstream) {
-                Some(mine) => {
-                    for (to, from) in mine.by_class.iter_mut().zip(theirs.by_class) {
-                        *to += from;
-                    }
-                    mine.total.add(&theirs.total);
-                    mine.upstream_head.add(&theirs.upstream_head);
-                }
-                None => series.push(theirs),
-            }
-        }
-    }
+    let (tally, series) = super::gather::requests(state);
     head(
         out,
         "sluice_requests_total",
@@ -164,39 +147,7 @@ fn fd_limit() -> Option<u64> {
 type EndpointMetric = (&'static str, &'static str, &'static str, fn(&EndpointView) -> f64);
 
 fn upstreams(out: &mut String, state: &AdminState) {
-    // Endpoints summed over the workers (a pool the workers share counted once), and
-    // each group's retries.
-    let mut rows: Vec<(String, EndpointView)> = Vec::new();
-    let mut groups: Vec<(String, (u64, u64))> = Vec::new();
-    let mut seen_pools = Vec::new();
-    for worker in &state.workers {
-        let snapshot = worker.snapshot();
-        for group in &snapshot.groups {
-            let (made, refused) = group.retry_counts();
-            match groups.iter_mut().find(|(g, _)| *g == *group.name) {
-                Some((_, counts)) => *counts = (counts.0 + made, counts.1 + refused),
-                None => groups.push((group.name.to_string(), (made, refused))),
-            }
-            for mut e in group.endpoints() {
-                if seen_pools.contains(&e.pool) {
-                    (e.idle, e.open, e.created, e.reused, e.connect_failures) = (0, 0, 0, 0, 0);
-                }
-                seen_pools.push(e.pool);
-                match rows.iter_mut().find(|(g, mine)| *g == *group.name && mine.endpoint == e.endpoint) {
-                    Some((_, mine)) => {
-                        mine.healthy &= e.healthy;
-                        mine.outstanding += e.outstanding;
-                        mine.idle += e.idle;
-                        mine.open += e.open;
-                        mine.created += e.created;
-                        mine.reused += e.reused;
-                        mine.connect_failures += e.connect_failures;
-                    }
-                    None => rows.push((group.name.to_string(), e)),
-                }
-            }
-        }
-    }
+    let groups = super::gather::groups(state);
     let gauges: [EndpointMetric; 8] = [
         ("sluice_upstream_healthy", "gauge", "1 when the endpoint is in rotation on every worker.", |e| {
             f64::from(u8::from(e.healthy))
@@ -217,23 +168,22 @@ fn upstreams(out: &mut String, state: &AdminState) {
     ];
     for (name, kind, help, value) in gauges {
         head(out, name, kind, help);
-        for (group, e) in &rows {
-            let _ = writeln!(
-                out,
-                "{name}{{upstream=\"{}\",endpoint=\"{}\"}} {}",
-                label(group),
-                label(&e.endpoint),
-                value(e)
-            );
+        for group in &groups {
+            for e in &group.endpoints {
+                let (upstream, endpoint) = (label(&group.name), label(&e.endpoint));
+                let _ = writeln!(out, "{name}{{upstream=\"{upstream}\",endpoint=\"{endpoint}\"}} {}", value(e));
+            }
         }
     }
     head(out, "sluice_upstream_retries_total", "counter", "Retries and hedges made.");
-    for (group, (made, _)) in &groups {
-        let _ = writeln!(out, "sluice_upstream_retries_total{{upstream=\"{}\"}} {made}", label(group));
+    for group in &groups {
+        let _ =
+            writeln!(out, "sluice_upstream_retries_total{{upstream=\"{}\"}} {}", label(&group.name), group.retries.0);
     }
     head(out, "sluice_upstream_retry_budget_refusals_total", "counter", "Retries the retry budget refused.");
-    for (group, (_, refused)) in &groups {
-        let _ = writeln!(out, "sluice_upstream_retry_budget_refusals_total{{upstream=\"{}\"}} {refused}", label(group));
+    for group in &groups {
+        let (upstream, refused) = (label(&group.name), group.retries.1);
+        let _ = writeln!(out, "sluice_upstream_retry_budget_refusals_total{{upstream=\"{upstream}\"}} {refused}");
     }
 }
 

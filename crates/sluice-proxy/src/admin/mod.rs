@@ -7,6 +7,7 @@
 //! SIGTERM does) and `POST /purge` (the cache). Served with hyper's HTTP/1 server on
 //! the main thread's runtime, never on a worker.
 
+mod gather;
 mod metrics;
 mod status;
 mod upstreams;
@@ -232,8 +233,7 @@ async fn purge(state: &AdminState, query: &str) -> Response<Full<Bytes>> {
     } else if let Some(prefix) = param("prefix") {
         ("prefix", cache.purge_prefix(&host, &prefix).await)
     } else if let Some(url) = param("url") {
-        let keys: Vec<String> = ["http", "https"].iter().map(|scheme| format!("{scheme}://{host}{url}")).collect();
-        ("url", cache.invalidate(&keys).await)
+        ("url", cache.purge_url(&host, &url).await)
     } else {
         return text(StatusCode::BAD_REQUEST, "give url=/path, prefix=/path or tag=name (and host=)\n");
     };

@@ -8,19 +8,15 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::AdminState;
 use crate::outcome::series::{Histogram, BUCKETS};
-use crate::outcome::Tally;
 
 pub(super) const PAGE: &str = include_str!("status.html");
 
 /// Totals since start; the page turns successive ones into rates.
 pub(super) fn stats(state: &AdminState) -> String {
-    let tally = Tally::default();
+    let (tally, series) = super::gather::requests(state);
     let mut latency = Histogram::default();
-    for worker in &state.workers {
-        tally.add(&worker.outcomes.tally);
-        for series in worker.outcomes.series.iter().flat_map(|s| s.snapshot()) {
-            latency.add(&series.total);
-        }
+    for s in &series {
+        latency.add(&s.total);
     }
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
     let mut out = String::with_capacity(2048);

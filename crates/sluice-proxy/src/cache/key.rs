@@ -14,6 +14,13 @@ pub(crate) fn primary(
     path_and_query: &str,
     headers: &HeaderMap,
 ) -> String {
+    let mut key = url(config, scheme, host, path_and_query);
+    key.push_str(&extras(config, headers));
+    key
+}
+
+/// The key's URL part: `scheme://host/path?query`, the query filtered as configured.
+pub(crate) fn url(config: &CacheConfig, scheme: &str, host: &str, path_and_query: &str) -> String {
     let (path, query) = path_and_query.split_once('?').map_or((path_and_query, None), |(p, q)| (p, Some(q)));
     let mut key = String::with_capacity(scheme.len() + host.len() + path_and_query.len() + 8);
     key.push_str(scheme);
@@ -33,6 +40,13 @@ pub(crate) fn primary(
             key.push_str(&kept.join("&"));
         }
     }
+    key
+}
+
+/// The key's configured extras (request headers and cookies), each on a line of its
+/// own after the URL; empty (no allocation) when none are configured.
+pub(crate) fn extras(config: &CacheConfig, headers: &HeaderMap) -> String {
+    let mut key = String::new();
     for name in &config.key_headers {
         key.push('\n');
         key.push_str(name);

@@ -70,10 +70,14 @@ impl MemoryTier {
         self.purge_where(|_, variants| variants.iter().any(|e| e.tags.iter().any(|t| tags.contains(t))))
     }
 
-    /// Removes the keys whose URL part (before any key extras) is one of `urls`.
-    pub(crate) fn purge_urls(&self, urls: &[String]) -> usize {
+    /// Removes the keys whose URL part is one of `urls`; with key extras configured
+    /// (`extras`), the keys that add them to it too (found by a walk of the tier).
+    pub(crate) fn purge_urls(&self, urls: &[String], extras: bool) -> usize {
         let mut purged = urls.iter().filter(|url| self.remove(url)).count();
-        purged += self.purge_where(|key, _| key.split_once('\n').is_some_and(|(url, _)| urls.iter().any(|u| u == url)));
+        if extras {
+            purged +=
+                self.purge_where(|key, _| key.split_once('\n').is_some_and(|(url, _)| urls.iter().any(|u| u == url)));
+        }
         purged
     }
 

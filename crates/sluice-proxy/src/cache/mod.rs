@@ -21,7 +21,7 @@ use sluice_policy::cache::Heuristic;
 pub(crate) use entry::{date_field, unix_now, vary_values, Entry, Facts};
 pub(crate) use fill::{CacheFill, FillTo};
 pub(crate) use flight::{follow, Join, Landing, Lead};
-pub(crate) use key::primary as primary_key;
+pub(crate) use key::{extras as key_extras, primary as primary_key, url as key_url};
 
 use flight::Flights;
 use memory::MemoryTier;
@@ -124,11 +124,25 @@ impl Cache {
         }
     }
 
-    /// Removes the entries of these exact keys, in both tiers.
+    /// Removes the entries of these exact keys, in both tiers (no walk of the memory tier:
+    /// this runs after every unsafe request on a cached route).
     pub(crate) async fn invalidate(&self, keys: &[String]) -> usize {
-        let mut removed = self.memory.purge_urls(keys);
+        let mut removed = keys.iter().filter(|key| self.memory.remove(key)).count();
         if let Some(shared) = &self.shared {
             removed = removed.max(Box::pin(shared.remove(keys)).await);
+        }
+        removed
+    }
+
+    /// Removes every entry for `host` and `path_and_query`, in either scheme, whatever
+    /// its key extras (headers, cookies): a purge of one URL.
+    pub(crate) async fn purge_url(&self, host: &str, path_and_query: &str) -> usize {
+        let urls: Vec<String> =
+            ["http", "https"].iter().map(|scheme| key::url(&self.config, scheme, host, path_and_query)).collect();
+        let extras = !self.config.key_headers.is_empty() || !self.config.key_cookies.is_empty();
+        let mut removed = self.memory.purge_urls(&urls, extras);
+        if let Some(shared) = &self.shared {
+            removed = removed.max(Box::pin(shared.remove(&urls)).await);
         }
         removed
     }

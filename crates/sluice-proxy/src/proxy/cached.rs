@@ -498,7 +498,8 @@ async fn unsafe_method(
     let safe = matches!(*request.method(), Method::OPTIONS | Method::TRACE);
     let host = origin.host().and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
     let path = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
-    let headers = request.headers().clone();
+    // What the request adds to its keys (usually nothing), read before it is sent on.
+    let extras = cache::key_extras(&cache.config, request.headers());
     let mut response = Box::pin(origin.fetch(request, outcome)).await?;
     let status = response.status();
     if safe || status.is_client_error() || status.is_server_error() {
@@ -516,9 +517,7 @@ async fn unsafe_method(
     }
     let keys: Vec<String> = paths
         .iter()
-        .flat_map(|path| {
-            ["http", "https"].map(|scheme| cache::primary_key(&cache.config, scheme, &host, path, &headers))
-        })
+        .flat_map(|path| ["http", "https"].map(|scheme| cache::key_url(&cache.config, scheme, &host, path) + &extras))
         .collect();
     cache.invalidate(&keys).await;
     outcome.cache = Some("invalidate");
@@ -563,8 +562,7 @@ pub(super) async fn purge(
     } else if let Some(prefix) = path.strip_suffix('*') {
         ("prefix", cache.purge_prefix(&host, prefix).await)
     } else {
-        let keys: Vec<String> = ["http", "https"].iter().map(|scheme| format!("{scheme}://{host}{path}")).collect();
-        ("url", cache.invalidate(&keys).await)
+        ("url", cache.purge_url(&host, path).await)
     };
     tracing::info!(%client, %host, path, mode, purged, "cache purge");
     let body = format!("{{\"purged\":{purged},\"mode\":\"{mode}\"}}\n");
