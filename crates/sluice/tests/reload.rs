@@ -72,6 +72,8 @@ async fn sighup_applies_a_new_route_and_a_bad_file_changes_nothing() {
     assert!(b.accepted() > 0, "route b goes to upstream b now");
 }
 
+const CLIENTS: usize = 8;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_reloads_under_load_fail_no_request_and_keep_warm_connections() {
     let (a, b) = (Upstream::hello().await, Upstream::hello().await);
@@ -79,7 +81,7 @@ async fn twenty_reloads_under_load_fail_no_request_and_keep_warm_connections() {
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicUsize::new(0));
     // Eight keep-alive clients, each sending requests back to back until told to stop.
-    let clients: Vec<_> = (0..8)
+    let clients: Vec<_> = (0..CLIENTS)
         .map(|c| {
             let (stop, answered, addr) = (Arc::clone(&stop), Arc::clone(&answered), sluice.addr);
             tokio::spawn(async move {
@@ -96,9 +98,13 @@ async fn twenty_reloads_under_load_fail_no_request_and_keep_warm_connections() {
             })
         })
         .collect();
-    // Warm up, then count the upstream's connections: the reloads must not add any.
+    // Warm up. Each client has one request in flight at a time, so pools kept through the
+    // reloads never need more upstream connections than there are clients; pools dropped
+    // by the 15 valid reloads would need at least one new connection each. (The count at
+    // warm-up is not the bound: a worker's pool may still grow to its share of clients.)
     wait_answered(&answered, 200).await;
     let warm = a.accepted();
+    assert!((1..=CLIENTS).contains(&warm), "{warm} upstream connections for {CLIENTS} clients");
     for n in 0..20u32 {
         let (text, valid) = if n % 4 == 3 {
             ("[[listener]]\naddress = \"not an address\"\n".to_string(), false)
@@ -117,7 +123,8 @@ async fn twenty_reloads_under_load_fail_no_request_and_keep_warm_connections() {
     for client in clients {
         client.await.expect("no client saw a failure");
     }
-    assert_eq!(a.accepted(), warm, "the upstream's warm connections were kept through 20 reloads");
+    let accepted = a.accepted();
+    assert!(accepted <= CLIENTS, "{accepted} upstream connections: the warm ones were not kept through 20 reloads");
     assert!(answered.load(Ordering::SeqCst) >= 600);
 }
 
