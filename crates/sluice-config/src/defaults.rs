@@ -68,3 +68,11 @@ pub const CACHE_COALESCE_WAIT: Duration = Duration::from_secs(5);
 pub const CACHE_TAG_HEADER: &str = "surrogate-key";
 pub const CACHE_SHARED_TIMEOUT: Duration = Duration::from_millis(50);
 pub const CACHE_SHARED_PREFIX: &str = "sluice";
+
+/// `[tracing]`: the OpenTelemetry Collector's default OTLP/HTTP endpoint on this host.
+pub const OTLP_ENDPOINT: &str = "http://127.0.0.1:4318/v1/traces";
+/// The OpenTelemetry SDKs' batch size and a queue that holds a few batches.
+pub const TRACING_BATCH: usize = 512;
+pub const TRACING_QUEUE: usize = 8192;
+pub const TRACING_FLUSH: Duration = Duration::from_secs(1);
+pub const TRACING_TIMEOUT: Duration = Duration::from_secs(5);

@@ -27,6 +27,21 @@ pub struct FileConfig {
     pub access_log: Option<FileAccessLog>,
     pub cache: Option<FileCache>,
     pub admin: Option<FileAdmin>,
+    pub tracing: Option<FileTracing>,
+}
+
+/// `[tracing]`: request spans exported to an OpenTelemetry collector (OTLP/HTTP).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTracing {
+    pub otlp_endpoint: Option<Spanned<String>>,
+    pub sample_ratio: Option<Spanned<f64>>,
+    pub service_name: Option<Spanned<String>>,
+    pub batch_size: Option<Spanned<usize>>,
+    pub queue: Option<Spanned<usize>>,
+    pub flush_interval: Option<Spanned<ConfigDuration>>,
+    pub timeout: Option<Spanned<ConfigDuration>>,
+    pub headers: Option<BTreeMap<String, Spanned<String>>>,
 }
 
 /// `[admin]`: the admin listener (health, metrics, upstreams, drain, purge).

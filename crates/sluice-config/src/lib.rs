@@ -13,6 +13,7 @@ mod model;
 mod size;
 mod validate;
 mod validate_cache;
+mod validate_tracing;
 mod warnings;
 
 use std::fmt;

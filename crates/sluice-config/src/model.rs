@@ -22,6 +22,8 @@ pub struct Config {
     pub cache: Option<CacheConfig>,
     /// None: no admin listener (the `[admin]` table is absent).
     pub admin: Option<AdminConfig>,
+    /// None: no span export (the `[tracing]` table is absent).
+    pub tracing: Option<TracingConfig>,
     /// Things that are valid but probably not meant (an unreachable route, an unused
     /// upstream): `sluice check` prints them, `sluice run` logs them.
     pub warnings: Vec<crate::Problem>,
@@ -260,6 +262,49 @@ impl std::fmt::Debug for AdminConfig {
         f.debug_struct("AdminConfig")
             .field("address", &self.address)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// `[tracing]`: each sampled request becomes a span (with a child span per upstream
+/// try), sent in batches to an OpenTelemetry collector over OTLP/HTTP (JSON).
+#[derive(Clone, PartialEq)]
+pub struct TracingConfig {
+    /// The collector's host (a name or an address) and port, as written.
+    pub authority: String,
+    /// The path spans are POSTed to. Default `/v1/traces`.
+    pub path: String,
+    /// The share of traces sluice starts that are sampled, 0.0 to 1.0 (default 1.0). A
+    /// client's `traceparent` decides for its own trace (its sampled flag).
+    pub sample_ratio: f64,
+    /// The resource's `service.name`. Default "sluice".
+    pub service_name: String,
+    /// Spans sent per request to the collector, at most. Default 512.
+    pub batch_size: usize,
+    /// Spans waiting to be sent, at most; more are dropped and counted. Default 8192.
+    pub queue: usize,
+    /// A batch is sent at least this often when spans are waiting. Default 1s.
+    pub flush_interval: Duration,
+    /// One export's limit (connect, send, answer). Default 5s.
+    pub timeout: Duration,
+    /// Sent with every export (e.g. a vendor's API key); values are secrets.
+    pub headers: Vec<(String, String)>,
+}
+
+/// Header values may be API keys: never printed.
+impl std::fmt::Debug for TracingConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("TracingConfig")
+            .field("authority", &self.authority)
+            .field("path", &self.path)
+            .field("sample_ratio", &self.sample_ratio)
+            .field("service_name", &self.service_name)
+            .field("batch_size", &self.batch_size)
+            .field("queue", &self.queue)
+            .field("flush_interval", &self.flush_interval)
+            .field("timeout", &self.timeout)
+            .field("headers (values redacted)", &names)
             .finish()
     }
 }

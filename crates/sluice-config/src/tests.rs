@@ -457,3 +457,35 @@ fn cache_problems_name_their_line_and_key() {
         assert!(found.iter().any(|(l, k)| (*l, k.as_str()) == expected), "{expected:?} in {found:?}");
     }
 }
+
+#[test]
+fn tracing_defaults_to_the_local_collector_and_names_bad_values() {
+    let config = parse(&format!("{GOOD}\n[tracing]\n"), Path::new("sluice.toml")).expect("valid");
+    let tracing = config.tracing.expect("[tracing] present");
+    assert_eq!((tracing.authority.as_str(), tracing.path.as_str()), ("127.0.0.1:4318", "/v1/traces"));
+    assert_eq!((tracing.sample_ratio, tracing.service_name.as_str()), (1.0, "sluice"));
+    assert!(parse(GOOD, Path::new("sluice.toml")).expect("valid").tracing.is_none(), "off by default");
+
+    let bad = format!(
+        "{GOOD}\n[tracing]\notlp_endpoint = \"https://otel.example.com\"\nsample_ratio = 1.5\nqueue = 10\n\
+         [tracing.headers]\n\"bad name\" = \"x\"\n"
+    );
+    let found = problems(&bad);
+    let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["tracing.otlp_endpoint", "tracing.sample_ratio", "tracing.queue", "tracing.headers.bad name"],
+        "{found:?}"
+    );
+    let lines = GOOD.lines().count() + 3;
+    assert_eq!(found[0].line, lines, "the line of otlp_endpoint");
+    assert!(found[0].message.contains("OpenTelemetry Collector"), "{}", found[0].message);
+}
+
+#[test]
+fn tracing_header_values_never_print() {
+    let source = format!("{GOOD}\n[tracing]\n[tracing.headers]\nx-api-key = \"hunter2-secret\"\n");
+    let config = parse(&source, Path::new("sluice.toml")).expect("valid");
+    let shown = format!("{config:?}");
+    assert!(shown.contains("x-api-key") && !shown.contains("hunter2"), "{shown}");
+}

@@ -69,6 +69,7 @@ pub(crate) fn validate(file: FileConfig, source: &str, base_dir: &Path) -> Resul
     let access_log = file.access_log.as_ref().and_then(|log| check_access_log(&mut checker, log, base_dir));
     let cache = file.cache.as_ref().and_then(|cache| crate::validate_cache::check_cache(&mut checker, cache));
     let admin = file.admin.as_ref().and_then(|admin| check_admin(&mut checker, admin));
+    let tracing = file.tracing.as_ref().and_then(|t| crate::validate_tracing::check_tracing(&mut checker, t));
     if cache.is_none() {
         for (index, route) in file.routes.iter().enumerate() {
             if let Some(wants) = route.cache.as_ref().filter(|c| *c.get_ref()) {
@@ -83,7 +84,7 @@ pub(crate) fn validate(file: FileConfig, source: &str, base_dir: &Path) -> Resul
     }
     if checker.problems.is_empty() {
         let warnings = crate::warnings::find(&file, source, &routes, &names);
-        Ok(Config { server, listeners, routes, upstreams, access_log, cache, admin, warnings })
+        Ok(Config { server, listeners, routes, upstreams, access_log, cache, admin, tracing, warnings })
     } else {
         checker.problems.sort_by_key(|p| p.line);
         Err(checker.problems)

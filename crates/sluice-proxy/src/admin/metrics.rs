@@ -16,6 +16,7 @@ pub(super) fn render(state: &AdminState) -> String {
     connections(&mut out, state);
     upstreams(&mut out, state);
     cache(&mut out, state);
+    spans(&mut out, state);
     out
 }
 
@@ -209,4 +210,18 @@ fn cache(out: &mut String, state: &AdminState) {
     let _ = writeln!(out, "sluice_cache_memory_bytes {bytes}");
     head(out, "sluice_cache_entries", "gauge", "Keys in the memory tier.");
     let _ = writeln!(out, "sluice_cache_entries {entries}");
+}
+
+fn spans(out: &mut String, state: &AdminState) {
+    let Some(spans) = &state.process.spans else { return };
+    let s = &spans.stats;
+    head(
+        out,
+        "sluice_trace_spans_total",
+        "counter",
+        "Spans sent to the OTLP collector (exported), dropped with a full queue (dropped), or lost with an export that failed (failed).",
+    );
+    for (result, counter) in [("exported", &s.exported), ("dropped", &s.dropped), ("failed", &s.failed)] {
+        let _ = writeln!(out, "sluice_trace_spans_total{{result=\"{result}\"}} {}", counter.load(Relaxed));
+    }
 }

@@ -222,7 +222,7 @@ fn quoted_text(out: &mut Vec<u8>, value: &[u8]) {
 }
 
 #[inline(always)]
-fn decimal(out: &mut Vec<u8>, mut n: u64) {
+pub(crate) fn decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {

@@ -10,8 +10,10 @@
 
 mod access_log;
 pub(crate) mod format;
+pub(crate) mod otlp;
 mod recycle;
 pub(crate) mod series;
+mod trace;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +23,8 @@ use std::time::{Duration, Instant, SystemTime};
 use http::{HeaderValue, Method, Version};
 
 pub(crate) use access_log::AccessLog;
+pub(crate) use otlp::SpanExport;
+pub(crate) use trace::{SpanIds, Trace};
 
 /// Frees the record boxes this thread did not need in the last period (`stock`).
 pub(crate) fn trim_stock() {
@@ -72,6 +76,8 @@ pub(crate) struct Outcome {
     pub(crate) route: Option<Arc<str>>,
     pub(crate) upstream: Option<Arc<str>>,
     pub(crate) upstream_trace: UpstreamTrace,
+    /// The span's ids and upstream tries, when the request is sampled for export.
+    pub(crate) trace: Trace,
     /// The status sent to the client; 0 when none was.
     pub(crate) status: u16,
     /// Request body bytes read from the client.
@@ -201,6 +207,7 @@ impl Outcome {
             route: None,
             upstream: None,
             upstream_trace: UpstreamTrace::default(),
+            trace: Trace::default(),
             status: 0,
             bytes_in: 0,
             bytes_out: 0,
@@ -226,6 +233,7 @@ impl Outcome {
         self.route = None;
         self.upstream = None;
         self.upstream_trace = UpstreamTrace::default();
+        self.trace.clear();
         self.status = 0;
         self.bytes_in = 0;
         self.bytes_out = 0;
@@ -340,6 +348,8 @@ pub(crate) struct Outcomes {
     /// Per route and group, when metrics are on (an admin listener is configured).
     pub(crate) series: Option<series::SeriesSet>,
     access_log: Option<Arc<AccessLog>>,
+    /// Where sampled requests' spans go (`[tracing]`).
+    spans: Option<Arc<SpanExport>>,
     worker: u16,
 }
 
@@ -351,8 +361,18 @@ impl Tally {
 
 impl Outcomes {
     /// Worker `worker`'s records, written to `access_log` when there is one.
-    pub(crate) fn new(access_log: Option<Arc<AccessLog>>, worker: u16, metrics: bool) -> Self {
-        Outcomes { tally: Tally::default(), series: metrics.then(Default::default), access_log, worker }
+    pub(crate) fn new(
+        access_log: Option<Arc<AccessLog>>,
+        spans: Option<Arc<SpanExport>>,
+        worker: u16,
+        metrics: bool,
+    ) -> Self {
+        Outcomes { tally: Tally::default(), series: metrics.then(Default::default), access_log, spans, worker }
+    }
+
+    /// The share of new traces to sample, when spans are exported.
+    pub(crate) fn sample_ratio(&self) -> Option<f64> {
+        self.spans.as_ref().map(|spans| spans.sample_ratio)
     }
 
     /// The one place a finished record is counted and passed on.
@@ -360,9 +380,9 @@ impl Outcomes {
         if let Some(feedback) = outcome.upstream_trace.feedback.take() {
             feedback.finished(&outcome);
         }
-        if self.shows_text() {
-            // The wall-clock start labels the line; read once, at the end, and only for
-            // a line (the monotonic clock measures).
+        if self.shows_text() || outcome.sampled() {
+            // The wall-clock start labels the line and the span; read once, at the end,
+            // and only for them (the monotonic clock measures).
             outcome.started_at = SystemTime::now().checked_sub(outcome.total).unwrap_or(SystemTime::UNIX_EPOCH);
         }
         let tally = &self.tally;
@@ -384,6 +404,9 @@ impl Outcomes {
             let mut line = Vec::with_capacity(1024);
             format::json_line(&outcome, &mut line);
             tracing::debug!(target: "sluice::request", "{}", String::from_utf8_lossy(&line));
+        }
+        if let Some(spans) = self.spans.as_ref().filter(|_| outcome.sampled()) {
+            spans.send(&mut outcome);
         }
         match &self.access_log {
             Some(log) => log.send(outcome),

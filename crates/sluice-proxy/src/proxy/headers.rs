@@ -10,6 +10,8 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Version;
 
+use crate::outcome::SpanIds;
+
 pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -159,33 +161,49 @@ pub(crate) fn new_request_id() -> HeaderValue {
     HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("0"))
 }
 
-/// A request's identity: its id (the client's when sane, else new) and its W3C trace id
-/// (32 hex digits).
+/// A request's identity: its id (the client's when sane, else new), its W3C trace id
+/// (32 hex digits), and its span's ids when the trace is sampled for export.
 pub(crate) struct Ids {
     pub(crate) request_id: HeaderValue,
     pub(crate) trace_id: [u8; 32],
+    pub(crate) span: Option<SpanIds>,
 }
 
 /// The request id and W3C Trace Context, from one draw of the generator and one
 /// allocation. A valid `traceparent` is continued with sluice's own span as the parent
 /// (trace id and flags kept); a missing or malformed one starts a trace whose id is
 /// the request id, so that the two can be matched. `tracestate` passes untouched.
-pub(crate) fn identify(headers: &mut HeaderMap) -> Ids {
+///
+/// With span export on (`sample_ratio`), a continued trace is sampled when its sampled
+/// flag says so (the parent decides, as OpenTelemetry's parent-based sampler does); a
+/// trace sluice starts is sampled at `sample_ratio`, and then flagged sampled for the
+/// upstream too.
+pub(crate) fn identify(headers: &mut HeaderMap, sample_ratio: Option<f64>) -> Ids {
     let [a, b] = unpredictable::<2>();
     // [new request id: 32][traceparent: 55]
     let mut raw = *b"0000000000000000000000000000000000-00000000000000000000000000000000-0000000000000000-00";
     hex(&mut raw[..16], a);
     hex(&mut raw[16..32], b.max(1));
     raw[32..35].copy_from_slice(b"00-");
+    let mut parent = None;
     match headers.get(&TRACEPARENT).map(HeaderValue::as_bytes).filter(|v| valid_traceparent(v)) {
         Some(prior) => {
             raw[35..67].copy_from_slice(&prior[3..35]);
             raw[85..87].copy_from_slice(&prior[53..55]);
+            parent = prior[36..52].try_into().ok();
         }
-        None => raw.copy_within(..32, 35),
+        None => {
+            raw.copy_within(..32, 35);
+            // 53 random bits against the ratio: a uniform draw in [0, 1).
+            if sample_ratio.is_some_and(|ratio| ((a >> 11) as f64) < ratio * (1u64 << 53) as f64) {
+                raw[86] = b'1';
+            }
+        }
     }
     // The span id need only differ from other spans: mixed from the same draw.
     hex(&mut raw[68..84], (a ^ b.rotate_left(32)).max(1));
+    let sampled = sample_ratio.is_some() && hex_digit(raw[86]) & 1 == 1;
+    let span = sampled.then(|| SpanIds { span_id: raw[68..84].try_into().unwrap_or([b'0'; 16]), parent });
     let shared = Bytes::copy_from_slice(&raw);
     let value = |range: std::ops::Range<usize>| {
         HeaderValue::from_maybe_shared(shared.slice(range)).unwrap_or(HeaderValue::from_static("0"))
@@ -194,7 +212,15 @@ pub(crate) fn identify(headers: &mut HeaderMap) -> Ids {
     let request_id = client_request_id(headers).unwrap_or_else(|| value(0..32));
     let mut trace_id = [0u8; 32];
     trace_id.copy_from_slice(&raw[35..67]);
-    Ids { request_id, trace_id }
+    Ids { request_id, trace_id, span }
+}
+
+/// The value of one lower-case hex digit (validated before).
+fn hex_digit(b: u8) -> u8 {
+    match b {
+        b'0'..=b'9' => b - b'0',
+        _ => b.wrapping_sub(b'a').wrapping_add(10),
+    }
 }
 
 /// `00-<32 hex>-<16 hex>-<2 hex>`, lower case, ids not all zero (W3C Trace Context §3.2).
@@ -284,7 +310,7 @@ mod tests {
     }
 
     fn trace(headers: &mut HeaderMap) -> String {
-        String::from_utf8_lossy(&identify(headers).trace_id).into_owned()
+        String::from_utf8_lossy(&identify(headers, None).trace_id).into_owned()
     }
 
     #[test]
@@ -308,15 +334,33 @@ mod tests {
             assert_ne!(id, "4bf92f3577b34da6a3ce929d0e0e4736");
         }
         let mut none = HeaderMap::new();
-        let ids = identify(&mut none);
+        let ids = identify(&mut none, None);
         assert_eq!(&none["traceparent"].as_bytes()[3..35], &ids.trace_id[..]);
         assert_eq!(&ids.trace_id[..], ids.request_id.as_bytes(), "a trace sluice starts has the request's id");
         assert!(valid_traceparent(none["traceparent"].as_bytes()));
     }
 
     #[test]
+    fn sampling_follows_the_parent_and_else_the_ratio() {
+        let parent = |flags: &str| format!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{flags}");
+        let span = |pairs: &[(&str, &str)], ratio| identify(&mut map(pairs), ratio).span;
+        let sampled = span(&[("traceparent", &parent("01"))], Some(0.0)).expect("the parent sampled it");
+        assert_eq!(&sampled.parent.expect("parent"), b"00f067aa0ba902b7");
+        assert!(span(&[("traceparent", &parent("00"))], Some(1.0)).is_none(), "the parent did not sample it");
+        assert!(span(&[("traceparent", &parent("01"))], None).is_none(), "export is off");
+        let mut fresh = HeaderMap::new();
+        let ids = identify(&mut fresh, Some(1.0));
+        let sent = fresh["traceparent"].to_str().expect("ascii");
+        assert!(sent.ends_with("-01"), "a sampled new trace says so upstream: {sent}");
+        assert_eq!(ids.span.expect("sampled").span_id, sent.as_bytes()[36..52]);
+        let taken = (0..2000).filter(|_| span(&[], Some(0.25)).is_some()).count();
+        assert!((400..600).contains(&taken), "{taken} of 2000 sampled at 0.25");
+        assert!(span(&[], Some(0.0)).is_none());
+    }
+
+    #[test]
     fn request_ids_are_kept_when_sane_and_unique_when_new() {
-        let request_id = |pairs: &[(&str, &str)]| identify(&mut map(pairs)).request_id;
+        let request_id = |pairs: &[(&str, &str)]| identify(&mut map(pairs), None).request_id;
         assert_eq!(request_id(&[("x-request-id", "abc-123")]), "abc-123");
         let a = request_id(&[("x-request-id", "has space")]);
         let b = request_id(&[]);

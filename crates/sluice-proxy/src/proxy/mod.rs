@@ -40,9 +40,15 @@ use crate::upstream::{UpstreamBody, UpstreamResponse};
 /// Handles one client request; never fails (errors become responses). The response
 /// body carries the request's outcome record to the end of the response.
 pub(crate) async fn handle(conn: Arc<ConnContext>, mut request: Request<RequestBody>) -> Response<ProxyBody> {
-    let headers::Ids { request_id, trace_id } = headers::identify(request.headers_mut());
-    let mut record = Record::begin(conn.peer, &request_id, &conn.shared.outcomes);
-    if conn.shared.outcomes.shows_text() {
+    let outcomes = &conn.shared.outcomes;
+    let headers::Ids { request_id, trace_id, span } = headers::identify(request.headers_mut(), outcomes.sample_ratio());
+    let mut record = Record::begin(conn.peer, &request_id, outcomes);
+    if span.is_some() {
+        let trace = &mut record.outcome().trace;
+        trace.ids = span;
+        trace.trace_id = trace_id;
+    }
+    if outcomes.shows_text() || span.is_some() {
         record.outcome().describe(&request);
         record.outcome().texts.set(Text::TraceId, &trace_id);
     }

@@ -18,7 +18,7 @@ pub(crate) use idle::{IdleTicket, IdleTimers};
 pub(crate) use shutdown::Shutdown;
 
 use crate::cache::Cache;
-use crate::outcome::{AccessLog, Outcomes, Tally};
+use crate::outcome::{AccessLog, Outcomes, SpanExport, Tally};
 use crate::stats::Counters;
 use crate::upstream::{PoolRegistry, SharedCaps, UpstreamGroup};
 
@@ -105,6 +105,8 @@ pub enum StartError {
     AccessLog(std::io::Error),
     #[error("{0}")]
     Cache(String),
+    #[error("cannot start the span exporter: {0}")]
+    Tracing(std::io::Error),
 }
 
 /// What the whole process shares: touched per connection or rarer, never per request
@@ -115,6 +117,8 @@ pub(crate) struct Process {
     /// Connection-level events no request record covers.
     pub(crate) counters: Arc<Counters>,
     access_log: Option<Arc<AccessLog>>,
+    /// Span export to an OpenTelemetry collector (`[tracing]`).
+    pub(crate) spans: Option<Arc<SpanExport>>,
     /// Upstream pools when workers share them (`upstream_pools = "shared"`).
     shared_pools: Option<Arc<PoolRegistry>>,
     /// HTTP/1 connection caps the workers' own pools share (`upstream_pools = "per-worker"`).
@@ -131,20 +135,26 @@ impl Process {
         let shared_pools = share.then(|| Arc::new(PoolRegistry::new(config.server.dns_ttl, None)));
         let shared_caps = (per_core && !share).then(Arc::default);
         let cache = config.cache.as_ref().map(Cache::new).transpose().map_err(StartError::Cache)?;
+        let spans = config.tracing.as_ref().map(SpanExport::start).transpose().map_err(StartError::Tracing)?;
         Ok(Process {
             cache,
             shutdown: Arc::default(),
             counters: Arc::default(),
             access_log: access_log.map(Arc::new),
+            spans: spans.map(Arc::new),
             shared_pools,
             shared_caps,
         })
     }
 
-    /// Writes out the access log's queue (at shutdown; blocks up to a second).
+    /// Writes out the access log's and the span exporter's queues (at shutdown; blocks
+    /// up to a few seconds).
     pub(crate) fn flush_access_log(&self) {
         if let Some(log) = &self.access_log {
             log.flush();
+        }
+        if let Some(spans) = &self.spans {
+            spans.flush();
         }
     }
 }
@@ -178,7 +188,12 @@ impl Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             shutdown: Arc::clone(&process.shutdown),
             counters: Arc::clone(&process.counters),
-            outcomes: Arc::new(Outcomes::new(process.access_log.clone(), worker, config.admin.is_some())),
+            outcomes: Arc::new(Outcomes::new(
+                process.access_log.clone(),
+                process.spans.clone(),
+                worker,
+                config.admin.is_some(),
+            )),
             pools,
             idle: IdleTimers::default(),
             cache: process.cache.clone(),

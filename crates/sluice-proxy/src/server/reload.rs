@@ -187,6 +187,7 @@ fn fixed_at_start(old: &Config, new: &Config) -> Vec<&'static str> {
     check("access_log", old.access_log != new.access_log);
     check("cache", old.cache != new.cache);
     check("admin", old.admin != new.admin);
+    check("tracing", old.tracing != new.tracing);
     changed
 }
 

@@ -94,6 +94,7 @@ impl<'a> Attempts<'a> {
             let pool = &self.group.pools[index];
             self.outcome.upstream_trace.attempts += 1;
             self.outcome.upstream_trace.endpoint = Some(Arc::clone(pool.label()));
+            self.outcome.begin_try(pool.label(), false);
             self.group.loads[index].begin(self.outcome);
             let Some(waiting) = Counted::enter(&self.group.pending, self.group.breaker.max_pending) else {
                 return Err(self.group.overloaded("max_pending"));
@@ -104,6 +105,7 @@ impl<'a> Attempts<'a> {
                 Ok(lease) => return Ok(Some(lease)),
                 // Nothing was sent: any request, POST included, may go to the next endpoint.
                 Err(e) if e.is_connect_failure() => {
+                    self.outcome.end_try("connect_failed");
                     let more = self.next_endpoint < self.order.len()
                         && self.count_as_retrying()
                         && self.group.retry.allow(retry::Cause::ConnectFailure, self.retries);
@@ -144,6 +146,7 @@ impl<'a> Attempts<'a> {
             return false;
         }
         self.retries += 1;
+        self.outcome.end_try(cause.failure_kind());
         tracing::debug!(
             request_id = self.outcome.request_id(),
             upstream = %self.group.name,
@@ -172,8 +175,22 @@ impl<'a> Attempts<'a> {
         self.next_endpoint += 1;
         let hold = self.group.loads[index].begin_hedge();
         self.outcome.upstream_trace.attempts += 1;
-        let lease = self.group.pools[index].checkout(false).await.ok()?;
+        self.outcome.begin_try(self.group.pools[index].label(), true);
+        let Ok(lease) = self.group.pools[index].checkout(false).await else {
+            self.outcome.end_try("connect_failed");
+            return None;
+        };
         Some((lease, hold))
+    }
+
+    /// A hedging race is over: the losing try ends (for the request's trace).
+    pub(super) fn hedge_settled(&mut self, hedge_won: bool) {
+        self.outcome.end_hedge_loser(hedge_won);
+    }
+
+    /// The current try had no response head within the per-try timeout.
+    pub(super) fn try_timed_out(&mut self) {
+        self.outcome.end_try("per_try_timeout");
     }
 
     /// The hedged copy answered first: the record names its endpoint and reports to it.
@@ -193,6 +210,7 @@ impl<'a> Attempts<'a> {
 
     /// The last lease's connection had been closed by the upstream.
     pub(super) fn stale(&mut self, endpoint: &Arc<str>, error: &dyn std::fmt::Display) {
+        self.outcome.end_try("stale_connection");
         tracing::debug!(
             request_id = self.outcome.request_id(),
             endpoint = %endpoint,

@@ -21,6 +21,18 @@ pub(crate) enum Cause {
     Hedge,
 }
 
+impl Cause {
+    /// How a try that is retried for this cause ended, for the request's trace.
+    pub(crate) fn failure_kind(self) -> &'static str {
+        match self {
+            Cause::ConnectFailure => "connect_failed",
+            Cause::Reset => "reset",
+            Cause::Status => "retried_status",
+            Cause::Hedge => "hedged",
+        }
+    }
+}
+
 pub(crate) struct RetryState {
     settings: RetrySettings,
     budget: Mutex<RetryBudget>,

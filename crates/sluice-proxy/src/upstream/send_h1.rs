@@ -59,6 +59,7 @@ impl UpstreamGroup {
                 let endpoint = lease.endpoint().clone();
                 drop(lease); // that connection may still answer late: it is closed
                 let why = "no response head within per_try_timeout";
+                attempts.try_timed_out();
                 if rewind(&mut encoded) && attempts.retry(retry::Cause::Reset, &endpoint, &why).await {
                     continue;
                 }
@@ -147,6 +148,7 @@ impl UpstreamGroup {
         let mut two = Box::pin(h1::exchange(stream, &mut copy, reused));
         let (result, winner) = race(&mut one, &mut two, Result::is_err).await;
         drop((one, two));
+        attempts.hedge_settled(winner == Winner::Second);
         match winner {
             Winner::First => (result, first),
             Winner::Second => {

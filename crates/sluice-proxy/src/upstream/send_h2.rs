@@ -130,6 +130,7 @@ impl UpstreamGroup {
                 }
                 Tried::TimedOut => {
                     let why = "no response head within per_try_timeout";
+                    attempts.try_timed_out();
                     match again() {
                         Some(next) if attempts.retry(retry::Cause::Reset, lease.endpoint(), &why).await => next,
                         _ => return Err(UpstreamError::TryTimeout { endpoint: lease.endpoint().to_string() }),
@@ -178,6 +179,7 @@ impl UpstreamGroup {
         let mut two = Box::pin(async { Tried::from(second.send_h2(copy).await) });
         let (tried, winner) = race(&mut one, &mut two, |tried: &Tried| !tried.is_answer()).await;
         drop((one, two));
+        attempts.hedge_settled(winner == Winner::Second);
         match winner {
             Winner::First => (tried, first),
             Winner::Second => {

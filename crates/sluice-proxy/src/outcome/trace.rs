@@ -1,0 +1,88 @@
+//! A sampled request's span in its outcome record: the span's ids and one entry per
+//! upstream try (connect failures, stale connections, retries and hedged copies each
+//! count), with when it began and ended and why it did not answer. Filled only for
+//! sampled requests (`[tracing]`): an unsampled request pushes nothing, and a recycled
+//! record keeps its tries' capacity, so sampling allocates once per record box.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Outcome;
+
+/// Sluice's span for a request, when the trace is sampled (W3C ids, lower-case hex).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SpanIds {
+    pub(crate) span_id: [u8; 16],
+    /// The client's span, when it sent a `traceparent`.
+    pub(crate) parent: Option<[u8; 16]>,
+}
+
+/// The trace part of a record.
+#[derive(Debug, Default)]
+pub(crate) struct Trace {
+    /// Some when the request is sampled.
+    pub(crate) ids: Option<SpanIds>,
+    pub(crate) trace_id: [u8; 32],
+    pub(crate) tries: Vec<Try>,
+}
+
+/// One upstream try of a request.
+#[derive(Debug, Clone)]
+pub(crate) struct Try {
+    pub(crate) endpoint: Arc<str>,
+    /// From the request's start.
+    pub(crate) start: Duration,
+    /// From the request's start; None while the try is going on (the last try ends
+    /// with the request).
+    pub(crate) end: Option<Duration>,
+    /// Why this try gave no answer the client got (`connect_failed`, `reset`,
+    /// `retried_status`, `stale_connection`, `per_try_timeout`, `hedge_lost`).
+    pub(crate) failure: Option<&'static str>,
+    /// A hedged copy, sent while an earlier try was still waiting.
+    pub(crate) hedge: bool,
+}
+
+impl Trace {
+    pub(crate) fn clear(&mut self) {
+        self.ids = None;
+        self.tries.clear();
+    }
+}
+
+impl Outcome {
+    /// Whether this request's span is exported.
+    pub(crate) fn sampled(&self) -> bool {
+        self.trace.ids.is_some()
+    }
+
+    /// A try on `endpoint` begins now.
+    pub(crate) fn begin_try(&mut self, endpoint: &Arc<str>, hedge: bool) {
+        if self.sampled() {
+            let start = self.started.elapsed();
+            self.trace.tries.push(Try { endpoint: Arc::clone(endpoint), start, end: None, failure: None, hedge });
+        }
+    }
+
+    /// The latest try still going on ended now, without an answer, for `failure`.
+    pub(crate) fn end_try(&mut self, failure: &'static str) {
+        if self.sampled() {
+            let now = self.started.elapsed();
+            if let Some(open) = self.trace.tries.iter_mut().rev().find(|t| t.end.is_none()) {
+                open.end = Some(now);
+                open.failure = Some(failure);
+            }
+        }
+    }
+
+    /// A hedging race is decided: the loser (the hedged copy, unless it won) ends now.
+    pub(crate) fn end_hedge_loser(&mut self, hedge_won: bool) {
+        if self.sampled() {
+            let now = self.started.elapsed();
+            let loser = self.trace.tries.iter_mut().rev().find(|t| t.end.is_none() && t.hedge != hedge_won);
+            if let Some(loser) = loser {
+                loser.end = Some(now);
+                loser.failure = Some("hedge_lost");
+            }
+        }
+    }
+}
