@@ -33,6 +33,8 @@ LOAD_CPU = "1"
 WORKERS = 1
 SMALL_BODY = "x" * 99 + "\n"  # 100 bytes
 HZ = os.sysconf("SC_CLK_TCK")
+# The backend nginx's port that takes OTLP exports (sluice-trace, sluice-trace0).
+COLLECTOR_PORT = None
 
 
 def free_port():
@@ -125,8 +127,11 @@ ECHO_MODULE = "/usr/lib/nginx/modules/ngx_http_echo_module.so"
 def start_backend(work):
     """One nginx on three ports (the 3-backend scenarios balance over them), and a fourth
     whose /small answers 50 ms late (nginx's echo module: the slow-backend scenario);
-    returns the process and the ports."""
+    returns the process and the ports. A fifth port answers OTLP exports (POST
+    /v1/traces) with 200, as a collector would, reading and discarding the body."""
+    global COLLECTOR_PORT
     port, port2, port3, slow = free_port(), free_port(), free_port(), free_port()
+    COLLECTOR_PORT = free_port()
     with open(os.path.join(work, "big.bin"), "wb") as f:
         f.write(b"b" * 16384)
     conf = nginx_preamble(work, "backend", master=False) + f"""
@@ -141,6 +146,11 @@ def start_backend(work):
     server {{
         listen 127.0.0.1:{slow} backlog=4096;
         location = /small {{ default_type text/plain; echo_sleep 0.05; echo -n "{SMALL_BODY}"; }}
+    }}
+    server {{
+        listen 127.0.0.1:{COLLECTOR_PORT} backlog=4096;
+        client_max_body_size 64m;
+        location = /v1/traces {{ default_type application/json; return 200 "{{}}"; }}
     }}
 }}
 """
@@ -209,7 +219,8 @@ backend b
     return proc, h1, h2
 
 
-def start_sluice(work, backends, binary=None, access_log=False, server="", workers=None, metrics=False):
+def start_sluice(work, backends, binary=None, access_log=False, server="", workers=None, metrics=False,
+                 sample_ratio=None):
     """sluice with its pool defaults (max_connections raised to 1,024 as nginx's keepalive
     and HAProxy's maxconn allow); with `access_log`, JSON lines to a file; `server`:
     more [server] settings (the model)."""
@@ -234,6 +245,10 @@ pool = {{ max_connections = 1024 }}
 """
     if access_log:
         conf += f'\n[access_log]\npath = "{work}/access.log"\n'
+    if sample_ratio is not None:
+        # Spans exported to the backend nginx's collector port; with 0.0 only the
+        # sampling decision runs (wrk sends no traceparent).
+        conf += f'\n[tracing]\notlp_endpoint = "http://127.0.0.1:{COLLECTOR_PORT}/v1/traces"\nsample_ratio = {sample_ratio}\n'
     if metrics:
         # An admin listener turns on the per-route series the metrics read.
         conf += '\n[admin]\naddress = "127.0.0.1:0"\n'
@@ -434,6 +449,8 @@ def main():
                             "sluice-shared": lambda w, b: start_sluice(w, b, server='upstream_pools = "shared"'),
                             "sluice-1w": lambda w, b: start_sluice(w, b, workers=1),
                             "sluice-metrics": lambda w, b: start_sluice(w, b, metrics=True),
+                            "sluice-trace0": lambda w, b: start_sluice(w, b, sample_ratio=0.0),
+                            "sluice-trace": lambda w, b: start_sluice(w, b, sample_ratio=1.0),
                         }[proxy]
                         backends = BACKENDS.get(name, lambda ports: ports[:1])(backend_ports)
                         if proxy in ("nginx", "haproxy") and name in LEAST_CONN:

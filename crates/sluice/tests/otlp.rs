@@ -109,7 +109,8 @@ async fn a_request_is_a_server_span_with_a_child_span_per_upstream_try() {
     let headers = "[tracing.headers]\nx-api-key = \"secret-key\"\n";
     let config = support::simple_config(&[upstream.addr], retry)
         + &tracing_table(collector.upstream.addr, &format!("service_name = \"edge-test\"\n{headers}"));
-    let sluice = Sluice::start(&config);
+    // With the access log on too: each reader gets the record.
+    let sluice = Sluice::start(&support::with_access_log(&config));
     let (status, sent_upstream) =
         get_with(sluice.addr, "/items/7?full=1", Some(&format!("00-{TRACE}-{PARENT}-01"))).await;
     assert_eq!(status, StatusCode::OK);
@@ -151,6 +152,11 @@ async fn a_request_is_a_server_span_with_a_child_span_per_upstream_try() {
     assert!(nanos(first, "endTimeUnixNano") <= nanos(second, "startTimeUnixNano"), "the retry follows the first try");
     assert_eq!(attr(second, "http.response.status_code").expect("status"), "200");
     assert_eq!(attr(second, "http.request.resend_count").expect("resend"), "1");
+
+    let logged = sluice.records(1);
+    assert_eq!(attr(server, "sluice.request_id").expect("request id"), &logged[0]["request_id"]);
+    assert_eq!(logged[0]["trace_id"], TRACE);
+    assert_eq!(logged[0]["attempts"], 2);
 
     let exports = collector.exports.lock().expect("lock").clone();
     let (path, headers, export) = &exports[0];

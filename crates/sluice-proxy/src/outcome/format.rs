@@ -145,6 +145,13 @@ fn number(out: &mut Vec<u8>, key: &[u8], value: u64) {
 #[inline(always)]
 pub(crate) fn json_string(out: &mut Vec<u8>, value: &[u8]) {
     out.push(b'"');
+    json_escaped(out, value);
+    out.push(b'"');
+}
+
+/// `value` as the inside of a JSON string (no quotes).
+#[inline(always)]
+pub(crate) fn json_escaped(out: &mut Vec<u8>, value: &[u8]) {
     // Runs of plain bytes are copied whole; only a byte that needs escaping (rare in
     // practice) sends the rest of the value through the slow path.
     let plain = plain_prefix(value);
@@ -167,7 +174,6 @@ pub(crate) fn json_string(out: &mut Vec<u8>, value: &[u8]) {
             }
         }
     }
-    out.push(b'"');
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -266,6 +272,14 @@ fn seconds(out: &mut Vec<u8>, d: Duration) {
     decimal(out, millis / 1000);
     out.push(b'.');
     padded(out, millis % 1000, 3);
+}
+
+/// An IP address as text (IPv4 without `std::fmt`).
+pub(crate) fn ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => ipv4(out, v4.octets()),
+        std::net::IpAddr::V6(v6) => out.extend_from_slice(v6.to_string().as_bytes()),
+    }
 }
 
 fn ipv4(out: &mut Vec<u8>, octets: [u8; 4]) {

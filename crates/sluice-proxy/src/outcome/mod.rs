@@ -245,6 +245,36 @@ impl Outcome {
         self.limit = None;
     }
 
+    /// Makes this record a copy of `other` (a recycled box's vectors keep their room).
+    fn copy_from(&mut self, other: &Outcome) {
+        self.texts.buf = other.texts.buf;
+        self.texts.len = other.texts.len;
+        self.texts.spans = other.texts.spans;
+        self.client = other.client;
+        self.started_at = other.started_at;
+        self.started = other.started;
+        self.method = other.method.clone();
+        self.version = other.version;
+        self.route = other.route.clone();
+        self.upstream = other.upstream.clone();
+        self.upstream_trace.endpoint = other.upstream_trace.endpoint.clone();
+        self.upstream_trace.attempts = other.upstream_trace.attempts;
+        self.upstream_trace.feedback = None;
+        self.trace.ids = other.trace.ids;
+        self.trace.trace_id = other.trace.trace_id;
+        self.trace.tries.clone_from(&other.trace.tries);
+        self.status = other.status;
+        self.bytes_in = other.bytes_in;
+        self.bytes_out = other.bytes_out;
+        self.upstream_head = other.upstream_head;
+        self.total = other.total;
+        self.error = other.error;
+        self.end = other.end;
+        self.cache = other.cache;
+        self.limit = other.limit;
+        self.worker = other.worker;
+    }
+
     /// The request's line and the headers the access log shows. Only copied when some
     /// reader of records shows text (`Outcomes::shows_text`): without an access log, a
     /// request skips the lookups and copies.
@@ -406,7 +436,11 @@ impl Outcomes {
             tracing::debug!(target: "sluice::request", "{}", String::from_utf8_lossy(&line));
         }
         if let Some(spans) = self.spans.as_ref().filter(|_| outcome.sampled()) {
-            spans.send(&mut outcome);
+            if self.access_log.is_none() {
+                spans.send(outcome);
+                return;
+            }
+            spans.send(recycle::copy_of(&outcome));
         }
         match &self.access_log {
             Some(log) => log.send(outcome),

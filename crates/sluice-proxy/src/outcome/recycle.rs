@@ -51,6 +51,13 @@ pub(super) fn take() -> Box<Outcome> {
         .unwrap_or_else(|| Box::new(Outcome::empty()))
 }
 
+/// A copy of `outcome` in a box from the stock (for a second reader of the record).
+pub(super) fn copy_of(outcome: &Outcome) -> Box<Outcome> {
+    let mut copy = take();
+    copy.copy_from(outcome);
+    copy
+}
+
 /// Keeps a finished record's box on this thread (no access log: it ends here).
 pub(super) fn keep(outcome: Box<Outcome>) {
     let _ = STOCK.try_with(|stock| stock.borrow_mut().give(outcome));

@@ -2,9 +2,10 @@
 //! a client span per upstream try, queued to one exporter thread that batches them and
 //! POSTs them to an OpenTelemetry collector over OTLP/HTTP.
 //!
-//! As with the access log, a request never waits: it copies what its span needs and
-//! does one non-blocking push into a bounded queue; a full queue drops the span and
-//! counts it. The exporter thread polls the queue (no wake-up per span), sends a
+//! As with the access log, a request never waits: its record box goes through a
+//! bounded queue (a copy in a recycled box when the access log takes the record too),
+//! one non-blocking push; a full queue drops the span and counts it. The exporter
+//! hands the boxes back to the workers' stock, as the access log's writer does. The exporter thread polls the queue (no wake-up per span), sends a
 //! batch when it is full or `flush_interval` has passed, and drops (and counts) a batch
 //! the collector does not take within `timeout`: tracing never holds memory or
 //! requests hostage to a slow collector.
@@ -14,6 +15,9 @@
 //! already has the whole request in its outcome record when it ends; and its OTLP
 //! exporter brings a second HTTP stack (reqwest or tonic) and protobuf code generation
 //! to a build that has hyper already. The JSON encoding is OTLP/HTTP's standard one.
+
+// The boxes are the point: records travel as pointers through the queue and back.
+#![allow(clippy::vec_box)]
 
 mod collector;
 mod span;
@@ -26,9 +30,9 @@ use std::time::{Duration, Instant};
 
 use sluice_config::TracingConfig;
 
-use super::Outcome;
+use super::{recycle, Outcome};
 use collector::Collector;
-use span::{FinishedSpan, Resource};
+use span::Resource;
 
 /// How long a flush at shutdown waits for the exporter thread.
 const FLUSH_WAIT: Duration = Duration::from_secs(2);
@@ -38,8 +42,7 @@ const POLL: Duration = Duration::from_millis(50);
 const REPORT_EVERY: Duration = Duration::from_secs(10);
 
 enum Message {
-    /// Boxed: the queue's slots are allocated up front, 16 bytes each this way.
-    Span(Box<FinishedSpan>),
+    Span(Box<Outcome>),
     /// Send everything queued before this, then say so.
     Flush(mpsc::Sender<()>),
 }
@@ -83,14 +86,16 @@ impl SpanExport {
         Ok(SpanExport { queue, sample_ratio: config.sample_ratio, stats })
     }
 
-    /// Queues the span of a sampled record without waiting; a full queue drops it (counted).
-    pub(crate) fn send(&self, outcome: &mut Outcome) {
-        let Some(span) = FinishedSpan::from_outcome(outcome) else { return };
-        let spans = 1 + span.tries_len() as u64;
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-            self.queue.try_send(Message::Span(Box::new(span)))
+    /// Queues a sampled record without waiting; a full queue drops its spans (counted).
+    pub(crate) fn send(&self, outcome: Box<Outcome>) {
+        let spans = span::spans_of(&outcome);
+        if let Err(TrySendError::Full(message) | TrySendError::Disconnected(message)) =
+            self.queue.try_send(Message::Span(outcome))
         {
             self.stats.dropped.fetch_add(spans, Ordering::Relaxed);
+            if let Message::Span(outcome) = message {
+                recycle::keep(outcome);
+            }
         }
     }
 
@@ -106,7 +111,7 @@ impl SpanExport {
 struct Exporter {
     collector: Collector,
     resource: Resource,
-    batch: Vec<FinishedSpan>,
+    batch: Vec<Box<Outcome>>,
     batch_size: usize,
     flush_interval: Duration,
     /// The encoded batch, reused.
@@ -125,7 +130,7 @@ impl Exporter {
             let open = loop {
                 match spans.try_recv() {
                     Ok(Message::Span(span)) => {
-                        self.batch.push(*span);
+                        self.batch.push(span);
                         if self.batch.len() >= self.batch_size {
                             self.export();
                             last_export = Instant::now();
@@ -155,8 +160,8 @@ impl Exporter {
     fn export(&mut self) {
         self.body.clear();
         span::encode(&self.resource, &self.batch, &mut self.body);
-        let spans = self.batch.iter().map(|s| 1 + s.tries_len() as u64).sum::<u64>();
-        self.batch.clear();
+        let spans = self.batch.iter().map(|record| span::spans_of(record)).sum::<u64>();
+        recycle::give_back(&mut self.batch);
         match self.collector.post(&self.body) {
             Ok(()) => {
                 self.stats.exported.fetch_add(spans, Ordering::Relaxed);
