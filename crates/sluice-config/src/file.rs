@@ -119,6 +119,7 @@ pub struct FileServer {
     pub spool_dir: Option<Spanned<String>>,
     pub trusted_proxies: Option<Vec<Spanned<String>>>,
     pub dns_ttl: Option<Spanned<ConfigDuration>>,
+    pub config_watch: Option<Spanned<ConfigDuration>>,
 }
 
 /// `[[listener]]`: one address sluice accepts on.

@@ -120,6 +120,9 @@ pub struct ServerSettings {
     /// Endpoint names are looked up again after this (in the background; a failed
     /// lookup keeps the last answer). Default 30s.
     pub dns_ttl: Duration,
+    /// When set, the config file is looked at this often and reloaded when it changed
+    /// (as on SIGHUP). Default: not watched.
+    pub config_watch: Option<Duration>,
 }
 
 /// How requests are spread over threads (`server.model`).

@@ -145,6 +145,7 @@ fn check_server(checker: &mut Checker, server: &FileServer) -> ServerSettings {
             "server.trusted_proxies",
         ),
         dns_ttl: nonzero_duration(checker, &server.dns_ttl, "server.dns_ttl").unwrap_or(defaults::DNS_TTL),
+        config_watch: nonzero_duration(checker, &server.config_watch, "server.config_watch"),
     }
 }
 

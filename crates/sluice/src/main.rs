@@ -5,6 +5,7 @@ mod demo;
 mod doctor;
 mod fdlimit;
 mod serve;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -2,10 +2,13 @@
 //! drain; SIGHUP reloads), the admin listener, drain.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use sluice_config::{ConcurrencyModel, Config};
 use sluice_proxy::{Admin, Reloader, Server};
+
+use crate::watch::FileWatch;
 
 /// Serves `config` (read from `path`, which a reload reads again) until SIGTERM or
 /// Ctrl-C, then drains and returns.
@@ -73,7 +76,7 @@ pub async fn serve(
     if let Some(admin) = &admin {
         admin.show_config(reloader.current());
     }
-    let reloads = reload_loop(reloader, path, admin.as_ref());
+    let reloads = reload_loop(reloader, path, config.server.config_watch, admin.as_ref());
     let drain_requested = async {
         match &admin {
             Some(admin) => admin.drain_requested().await,
@@ -113,17 +116,23 @@ async fn shutdown_signal() {
     }
 }
 
-/// Reloads the config file on SIGHUP (what `systemctl reload` sends) and on the admin
-/// listener's `POST /reload`; never returns. A file that does not validate leaves the
-/// running configuration as it is, and says why (log, and the admin's answer).
-async fn reload_loop(reloader: Reloader, path: Option<PathBuf>, admin: Option<&Admin>) {
+/// Reloads the config file on SIGHUP (what `systemctl reload` sends), on the admin
+/// listener's `POST /reload`, and when `watch` is set, once the file changed; never
+/// returns. A file that does not validate leaves the running configuration as it is,
+/// and says why (log, and the admin's answer).
+async fn reload_loop(reloader: Reloader, path: Option<PathBuf>, watch: Option<Duration>, admin: Option<&Admin>) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hangup = signal(SignalKind::hangup())
         .inspect_err(|e| tracing::warn!(error = %e, "cannot catch SIGHUP; it would stop sluice"))
         .ok();
     let mut requests = admin.map(Admin::reload_requests);
+    let mut watch = match (watch, &path) {
+        (Some(interval), Some(path)) => Some(FileWatch::new(path.clone(), interval).await),
+        _ => None,
+    };
     loop {
         let reply = tokio::select! {
+            () = async { match &mut watch { Some(w) => w.changed().await, None => std::future::pending().await } } => None,
             Some(()) = async { match &mut hangup { Some(h) => h.recv().await, None => std::future::pending().await } } => None,
             Some(reply) = async { match &mut requests { Some(r) => r.recv().await, None => std::future::pending().await } } => Some(reply),
         };

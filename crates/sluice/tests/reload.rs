@@ -164,3 +164,25 @@ async fn a_reload_opens_and_closes_listeners_and_open_connections_stay() {
     assert_eq!(send1(&mut kept, get("/2")).await.0.status, StatusCode::OK, "its open connection goes on");
     assert_eq!(status(opened, "/still").await, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_file_reloads_when_its_content_changes() {
+    let (a, b) = (Upstream::hello().await, Upstream::hello().await);
+    let watched = |with_b| {
+        config(a.addr, b.addr, with_b, 30)
+            .replace("worker_threads = 2\n", "worker_threads = 2\nconfig_watch = \"20ms\"\n")
+    };
+    let sluice = Sluice::start(&watched(false));
+    // A bad file: logged, and the running config stays. (The watch may also catch the
+    // file half-written, which is logged and retried on the next change the same way.)
+    write_config(&sluice, "[[listener]]\naddress = \"127.0.0.1:0\"\n[[route]]\nupstream = \"nowhere\"\n");
+    let log = sluice.wait_for_log("route[0].upstream");
+    assert!(log.contains("config not reloaded"), "{log}");
+    assert_eq!(client::get_once(sluice.addr, "/b/x").await.1, "hello GET /b/x", "still served by a");
+    assert_eq!(b.accepted(), 0);
+    // A good one: applied without a signal or an admin call.
+    write_config(&sluice, &watched(true));
+    sluice.wait_for_log("config reloaded");
+    assert_eq!(status(sluice.addr, "/b/x").await, StatusCode::OK);
+    assert_eq!(b.accepted(), 1, "route b goes to upstream b now");
+}

@@ -184,6 +184,7 @@ fn fixed_at_start(old: &Config, new: &Config) -> Vec<&'static str> {
     check("server.upstream_pools", old.server.upstream_pools != new.server.upstream_pools);
     check("server.max_connections", old.server.max_connections != new.server.max_connections);
     check("server.dns_ttl", old.server.dns_ttl != new.server.dns_ttl);
+    check("server.config_watch", old.server.config_watch != new.server.config_watch);
     check("access_log", old.access_log != new.access_log);
     check("cache", old.cache != new.cache);
     check("admin", old.admin != new.admin);
