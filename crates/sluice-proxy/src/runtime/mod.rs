@@ -224,7 +224,7 @@ impl Shared {
 }
 
 /// What the process did, summed over its workers, logged once at exit (the Prometheus
-/// metrics of #12 will show the same totals live).
+/// metrics show the same totals live).
 pub(crate) fn log_summary(process: &Process, workers: &[Arc<Shared>]) {
     use std::sync::atomic::Ordering::Relaxed;
     let t = Tally::default();
