@@ -194,7 +194,9 @@ async fn the_retry_budget_caps_amplification_when_every_backend_fails() {
 async fn beyond_max_requests_a_request_gets_503_at_once() {
     let (slow, served) = backend(200, Duration::from_millis(500)).await;
     let settings = "[upstream.up.circuit_breaker]\nmax_requests = 2";
-    let sluice = Sluice::start(&config(&format!("\"{}\"", slow.addr), settings));
+    let observed = "\n[admin]\naddress = \"127.0.0.1:0\"\n";
+    let sluice =
+        Sluice::start(&support::with_access_log(&(config(&format!("\"{}\"", slow.addr), settings) + observed)));
     let held: Vec<_> = (0..2)
         .map(|i| {
             let addr = sluice.addr;
@@ -216,6 +218,17 @@ async fn beyond_max_requests_a_request_gets_503_at_once() {
         assert_eq!(request.await.expect("held"), 200);
     }
     assert_eq!(served.load(Ordering::SeqCst), 2, "the refused request never reached the backend");
+    // The refusal is counted as shed, and its record says which limit.
+    let records = sluice.records(3);
+    let refused: Vec<_> = records.iter().filter(|r| r["status"] == 503).collect();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0]["limit"], "max_requests");
+    let mut admin = client::h1(sluice.admin.expect("admin")).await;
+    let request =
+        http::Request::get("/metrics").header("host", "a").body(support::upstream::full("")).expect("request");
+    let page = String::from_utf8_lossy(&client::send1(&mut admin, request).await.1).into_owned();
+    assert!(page.contains("sluice_requests_shed_total{limit=\"max_requests\"} 1\n"), "{page}");
+    assert!(page.contains("sluice_requests_shed_total{limit=\"max_pending\"} 0\n"), "{page}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

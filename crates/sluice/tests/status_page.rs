@@ -86,6 +86,10 @@ async fn the_status_page_shows_the_upstreams_and_a_rising_request_count() {
     assert!(dom.contains("<span class=\"dot up\"></span>healthy"), "the endpoint's health:\n{dom}");
     assert!(dom.contains("<span id=\"error\"></span>"), "the page reached its data:\n{dom}");
     assert!(dom.contains("id=\"state\">live"), "it updates live");
+    assert!(
+        dom.contains("<div class=\"value\" id=\"shed\">0</div>"),
+        "requests shed by limits, filled in from /stats.json (none):\n{dom}"
+    );
     let first = shown(&dom, "requests-total");
     assert!(first >= 30, "{first} requests shown after 30");
     // More traffic while the browser watches.

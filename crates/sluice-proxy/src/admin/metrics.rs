@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::AdminState;
 use crate::outcome::series::{Histogram, Series, BUCKETS};
+use crate::outcome::SHED_LIMITS;
 use crate::upstream::EndpointView;
 
 pub(super) fn render(state: &AdminState) -> String {
@@ -77,6 +78,15 @@ fn requests(out: &mut String, state: &AdminState) {
     ] {
         head(out, name, "counter", help);
         let _ = writeln!(out, "{name} {}", counter.load(Relaxed));
+    }
+    head(
+        out,
+        "sluice_requests_shed_total",
+        "counter",
+        "Requests refused with 503 by a limit: a group's max_requests or max_pending, or no pooled connection in time.",
+    );
+    for (limit, counter) in SHED_LIMITS.iter().zip(&tally.shed) {
+        let _ = writeln!(out, "sluice_requests_shed_total{{limit=\"{limit}\"}} {}", counter.load(Relaxed));
     }
 }
 

@@ -1,7 +1,8 @@
 //! The live status page: `GET /` serves one HTML page (embedded in the binary: no CDN,
 //! no internet) whose script polls `GET /stats.json` every second and draws requests
 //! per second, latency percentiles and status classes over the last five minutes,
-//! open connections, each upstream group's endpoints, and the cache's counters.
+//! open connections, each upstream group's endpoints, requests shed by limits, and the
+//! cache's counters.
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
@@ -24,6 +25,10 @@ pub(super) fn stats(state: &AdminState) -> String {
     for (class, count) in tally.by_class.iter().enumerate() {
         let name = if class == 0 { "none".to_string() } else { format!("{class}xx") };
         let _ = write!(out, "{}\"{name}\":{}", if class == 0 { "" } else { "," }, count.load(Relaxed));
+    }
+    out.push_str("},\"shed\":{");
+    for (i, (limit, count)) in crate::outcome::SHED_LIMITS.iter().zip(&tally.shed).enumerate() {
+        let _ = write!(out, "{}\"{limit}\":{}", if i == 0 { "" } else { "," }, count.load(Relaxed));
     }
     out.push_str("},\"latency\":{\"le\":[");
     for (i, le) in BUCKETS.iter().enumerate() {

@@ -94,7 +94,7 @@ pub(crate) struct Outcome {
     pub(crate) end: End,
     /// Room for the cache's decision (hit, miss, stale...), issue #11.
     pub(crate) cache: Option<&'static str>,
-    /// Room for the limits' decision (rate_limited, shed...), issue #12.
+    /// The limit that refused the request (`SHED_LIMITS`: a circuit breaker, a pool), if one did.
     pub(crate) limit: Option<&'static str>,
     /// The worker (event loop) that served the request.
     pub(crate) worker: u16,
@@ -369,7 +369,13 @@ pub(crate) struct Tally {
     pub(crate) upstream_broke: AtomicU64,
     pub(crate) client_gone: AtomicU64,
     pub(crate) send_timeouts: AtomicU64,
+    /// Requests refused by a limit, by `SHED_LIMITS`.
+    pub(crate) shed: [AtomicU64; SHED_LIMITS.len()],
 }
+
+/// The limits that refuse requests today (a record's `limit`): a group's circuit breaker
+/// (requests in flight, requests waiting for a connection) and a pool out of connections.
+pub(crate) const SHED_LIMITS: [&str; 3] = ["max_requests", "max_pending", "pool_exhausted"];
 
 /// Where one worker's finished records go: its own totals (no cache line is shared
 /// between workers per request), and the process's access log.
@@ -424,6 +430,9 @@ impl Outcomes {
         if let Some(series) = &self.series {
             series.record(&outcome);
         }
+        if let Some(index) = outcome.limit.and_then(|limit| SHED_LIMITS.iter().position(|&l| l == limit)) {
+            tally.shed[index].fetch_add(1, Ordering::Relaxed);
+        }
         match outcome.end {
             End::UpstreamBroke => tally.upstream_broke.fetch_add(1, Ordering::Relaxed),
             End::ClientGone => tally.client_gone.fetch_add(1, Ordering::Relaxed),
@@ -466,5 +475,8 @@ impl Tally {
         add(&self.upstream_broke, &other.upstream_broke);
         add(&self.client_gone, &other.client_gone);
         add(&self.send_timeouts, &other.send_timeouts);
+        for (to, from) in self.shed.iter().zip(&other.shed) {
+            add(to, from);
+        }
     }
 }

@@ -111,6 +111,16 @@ impl ProxyError {
 }
 
 impl ProxyError {
+    /// The limit that refused the request, when one did (the record's `limit`): the
+    /// group's circuit breaker, or a pool with no connection free in time.
+    fn limit(&self) -> Option<&'static str> {
+        match self {
+            ProxyError::Upstream(UpstreamError::Overloaded { limit, .. }) => Some(limit),
+            ProxyError::Upstream(UpstreamError::PoolExhausted { .. }) => Some("pool_exhausted"),
+            _ => None,
+        }
+    }
+
     /// The record's error kind: short, stable, snake_case (metrics labels use it later).
     pub(crate) fn kind(&self) -> &'static str {
         match self {
@@ -183,6 +193,7 @@ pub(crate) fn is_grpc(headers: &http::HeaderMap) -> bool {
 pub(crate) fn error_response(error: &ProxyError, outcome: &mut Outcome, grpc: bool) -> Response<ProxyBody> {
     let status = error.status();
     outcome.error = Some(error.kind());
+    outcome.limit = error.limit();
     let id = outcome.request_id();
     let route = outcome.route.as_deref().unwrap_or("-");
     let upstream = outcome.upstream.as_deref().unwrap_or("-");
