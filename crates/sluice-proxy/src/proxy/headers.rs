@@ -1,7 +1,6 @@
 //! Header rewriting between client and upstream: hop-by-hop headers removed (RFC 9110
 //! §7.6.1), forwarding headers added, request ids, W3C trace context.
 
-use std::io::Write;
 use std::net::IpAddr;
 
 use std::hash::BuildHasher;
@@ -104,7 +103,8 @@ pub(crate) fn add_forwarding(
         forwarded_for.extend_from_slice(value);
         forwarded_for.extend_from_slice(b", ");
     }
-    let _ = write!(forwarded_for, "{client}");
+    // Without `std::fmt`: formatting the address was ~1,000 instructions a request (callgrind).
+    crate::outcome::format::ip(&mut forwarded_for, client);
     if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(forwarded_for)) {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
