@@ -269,7 +269,7 @@ fn check_spool_dir(checker: &mut Checker, server: &FileServer) -> std::path::Pat
     path
 }
 
-fn positive(checker: &mut Checker, value: &Option<Spanned<usize>>, key: &str) -> Option<usize> {
+pub(crate) fn positive(checker: &mut Checker, value: &Option<Spanned<usize>>, key: &str) -> Option<usize> {
     let value = value.as_ref()?;
     if *value.get_ref() == 0 {
         checker.problem(value.span(), key, "must be at least 1");

@@ -1,11 +1,8 @@
 //! `[tracing]`, file types → `TracingConfig`: the collector's URL, sampling, batching.
-
-use toml::Spanned;
-
 use crate::defaults;
 use crate::file::FileTracing;
 use crate::model::TracingConfig;
-use crate::validate::{nonzero_duration, Checker};
+use crate::validate::{nonzero_duration, positive, Checker};
 
 pub(crate) fn check_tracing(checker: &mut Checker, tracing: &FileTracing) -> Option<TracingConfig> {
     let before = checker.problems.len();
@@ -36,16 +33,8 @@ pub(crate) fn check_tracing(checker: &mut Checker, tracing: &FileTracing) -> Opt
         Some(name) => name.get_ref().clone(),
         None => "sluice".to_string(),
     };
-    let count = |checker: &mut Checker, value: &Option<Spanned<usize>>, key: &str, default: usize| match value {
-        Some(v) if *v.get_ref() == 0 => {
-            checker.problem(v.span(), key, format!("must be at least 1; the default is {default}"));
-            default
-        }
-        Some(v) => *v.get_ref(),
-        None => default,
-    };
-    let batch_size = count(checker, &tracing.batch_size, "tracing.batch_size", defaults::TRACING_BATCH);
-    let queue = count(checker, &tracing.queue, "tracing.queue", defaults::TRACING_QUEUE);
+    let batch_size = positive(checker, &tracing.batch_size, "tracing.batch_size").unwrap_or(defaults::TRACING_BATCH);
+    let queue = positive(checker, &tracing.queue, "tracing.queue").unwrap_or(defaults::TRACING_QUEUE);
     if let Some(v) = &tracing.queue {
         if queue < batch_size {
             checker.problem(

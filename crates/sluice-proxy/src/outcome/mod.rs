@@ -24,7 +24,7 @@ use http::{HeaderValue, Method, Version};
 
 pub(crate) use access_log::AccessLog;
 pub(crate) use otlp::SpanExport;
-pub(crate) use trace::{SpanIds, Trace};
+pub(crate) use trace::{read_hex, write_hex, SpanIds, Trace};
 
 /// Frees the record boxes this thread did not need in the last period (`stock`).
 pub(crate) fn trim_stock() {
@@ -246,33 +246,57 @@ impl Outcome {
     }
 
     /// Makes this record a copy of `other` (a recycled box's vectors keep their room).
+    /// Every field is named, so that a field added to the record cannot be left out.
     fn copy_from(&mut self, other: &Outcome) {
-        self.texts.buf = other.texts.buf;
-        self.texts.len = other.texts.len;
-        self.texts.spans = other.texts.spans;
-        self.client = other.client;
-        self.started_at = other.started_at;
-        self.started = other.started;
-        self.method = other.method.clone();
-        self.version = other.version;
-        self.route = other.route.clone();
-        self.upstream = other.upstream.clone();
-        self.upstream_trace.endpoint = other.upstream_trace.endpoint.clone();
-        self.upstream_trace.attempts = other.upstream_trace.attempts;
+        let Outcome {
+            texts,
+            client,
+            started_at,
+            started,
+            method,
+            version,
+            route,
+            upstream,
+            upstream_trace,
+            trace,
+            status,
+            bytes_in,
+            bytes_out,
+            upstream_head,
+            total,
+            error,
+            end,
+            cache,
+            limit,
+            worker,
+        } = other;
+        self.texts.buf = texts.buf;
+        self.texts.len = texts.len;
+        self.texts.spans = texts.spans;
+        self.client = *client;
+        self.started_at = *started_at;
+        self.started = *started;
+        self.method.clone_from(method);
+        self.version = *version;
+        self.route.clone_from(route);
+        self.upstream.clone_from(upstream);
+        self.upstream_trace.endpoint.clone_from(&upstream_trace.endpoint);
+        self.upstream_trace.attempts = upstream_trace.attempts;
+        // The balancer hears of a request once, from the original.
         self.upstream_trace.feedback = None;
-        self.trace.ids = other.trace.ids;
-        self.trace.trace_id = other.trace.trace_id;
-        self.trace.tries.clone_from(&other.trace.tries);
-        self.status = other.status;
-        self.bytes_in = other.bytes_in;
-        self.bytes_out = other.bytes_out;
-        self.upstream_head = other.upstream_head;
-        self.total = other.total;
-        self.error = other.error;
-        self.end = other.end;
-        self.cache = other.cache;
-        self.limit = other.limit;
-        self.worker = other.worker;
+        self.trace.ids = trace.ids;
+        self.trace.trace_id = trace.trace_id;
+        self.trace.tries.clone_from(&trace.tries);
+        self.status = *status;
+        self.bytes_in = *bytes_in;
+        self.bytes_out = *bytes_out;
+        self.upstream_head = *upstream_head;
+        self.total = *total;
+        self.error = *error;
+        self.end = *end;
+        self.cache = *cache;
+        self.limit = *limit;
+        self.worker = *worker;
     }
 
     /// The request's line and the headers the access log shows. Only copied when some

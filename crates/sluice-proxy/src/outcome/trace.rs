@@ -55,8 +55,10 @@ impl Outcome {
         self.trace.ids.is_some()
     }
 
-    /// A try on `endpoint` begins now.
+    /// A try on `endpoint` begins now: counted (`attempts`), and for a sampled request
+    /// noted with its start.
     pub(crate) fn begin_try(&mut self, endpoint: &Arc<str>, hedge: bool) {
+        self.upstream_trace.attempts += 1;
         if self.sampled() {
             let start = self.started.elapsed();
             self.trace.tries.push(Try { endpoint: Arc::clone(endpoint), start, end: None, failure: None, hedge });
@@ -85,4 +87,22 @@ impl Outcome {
             }
         }
     }
+}
+
+/// `value` as 16 lower-case hex digits into `out` (request ids, trace and span ids).
+pub(crate) fn write_hex(out: &mut [u8], value: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, slot) in out.iter_mut().enumerate().take(16) {
+        *slot = DIGITS[((value >> (60 - 4 * i)) & 0xf) as usize];
+    }
+}
+
+/// The value of up to 16 lower-case hex digits (anything else counts as 0).
+pub(crate) fn read_hex(digits: &[u8]) -> u64 {
+    let digit = |b: u8| match b {
+        b'0'..=b'9' => b - b'0',
+        b'a'..=b'f' => b - b'a' + 10,
+        _ => 0,
+    };
+    digits.iter().take(16).fold(0, |n, &b| (n << 4) | u64::from(digit(b)))
 }

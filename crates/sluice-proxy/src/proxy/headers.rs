@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Version;
 
-use crate::outcome::SpanIds;
+use crate::outcome::{read_hex, write_hex, SpanIds};
 
 pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -156,8 +156,8 @@ fn unpredictable<const N: usize>() -> [u64; N] {
 pub(crate) fn new_request_id() -> HeaderValue {
     let [a, b] = unpredictable::<2>();
     let mut id = [0u8; 32];
-    hex(&mut id[..16], a);
-    hex(&mut id[16..], b);
+    write_hex(&mut id[..16], a);
+    write_hex(&mut id[16..], b);
     HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("0"))
 }
 
@@ -182,8 +182,8 @@ pub(crate) fn identify(headers: &mut HeaderMap, sample_ratio: Option<f64>) -> Id
     let [a, b] = unpredictable::<2>();
     // [new request id: 32][traceparent: 55]
     let mut raw = *b"0000000000000000000000000000000000-00000000000000000000000000000000-0000000000000000-00";
-    hex(&mut raw[..16], a);
-    hex(&mut raw[16..32], b.max(1));
+    write_hex(&mut raw[..16], a);
+    write_hex(&mut raw[16..32], b.max(1));
     raw[32..35].copy_from_slice(b"00-");
     let mut parent = None;
     match headers.get(&TRACEPARENT).map(HeaderValue::as_bytes).filter(|v| valid_traceparent(v)) {
@@ -201,8 +201,8 @@ pub(crate) fn identify(headers: &mut HeaderMap, sample_ratio: Option<f64>) -> Id
         }
     }
     // The span id need only differ from other spans: mixed from the same draw.
-    hex(&mut raw[68..84], (a ^ b.rotate_left(32)).max(1));
-    let sampled = sample_ratio.is_some() && hex_digit(raw[86]) & 1 == 1;
+    write_hex(&mut raw[68..84], (a ^ b.rotate_left(32)).max(1));
+    let sampled = sample_ratio.is_some() && read_hex(&raw[85..87]) & 1 == 1;
     let span = sampled.then(|| SpanIds { span_id: raw[68..84].try_into().unwrap_or([b'0'; 16]), parent });
     let shared = Bytes::copy_from_slice(&raw);
     let value = |range: std::ops::Range<usize>| {
@@ -213,14 +213,6 @@ pub(crate) fn identify(headers: &mut HeaderMap, sample_ratio: Option<f64>) -> Id
     let mut trace_id = [0u8; 32];
     trace_id.copy_from_slice(&raw[35..67]);
     Ids { request_id, trace_id, span }
-}
-
-/// The value of one lower-case hex digit (validated before).
-fn hex_digit(b: u8) -> u8 {
-    match b {
-        b'0'..=b'9' => b - b'0',
-        _ => b.wrapping_sub(b'a').wrapping_add(10),
-    }
 }
 
 /// `00-<32 hex>-<16 hex>-<2 hex>`, lower case, ids not all zero (W3C Trace Context §3.2).
@@ -242,14 +234,6 @@ fn valid_traceparent(v: &[u8]) -> bool {
         && lower_hex(&v[53..55])
         && not_zero(&v[3..35])
         && not_zero(&v[36..52])
-}
-
-/// `value` as 16 lower-case hex digits.
-fn hex(out: &mut [u8], value: u64) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (i, slot) in out.iter_mut().enumerate().take(16) {
-        *slot = DIGITS[((value >> (60 - 4 * i)) & 0xf) as usize];
-    }
 }
 
 #[cfg(test)]

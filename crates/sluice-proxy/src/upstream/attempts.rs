@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use super::hedge::Winner;
 use super::{balance, retry, Lease, UpstreamError, UpstreamGroup, STALE_CONNECTION_RETRIES};
 use crate::outcome::Outcome;
 
@@ -92,7 +93,6 @@ impl<'a> Attempts<'a> {
             };
             self.tries_here += 1;
             let pool = &self.group.pools[index];
-            self.outcome.upstream_trace.attempts += 1;
             self.outcome.upstream_trace.endpoint = Some(Arc::clone(pool.label()));
             self.outcome.begin_try(pool.label(), false);
             self.group.loads[index].begin(self.outcome);
@@ -174,7 +174,6 @@ impl<'a> Attempts<'a> {
         self.retries += 1;
         self.next_endpoint += 1;
         let hold = self.group.loads[index].begin_hedge();
-        self.outcome.upstream_trace.attempts += 1;
         self.outcome.begin_try(self.group.pools[index].label(), true);
         let Ok(lease) = self.group.pools[index].checkout(false).await else {
             self.outcome.end_try("connect_failed");
@@ -183,20 +182,20 @@ impl<'a> Attempts<'a> {
         Some((lease, hold))
     }
 
-    /// A hedging race is over: the losing try ends (for the request's trace).
-    pub(super) fn hedge_settled(&mut self, hedge_won: bool) {
-        self.outcome.end_hedge_loser(hedge_won);
+    /// A hedging race is over: the losing try ends (for the request's trace). When the
+    /// hedged copy (on `second`) won, the record names its endpoint and reports to it;
+    /// otherwise `hold` is dropped, which tells its endpoint the copy was cancelled.
+    pub(super) fn hedge_settled(&mut self, winner: Winner, hold: balance::Hedge, second: &Lease) {
+        self.outcome.end_hedge_loser(winner == Winner::Second);
+        if winner == Winner::Second {
+            self.outcome.upstream_trace.endpoint = Some(Arc::clone(second.endpoint()));
+            hold.won(self.outcome);
+        }
     }
 
     /// The current try had no response head within the per-try timeout.
     pub(super) fn try_timed_out(&mut self) {
         self.outcome.end_try("per_try_timeout");
-    }
-
-    /// The hedged copy answered first: the record names its endpoint and reports to it.
-    pub(super) fn hedge_won(&mut self, hold: balance::Hedge, lease: &Lease) {
-        self.outcome.upstream_trace.endpoint = Some(Arc::clone(lease.endpoint()));
-        hold.won(self.outcome);
     }
 
     /// Whether this request may be among those retrying (`max_retries`); it stays

@@ -148,13 +148,10 @@ impl UpstreamGroup {
         let mut two = Box::pin(h1::exchange(stream, &mut copy, reused));
         let (result, winner) = race(&mut one, &mut two, Result::is_err).await;
         drop((one, two));
-        attempts.hedge_settled(winner == Winner::Second);
+        attempts.hedge_settled(winner, hold, &second);
         match winner {
             Winner::First => (result, first),
-            Winner::Second => {
-                attempts.hedge_won(hold, &second);
-                (result, second)
-            }
+            Winner::Second => (result, second),
         }
     }
 }

@@ -179,13 +179,10 @@ impl UpstreamGroup {
         let mut two = Box::pin(async { Tried::from(second.send_h2(copy).await) });
         let (tried, winner) = race(&mut one, &mut two, |tried: &Tried| !tried.is_answer()).await;
         drop((one, two));
-        attempts.hedge_settled(winner == Winner::Second);
+        attempts.hedge_settled(winner, hold, &second);
         match winner {
             Winner::First => (tried, first),
-            Winner::Second => {
-                attempts.hedge_won(hold, &second);
-                (tried, second)
-            }
+            Winner::Second => (tried, second),
         }
     }
 }

@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::Version;
 
 use super::super::format::{decimal, ip, json_escaped, json_string};
-use super::super::trace::Try;
+use super::super::trace::{read_hex, write_hex, Try};
 use super::super::{End, Outcome, Text};
 
 /// Spans a record makes: its own and one per upstream try.
@@ -166,26 +166,12 @@ fn client_span(
 
 /// A try's span id: the request's span id mixed with the try's index (64 bits, never 0).
 fn try_span_id(request_span: &[u8; 16], index: usize) -> [u8; 16] {
-    let base = request_span.iter().fold(0u64, |n, &b| (n << 4) | u64::from(hex_value(b)));
-    let mut x = base ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut x = read_hex(request_span) ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     x = (x ^ (x >> 31)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x ^= x >> 29;
-    let x = x.max(1);
     let mut out = [0u8; 16];
-    for (i, slot) in out.iter_mut().enumerate() {
-        *slot = HEX[((x >> (60 - 4 * i)) & 0xf) as usize];
-    }
+    write_hex(&mut out, x.max(1));
     out
-}
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-fn hex_value(b: u8) -> u8 {
-    match b {
-        b'0'..=b'9' => b - b'0',
-        b'a'..=b'f' => b - b'a' + 10,
-        _ => 0,
-    }
 }
 
 fn protocol_version(version: Version) -> &'static [u8] {
