@@ -127,6 +127,21 @@ pub(crate) fn keep_alive(headers: &HeaderMap, version: http::Version) -> bool {
     version == http::Version::HTTP_11 || has_token(headers, &http::header::CONNECTION, "keep-alive")
 }
 
+/// The idle time a `Keep-Alive: timeout=N` field announces (RFC 2068 §19.7.1.1, still
+/// sent by Apache, Node with `keepAliveTimeout` hints and others), in whole seconds.
+pub(crate) fn keep_alive_timeout(headers: &HeaderMap) -> Option<std::time::Duration> {
+    const KEEP_ALIVE: http::HeaderName = http::HeaderName::from_static("keep-alive");
+    let value = headers.get(KEEP_ALIVE)?.to_str().ok()?;
+    value.split(',').find_map(|param| {
+        let (name, n) = param.split_once('=')?;
+        if !name.trim().eq_ignore_ascii_case("timeout") {
+            return None;
+        }
+        let seconds = parse_decimal(n.trim().trim_matches('"').as_bytes())?;
+        Some(std::time::Duration::from_secs(seconds.min(86_400)))
+    })
+}
+
 /// Responses that never have a body whatever their headers say (RFC 9110 §6.4.1):
 /// to HEAD, 1xx, 204 and 304.
 pub(crate) fn response_has_no_body(status: http::StatusCode, head_request: bool) -> bool {

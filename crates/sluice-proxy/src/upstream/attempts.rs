@@ -1,12 +1,12 @@
-//! The tries of one request: which endpoint next (balancer order), how many fresh
-//! connections after a closed pooled one, whether a retry or a hedged copy is allowed
+//! The tries of one request: which endpoint next (balancer order), another connection
+//! after a closed pooled one, whether a retry or a hedged copy is allowed
 //! (the group's budget and circuit breaker), all counted in the request's record.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::hedge::Winner;
-use super::{balance, retry, Lease, UpstreamError, UpstreamGroup, STALE_CONNECTION_RETRIES};
+use super::{balance, retry, Lease, UpstreamError, UpstreamGroup};
 use crate::outcome::Outcome;
 
 /// A count held for as long as the guard lives.
@@ -30,17 +30,18 @@ impl Drop for Counted<'_> {
     }
 }
 
-/// The connections one request may try: endpoints in balancer order, and on each a few
-/// fresh tries after a closed pooled connection. Each try is counted in the record.
+/// The connections one request may try: endpoints in balancer order, and on each
+/// another connection after a closed pooled one. Each try is counted in the record.
 pub(super) struct Attempts<'a> {
     group: &'a UpstreamGroup,
     order: Vec<usize>,
     next_endpoint: usize,
     current: Option<usize>,
-    tries_here: usize,
-    /// Checked for being open before use: a pooled connection closed under it would
-    /// have taken a request that must not go twice.
-    idempotent: bool,
+    /// The last try found its pooled connection closed by the upstream: the next goes
+    /// to the same endpoint, on another pooled connection or a new one. Not a retry and
+    /// not limited: each such try uses up a pooled connection, and a new one is never
+    /// taken for closed (`Lease::begin_request`), so the pool's own size bounds them.
+    resend_here: bool,
     /// May be sent again after it was sent (idempotent, or its body read whole).
     pub(super) replayable: bool,
     last_error: UpstreamError,
@@ -52,13 +53,7 @@ pub(super) struct Attempts<'a> {
 }
 
 impl<'a> Attempts<'a> {
-    pub(super) fn new(
-        group: &'a UpstreamGroup,
-        idempotent: bool,
-        replayable: bool,
-        key: Option<u64>,
-        outcome: &'a mut Outcome,
-    ) -> Self {
+    pub(super) fn new(group: &'a UpstreamGroup, replayable: bool, key: Option<u64>, outcome: &'a mut Outcome) -> Self {
         group.retry.deposit();
         let first = balance::pick(&group.balancer, &group.loads, key);
         let order = group.balancer.order(first).collect();
@@ -67,8 +62,7 @@ impl<'a> Attempts<'a> {
             order,
             next_endpoint: 0,
             current: None,
-            tries_here: 0,
-            idempotent,
+            resend_here: false,
             replayable,
             last_error: UpstreamError::NoEndpoint,
             outcome,
@@ -81,17 +75,15 @@ impl<'a> Attempts<'a> {
     pub(super) async fn next_lease(&mut self) -> Result<Option<Lease>, UpstreamError> {
         loop {
             let index = match self.current {
-                Some(index) if self.tries_here < STALE_CONNECTION_RETRIES => index,
-                Some(_) if !self.replayable => return Ok(None),
+                Some(index) if self.resend_here => index,
                 _ => {
                     let Some(&index) = self.order.get(self.next_endpoint) else { return Ok(None) };
                     self.next_endpoint += 1;
                     self.current = Some(index);
-                    self.tries_here = 0;
                     index
                 }
             };
-            self.tries_here += 1;
+            self.resend_here = false;
             let pool = &self.group.pools[index];
             self.outcome.upstream_trace.endpoint = Some(Arc::clone(pool.label()));
             self.outcome.begin_try(pool.label(), false);
@@ -99,7 +91,7 @@ impl<'a> Attempts<'a> {
             let Some(waiting) = Counted::enter(&self.group.pending, self.group.breaker.max_pending) else {
                 return Err(self.group.overloaded("max_pending"));
             };
-            let checkout = pool.checkout(!self.idempotent).await;
+            let checkout = pool.checkout().await;
             drop(waiting);
             match checkout {
                 Ok(lease) => return Ok(Some(lease)),
@@ -122,11 +114,7 @@ impl<'a> Attempts<'a> {
                     if !more {
                         return Err(e);
                     }
-                    self.last_error = e;
-                    self.tries_here = STALE_CONNECTION_RETRIES; // this endpoint is down: move on
-                    if !self.replayable {
-                        self.current = None; // a request that cannot go twice moves on too
-                    }
+                    self.last_error = e; // this endpoint is down: move on
                 }
                 Err(e) => return Err(e),
             }
@@ -175,7 +163,7 @@ impl<'a> Attempts<'a> {
         self.next_endpoint += 1;
         let hold = self.group.loads[index].begin_hedge();
         self.outcome.begin_try(self.group.pools[index].label(), true);
-        let Ok(lease) = self.group.pools[index].checkout(false).await else {
+        let Ok(lease) = self.group.pools[index].checkout().await else {
             self.outcome.end_try("connect_failed");
             return None;
         };
@@ -207,8 +195,10 @@ impl<'a> Attempts<'a> {
         self.retrying.is_some()
     }
 
-    /// The last lease's connection had been closed by the upstream.
+    /// The last lease's connection had been closed by the upstream before it took the
+    /// request: the next lease is another connection to the same endpoint.
     pub(super) fn stale(&mut self, endpoint: &Arc<str>, error: &dyn std::fmt::Display) {
+        self.resend_here = true;
         self.outcome.end_try("stale_connection");
         tracing::debug!(
             request_id = self.outcome.request_id(),

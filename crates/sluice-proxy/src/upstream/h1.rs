@@ -129,8 +129,12 @@ fn request_framing(headers: &HeaderMap, body: &RequestBody) -> Framing {
 
 /// How an exchange failed.
 pub(crate) enum ExchangeError {
+    /// Writing the request failed on a reused connection: the upstream had closed it
+    /// before the request reached it. Any request may go on another connection.
+    Unsent(io::Error),
     /// The connection was closed or reset before any byte of a response: a reused
-    /// connection the upstream had already given up on. Resendable if the body is untouched.
+    /// connection the upstream had already given up on, though it may have read the
+    /// request. Resendable if the request may go twice and its body is untouched.
     Stale(io::Error),
     /// Anything else: a 502.
     Failed(io::Error),
@@ -156,7 +160,9 @@ pub(crate) async fn exchange(
     reused: bool,
 ) -> Result<ResponseHead, ExchangeError> {
     let failed = |e: io::Error| if reused { ExchangeError::Stale(e) } else { ExchangeError::Failed(e) };
-    stream.write_all(&request.head).await.map_err(failed)?;
+    if let Err(e) = stream.write_all(&request.head).await {
+        return Err(if reused { ExchangeError::Unsent(e) } else { ExchangeError::Failed(e) });
+    }
     let mut sending = request.framing != Framing::Empty;
     let mut hold = (sending && request.expect_continue).then(|| Box::pin(tokio::time::sleep(EXPECT_WAIT)));
     let mut buf = buffers::take();

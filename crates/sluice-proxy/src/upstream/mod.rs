@@ -44,9 +44,6 @@ pub(crate) use registry::{PoolRegistry, SharedCaps};
 
 use tls::UpstreamTlsConfig;
 
-/// How many times a request that a stale pooled connection refused to take is tried again.
-const STALE_CONNECTION_RETRIES: usize = 3;
-
 /// Why an upstream exchange failed. Mapped to a response in `proxy::error`.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -244,7 +241,7 @@ impl UpstreamGroup {
             return Err(self.overloaded("max_requests"));
         }
         let replayable = self.retry.replayable(idempotent, request.body().is_whole());
-        let attempts = Attempts::new(self, idempotent, replayable, key, outcome);
+        let attempts = Attempts::new(self, replayable, key, outcome);
         match self.protocol {
             UpstreamProtocol::Http1 => self.send_http1(request, idempotent, attempts).await,
             UpstreamProtocol::Http2 => self.send_http2(request, idempotent, attempts).await,

@@ -76,6 +76,9 @@ impl UpstreamGroup {
                     drop(lease);
                 }
                 Ok(head) => {
+                    if let Some(announced) = crate::http1::keep_alive_timeout(&head.parts.headers) {
+                        lease.upstream_keeps_idle(announced);
+                    }
                     let body = if head.parts.status == StatusCode::SWITCHING_PROTOCOLS {
                         UpstreamBody::Switched { lease, read: head.buf }
                     } else {
@@ -85,6 +88,8 @@ impl UpstreamGroup {
                 }
                 // Only a request that may go twice goes again: the closed connection
                 // may have been closed after the upstream acted on it (RFC 9110 §9.2.2).
+                // Nothing reached the upstream: any request goes on another connection.
+                Err(ExchangeError::Unsent(e)) if encoded.can_resend() => attempts.stale(lease.endpoint(), &e),
                 Err(ExchangeError::Stale(e)) if attempts.replayable && rewind(&mut encoded) => {
                     attempts.stale(lease.endpoint(), &e);
                 }
@@ -92,7 +97,7 @@ impl UpstreamGroup {
                 Err(ExchangeError::Failed(source))
                     if rewind(&mut encoded) && attempts.retry(retry::Cause::Reset, lease.endpoint(), &source).await => {
                 }
-                Err(ExchangeError::Stale(source) | ExchangeError::Failed(source)) => {
+                Err(ExchangeError::Unsent(source) | ExchangeError::Stale(source) | ExchangeError::Failed(source)) => {
                     return Err(UpstreamError::Exchange {
                         endpoint: lease.endpoint().to_string(),
                         source: source.into(),

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
@@ -37,8 +37,16 @@ impl UpstreamStream {
         match self {
             UpstreamStream::Tcp(stream) => loop {
                 std::task::ready!(stream.poll_read_ready(cx))?;
+                let room = buf.capacity() - buf.len();
                 match stream.try_read_buf(buf) {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Ok(n) if n > 0 && n < room => {
+                        // A short read emptied the socket: forget its readiness, as tokio's
+                        // own poll_read does, so that the pool's check before lending the
+                        // connection (`is_open`) needs no system call.
+                        let _ = stream.try_io(Interest::READABLE, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
+                        return Poll::Ready(Ok(n));
+                    }
                     result => return Poll::Ready(result),
                 }
             },

@@ -10,11 +10,13 @@
 //! Invariant: every open connection holds one permit of `permits`, so open connections
 //! (idle + lent + being opened) never exceed `max_connections`.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use sluice_config::PoolSettings;
-use sluice_policy::retire::{ConnAge, RetireRules};
+use std::time::{Duration, Instant};
+
+use sluice_policy::retire::{ConnAge, IdleLearner, RetireRules};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::cap::{self, CloseIdle, ConnectionCap};
@@ -25,6 +27,8 @@ use crate::upstream::UpstreamError;
 pub(crate) struct Pooled<T> {
     pub(crate) conn: T,
     pub(crate) age: ConnAge,
+    /// When the pool's sweep last found it open while idle (what a close teaches).
+    seen_open: Instant,
     _place: Place,
 }
 
@@ -58,6 +62,10 @@ pub(crate) struct ExclusivePool<C: Connector> {
     permits: Arc<Semaphore>,
     /// Signalled when a connection returns to `idle`.
     released: Notify,
+    /// How long the upstream keeps idle connections, from the closes the sweep found.
+    learner: Mutex<IdleLearner>,
+    /// The learner's limit, in ms (0: none yet), read without its lock at every checkout.
+    learned_ms: AtomicU64,
     pub(crate) stats: PoolStats,
 }
 
@@ -80,20 +88,18 @@ impl<C: Connector> ExclusivePool<C> {
             id: ConnectionCap::next_id(),
             open: Arc::default(),
             released: Notify::new(),
+            learner: Mutex::default(),
+            learned_ms: AtomicU64::new(0),
             stats: PoolStats::default(),
         }
     }
 
     /// A connection for one request, waiting up to `wait_timeout` when the pool is at
-    /// its cap. With `verify`, an idle connection is checked to be open before it is
-    /// lent (for requests that must not be sent twice).
-    pub(crate) async fn checkout(&self, verify: bool) -> Result<Pooled<C::Conn>, UpstreamError> {
+    /// its cap. An idle connection is lent only if it is still open (see `take_idle`).
+    pub(crate) async fn checkout(&self) -> Result<Pooled<C::Conn>, UpstreamError> {
         let deadline = tokio::time::Instant::now() + self.settings.wait_timeout;
         loop {
             if let Some(pooled) = self.take_idle() {
-                if verify && C::is_closed_checked(&pooled.conn) {
-                    continue;
-                }
                 self.stats.reused.fetch_add(1, Ordering::Relaxed);
                 return Ok(pooled);
             }
@@ -117,17 +123,45 @@ impl<C: Connector> ExclusivePool<C> {
         }
     }
 
-    /// Pops the most recently used idle connection that is still usable.
+    /// Pops the most recently used idle connection that is still usable: open (the
+    /// upstream closes idle connections as a matter of course, and a request on one it
+    /// closed would fail), to an address still current, and not idle longer than this
+    /// pool or the upstream keeps connections.
     fn take_idle(&self) -> Option<Pooled<C::Conn>> {
         let now = super::now();
+        let learned = self.learned();
         let mut idle = self.lock_idle();
         while let Some(pooled) = idle.pop() {
             let usable = !C::is_closed(&pooled.conn) && self.connector.is_current(&pooled.conn);
-            if usable && self.rules.check_idle(&pooled.age, now).is_none() {
+            if usable && self.rules.check_idle(&pooled.age, now, learned).is_none() {
                 return Some(pooled);
             }
         }
         None
+    }
+
+    fn learned(&self) -> Option<Duration> {
+        match self.learned_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
+    /// The sweep found `pooled` closed by the upstream: how long it had been seen open
+    /// idle is a lower bound of the upstream's idle limit.
+    fn learn_from_close(&self, pooled: &Pooled<C::Conn>) {
+        let seen_open_idle = pooled.seen_open.saturating_duration_since(pooled.age.idle_since);
+        let mut learner = self.learner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if learner.closed(seen_open_idle) {
+            if let Some(limit) = learner.limit() {
+                self.learned_ms.store((limit.as_millis() as u64).max(1), Ordering::Relaxed);
+                tracing::info!(
+                    endpoint = %self.label,
+                    idle_limit_ms = limit.as_millis() as u64,
+                    "the upstream closes idle connections; they are retired before it does"
+                );
+            }
+        }
     }
 
     async fn open(&self, permit: OwnedSemaphorePermit) -> Result<Pooled<C::Conn>, UpstreamError> {
@@ -138,13 +172,14 @@ impl<C: Connector> ExclusivePool<C> {
         let now = super::now();
         self.open.fetch_add(1, Ordering::Relaxed);
         let place = Place { _permit: permit, open: Arc::clone(&self.open) };
-        Ok(Pooled { conn, age: ConnAge { opened: now, idle_since: now, requests: 0 }, _place: place })
+        Ok(Pooled { conn, age: ConnAge::new(now), seen_open: now, _place: place })
     }
 
     /// Takes back a connection whose response has ended.
     pub(crate) fn release(&self, mut pooled: Pooled<C::Conn>) {
         let now = super::now();
         pooled.age.idle_since = now;
+        pooled.seen_open = now;
         if C::is_closed(&pooled.conn)
             || !self.connector.is_current(&pooled.conn)
             || self.rules.check_reuse(&pooled.age, now).is_some()
@@ -162,16 +197,29 @@ impl<C: Connector> ExclusivePool<C> {
     /// Closes expired idle connections and opens new ones up to `min_idle`.
     pub(crate) async fn maintain_once(&self) {
         let now = super::now();
-        let usable = {
+        let learned = self.learned();
+        let (usable, closed) = {
             let mut idle = self.lock_idle();
-            // Sockets the upstream closed while idle go now, not at the next checkout.
-            idle.retain(|p| {
-                !C::is_closed_checked(&p.conn)
-                    && self.connector.is_current(&p.conn)
-                    && self.rules.check_idle(&p.age, now).is_none()
-            });
-            idle.len()
+            // Sockets the upstream closed while idle go now, not at the next checkout,
+            // and teach how long it keeps them.
+            let mut closed = Vec::new();
+            let mut kept = Vec::with_capacity(idle.len());
+            for mut p in idle.drain(..) {
+                if C::is_closed(&p.conn) {
+                    closed.push(p);
+                } else if self.connector.is_current(&p.conn) && self.rules.check_idle(&p.age, now, learned).is_none() {
+                    p.seen_open = now;
+                    kept.push(p);
+                }
+            }
+            *idle = kept;
+            (idle.len(), closed)
         };
+        // One lesson per sweep: an upstream restart closes many connections at once.
+        if let Some(longest) = closed.iter().max_by_key(|p| p.seen_open.saturating_duration_since(p.age.idle_since)) {
+            self.learn_from_close(longest);
+        }
+        drop(closed);
         for _ in usable..self.settings.min_idle {
             let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else { return };
             match self.open(permit).await {

@@ -42,14 +42,8 @@ pub(crate) trait Connector: Send + Sync + 'static {
 
     fn connect(&self) -> BoxFuture<'_, Result<Self::Conn, UpstreamError>>;
 
-    /// Known closed, without a system call.
+    /// Known closed (cheaply: checked before every lending).
     fn is_closed(conn: &Self::Conn) -> bool;
-
-    /// Closed, checking harder if need be (for an idle connection about to carry a
-    /// request that must not be sent twice, and the background sweep).
-    fn is_closed_checked(conn: &Self::Conn) -> bool {
-        Self::is_closed(conn)
-    }
 
     /// Whether the connection is still to an address the endpoint resolves to.
     fn is_current(&self, _conn: &Self::Conn) -> bool {
@@ -109,11 +103,10 @@ impl EndpointPool {
         }
     }
 
-    /// A connection (HTTP/1) or a stream (HTTP/2) for one request. With `verify`, an
-    /// idle HTTP/1 connection is checked to be open first.
-    pub(crate) async fn checkout(self: &Arc<Self>, verify: bool) -> Result<Lease, UpstreamError> {
+    /// A connection (HTTP/1) or a stream (HTTP/2) for one request.
+    pub(crate) async fn checkout(self: &Arc<Self>) -> Result<Lease, UpstreamError> {
         let kind = match &**self {
-            EndpointPool::Http1(pool) => LeaseKind::Http1(pool.checkout(verify).await?),
+            EndpointPool::Http1(pool) => LeaseKind::Http1(pool.checkout().await?),
             EndpointPool::Http2(pool) => LeaseKind::Http2(pool.checkout().await?),
         };
         Ok(Lease { pool: Arc::clone(self), kind })
@@ -179,6 +172,13 @@ impl Lease {
         match &mut self.kind {
             LeaseKind::Http1(pooled) => Some(&mut pooled.conn),
             LeaseKind::Http2(_) => None,
+        }
+    }
+
+    /// The upstream said how long it keeps this connection idle (`Keep-Alive: timeout`).
+    pub(crate) fn upstream_keeps_idle(&mut self, announced: Duration) {
+        if let LeaseKind::Http1(pooled) = &mut self.kind {
+            pooled.age.announced_idle = Some(announced);
         }
     }
 

@@ -41,6 +41,7 @@ impl<T> SharedConn<T> {
             opened: self.opened,
             idle_since: self.opened + Duration::from_millis(self.idle_since_ms.load(Ordering::Relaxed)),
             requests: self.requests.load(Ordering::Relaxed),
+            announced_idle: None,
         }
     }
 }
@@ -169,11 +170,11 @@ impl<C: Connector> SharedPool<C> {
         let now = super::now();
         let open = {
             let mut conns = self.lock_conns();
-            conns.retain(|c| !C::is_closed_checked(&c.conn) && self.rules.check_reuse(&c.age(), now).is_none());
+            conns.retain(|c| !C::is_closed(&c.conn) && self.rules.check_reuse(&c.age(), now).is_none());
             let mut keep = conns.len();
             conns.retain(|c| {
                 let idle = c.streams.load(Ordering::Acquire) == 0;
-                let expired = idle && self.rules.check_idle(&c.age(), now).is_some();
+                let expired = idle && self.rules.check_idle(&c.age(), now, None).is_some();
                 if expired && keep > self.settings.min_idle {
                     keep -= 1;
                     return false;

@@ -75,7 +75,7 @@ async fn steady_load_reuses_connections_instead_of_churning() {
             let pool = Arc::clone(&pool);
             tokio::spawn(async move {
                 for _ in 0..20 {
-                    let conn = pool.checkout(false).await.expect("a connection");
+                    let conn = pool.checkout().await.expect("a connection");
                     tokio::time::sleep(Duration::from_millis(1)).await; // the request
                     pool.release(conn);
                     tokio::task::yield_now().await;
@@ -109,7 +109,7 @@ async fn a_small_idle_cap_churns_which_is_why_it_is_not_the_default() {
 async fn checkout_n(pool: &ExclusivePool<Arc<Fake>>, n: usize) -> Vec<super::exclusive::Pooled<FakeConn>> {
     let mut out = Vec::new();
     for _ in 0..n {
-        out.push(pool.checkout(false).await.expect("a connection"));
+        out.push(pool.checkout().await.expect("a connection"));
     }
     out
 }
@@ -151,7 +151,7 @@ async fn workers_pools_share_one_cap_and_take_each_others_idle_connections() {
         first.release(conn); // idle on the first worker
     }
     let started = tokio::time::Instant::now();
-    let conn = second.checkout(false).await.expect("room made, not a wait_timeout");
+    let conn = second.checkout().await.expect("room made, not a wait_timeout");
     assert_eq!(
         started.elapsed(),
         RECLAIM_IDLE + connector.delay,
@@ -161,8 +161,8 @@ async fn workers_pools_share_one_cap_and_take_each_others_idle_connections() {
     assert_eq!(second.counts(), (0, 1));
     assert_eq!(cap.permits.available_permits(), 0, "2 open in all");
     assert_eq!(connector.opened.load(Ordering::Relaxed), 3);
-    let busy = first.checkout(false).await.expect("its remaining idle one");
-    let refused = second.checkout(false).await;
+    let busy = first.checkout().await.expect("its remaining idle one");
+    let refused = second.checkout().await;
     assert!(matches!(refused, Err(UpstreamError::PoolExhausted { .. })), "the cap holds across workers");
     drop((conn, busy));
 }
@@ -171,18 +171,18 @@ async fn workers_pools_share_one_cap_and_take_each_others_idle_connections() {
 async fn at_the_cap_a_request_waits_for_a_release_or_gets_pool_exhausted() {
     let connector = fake(1);
     let pool = Arc::new(ExclusivePool::new(Arc::clone(&connector), "fake".into(), settings(2)));
-    let a = pool.checkout(false).await.expect("a");
-    let b = pool.checkout(false).await.expect("b");
+    let a = pool.checkout().await.expect("a");
+    let b = pool.checkout().await.expect("b");
     let waiting = tokio::spawn({
         let pool = Arc::clone(&pool);
-        async move { pool.checkout(false).await.map(|conn| pool.release(conn)) }
+        async move { pool.checkout().await.map(|conn| pool.release(conn)) }
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
     pool.release(a);
     waiting.await.expect("task").expect("got the released connection");
     let started = tokio::time::Instant::now();
-    let c = pool.checkout(false).await.expect("idle again");
-    let refused = pool.checkout(false).await;
+    let c = pool.checkout().await.expect("idle again");
+    let refused = pool.checkout().await;
     assert!(matches!(refused, Err(UpstreamError::PoolExhausted { .. })));
     assert_eq!(started.elapsed(), PoolSettings::default().wait_timeout);
     assert_eq!(connector.opened.load(Ordering::Relaxed), 2);
@@ -271,7 +271,7 @@ async fn connect_failures_are_counted_and_reported() {
     let connector = fake(1);
     connector.down.store(true, Ordering::Relaxed);
     let pool = ExclusivePool::new(Arc::clone(&connector), "fake".into(), settings(4));
-    assert!(matches!(pool.checkout(false).await, Err(UpstreamError::Connect { .. })));
+    assert!(matches!(pool.checkout().await, Err(UpstreamError::Connect { .. })));
     assert_eq!(pool.stats.connect_failures.load(Ordering::Relaxed), 1);
     assert_eq!(pool.counts().1, 0, "a failed connect holds no permit");
 }
@@ -280,12 +280,12 @@ async fn connect_failures_are_counted_and_reported() {
 async fn connections_to_an_address_the_name_no_longer_resolves_to_drain() {
     let connector = fake(1);
     let pool = ExclusivePool::new(Arc::clone(&connector), "fake".into(), settings(4));
-    let (a, b) = (pool.checkout(false).await.expect("a"), pool.checkout(false).await.expect("b"));
+    let (a, b) = (pool.checkout().await.expect("a"), pool.checkout().await.expect("b"));
     pool.release(a);
     connector.moved.store(true, Ordering::Relaxed); // the DNS answer changed
     pool.release(b); // back from a request: not kept
     assert_eq!(pool.counts(), (1, 1), "the busy one closed at release");
-    let fresh = pool.checkout(false).await.expect("a connection to the new address");
+    let fresh = pool.checkout().await.expect("a connection to the new address");
     assert!(fresh.conn.made_after_move, "the idle one to the gone address was not reused");
     assert_eq!(connector.opened.load(Ordering::Relaxed), 3);
     assert_eq!(pool.counts(), (0, 1), "and it was closed");
