@@ -15,6 +15,7 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+pub const UNDERSCORES_IN_HEADERS: bool = false;
 pub const BACKLOG: u32 = 4096;
 /// How long a resolved endpoint name is used before it is looked up again (in the
 /// background; a failed lookup keeps the last answer). nginx's `resolver valid=`.

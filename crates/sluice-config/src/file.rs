@@ -115,6 +115,7 @@ pub struct FileServer {
     pub client_body_timeout: Option<Spanned<ConfigDuration>>,
     pub send_timeout: Option<Spanned<ConfigDuration>>,
     pub merge_slashes: Option<bool>,
+    pub underscores_in_headers: Option<bool>,
     pub escaped_slashes: Option<Spanned<String>>,
     pub spool_dir: Option<Spanned<String>>,
     pub trusted_proxies: Option<Vec<Spanned<String>>>,

@@ -111,6 +111,10 @@ pub struct ServerSettings {
     pub send_timeout: Duration,
     /// How request paths are normalised before routing.
     pub paths: PathRules,
+    /// Forward request header names with `_` (`X_Forwarded_For`), which WSGI and CGI
+    /// servers read as the dashed header they fold to. Default false: dropped, as
+    /// nginx's `underscores_in_headers off` does.
+    pub underscores_in_headers: bool,
     /// Where request bodies of `large_request_bodies = "spool"` routes are written
     /// (files are unlinked as soon as they are opened). Default: the system temp dir.
     pub spool_dir: PathBuf,

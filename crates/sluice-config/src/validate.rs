@@ -138,6 +138,7 @@ fn check_server(checker: &mut Checker, server: &FileServer) -> ServerSettings {
         client_body_timeout,
         send_timeout,
         paths: PathRules { merge_slashes: server.merge_slashes.unwrap_or(defaults.merge_slashes), escaped_slashes },
+        underscores_in_headers: server.underscores_in_headers.unwrap_or(defaults::UNDERSCORES_IN_HEADERS),
         spool_dir: check_spool_dir(checker, server),
         trusted_proxies: check_networks(
             checker,

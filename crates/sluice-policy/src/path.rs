@@ -4,12 +4,14 @@
 //! `/admin` upstream: a route-based access control bypass.
 //!
 //! Steps: percent-escapes of unreserved characters are decoded (so `%2e%2e` is `..`)
-//! and the others upper-cased; `%2F` and `%5C` (encoded `/` and `\`) are kept, decoded
-//! or rejected by setting; empty segments are merged by setting; dot segments removed.
+//! and the others upper-cased; `%2F` and `%5C` (encoded `/` and `\`) and a raw `\`
+//! (which IIS and some frameworks read as `/`) are kept, decoded or rejected by
+//! setting; empty segments are merged by setting; dot segments removed, a dot segment
+//! with `;` parameters (`..;`, which Tomcat reads as `..`) included.
 
 use std::borrow::Cow;
 
-/// What to do with `%2F` / `%5C` in a path.
+/// What to do with `%2F` / `%5C` / `\` in a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EscapedSlashAction {
     Keep,
@@ -29,7 +31,7 @@ pub struct PathOptions {
 pub enum PathError {
     /// `%` not followed by two hex digits.
     BadEscape,
-    /// `%2F` or `%5C` with `escaped_slashes = "reject"`.
+    /// `%2F`, `%5C` or `\` with `escaped_slashes = "reject"`.
     EscapedSlash,
     /// Not an absolute path.
     NotAbsolute,
@@ -39,7 +41,9 @@ impl std::fmt::Display for PathError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             PathError::BadEscape => "a % in the path is not followed by two hex digits",
-            PathError::EscapedSlash => "the path contains an encoded slash (%2F or %5C), which this server rejects",
+            PathError::EscapedSlash => {
+                "the path contains an encoded slash or a backslash (%2F, %5C or \\), which this server rejects"
+            }
             PathError::NotAbsolute => "the path does not start with /",
         })
     }
@@ -51,8 +55,8 @@ pub fn normalize(path: &str, options: PathOptions) -> Result<Cow<'_, str>, PathE
         return Err(PathError::NotAbsolute);
     }
     let bytes = path.as_bytes();
-    let may_change =
-        bytes.contains(&b'%') || bytes.windows(2).any(|w| w == b"/." || (options.merge_slashes && w == b"//"));
+    let may_change = bytes.iter().any(|&b| b == b'%' || b == b'\\')
+        || bytes.windows(2).any(|w| w == b"/." || (options.merge_slashes && w == b"//"));
     if !may_change {
         return Ok(Cow::Borrowed(path));
     }
@@ -78,6 +82,15 @@ fn decode_unreserved(path: &str, slashes: EscapedSlashAction) -> Result<String, 
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
+        if bytes[i] == b'\\' {
+            match slashes {
+                EscapedSlashAction::Reject => return Err(PathError::EscapedSlash),
+                EscapedSlashAction::Decode => out.push(b'/'),
+                EscapedSlashAction::Keep => out.push(b'\\'),
+            }
+            i += 1;
+            continue;
+        }
         if bytes[i] != b'%' {
             out.push(bytes[i]);
             i += 1;
@@ -107,14 +120,16 @@ fn remove_dot_segments(path: &str, merge_slashes: bool) -> String {
     let last = segments.len() - 1;
     let mut out: Vec<&str> = Vec::with_capacity(segments.len());
     for (i, segment) in segments.into_iter().enumerate() {
-        match segment {
+        // `..;jsessionid=x` is `..` to Tomcat (path parameters, RFC 2396 §3.3).
+        let dots = segment.split_once(';').map_or(segment, |(before, _)| before);
+        match dots {
             "." => {}
             ".." => {
                 out.pop();
             }
-            "" if merge_slashes && i != last => continue,
-            other => {
-                out.push(other);
+            "" if merge_slashes && i != last && segment.is_empty() => continue,
+            _ => {
+                out.push(segment);
                 continue;
             }
         }
@@ -184,6 +199,20 @@ mod tests {
     }
 
     #[test]
+    fn raw_backslashes_and_dot_segments_with_parameters_cannot_bypass_a_route() {
+        assert_eq!(normalize("/public/..\\admin", STRICT), Err(PathError::EscapedSlash));
+        let decode = PathOptions { escaped_slashes: EscapedSlashAction::Decode, ..STRICT };
+        assert_eq!(normalize("/public/..\\admin", decode).expect("decoded"), "/admin");
+        let keep = PathOptions { escaped_slashes: EscapedSlashAction::Keep, ..STRICT };
+        assert_eq!(normalize("/a\\b", keep).expect("kept"), "/a\\b");
+        assert_eq!(norm("/public/..;/admin"), "/admin");
+        assert_eq!(norm("/public/..;jsessionid=1/admin"), "/admin");
+        assert_eq!(norm("/a/.;x/b"), "/a/b");
+        assert_eq!(norm("/a/b;v=1/c"), "/a/b;v=1/c", "parameters on other segments stay");
+        assert_eq!(norm("/a/..;"), "/");
+    }
+
+    #[test]
     fn slashes_merge_only_when_asked() {
         let merge = PathOptions { merge_slashes: true, ..STRICT };
         assert_eq!(normalize("//a///b//", merge).expect("merged"), "/a/b/");
@@ -208,7 +237,7 @@ mod tests {
     /// that normalises again sees the path sluice routed on.
     #[test]
     fn normalised_paths_are_fixed_points_without_dot_segments() {
-        const PIECES: [&str; 10] = ["/", "a", ".", "..", "%2e", "%2E%2e", "%2f", "%41", "//", "b."];
+        const PIECES: [&str; 13] = ["/", "a", ".", "..", "%2e", "%2E%2e", "%2f", "%41", "//", "b.", ";", ";x", "\\"];
         let mut state = 0x2545_F491_4F6C_DD1Du64;
         let mut next = || {
             state ^= state << 13;
@@ -227,7 +256,8 @@ mod tests {
                     let once = normalize(&path, options).expect("valid").into_owned();
                     assert!(once.starts_with('/'), "{path} → {once}");
                     let segments: Vec<&str> = once.split('/').collect();
-                    assert!(!segments.iter().any(|s| *s == "." || *s == ".."), "{path} → {once}");
+                    let dot = |s: &&str| matches!(s.split(';').next(), Some("." | ".."));
+                    assert!(!segments.iter().any(dot), "{path} → {once}");
                     assert_eq!(normalize(&once, options).expect("valid"), once.as_str(), "{path}");
                     if merge_slashes {
                         assert!(!once.contains("//"), "{path} → {once}");

@@ -28,6 +28,7 @@ struct IdleCloser {
     closed_idle: watch::Receiver<usize>,
     /// Connections sluice closed first (retired before the upstream's limit).
     closed_by_peer: Arc<AtomicUsize>,
+    accepted: Arc<AtomicUsize>,
 }
 
 /// Requests to this path are answered only once `hold` of them are in flight, so that
@@ -42,9 +43,12 @@ impl IdleCloser {
         let (in_flight_tx, in_flight) = watch::channel(0usize);
         let (closed_tx, closed_idle) = watch::channel(0usize);
         let closed_by_peer = Arc::new(AtomicUsize::new(0));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
         let shared = Arc::new((requests_tx, in_flight_tx, closed_tx, in_flight.clone(), Arc::clone(&closed_by_peer)));
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::Relaxed);
                 let shared = Arc::clone(&shared);
                 tokio::spawn(async move {
                     let (requests_tx, in_flight_tx, closed_tx, in_flight, by_peer) = &*shared;
@@ -63,12 +67,18 @@ impl IdleCloser {
                 });
             }
         });
-        IdleCloser { addr, requests, in_flight, closed_idle, closed_by_peer }
+        IdleCloser { addr, requests, in_flight, closed_idle, closed_by_peer, accepted }
     }
 
     async fn wait_closed_idle(&self, n: usize) {
         let mut rx = self.closed_idle.clone();
         tokio::time::timeout(WAIT, rx.wait_for(|&c| c >= n)).await.expect("idle closes in time").expect("watch");
+    }
+
+    /// Waits until every connection accepted so far was closed idle.
+    async fn wait_all_closed_idle(&self) {
+        let accepted = self.accepted.load(Ordering::Relaxed);
+        self.wait_closed_idle(accepted).await;
     }
 
     fn requests(&self) -> usize {
@@ -210,7 +220,7 @@ async fn with_retries_off_closed_idle_connections_still_fail_no_request() {
     upstream.wait_closed_idle(16).await;
     requests_after_idle_closes(&upstream, &sluice).await;
     // And once more: the new connections were closed idle in turn.
-    upstream.wait_closed_idle(16 + 14).await;
+    upstream.wait_all_closed_idle().await;
     requests_after_idle_closes(&upstream, &sluice).await;
 }
 

@@ -64,7 +64,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// An HTTPS upstream that answers with what it saw of the TLS session:
-/// `sni=<name> alpn=<protocol> client_cert=<yes|no> version=<HTTP version>`.
+/// `sni=<name> alpn=<protocol> client_cert=<yes|no> version=<HTTP version> scheme=<:scheme or ->`.
 async fn https_upstream(pki: &Pki, require_client_cert: bool, alpn: &[&[u8]]) -> SocketAddr {
     let (chain, key) = pki.leaf(&["api.internal.test", "127.0.0.1"], "upstream");
     let builder =
@@ -95,7 +95,8 @@ async fn https_upstream(pki: &Pki, require_client_cert: bool, alpn: &[&[u8]]) ->
                     if session.peer_certificates().is_some_and(|c| !c.is_empty()) { "yes" } else { "no" },
                 );
                 let service = service_fn(move |req: Request<Incoming>| {
-                    let body = format!("{seen} version={:?}", req.version());
+                    let scheme = req.uri().scheme_str().unwrap_or("-");
+                    let body = format!("{seen} version={:?} scheme={scheme}", req.version());
                     async move { Ok::<_, Infallible>(Response::new(full(body))) }
                 });
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -123,11 +124,14 @@ async fn https_upstreams_get_sni_a_trusted_ca_and_alpn() {
     let pki = Pki::new();
     let upstream = https_upstream(&pki, false, &[b"h2", b"http/1.1"]).await;
     let tls = format!("server_name = \"api.internal.test\", ca_file = \"{}\"", pki.path("ca.pem"));
-    for (protocol, alpn, version) in [("http1", "http/1.1", "HTTP/1.1"), ("http2", "h2", "HTTP/2.0")] {
+    // Over HTTP/2 the request says `:scheme https` (it said http before).
+    for (protocol, alpn, version, scheme) in
+        [("http1", "http/1.1", "HTTP/1.1", "-"), ("http2", "h2", "HTTP/2.0", "https")]
+    {
         let sluice = Sluice::start(&upstream_config(upstream, protocol, &tls));
         let (status, seen) = fetch(&sluice).await;
         assert_eq!(status, 200, "{seen}");
-        assert_eq!(seen, format!("sni=api.internal.test alpn={alpn} client_cert=no version={version}"));
+        assert_eq!(seen, format!("sni=api.internal.test alpn={alpn} client_cert=no version={version} scheme={scheme}"));
     }
 }
 

@@ -57,7 +57,7 @@ impl Facts {
             request_time,
             response_time,
             date: date_field(headers, &DATE),
-            age: headers.get(AGE).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok()),
+            age: headers.get(AGE).and_then(|v| parse_age(v.as_bytes())),
             expires,
             last_modified: date_field(headers, &LAST_MODIFIED),
         };
@@ -346,9 +346,30 @@ fn take_u64(data: &mut Bytes) -> Option<u64> {
     (data.remaining() >= 8).then(|| data.get_u64())
 }
 
+/// RFC 9111 §5.1: Age is a delta-seconds; a list's first member counts ("7200, 0" is
+/// 7200, never fresher); an age too large for a number is as old as can be (§1.2.2);
+/// anything else is no Age.
+fn parse_age(value: &[u8]) -> Option<u64> {
+    let first = value.split(|b| *b == b',').next()?.trim_ascii();
+    if first.is_empty() || !first.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(std::str::from_utf8(first).ok()?.parse().unwrap_or(u64::from(u32::MAX)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn age_takes_the_first_member_and_refuses_garbage() {
+        assert_eq!(parse_age(b"7200, 0"), Some(7200), "cache-tests age-parse-suffix");
+        assert_eq!(parse_age(b" 30 "), Some(30));
+        assert_eq!(parse_age(b"99999999999999999999999"), Some(u64::from(u32::MAX)), "too large: as old as can be");
+        assert_eq!(parse_age(b"-1"), None);
+        assert_eq!(parse_age(b"1a"), None);
+        assert_eq!(parse_age(b""), None);
+    }
 
     fn entry() -> Entry {
         let mut headers = HeaderMap::new();

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -13,6 +13,10 @@ use super::entry::Entry;
 
 /// How long a key whose response could not be stored goes to the origin uncoalesced.
 const PASS_FOR: Duration = Duration::from_secs(10);
+
+/// The pass keys' bytes at most: keys come from client URLs (up to 16 KiB each), so the
+/// map is bounded by size and evicts (moka: TinyLFU, no lock held across the map).
+const PASS_BYTES: u64 = 16 * 1024 * 1024;
 
 /// What a leader's request came to.
 #[derive(Clone)]
@@ -24,10 +28,20 @@ pub(crate) enum Landing {
 }
 
 /// The keys being fetched now, and the keys not to coalesce.
-#[derive(Default)]
 pub(crate) struct Flights {
     out: Mutex<HashMap<Arc<str>, watch::Receiver<Landing>>>,
-    passes: Mutex<HashMap<Arc<str>, Instant>>,
+    passes: moka::sync::Cache<Arc<str>, ()>,
+}
+
+impl Default for Flights {
+    fn default() -> Self {
+        let passes = moka::sync::Cache::builder()
+            .max_capacity(PASS_BYTES)
+            .weigher(|key: &Arc<str>, _: &()| u32::try_from(key.len() + 64).unwrap_or(u32::MAX))
+            .time_to_live(PASS_FOR)
+            .build();
+        Flights { out: Mutex::default(), passes }
+    }
 }
 
 /// Which part a request plays for its key.
@@ -54,29 +68,16 @@ impl Flights {
     }
 
     fn passing(&self, key: &str) -> bool {
-        let mut passes = self.passes.lock().unwrap_or_else(|p| p.into_inner());
-        match passes.get(key) {
-            Some(until) if *until > Instant::now() => true,
-            Some(_) => {
-                passes.remove(key);
-                false
-            }
-            None => false,
-        }
+        self.passes.contains_key(key)
     }
 
     fn pass(&self, key: &Arc<str>) {
-        let mut passes = self.passes.lock().unwrap_or_else(|p| p.into_inner());
-        if passes.len() > 100_000 {
-            let now = Instant::now();
-            passes.retain(|_, until| *until > now);
-        }
-        passes.insert(Arc::clone(key), Instant::now() + PASS_FOR);
+        self.passes.insert(Arc::clone(key), ());
     }
 
     /// The key is storable again (a stored response): coalesce it again.
     pub(crate) fn unpass(&self, key: &str) {
-        self.passes.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        self.passes.invalidate(key);
     }
 
     /// Keys out now (for tests and metrics).
@@ -132,5 +133,28 @@ pub(crate) async fn follow(mut landing: watch::Receiver<Landing>, wait: Duration
             _ => None,
         },
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pass_map_is_bounded_in_bytes_whatever_the_clients_send() {
+        let flights = Arc::new(Flights::default());
+        let long = "k".repeat(16 * 1024);
+        // 80 MiB of 16 KiB keys, as URLs a client chooses.
+        for i in 0..5_000 {
+            flights.pass(&Arc::from(format!("{i:08}{long}")));
+        }
+        flights.passes.run_pending_tasks();
+        assert!(flights.passes.weighted_size() <= PASS_BYTES, "{} bytes", flights.passes.weighted_size());
+        assert!(flights.passes.entry_count() < 5_000);
+        let recent: Arc<str> = Arc::from("GET /recent");
+        flights.pass(&recent);
+        assert!(matches!(flights.join("GET /recent"), Join::Pass));
+        flights.unpass("GET /recent");
+        assert!(matches!(flights.join("GET /recent"), Join::Lead(_)));
     }
 }

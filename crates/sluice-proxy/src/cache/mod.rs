@@ -50,7 +50,7 @@ pub(crate) struct Cache {
 impl Cache {
     /// The cache for `config`; an error names a shared-tier setting that cannot be used.
     pub(crate) fn new(config: &CacheConfig) -> Result<Arc<Cache>, String> {
-        let shared = config.shared.as_ref().map(SharedTier::new).transpose()?;
+        let shared = config.shared.as_ref().map(|tier| SharedTier::new(tier, config.max_object)).transpose()?;
         Ok(Arc::new(Cache {
             memory: MemoryTier::new(config.memory),
             shared,

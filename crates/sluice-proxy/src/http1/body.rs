@@ -178,7 +178,10 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, HeadError> {
         return Err(malformed("invalid chunk size"));
     }
     let rest = &line[digits_end..];
-    let rest_ok = rest.is_empty() || matches!(rest.iter().find(|b| **b != b' ' && **b != b'\t'), Some(b';'));
+    // A bare LF (or any control byte but HTAB) in an extension is refused like every
+    // other bare LF: a parser that ends the line there would frame the body otherwise.
+    let rest_ok = (rest.is_empty() || matches!(rest.iter().find(|b| **b != b' ' && **b != b'\t'), Some(b';')))
+        && !rest.iter().any(|b| b.is_ascii_control() && *b != b'\t');
     if !rest_ok {
         return Err(malformed("invalid chunk size"));
     }

@@ -165,35 +165,44 @@ fn parse_decimal(digits: &[u8]) -> Option<u64> {
 }
 
 /// Header fields per message at most; more is a 431 (requests) or 502 (responses).
-pub(crate) const MAX_HEADERS: usize = 128;
+/// The bytes are what is bounded (`MAX_HEAD_BYTES`); the count only keeps the parse's
+/// slots on the stack: a few hundred, as nginx and HAProxy (101 by default) allow about.
+pub(crate) const MAX_HEADERS: usize = 256;
+/// Empty lines' bytes (CR, LF) ignored before a request line: RFC 9112 §2.2 asks to
+/// ignore at least one (clients once sent a CRLF after a POST body); more is a 400,
+/// so that a flood of them is neither buffered nor rescanned.
+pub(crate) const MAX_EMPTY_LINE_BYTES: usize = 8;
 
 /// Where each header field of a parsed head lies in the head's bytes, so that the
 /// values can share those bytes instead of being copied one allocation each.
+/// (Held in a Vec of the fields' number: a fixed array of `MAX_HEADERS` would be 4 KiB
+/// zeroed per message.)
 pub(crate) struct FieldSpans {
-    spans: [(u32, u32, u32, u32); MAX_HEADERS],
-    len: usize,
+    spans: Vec<(u32, u32, u32, u32)>,
 }
 
 impl FieldSpans {
     /// Records the fields httparse found in `base` (the buffer it parsed).
     pub(crate) fn of(base: &[u8], fields: &[httparse::Header<'_>]) -> Self {
-        let mut spans = [(0, 0, 0, 0); MAX_HEADERS];
         let start = base.as_ptr() as usize;
-        for (span, field) in spans.iter_mut().zip(fields) {
-            // httparse's slices point into `base`; wrapping keeps a broken promise a
-            // range check failure below instead of a panic.
-            let name = (field.name.as_ptr() as usize).wrapping_sub(start);
-            let value = (field.value.as_ptr() as usize).wrapping_sub(start);
-            *span = (name as u32, field.name.len() as u32, value as u32, field.value.len() as u32);
-        }
-        FieldSpans { spans, len: fields.len().min(MAX_HEADERS) }
+        let spans = fields
+            .iter()
+            .map(|field| {
+                // httparse's slices point into `base`; wrapping keeps a broken promise a
+                // range check failure below instead of a panic.
+                let name = (field.name.as_ptr() as usize).wrapping_sub(start);
+                let value = (field.value.as_ptr() as usize).wrapping_sub(start);
+                (name as u32, field.name.len() as u32, value as u32, field.value.len() as u32)
+            })
+            .collect();
+        FieldSpans { spans }
     }
 
     /// The header map, its values slices of `head` (which starts where `base` did).
     pub(crate) fn header_map(&self, head: &Bytes) -> Result<HeaderMap, HeadError> {
         // Room for what the proxy adds (forwarding headers, Via, ids, traceparent) without a rehash.
-        let mut headers = HeaderMap::with_capacity(self.len + 8);
-        for &(name_at, name_len, value_at, value_len) in &self.spans[..self.len] {
+        let mut headers = HeaderMap::with_capacity(self.spans.len() + 8);
+        for &(name_at, name_len, value_at, value_len) in &self.spans {
             let name = head.get(name_at as usize..name_at as usize + name_len as usize).unwrap_or_default();
             let name = HeaderName::from_bytes(name).map_err(|_| HeadError::Malformed("invalid header name"))?;
             let range = value_at as usize..value_at as usize + value_len as usize;

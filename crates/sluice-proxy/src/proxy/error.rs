@@ -202,6 +202,9 @@ pub(crate) fn error_response(error: &ProxyError, outcome: &mut Outcome, grpc: bo
     // their rate); the upstream's are warnings.
     if clients_fault {
         tracing::debug!(request_id = id, route, %status, fault = "client", "{error}");
+    } else if matches!(error, ProxyError::NotCached) {
+        // only-if-cached: the client's choice, not anyone's fault.
+        tracing::debug!(request_id = id, route, %status, "{error}");
     } else if status == StatusCode::NOT_FOUND {
         tracing::debug!(request_id = id, %status, "{error}");
     } else {

@@ -35,6 +35,19 @@ static HOP_BY_HOP: [&HeaderName; 7] = [
     &HTTP2_SETTINGS,
 ];
 
+/// Removes header fields whose names have `_`: CGI and WSGI servers turn `-` into `_`
+/// to name headers, so `X_Forwarded_For` would reach them as `X-Forwarded-For`,
+/// beside or instead of the one sluice wrote (nginx drops them by default too).
+pub(crate) fn remove_underscored(headers: &mut HeaderMap) {
+    if !headers.keys().any(|name| name.as_str().contains('_')) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers.keys().filter(|name| name.as_str().contains('_')).cloned().collect();
+    for name in names {
+        headers.remove(name);
+    }
+}
+
 /// Removes the hop-by-hop headers and every header that `Connection` names.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names present (a few, compared without hashing) finds which

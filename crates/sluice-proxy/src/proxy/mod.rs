@@ -21,7 +21,7 @@ mod upgrade;
 use std::sync::Arc;
 
 use http::header::{HeaderValue, HOST};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{Authority, PathAndQuery};
 use http::{Method, Request, Response, Uri, Version};
 use http_body::Body as _;
 use sluice_config::UpstreamProtocol;
@@ -191,7 +191,8 @@ impl Origin<'_> {
         };
         let idempotent = is_idempotent(request.method());
         let trusted = snapshot.server.trusted_proxies.iter().any(|network| network.contains(conn.peer.ip()));
-        let forwarding = Forwarding { host, request_id, trusted };
+        let underscores = snapshot.server.underscores_in_headers;
+        let forwarding = Forwarding { host, request_id, trusted, underscores };
         let upstream_request = upstream_request(conn, route, request, forwarding, upgrade.as_ref());
         let sent_at = std::time::Instant::now();
         let key = route.upstream.request_key(&upstream_request, conn.peer);
@@ -219,6 +220,8 @@ struct Forwarding<'a> {
     request_id: &'a HeaderValue,
     /// The client is a trusted proxy: its X-Forwarded-For is extended, not replaced.
     trusted: bool,
+    /// Header names with `_` are forwarded (`server.underscores_in_headers`).
+    underscores: bool,
 }
 
 /// Rewrites the client's request for the upstream: URI form and version for the
@@ -230,11 +233,14 @@ fn upstream_request(
     forwarding: Forwarding<'_>,
     upgrade: Option<&HeaderValue>,
 ) -> Request<RequestBody> {
-    let Forwarding { host, request_id, trusted } = forwarding;
+    let Forwarding { host, request_id, trusted, underscores } = forwarding;
     let (mut parts, body) = request.into_parts();
     let client_version = parts.version;
     let trailers = headers::wants_trailers(&parts.headers);
     headers::remove_hop_by_hop(&mut parts.headers);
+    if !underscores {
+        headers::remove_underscored(&mut parts.headers);
+    }
     if trailers {
         parts.headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
     }
@@ -265,7 +271,7 @@ fn upstream_request(
                 .and_then(|h| Authority::try_from(h.as_bytes()).ok())
                 .unwrap_or_else(|| Authority::from_static("localhost"));
             parts.uri = Uri::builder()
-                .scheme(Scheme::HTTP)
+                .scheme(route.upstream.scheme())
                 .authority(authority)
                 .path_and_query(path)
                 .build()

@@ -1,7 +1,6 @@
 //! HTTP/2 client connections, served by hyper: streams multiplex, so the request path
 //! runs once per stream. A watchdog closes a connection idle for keepalive_timeout.
 
-use std::convert::Infallible;
 use std::sync::atomic::AtomicU64;
 
 use http_body::Body as _;
@@ -31,6 +30,16 @@ pub(crate) fn builder() -> http2::Builder<TokioExecutor> {
     builder
 }
 
+/// What RFC 9113 §8.2.1 and §8.3.1 call malformed and the h2 crate lets through: a
+/// field value with leading or trailing whitespace, a `:scheme` other than http(s).
+fn malformed(request: &Request<Incoming>) -> Option<&'static str> {
+    if !matches!(request.uri().scheme_str(), None | Some("http" | "https")) {
+        return Some(":scheme is neither http nor https");
+    }
+    let padded = |v: &[u8]| matches!(v.first().zip(v.last()), Some((a, b)) if matches!(*a, b' ' | b'\t') || matches!(*b, b' ' | b'\t'));
+    request.headers().values().any(|v| padded(v.as_bytes())).then_some("a field value starts or ends with whitespace")
+}
+
 /// Serves one HTTP/2 connection until it closes, idles out, or drains on shutdown.
 /// `read` holds bytes already read from `stream` (the h2c preface), served first.
 pub(crate) async fn serve<T>(stream: T, read: BytesMut, ctx: Arc<ConnContext>, listener: Arc<ListenerContext>)
@@ -47,6 +56,12 @@ where
         let ctx = Arc::clone(&service_ctx);
         let inflight = InflightGuard::start(Arc::clone(&service_activity) as Arc<dyn RequestTracker>);
         async move {
+            if let Some(why) = malformed(&request) {
+                // RFC 9113 §8.1.1: a malformed request is a stream error; hyper resets
+                // the stream with the reason of the h2 error the service returns.
+                tracing::debug!(peer = %ctx.peer, why, "malformed HTTP/2 request: stream reset");
+                return Err(h2::Error::from(h2::Reason::PROTOCOL_ERROR));
+            }
             // Bytes of a request body are counted as it is read, for the outcome record.
             let received = (!request.body().is_end_stream()).then(|| Arc::new(AtomicU64::new(0)));
             let counter = received.clone();
@@ -57,7 +72,7 @@ where
             }
             proxy::read_ahead::for_http2(&mut response, &ctx.shared);
             response.body_mut().track(inflight);
-            Ok::<_, Infallible>(response)
+            Ok::<_, h2::Error>(response)
         }
     });
     let conn = listener.http2.serve_connection(io, service);

@@ -82,6 +82,8 @@ impl UpstreamError {
 pub struct UpstreamGroup {
     pub(crate) name: Arc<str>,
     protocol: UpstreamProtocol,
+    /// Its endpoints are reached over TLS (HTTP/2 requests then say `:scheme https`).
+    tls: bool,
     pools: Vec<Arc<EndpointPool>>,
     balancer: Balancer,
     /// Each endpoint's load as its requests' records report it (`pools[i]`'s is `loads[i]`).
@@ -161,6 +163,7 @@ impl UpstreamGroup {
         Ok(UpstreamGroup {
             name: Arc::from(config.name.as_str()),
             protocol: config.protocol,
+            tls: config.tls.is_some(),
             balancer: Balancer::new(balance::algorithm(&config.balance), &config.weights, &names),
             loads: (0..pools.len()).map(|i| EndpointLoad::new(&health, i, config.balance == Balance::Ewma)).collect(),
             health,
@@ -223,6 +226,15 @@ impl UpstreamGroup {
     /// The protocol sluice speaks to this group's endpoints.
     pub(crate) fn protocol(&self) -> UpstreamProtocol {
         self.protocol
+    }
+
+    /// The scheme of what this group's endpoints are sent (`:scheme` over HTTP/2).
+    pub(crate) fn scheme(&self) -> http::uri::Scheme {
+        if self.tls {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        }
     }
 
     /// Sends `request` to one endpoint. A connect failure sent nothing, so it moves any

@@ -14,6 +14,9 @@ use super::{digest, Gate, TierResult};
 
 /// Idle connections kept.
 const IDLE_CONNECTIONS: usize = 8;
+/// Room for a stored entry's key, head and Vary values beside its body (a request head
+/// is at most 64 KiB, a response head too).
+const MAX_HEAD_ROOM: usize = 256 * 1024;
 /// How long a read generation is used before it is read again.
 const GENERATION_FOR: Duration = Duration::from_secs(1);
 /// memcached's longest relative expiry (longer values are read as a Unix time).
@@ -24,12 +27,16 @@ pub(crate) struct MemcachedTier {
     prefix: String,
     idle: std::sync::Mutex<Vec<BufStream<TcpStream>>>,
     generation: std::sync::Mutex<Option<(u64, Instant)>>,
+    /// The largest value read back; a larger size announced by the server is an error,
+    /// not an allocation of that size.
+    max_value: usize,
     pub(super) gate: Gate,
 }
 
 impl MemcachedTier {
-    pub(crate) fn new(address: &str, timeout: Duration, prefix: &str) -> Self {
+    pub(crate) fn new(address: &str, timeout: Duration, prefix: &str, max_object: u64) -> Self {
         MemcachedTier {
+            max_value: usize::try_from(max_object).unwrap_or(usize::MAX).saturating_add(MAX_HEAD_ROOM),
             address: address.to_string(),
             prefix: prefix.to_string(),
             idle: std::sync::Mutex::new(Vec::new()),
@@ -97,6 +104,9 @@ impl MemcachedTier {
             .and_then(|rest| rest.split(' ').nth(2))
             .and_then(|n| n.parse().ok())
             .ok_or_else(|| format!("unexpected answer to get: {line:?}"))?;
+        if size > self.max_value {
+            return Err(format!("memcached announced a value of {size} bytes, over max_object"));
+        }
         let mut value = BytesMut::zeroed(size + 2);
         connection.read_exact(&mut value).await.map_err(|e| e.to_string())?;
         value.truncate(size);

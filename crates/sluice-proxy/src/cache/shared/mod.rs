@@ -28,13 +28,15 @@ pub(crate) enum SharedTier {
 }
 
 impl SharedTier {
-    pub(crate) fn new(config: &SharedTierConfig) -> Result<SharedTier, String> {
+    /// `max_object` bounds what is read back: an entry is never larger than the largest
+    /// body stored plus room for its head, whatever the server says.
+    pub(crate) fn new(config: &SharedTierConfig, max_object: u64) -> Result<SharedTier, String> {
         match config {
             SharedTierConfig::Redis { url, timeout, prefix, coalesce_lock } => {
                 Ok(SharedTier::Redis(redis::RedisTier::new(url, *timeout, prefix, *coalesce_lock)?))
             }
             SharedTierConfig::Memcached { address, timeout, prefix } => {
-                Ok(SharedTier::Memcached(memcached::MemcachedTier::new(address, *timeout, prefix)))
+                Ok(SharedTier::Memcached(memcached::MemcachedTier::new(address, *timeout, prefix, max_object)))
             }
         }
     }

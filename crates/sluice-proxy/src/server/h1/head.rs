@@ -3,7 +3,10 @@
 
 use bytes::BytesMut;
 
-use crate::http1::{self, has_token, FieldSpans, Framing, HeadError, MAX_HEADERS, MAX_HEAD_BYTES, MAX_REQUEST_LINE};
+use crate::http1::{
+    self, has_token, FieldSpans, Framing, HeadError, MAX_EMPTY_LINE_BYTES, MAX_HEADERS, MAX_HEAD_BYTES,
+    MAX_REQUEST_LINE,
+};
 use crate::proxy::target;
 use http::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, EXPECT, HOST, TE, TRANSFER_ENCODING};
 use http::{Method, Uri, Version};
@@ -29,9 +32,10 @@ pub(crate) fn parse(buf: &mut BytesMut) -> Result<Option<RequestHead>, HeadError
     if !check_request_line(buf)? {
         return Ok(None);
     }
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut slots);
-    let len = match request.parse(buf) {
+    // Uninitialised: the slots are 8 KiB, and httparse writes only those it fills.
+    let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut []);
+    let len = match request.parse_with_uninit_headers(buf, &mut slots) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => return Err(HeadError::TooLarge),
         Ok(httparse::Status::Partial) => return Ok(None),
@@ -55,8 +59,11 @@ pub(crate) fn parse(buf: &mut BytesMut) -> Result<Option<RequestHead>, HeadError
     let spans = FieldSpans::of(buf, request.headers);
     // The head's bytes become shared: header values and the URI are slices of them.
     let head = buf.split_to(len).freeze();
-    let uri =
-        Uri::from_maybe_shared(head.slice(path_range)).map_err(|_| HeadError::Malformed("invalid request target"))?;
+    let target = head.slice(path_range);
+    let uri = match Uri::from_maybe_shared(target.clone()) {
+        Ok(uri) => uri,
+        Err(_) => tolerant_target(&target).ok_or(HeadError::Malformed("invalid request target"))?,
+    };
     let mut headers = spans.header_map(&head)?;
     resolve_host(&mut headers, &uri, version)?;
     let framing = framing(&mut headers, version)?;
@@ -66,14 +73,41 @@ pub(crate) fn parse(buf: &mut BytesMut) -> Result<Option<RequestHead>, HeadError
     Ok(Some(RequestHead { method, uri, version, headers, framing, keep_alive, expect_continue, accepts_trailers }))
 }
 
+/// A target with `"`, `<`, `>` or `` ` `` sent unencoded, as real clients send JSON and
+/// markup in query strings (nginx and HAProxy forward them): those bytes are
+/// percent-encoded, which means the same to any URI parser, since the `http` crate's
+/// URI takes none of them raw. Never a control byte, space or DEL: None.
+fn tolerant_target(target: &[u8]) -> Option<Uri> {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut encoded = Vec::with_capacity(target.len() + 16);
+    for &b in target {
+        match b {
+            b'"' | b'<' | b'>' | b'`' => {
+                encoded.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]])
+            }
+            0..=0x20 | 0x7f => return None,
+            _ => encoded.push(b),
+        }
+    }
+    Uri::from_maybe_shared(bytes::Bytes::from(encoded)).ok()
+}
+
 /// Checks the request line before httparse sees it: 414 for an over-long one, 400 for
 /// a version that is not `HTTP/d.d` (`http/1.1` included), 505 for a major version
 /// other than 1. A higher HTTP/1 minor version (`HTTP/1.2`) is rewritten to `HTTP/1.1`
 /// in place: RFC 9112 §2.3 says to answer it as the highest 1.x we speak.
 /// Returns false while the line is incomplete.
 fn check_request_line(buf: &mut BytesMut) -> Result<bool, HeadError> {
-    // RFC 9112 §2.2: empty lines before the request line are ignored (httparse does too).
-    let start = buf.iter().position(|b| *b != b'\r' && *b != b'\n').unwrap_or(buf.len());
+    // RFC 9112 §2.2: empty lines before the request line are ignored (httparse does
+    // too), a few of them: a flood is refused before it is buffered.
+    let start = buf.iter().take(MAX_EMPTY_LINE_BYTES + 1).position(|b| *b != b'\r' && *b != b'\n');
+    let start = match start {
+        Some(start) => start,
+        None if buf.len() > MAX_EMPTY_LINE_BYTES => {
+            return Err(HeadError::Malformed("empty lines before the request line"))
+        }
+        None => return Ok(false),
+    };
     let window = &buf[start..buf.len().min(start + MAX_REQUEST_LINE + 2)];
     let Some(line_len) = window.iter().position(|b| *b == b'\n') else {
         return if buf.len() - start > MAX_REQUEST_LINE { Err(HeadError::UriTooLong) } else { Ok(false) };
