@@ -31,6 +31,10 @@ pub const TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 pub const BODY_BUFFER: u64 = 64 * 1024;
 /// Request bodies larger than this are refused: 1 GiB.
 pub const MAX_REQUEST_BODY: u64 = 1 << 30;
+/// A response spooled for a slow client, at most (nginx's proxy_max_temp_file_size).
+pub const MAX_RESPONSE_SPOOL: u64 = 1 << 30;
+/// All responses spooled at once, at most; beyond, responses stream (never fail).
+pub const SPOOL_MAX_TOTAL: u64 = 2 << 30;
 
 /// Envoy's consecutive_5xx default.
 pub const OUTLIER_CONSECUTIVE_FAILURES: u32 = 5;

@@ -118,6 +118,7 @@ pub struct FileServer {
     pub underscores_in_headers: Option<bool>,
     pub escaped_slashes: Option<Spanned<String>>,
     pub spool_dir: Option<Spanned<String>>,
+    pub spool_max_total: Option<ConfigSize>,
     pub trusted_proxies: Option<Vec<Spanned<String>>>,
     pub dns_ttl: Option<Spanned<ConfigDuration>>,
     pub config_watch: Option<Spanned<ConfigDuration>>,
@@ -169,6 +170,8 @@ pub struct FileRoute {
     pub response_buffer: Option<ConfigSize>,
     pub max_request_body: Option<Spanned<ConfigSize>>,
     pub large_request_bodies: Option<Spanned<String>>,
+    pub large_responses: Option<Spanned<String>>,
+    pub max_response_spool: Option<ConfigSize>,
     pub upgrades: Option<Vec<Spanned<String>>>,
     pub cache: Option<Spanned<bool>>,
 }

@@ -118,6 +118,9 @@ pub struct ServerSettings {
     /// Where request bodies of `large_request_bodies = "spool"` routes are written
     /// (files are unlinked as soon as they are opened). Default: the system temp dir.
     pub spool_dir: PathBuf,
+    /// Bytes of responses spooled at once in all, at most; past it, new spooling is
+    /// refused (the responses stream instead). Default 2 GiB.
+    pub spool_max_total: u64,
     /// Clients whose X-Forwarded-For is extended; anyone else's is replaced by their
     /// address. Default: none (every client's value is replaced).
     pub trusted_proxies: Vec<IpNetwork>,
@@ -247,6 +250,12 @@ pub struct RouteConfig {
     pub max_request_body: u64,
     /// What happens to a request body larger than `request_buffer`. Default stream.
     pub large_request_bodies: LargeBodies,
+    /// What happens to a response body its client takes slower than the upstream sends
+    /// it, past `response_buffer`. Default spool.
+    pub large_responses: LargeResponses,
+    /// A response spooled for a slow client, at most; past it, the rest streams (the
+    /// upstream connection is held). Default 1 GiB.
+    pub max_response_spool: u64,
     /// Upgrade protocols tunnelled after a 101 (lower case); any other `Upgrade` is
     /// removed. Default `["websocket"]`.
     pub upgrades: Vec<String>,
@@ -378,6 +387,19 @@ pub enum LargeBodies {
     /// Written to a temp file (at most `max_request_body`) first, so a slow uploader
     /// holds no upstream connection whatever the body's size (nginx's default).
     Spool,
+}
+
+/// Response bodies a client takes slower than its upstream sends them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LargeResponses {
+    /// Past `response_buffer`, written to a temp file (at most `max_response_spool`, and
+    /// `server.spool_max_total` for all), so the upstream connection is free as soon as
+    /// the upstream has sent the body, however slowly the client reads (nginx's
+    /// proxy_buffering with its temp file).
+    Spool,
+    /// Read only as fast as the client takes it: the upstream connection is held while
+    /// a slow client reads (no disk used).
+    Stream,
 }
 
 /// The protocol sluice speaks to an upstream group.

@@ -140,6 +140,7 @@ fn check_server(checker: &mut Checker, server: &FileServer) -> ServerSettings {
         paths: PathRules { merge_slashes: server.merge_slashes.unwrap_or(defaults.merge_slashes), escaped_slashes },
         underscores_in_headers: server.underscores_in_headers.unwrap_or(defaults::UNDERSCORES_IN_HEADERS),
         spool_dir: check_spool_dir(checker, server),
+        spool_max_total: server.spool_max_total.map_or(defaults::SPOOL_MAX_TOTAL, |s| s.0),
         trusted_proxies: check_networks(
             checker,
             server.trusted_proxies.as_deref().unwrap_or(&[]),
@@ -822,6 +823,12 @@ fn check_route(checker: &mut Checker, index: usize, route: &FileRoute, upstreams
         &format!("{key}.large_request_bodies"),
         &[("stream", LargeBodies::Stream), ("spool", LargeBodies::Spool)],
     );
+    let large_responses = choice(
+        checker,
+        &route.large_responses,
+        &format!("{key}.large_responses"),
+        &[("spool", LargeResponses::Spool), ("stream", LargeResponses::Stream)],
+    );
     let max_request_body = match &route.max_request_body {
         Some(size) if size.get_ref().0 == 0 => {
             checker.problem(size.span(), format!("{key}.max_request_body"), "must be at least 1 byte; e.g. \"10MiB\"");
@@ -853,6 +860,8 @@ fn check_route(checker: &mut Checker, index: usize, route: &FileRoute, upstreams
         response_buffer: route.response_buffer.map(|s| s.0).unwrap_or(defaults::BODY_BUFFER),
         max_request_body: max_request_body?,
         large_request_bodies: large_request_bodies?,
+        large_responses: large_responses?,
+        max_response_spool: route.max_response_spool.map_or(defaults::MAX_RESPONSE_SPOOL, |s| s.0),
         upgrades,
         cache: route.cache.as_ref().is_some_and(|c| *c.get_ref()),
     })

@@ -145,6 +145,8 @@ fn connections(out: &mut String, state: &AdminState) {
         head(out, "sluice_fds_limit", "gauge", "The process's RLIMIT_NOFILE soft limit.");
         let _ = writeln!(out, "sluice_fds_limit {limit}");
     }
+    head(out, "sluice_response_spool_bytes", "gauge", "Response bytes spilled to files for slow clients now.");
+    let _ = writeln!(out, "sluice_response_spool_bytes {}", crate::proxy::spill::spilled_now());
 }
 
 /// The soft limit on open files, from /proc/self/limits.

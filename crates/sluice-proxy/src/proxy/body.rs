@@ -48,6 +48,9 @@ pub struct ProxyBody {
     /// Bytes the HTTP/1 connection may read ahead of a slow client (the route's
     /// response_buffer), so that a small response frees its upstream connection at once.
     read_ahead: u64,
+    /// Bytes past `read_ahead` that may be spilled to a file for a slow client (the
+    /// route's `max_response_spool`; 0: `large_responses = "stream"`), see `spill`.
+    max_spill: u64,
     /// The client sent something sluice refused: close its HTTP/1 connection after this
     /// response rather than trust the rest of its byte stream.
     close_connection: bool,
@@ -145,6 +148,7 @@ impl ProxyBody {
             inflight: None,
             upgrade,
             read_ahead: 0,
+            max_spill: 0,
             close_connection: false,
             record: None,
             yielded: 0,
@@ -201,8 +205,14 @@ impl ProxyBody {
         self.upgrade.take().map(|upgrade| *upgrade)
     }
 
-    pub(crate) fn set_read_ahead(&mut self, bytes: u64) {
+    pub(crate) fn set_read_ahead(&mut self, bytes: u64, max_spill: u64) {
         self.read_ahead = bytes;
+        self.max_spill = max_spill;
+    }
+
+    /// What of this body may be spilled to a file, within the process's `total`.
+    pub(crate) fn spill_limit(&self, total: u64) -> super::spill::SpillLimit {
+        super::spill::SpillLimit { max: self.max_spill, total }
     }
 
     pub(crate) fn mark_close(&mut self) {

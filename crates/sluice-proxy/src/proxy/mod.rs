@@ -14,6 +14,7 @@ mod error;
 mod headers;
 pub(crate) mod read_ahead;
 mod request_body;
+pub(crate) mod spill;
 mod spool;
 pub(crate) mod target;
 mod upgrade;
@@ -209,7 +210,7 @@ impl Origin<'_> {
         headers::remove_hop_by_hop(&mut parts.headers);
         parts.version = Version::HTTP_11;
         let mut body = ProxyBody::upstream(body, route.read_timeout);
-        body.set_read_ahead(route.response_buffer);
+        body.set_read_ahead(route.response_buffer, route.max_response_spool);
         Ok(Response::from_parts(parts, body))
     }
 }

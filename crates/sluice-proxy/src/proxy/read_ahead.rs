@@ -5,8 +5,10 @@
 //! for as long as it liked. Here the body is taken off the upstream into at most the
 //! route's `response_buffer`: a body that is already all there (the usual small
 //! response) is simply held; a longer one is moved by a task of its own under a byte
-//! budget, and when the client takes nothing for `send_timeout` the stream is reset and
-//! the upstream body dropped. (HTTP/1 clients get the same from `server::h1::respond`.)
+//! budget, past which it is spilled to a file (`spill`, `large_responses = "spool"`)
+//! so that the upstream connection is free once the upstream has sent it all; when the
+//! client takes nothing for `send_timeout` the stream is reset and the upstream body
+//! dropped. (HTTP/1 clients get the same from `server::h1::respond`.)
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -19,10 +21,11 @@ use http::header::HeaderValue;
 use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 
 use super::body::{ProxyBody, SendTimedOut};
 use super::headers::X_REQUEST_ID;
+use super::spill::{Spill, SpillLimit, READ_BACK};
 use crate::body::BodyError;
 use crate::runtime::Shared;
 
@@ -39,7 +42,11 @@ pub(crate) struct Detached {
 }
 
 /// Reads `response`'s body ahead of an HTTP/2 client (see the module comment).
-pub(crate) fn for_http2(response: &mut Response<ProxyBody>, shared: &Arc<Shared>) {
+/// `stalled` is the connection's: told when a stream's client took nothing for
+/// send_timeout (hyper holds a chunk it cannot send and never asks the body again, so
+/// only closing the connection frees what the stream holds, as nginx's send_timeout
+/// does).
+pub(crate) fn for_http2(response: &mut Response<ProxyBody>, shared: &Arc<Shared>, stalled: &Arc<Notify>) {
     let limit = response.body().read_ahead() as usize;
     if limit == 0 || response.body().is_end_stream() {
         return; // sluice's own short bodies, and empty ones
@@ -68,9 +75,21 @@ pub(crate) fn for_http2(response: &mut Response<ProxyBody>, shared: &Arc<Shared>
     let budget = Arc::new(Semaphore::new(limit.saturating_sub(taken)));
     let rest = (!complete).then(|| {
         let (tx, rx) = mpsc::unbounded_channel();
+        let snapshot = shared.snapshot();
+        let server = &snapshot.server;
+        let spill = body.spill_limit(server.spool_max_total);
         let upstream = body.take_stream();
-        let send_timeout = shared.snapshot().server.send_timeout;
-        let pump = Pump { tx, budget: Arc::clone(&budget), limit, send_timeout, request_id };
+        let send_timeout = server.send_timeout;
+        let pump = Pump {
+            tx,
+            budget: Arc::clone(&budget),
+            limit,
+            send_timeout,
+            request_id,
+            spill,
+            spool_dir: server.spool_dir.clone(),
+            stalled: Arc::clone(stalled),
+        };
         tokio::spawn(pump.run(upstream));
         rx
     });
@@ -80,45 +99,145 @@ pub(crate) fn for_http2(response: &mut Response<ProxyBody>, shared: &Arc<Shared>
     }
 }
 
-/// Moves the upstream body into the channel, within the byte budget.
+/// Moves the upstream body into the channel, within the byte budget; past it, into a
+/// spill file while the route allows, fed to the channel as the client takes bytes.
 struct Pump {
     tx: mpsc::UnboundedSender<Result<Frame<Bytes>, BodyError>>,
     budget: Arc<Semaphore>,
     limit: usize,
     send_timeout: Duration,
     request_id: Option<HeaderValue>,
+    spill: SpillLimit,
+    spool_dir: std::path::PathBuf,
+    /// The client connection's: told when this stream stalled past send_timeout.
+    stalled: Arc<Notify>,
+}
+
+/// Why the pump stopped early.
+enum Stop {
+    /// The client reset the stream, or took nothing for send_timeout (reset here).
+    Client,
 }
 
 impl Pump {
     async fn run(self, mut upstream: ProxyBody) {
+        let mut spill: Option<Spill> = None;
+        let mut may_spill = self.spill.max > 0;
+        // A frame that waits for the spill to empty (trailers, or data past its bounds).
+        let mut held: Option<Result<Frame<Bytes>, BodyError>> = None;
+        let mut upstream_done = false;
+        // When the client last took bytes: send_timeout counts from there.
+        let mut progress = tokio::time::Instant::now();
+        let chunk = READ_BACK.min(self.limit).max(1);
         loop {
-            let frame = tokio::select! {
-                frame = upstream.frame() => frame,
-                _ = self.tx.closed() => return, // the client reset the stream
-            };
-            let Some(frame) = frame else { return };
-            let size = frame.as_ref().ok().and_then(Frame::data_ref).map_or(0, Bytes::len).min(self.limit);
-            let room = tokio::select! {
-                room = tokio::time::timeout(self.send_timeout, self.budget.acquire_many(size as u32)) => room,
-                _ = self.tx.closed() => return,
-            };
-            match room {
-                Ok(Ok(permit)) => permit.forget(),
-                _ => {
-                    let id = self.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
-                    tracing::info!(
-                        request_id = id,
-                        "HTTP/2 client took no response bytes for send_timeout; stream reset (client error)"
-                    );
-                    let _ = self.tx.send(Err(Box::new(SendTimedOut)));
-                    return; // dropping the upstream body frees its connection
+            let unread = spill.as_ref().map_or(0, Spill::unread);
+            if unread > 0 {
+                let room_to_spill = held.is_none() && !upstream_done && spill.as_ref().is_some_and(Spill::has_room);
+                let outcome = tokio::select! {
+                    frame = upstream.frame(), if room_to_spill => Step::Frame(frame),
+                    room = self.room(unread.min(chunk as u64) as usize, &mut progress) => Step::Room(room),
+                };
+                match outcome {
+                    Step::Frame(None) => upstream_done = true,
+                    Step::Frame(Some(Ok(frame))) if frame.is_data() => {
+                        let data = frame.into_data().unwrap_or_default();
+                        if let Some(file) = spill.as_mut() {
+                            if file.append(vec![data]).await.is_err() {
+                                return self.broken("spill file write failed");
+                            }
+                        }
+                    }
+                    Step::Frame(Some(frame)) => held = Some(frame),
+                    Step::Room(Err(Stop::Client)) => return,
+                    Step::Room(Ok(())) => {
+                        let Some(file) = spill.as_mut() else { return };
+                        let Ok(bytes) = file.read(chunk).await else { return self.broken("spill file read failed") };
+                        if self.tx.send(Ok(Frame::data(bytes))).is_err() {
+                            return;
+                        }
+                    }
                 }
+                continue;
+            }
+            // Memory again: what waited, then the upstream.
+            let frame = match held.take() {
+                Some(frame) => frame,
+                None if upstream_done => return,
+                None => {
+                    let frame = tokio::select! {
+                        frame = upstream.frame() => frame,
+                        _ = self.tx.closed() => return, // the client reset the stream
+                    };
+                    let Some(frame) = frame else { return };
+                    frame
+                }
+            };
+            let size = frame.as_ref().ok().and_then(Frame::data_ref).map_or(0, Bytes::len).min(self.limit);
+            if let Ok(permit) = self.budget.try_acquire_many(size as u32) {
+                permit.forget();
+                progress = tokio::time::Instant::now();
+            } else if may_spill && frame.as_ref().is_ok_and(Frame::is_data) {
+                if spill.is_none() {
+                    spill = Spill::open(&self.spool_dir, self.spill).await;
+                }
+                match spill.as_mut() {
+                    Some(file) if file.has_room() => {
+                        let data = frame.ok().and_then(|f| f.into_data().ok()).unwrap_or_default();
+                        if file.append(vec![data]).await.is_err() {
+                            return self.broken("spill file write failed");
+                        }
+                        continue;
+                    }
+                    _ => may_spill = false,
+                }
+                if self.room(size, &mut progress).await.is_err() {
+                    return;
+                }
+            } else if self.room(size, &mut progress).await.is_err() {
+                return;
             }
             if self.tx.send(frame).is_err() {
                 return;
             }
         }
     }
+
+    /// Waits until the client took enough for `size` more bytes in the channel; after
+    /// send_timeout since it last took any, resets the stream (the error reaches hyper).
+    async fn room(&self, size: usize, progress: &mut tokio::time::Instant) -> Result<(), Stop> {
+        let deadline = *progress + self.send_timeout;
+        let room = tokio::select! {
+            room = tokio::time::timeout_at(deadline, self.budget.acquire_many(size as u32)) => room,
+            _ = self.tx.closed() => return Err(Stop::Client),
+        };
+        match room {
+            Ok(Ok(permit)) => {
+                permit.forget();
+                *progress = tokio::time::Instant::now();
+                Ok(())
+            }
+            _ => {
+                let id = self.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
+                tracing::info!(request_id = id, "HTTP/2 client took no response bytes for send_timeout (client error)");
+                let _ = self.tx.send(Err(Box::new(SendTimedOut)));
+                self.stalled.notify_one();
+                Err(Stop::Client) // dropping the upstream body frees its connection
+            }
+        }
+    }
+
+    /// The spill file failed: the client sees a truncated body.
+    fn broken(&self, why: &'static str) {
+        let id = self.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
+        tracing::warn!(request_id = id, why, "response spill failed; the body is cut short");
+        let _ = self.tx.send(Err(why.into()));
+    }
+}
+
+/// What the pump waited for while spilled bytes were pending.
+enum Step {
+    Frame(Option<Result<Frame<Bytes>, BodyError>>),
+    Room(Result<(), Stop>),
 }
 
 fn poll_now(body: &mut ProxyBody) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {

@@ -48,7 +48,7 @@ pub(crate) async fn write(mut body: Streaming, dir: &Path) -> Result<SpooledBody
 }
 
 /// A new file only sluice can read, already unlinked.
-async fn create(dir: &Path) -> io::Result<File> {
+pub(crate) async fn create(dir: &Path) -> io::Result<File> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let name = format!("sluice-spool-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
     let path = dir.join(name);

@@ -44,8 +44,10 @@ pub(crate) struct Route {
     pub(crate) tunnel_idle_timeout: Duration,
     /// Request bodies up to this size are read whole before the upstream is contacted.
     pub(crate) request_buffer: u64,
-    /// Response bytes read ahead of a slow HTTP/1 client.
+    /// Response bytes read ahead of a slow client.
     pub(crate) response_buffer: u64,
+    /// Response bytes past that spilled to a file for a slow client, at most (0: never).
+    pub(crate) max_response_spool: u64,
     /// Larger request bodies get 413.
     pub(crate) max_request_body: u64,
     /// Bodies over request_buffer: streamed or spooled.
@@ -85,6 +87,10 @@ impl Snapshot {
                     tunnel_idle_timeout: r.tunnel_idle_timeout,
                     request_buffer: r.request_buffer,
                     response_buffer: r.response_buffer,
+                    max_response_spool: match r.large_responses {
+                        sluice_config::LargeResponses::Spool => r.max_response_spool,
+                        sluice_config::LargeResponses::Stream => 0,
+                    },
                     max_request_body: r.max_request_body,
                     large_request_bodies: r.large_request_bodies,
                     upgrades: r.upgrades.clone(),

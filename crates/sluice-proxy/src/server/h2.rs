@@ -52,9 +52,13 @@ where
     let (io, flooded) = H2Io::new(read, stream);
     let io = TokioIo::new(io);
     let (service_ctx, service_activity) = (Arc::clone(&ctx), Arc::clone(&activity));
+    // A stream whose client took no response bytes for send_timeout closes the connection.
+    let stalled = Arc::new(tokio::sync::Notify::new());
+    let service_stalled = Arc::clone(&stalled);
     let service = service_fn(move |request: Request<Incoming>| {
         let ctx = Arc::clone(&service_ctx);
         let inflight = InflightGuard::start(Arc::clone(&service_activity) as Arc<dyn RequestTracker>);
+        let stalled_tx = Arc::clone(&service_stalled);
         async move {
             if let Some(why) = malformed(&request) {
                 // RFC 9113 §8.1.1: a malformed request is a stream error; hyper resets
@@ -70,7 +74,7 @@ where
             if let Some(received) = received {
                 response.body_mut().count_request_body(received);
             }
-            proxy::read_ahead::for_http2(&mut response, &ctx.shared);
+            proxy::read_ahead::for_http2(&mut response, &ctx.shared, &stalled_tx);
             response.body_mut().track(inflight);
             Ok::<_, h2::Error>(response)
         }
@@ -111,6 +115,10 @@ where
                     }
                     _ => continue,
                 }
+            }
+            _ = stalled.notified() => {
+                tracing::info!(peer = %ctx.peer, "HTTP/2 client took no response bytes for send_timeout; connection closed (client error)");
+                return;
             }
             _ = ctx.shared.shutdown.wait() => {
                 // GOAWAY: no new streams; those in flight finish (bounded by the drain timeout).

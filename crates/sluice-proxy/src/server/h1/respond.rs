@@ -2,8 +2,9 @@
 //!
 //! The response body is read from the upstream ahead of the client, into at most the
 //! route's `response_buffer`, so a small response frees its upstream connection as
-//! soon as the upstream has sent it, however slowly the client reads; a client that
-//! takes no bytes for `send_timeout` is cut. A body that breaks off upstream is logged
+//! soon as the upstream has sent it, however slowly the client reads; past that, a
+//! large one is spilled to a file (`proxy::spill`, `large_responses = "spool"`), so
+//! it frees the connection too; a client that takes no bytes for `send_timeout` is cut. A body that breaks off upstream is logged
 //! with the request id, counted, and shown to the client as a truncation: what arrived
 //! is sent, then the connection closes without a terminating chunk.
 
@@ -26,6 +27,7 @@ use super::ClientStream;
 use crate::body::BodyError;
 use crate::http1;
 use crate::outcome::{End, Record};
+use crate::proxy::spill::{Spill, SpillLimit, READ_BACK};
 use crate::proxy::{ProxyBody, X_REQUEST_ID};
 use crate::runtime::ConnContext;
 
@@ -80,8 +82,16 @@ pub(super) async fn write_response<T: ClientStream>(
     let request_id = parts.headers.get(&X_REQUEST_ID).cloned();
     let status = parts.status;
     drop(parts);
-    let send_timeout = conn.shared.snapshot().server.send_timeout;
-    let body_cx = BodyContext { framing, accepts_trailers: cx.accepts_trailers, send_timeout };
+    let snapshot = conn.shared.snapshot();
+    let server = &snapshot.server;
+    let body_cx = BodyContext {
+        framing,
+        accepts_trailers: cx.accepts_trailers,
+        send_timeout: server.send_timeout,
+        spill: body.spill_limit(server.spool_max_total),
+        spool_dir: &server.spool_dir,
+    };
+    let send_timeout = server.send_timeout;
     let written = if framing == ResponseFraming::NoBody {
         write_timed(io, &head, send_timeout).await.map_err(WriteError::Client)
     } else if pump.is_active() {
@@ -133,10 +143,13 @@ pub(super) async fn write_response<T: ClientStream>(
 }
 
 /// How the body goes on the wire.
-struct BodyContext {
+struct BodyContext<'a> {
     framing: ResponseFraming,
     accepts_trailers: bool,
     send_timeout: Duration,
+    /// What may be spilled past the read-ahead buffer, and where.
+    spill: SpillLimit,
+    spool_dir: &'a std::path::Path,
 }
 
 /// Response bytes waiting for the client: small pieces coalesced, large frames as they are.
@@ -213,32 +226,38 @@ impl Outbox {
     }
 }
 
-/// The body read ahead of the client into at most the route's response buffer, while
-/// the client is written to as fast as it reads.
+/// The body read ahead of the client into at most the route's response buffer, and
+/// past it into a spill file when the route allows, while the client is written to as
+/// fast as it reads. Bytes go out in order: memory, then the spill, then memory again.
 async fn write_read_ahead<T: ClientStream>(
     io: &mut T,
     body: &mut ProxyBody,
     head: Vec<u8>,
-    cx: &BodyContext,
+    cx: &BodyContext<'_>,
 ) -> Result<(), WriteError> {
     let limit = (body.read_ahead() as usize).max(WRITE_COALESCE);
     let mut outbox = Outbox::new(head);
+    let mut spill = Spilling::new(cx.spill.max > 0);
     let mut ended = false;
     let mut last_progress = Instant::now();
     loop {
         // Take what the body already has, without waiting.
-        while !ended && outbox.len < limit {
+        while !ended && outbox.len < limit && spill.unread() == 0 {
             match poll_now(body) {
                 Poll::Ready(frame) => ended = take_frame(&mut outbox, frame, cx, io).await?,
                 Poll::Pending => break,
             }
         }
-        if ended {
+        if ended && spill.unread() == 0 {
             // The usual case for small responses: everything is here, one write.
             drain(io, &mut outbox, cx.send_timeout).await?;
             break;
         }
+        if outbox.is_empty() {
+            spill.refill(&mut outbox).await?;
+        }
         outbox.seal();
+        let in_memory = outbox.len < limit && spill.unread() == 0;
         tokio::select! {
             biased;
             written = io.write(outbox.front()), if !outbox.is_empty() => {
@@ -248,8 +267,12 @@ async fn write_read_ahead<T: ClientStream>(
                 }
                 last_progress = Instant::now();
             }
-            frame = body.frame(), if !ended && outbox.len < limit => {
-                ended = take_frame(&mut outbox, frame, cx, io).await?;
+            frame = body.frame(), if !ended && (in_memory || spill.has_room()) => {
+                ended = if in_memory {
+                    take_frame(&mut outbox, frame, cx, io).await?
+                } else {
+                    spill.take_frame(&mut outbox, frame, cx, io).await?
+                };
             }
             _ = tokio::time::sleep_until(last_progress + cx.send_timeout), if !outbox.is_empty() => {
                 return Err(WriteError::Client(io::ErrorKind::TimedOut.into()));
@@ -260,13 +283,85 @@ async fn write_read_ahead<T: ClientStream>(
     Ok(())
 }
 
+/// The spill of one HTTP/1 response: opened at the first frame that finds the memory
+/// buffer full, holding encoded bytes (chunk framing included).
+struct Spilling {
+    file: Option<Spill>,
+    /// The route allows it, and opening the file has not failed.
+    allowed: bool,
+}
+
+impl Spilling {
+    fn new(allowed: bool) -> Self {
+        Spilling { file: None, allowed }
+    }
+
+    fn unread(&self) -> u64 {
+        self.file.as_ref().map_or(0, Spill::unread)
+    }
+
+    /// Whether the next frame may go to the spill.
+    fn has_room(&self) -> bool {
+        match &self.file {
+            Some(file) => file.has_room(),
+            None => self.allowed,
+        }
+    }
+
+    /// Moves the next spilled bytes into the (empty) outbox.
+    async fn refill(&mut self, outbox: &mut Outbox) -> Result<(), WriteError> {
+        if let Some(file) = self.file.as_mut().filter(|f| f.unread() > 0) {
+            let bytes = file.read(READ_BACK).await.map_err(|e| WriteError::Upstream(Box::new(e)))?;
+            outbox.len += bytes.len();
+            outbox.queue.push_back(bytes);
+        }
+        Ok(())
+    }
+
+    /// Spills one frame (encoded); true at the end of the body. If no file can be
+    /// opened, the frame goes to memory and the response streams from then on. On an
+    /// upstream error, everything before it is sent first, as `take_frame` does.
+    async fn take_frame<T: ClientStream>(
+        &mut self,
+        outbox: &mut Outbox,
+        frame: Option<Result<Frame<Bytes>, BodyError>>,
+        cx: &BodyContext<'_>,
+        io: &mut T,
+    ) -> Result<bool, WriteError> {
+        if self.file.is_none() {
+            self.file = Spill::open(cx.spool_dir, cx.spill).await;
+            self.allowed = self.file.is_some();
+        }
+        let Some(file) = self.file.as_mut() else { return take_frame(outbox, frame, cx, io).await };
+        if let Some(Err(e)) = frame {
+            while file.unread() > 0 {
+                let _ = drain(io, outbox, cx.send_timeout).await;
+                let bytes = file.read(READ_BACK).await.unwrap_or_default();
+                if bytes.is_empty() {
+                    break;
+                }
+                outbox.len += bytes.len();
+                outbox.queue.push_back(bytes);
+            }
+            let _ = drain(io, outbox, cx.send_timeout).await;
+            return Err(WriteError::Upstream(e));
+        }
+        let mut encoded = Outbox::new(Vec::new());
+        let ended = take_frame(&mut encoded, frame, cx, io).await?;
+        encoded.seal();
+        let pieces: Vec<Bytes> = encoded.queue.into_iter().collect();
+        file.append(pieces).await.map_err(|e| WriteError::Upstream(Box::new(e)))?;
+        Ok(ended)
+    }
+}
+
 /// Adds one body frame to the outbox; true at the end of the body. On an upstream
 /// error, what is already queued is sent first (bounded by the send timeout), so the
 /// client sees a truncation, not a missing body.
 async fn take_frame<T: ClientStream>(
     outbox: &mut Outbox,
     frame: Option<Result<Frame<Bytes>, BodyError>>,
-    cx: &BodyContext,
+    cx: &BodyContext<'_>,
     io: &mut T,
 ) -> Result<bool, WriteError> {
     match frame {
@@ -299,7 +394,7 @@ async fn write_with_pump<T: ClientStream>(
     pump: &mut BodyPump,
     body: &mut ProxyBody,
     head: Vec<u8>,
-    cx: &BodyContext,
+    cx: &BodyContext<'_>,
 ) -> Result<(), WriteError> {
     let mut outbox = Outbox::new(head);
     let mut ended = false;
