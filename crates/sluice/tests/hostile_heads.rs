@@ -190,3 +190,38 @@ async fn malformed_http2_fields_and_schemes_reset_the_stream() {
     assert_eq!(client::send2(&mut h2, client::get2("/")).await.0.status, StatusCode::OK);
     assert_eq!(upstream.requests().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstreams_broken_framing_is_logged_as_the_upstreams() {
+    use support::raw::Answer;
+    let upstream = RawUpstream::start(|_| {
+        Answer::Close(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n".to_vec())
+    })
+    .await;
+    let sluice = Sluice::start(&simple_config(&[upstream.addr], ""));
+    let _ = roundtrip(sluice.addr, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let log = sluice.wait_for_log("upstream response body broke off");
+    let line = log.lines().find(|l| l.contains("upstream response body broke off")).expect("the line");
+    assert!(line.contains("malformed response from the upstream: invalid chunk size"), "{line}");
+    assert!(!log.contains("malformed request"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_heads_are_logged_as_read_never_as_a_made_up_get() {
+    let upstream = RawUpstream::ok().await;
+    let sluice = Sluice::start(&support::with_access_log(&simple_config(&[upstream.addr], "")));
+    let garbage = roundtrip(sluice.addr, b"GARBAGE\r\n\r\n").await;
+    assert_eq!(status_of(&garbage), "400");
+    let smuggle =
+        b"DELETE /x?y=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    assert_eq!(status_of(&roundtrip(sluice.addr, smuggle).await), "400");
+    let records = sluice.records(2);
+    let by_status = |method: &serde_json::Value| records.iter().find(|r| &r["method"] == method).cloned();
+    let garbage = by_status(&serde_json::Value::Null).expect("a record with no method");
+    assert_eq!(garbage["target"], serde_json::Value::Null, "{garbage}");
+    assert_eq!(garbage["status"], 400);
+    let smuggle = by_status(&serde_json::json!("DELETE")).expect("the DELETE's record");
+    assert_eq!(smuggle["target"], "/x?y=1", "{smuggle}");
+    assert_eq!(smuggle["status"], 400);
+    assert!(upstream.requests().is_empty());
+}

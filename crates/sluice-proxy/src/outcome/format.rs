@@ -24,7 +24,7 @@ pub(crate) fn json_line(o: &Outcome, out: &mut Vec<u8>) {
     socket_addr(out, o.client);
     out.push(b'"');
     // A method is a token (no quote or backslash); an extension method is checked anyway.
-    field(out, b",\"method\":", Some(o.method.as_str().as_bytes()));
+    field(out, b",\"method\":", o.method.as_ref().map(|m| m.as_str().as_bytes()));
     field(out, b",\"target\":", o.texts.get(Text::Target));
     raw_field(out, b",\"protocol\":", Some(protocol(o)));
     field(out, b",\"host\":", o.texts.get(Text::Host));
@@ -63,7 +63,7 @@ pub(crate) fn combined_line(o: &Outcome, out: &mut Vec<u8>) {
     out.extend_from_slice(b" - - [");
     clf_time(out, o.started_at);
     out.extend_from_slice(b"] \"");
-    out.extend_from_slice(o.method.as_str().as_bytes());
+    out.extend_from_slice(o.method.as_ref().map_or(&b"-"[..], |m| m.as_str().as_bytes()));
     out.push(b' ');
     quoted_text(out, o.texts.get(Text::Target).unwrap_or(b"-"));
     out.push(b' ');

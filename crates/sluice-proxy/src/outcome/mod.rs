@@ -71,7 +71,8 @@ pub(crate) struct Outcome {
     pub(crate) client: SocketAddr,
     pub(crate) started_at: SystemTime,
     started: Instant,
-    pub(crate) method: Method,
+    /// None when the request head could not be read far enough to know it.
+    pub(crate) method: Option<Method>,
     pub(crate) version: Version,
     pub(crate) route: Option<Arc<str>>,
     pub(crate) upstream: Option<Arc<str>>,
@@ -202,7 +203,7 @@ impl Outcome {
             client: SocketAddr::from(([0, 0, 0, 0], 0)),
             started_at: SystemTime::UNIX_EPOCH,
             started: Instant::now(),
-            method: Method::GET,
+            method: None,
             version: Version::HTTP_11,
             route: None,
             upstream: None,
@@ -228,7 +229,7 @@ impl Outcome {
         self.texts.set(Text::RequestId, request_id.as_bytes());
         self.client = client;
         self.started = Instant::now();
-        self.method = Method::GET;
+        self.method = None;
         self.version = Version::HTTP_11;
         self.route = None;
         self.upstream = None;
@@ -299,11 +300,28 @@ impl Outcome {
         self.worker = *worker;
     }
 
+    /// For a head the connection refused: the method and target of its request line, if
+    /// it had the shape of one (`METHOD TARGET ...`); otherwise both stay unknown (null
+    /// in the access log), never made up.
+    pub(crate) fn describe_refused(&mut self, raw: &[u8]) {
+        let start = raw.iter().position(|b| *b != b'\r' && *b != b'\n').unwrap_or(raw.len());
+        let raw = &raw[start..];
+        let line = &raw[..raw.iter().position(|b| *b == b'\n').unwrap_or(raw.len())];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let mut parts = line.split(|b| *b == b' ');
+        let method = parts.next().filter(|m| !m.is_empty() && m.len() <= 32).and_then(|m| Method::from_bytes(m).ok());
+        let target = parts.next().filter(|t| !t.is_empty());
+        if let (Some(method), Some(target)) = (method, target) {
+            self.method = Some(method);
+            self.texts.set(Text::Target, target);
+        }
+    }
+
     /// The request's line and the headers the access log shows. Only copied when some
     /// reader of records shows text (`Outcomes::shows_text`): without an access log, a
     /// request skips the lookups and copies.
     pub(crate) fn describe<B>(&mut self, request: &http::Request<B>) {
-        self.method = request.method().clone();
+        self.method = Some(request.method().clone());
         self.version = request.version();
         let uri = request.uri();
         match (uri.scheme_str(), uri.authority(), uri.path_and_query()) {

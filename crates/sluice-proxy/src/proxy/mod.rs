@@ -64,10 +64,12 @@ pub(crate) async fn handle(conn: Arc<ConnContext>, mut request: Request<RequestB
     response
 }
 
-/// The response for a request the connection layer could not read, with its record.
-pub(crate) fn client_error_response(conn: &ConnContext, error: ClientError) -> Response<ProxyBody> {
+/// The response for a request the connection layer could not read, with its record;
+/// `raw` is what was read of it.
+pub(crate) fn client_error_response(conn: &ConnContext, error: ClientError, raw: &[u8]) -> Response<ProxyBody> {
     let request_id = headers::new_request_id();
     let mut record = Record::begin(conn.peer, &request_id, &conn.shared.outcomes);
+    record.outcome().describe_refused(raw);
     let mut response = error_response(&ProxyError::Client(error), record.outcome(), false);
     record.outcome().status = response.status().as_u16();
     response.headers_mut().insert(X_REQUEST_ID.clone(), request_id);

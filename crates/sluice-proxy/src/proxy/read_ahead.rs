@@ -43,7 +43,8 @@ pub(crate) struct Detached {
 
 /// Reads `response`'s body ahead of an HTTP/2 client (see the module comment).
 /// `stalled` is the connection's: told when a stream's client took nothing for
-/// send_timeout (hyper holds a chunk it cannot send and never asks the body again, so
+/// send_timeout and the stream could not even be reset for another send_timeout (a
+/// zero window: hyper holds a chunk it cannot send and never asks the body again, so
 /// only closing the connection frees what the stream holds, as nginx's send_timeout
 /// does).
 pub(crate) fn for_http2(response: &mut Response<ProxyBody>, shared: &Arc<Shared>, stalled: &Arc<Notify>) {
@@ -220,7 +221,16 @@ impl Pump {
                 let id = self.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
                 tracing::info!(request_id = id, "HTTP/2 client took no response bytes for send_timeout (client error)");
                 let _ = self.tx.send(Err(Box::new(SendTimedOut)));
-                self.stalled.notify_one();
+                // hyper resets the stream when it next polls the body; a client whose
+                // window keeps hyper from ever polling it again has its connection
+                // closed after another send_timeout.
+                let (tx, stalled, grace) = (self.tx.clone(), Arc::clone(&self.stalled), self.send_timeout);
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = tx.closed() => {}
+                        _ = tokio::time::sleep(grace) => stalled.notify_one(),
+                    }
+                });
                 Err(Stop::Client) // dropping the upstream body frees its connection
             }
         }

@@ -339,7 +339,7 @@ fn parse_response(
         let spans = FieldSpans::of(buf, response.headers);
         // Header values become slices of the head's bytes rather than copies.
         let head = buf.split_to(len).freeze();
-        let mut headers = spans.header_map(&head).map_err(|e| invalid(&e.to_string()))?;
+        let mut headers = spans.header_map(&head).map_err(malformed_response)?;
         if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
             *continued |= status == StatusCode::CONTINUE;
             continue; // 100 Continue, 103 Early Hints: the final response follows
@@ -380,7 +380,7 @@ fn response_framing(status: StatusCode, headers: &mut HeaderMap, head_request: b
         };
         return Ok((framing, ambiguous));
     }
-    let length = http1::content_length(headers).map_err(|e| invalid(&e.to_string()))?;
+    let length = http1::content_length(headers).map_err(malformed_response)?;
     if let Some((n, true)) = length {
         headers.insert(CONTENT_LENGTH, n.into());
     }
@@ -391,6 +391,18 @@ fn response_framing(status: StatusCode, headers: &mut HeaderMap, head_request: b
         None => Framing::UntilClose,
     };
     Ok((framing, false))
+}
+
+/// A framing or field error of the shared HTTP/1 rules, said of a response (their
+/// messages are written for requests, which the server side gets far more of).
+fn malformed_response(error: http1::HeadError) -> io::Error {
+    match error {
+        http1::HeadError::Malformed(why) | http1::HeadError::NotImplemented(why) => {
+            invalid(&format!("malformed response from the upstream: {why}"))
+        }
+        http1::HeadError::TooLarge => invalid("response head or trailers from the upstream too large"),
+        other => invalid(&format!("malformed response from the upstream: {other}")),
+    }
 }
 
 fn invalid(why: &str) -> io::Error {
@@ -433,7 +445,7 @@ impl Body for H1Body {
                 Ok(decoded) => decoded,
                 Err(e) => {
                     this.lease = None;
-                    return Poll::Ready(Some(Err(e.into())));
+                    return Poll::Ready(Some(Err(malformed_response(e).into())));
                 }
             };
             match decoded {
@@ -457,7 +469,7 @@ impl Body for H1Body {
                     }
                     Err(e) => {
                         this.lease = None;
-                        return Poll::Ready(Some(Err(e.into())));
+                        return Poll::Ready(Some(Err(malformed_response(e).into())));
                     }
                 },
                 Ok(_) => {}

@@ -63,7 +63,7 @@ pub(crate) fn encode(resource: &Resource, batch: &[Box<Outcome>], out: &mut Vec<
 }
 
 fn server_span(o: &Outcome, span_id: &[u8; 16], parent: Option<&[u8; 16]>, out: &mut Vec<u8>, first: &mut bool) {
-    let method = o.method.as_str().as_bytes();
+    let method = o.method.as_ref().map_or(&b"HTTP"[..], |m| m.as_str().as_bytes());
     let name: &[&[u8]] = match &o.route {
         Some(route) => &[method, b" ", route.as_bytes()],
         None => &[method],
@@ -126,7 +126,7 @@ fn client_span(
     out: &mut Vec<u8>,
     first: &mut bool,
 ) {
-    let method = o.method.as_str().as_bytes();
+    let method = o.method.as_ref().map_or(&b"HTTP"[..], |m| m.as_str().as_bytes());
     let upstream = o.upstream.as_deref().unwrap_or("upstream").as_bytes();
     let span_id = try_span_id(request_span, index);
     let head = SpanHead {

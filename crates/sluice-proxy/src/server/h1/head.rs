@@ -59,18 +59,38 @@ pub(crate) fn parse(buf: &mut BytesMut) -> Result<Option<RequestHead>, HeadError
     let spans = FieldSpans::of(buf, request.headers);
     // The head's bytes become shared: header values and the URI are slices of them.
     let head = buf.split_to(len).freeze();
-    let target = head.slice(path_range);
+    match build(&head, path_range, &spans, method, version) {
+        Ok(parsed) => Ok(Some(parsed)),
+        Err(e) => {
+            // Refused: the bytes go back, so that the record can say what was read.
+            let mut restored = BytesMut::from(&head[..]);
+            restored.unsplit(std::mem::take(buf));
+            *buf = restored;
+            Err(e)
+        }
+    }
+}
+
+/// The request head from its parsed parts, checked for one authority and its framing.
+fn build(
+    head: &bytes::Bytes,
+    path_range: std::ops::Range<usize>,
+    spans: &FieldSpans,
+    method: Method,
+    version: Version,
+) -> Result<RequestHead, HeadError> {
+    let target = head.get(path_range).map(|t| head.slice_ref(t)).unwrap_or_default();
     let uri = match Uri::from_maybe_shared(target.clone()) {
         Ok(uri) => uri,
         Err(_) => tolerant_target(&target).ok_or(HeadError::Malformed("invalid request target"))?,
     };
-    let mut headers = spans.header_map(&head)?;
+    let mut headers = spans.header_map(head)?;
     resolve_host(&mut headers, &uri, version)?;
     let framing = framing(&mut headers, version)?;
     let keep_alive = crate::http1::keep_alive(&headers, version);
     let expect_continue = headers.get(EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let accepts_trailers = has_token(&headers, &TE, "trailers");
-    Ok(Some(RequestHead { method, uri, version, headers, framing, keep_alive, expect_continue, accepts_trailers }))
+    Ok(RequestHead { method, uri, version, headers, framing, keep_alive, expect_continue, accepts_trailers })
 }
 
 /// A target with `"`, `<`, `>` or `` ` `` sent unencoded, as real clients send JSON and

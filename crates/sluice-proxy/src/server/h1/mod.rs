@@ -235,12 +235,12 @@ async fn request_cycle<T: ClientStream>(
             return Cycle::Close;
         }
         Ok(HeadRead::Invalid(error)) => {
-            let _ = write_error(io, proxy::client_error_response(ctx, error.into())).await;
+            let _ = write_error(io, proxy::client_error_response(ctx, error.into(), &buf)).await;
             return Cycle::Close;
         }
         Err(_) => {
             tracing::debug!(peer = %ctx.peer, "closing: request head not received within header_read_timeout");
-            let _ = write_error(io, proxy::client_error_response(ctx, proxy::ClientError::HeadTimeout)).await;
+            let _ = write_error(io, proxy::client_error_response(ctx, proxy::ClientError::HeadTimeout, &buf)).await;
             return Cycle::Close;
         }
     };
