@@ -45,7 +45,15 @@ pub(crate) struct Cache {
     shared: Option<SharedTier>,
     flights: Arc<Flights>,
     pub(crate) stats: CacheStats,
+    /// Work no client waits for (a body read into the cache after a HEAD or a 304, a
+    /// stale-while-revalidate refresh) holds a permit: at most `BACKGROUND_TASKS` at
+    /// once, and a drain waits for them (`Cache::drained`).
+    background: Arc<tokio::sync::Semaphore>,
 }
+
+/// Background fetches and drains at once, at most; past it they are not started (the
+/// upstream connection of a body nobody waits for is closed instead).
+pub(crate) const BACKGROUND_TASKS: usize = 64;
 
 impl Cache {
     /// The cache for `config`; an error names a shared-tier setting that cannot be used.
@@ -57,7 +65,23 @@ impl Cache {
             flights: Arc::default(),
             stats: CacheStats::default(),
             config: config.clone(),
+            background: Arc::new(tokio::sync::Semaphore::new(BACKGROUND_TASKS)),
         }))
+    }
+
+    /// A permit for background work, if one is free.
+    pub(crate) fn background_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        Arc::clone(&self.background).try_acquire_owned().ok()
+    }
+
+    /// Background work running now.
+    pub(crate) fn background_running(&self) -> usize {
+        BACKGROUND_TASKS - self.background.available_permits()
+    }
+
+    /// Resolves when no background work runs (for the drain at shutdown).
+    pub(crate) async fn drained(&self) {
+        let _all = self.background.acquire_many(BACKGROUND_TASKS as u32).await;
     }
 
     pub(crate) fn heuristic(&self) -> Option<Heuristic> {

@@ -357,7 +357,12 @@ fn store_while_streaming(
             cache::date_field(&parts.headers, &LAST_MODIFIED),
         );
     if asked.head || not_modified {
-        drain_in_background(body);
+        // The body is read for the cache alone: only when it will be stored, and within
+        // the background bound; otherwise dropping it closes its upstream connection
+        // (reading 16 MiB that nobody stores cost the pool a connection for as long).
+        if stored {
+            drain_in_background(cache, body);
+        }
         if not_modified {
             return not_modified_response(&parts.headers);
         }
@@ -388,14 +393,17 @@ fn storable(cache: &Cache, parts: &http::response::Parts, facts: &Facts, asked: 
     Ok(())
 }
 
-/// Reads a body to its end with no client, so that its fill stores it.
-fn drain_in_background(mut body: ProxyBody) {
+/// Reads a body to its end with no client, so that its fill stores it; under the
+/// cache's background bound (else the body is dropped: not stored, connection closed).
+fn drain_in_background(cache: &Cache, mut body: ProxyBody) {
+    let Some(permit) = cache.background_permit() else { return };
     tokio::spawn(async move {
         while let Some(frame) = body.frame().await {
             if frame.is_err() {
                 break;
             }
         }
+        drop(permit);
     });
 }
 
@@ -408,9 +416,11 @@ fn refresh_in_background(
     entry: Arc<Entry>,
     lead: Lead,
 ) {
+    let Some(permit) = cache.background_permit() else { return }; // the stale entry keeps serving
     let cache = Arc::clone(cache);
     add_validators(&mut request, &entry);
     tokio::spawn(async move {
+        let _permit = permit;
         let mut record = origin.record();
         let asked = Asked {
             key: entry.key.to_string(),

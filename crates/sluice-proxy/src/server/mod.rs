@@ -125,7 +125,15 @@ impl Server {
         let open = max - self.limit.available_permits();
         tracing::info!(open, "listeners closed; draining the open connections");
         let all = self.limit.acquire_many(max as u32);
-        let drained = tokio::time::timeout(self.settings.drain_timeout, all).await.is_ok();
+        let started = tokio::time::Instant::now();
+        let mut drained = tokio::time::timeout(self.settings.drain_timeout, all).await.is_ok();
+        if let Some(cache) = self.process.cache.as_ref().filter(|c| c.background_running() > 0) {
+            // Bodies read into the cache and refreshes no client waits for: within the
+            // same drain timeout.
+            tracing::info!(running = cache.background_running(), "draining the cache's background fetches");
+            let left = self.settings.drain_timeout.saturating_sub(started.elapsed());
+            drained &= tokio::time::timeout(left, cache.drained()).await.is_ok();
+        }
         if drained {
             tracing::info!("drained: every connection finished");
         } else {

@@ -1,0 +1,113 @@
+//! Cache edge cases met with real traffic (issue 18 §3): HEADs for bodies that will not
+//! be stored, an `Age` list, and what the origin sees.
+
+mod support;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use hyper::body::{Body, Frame, Incoming};
+use support::client::{self, send1};
+use support::upstream::{full, Upstream};
+use support::Sluice;
+
+/// A body that never ends: 16 KiB every 5 ms, counting what it sent.
+struct Trickle {
+    sent: Arc<AtomicU64>,
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Body for Trickle {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Some(pause) = self.pause.as_mut() {
+            std::task::ready!(pause.as_mut().poll(cx));
+        }
+        self.pause = Some(Box::pin(tokio::time::sleep(Duration::from_millis(5))));
+        self.sent.fetch_add(16 * 1024, Ordering::Relaxed);
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(vec![b'x'; 16 * 1024])))))
+    }
+}
+
+/// `/nostore`: a `no-store` response whose body never ends; `/aged`: `max-age=3600`
+/// with `Age: 7200, 0` (already stale); anything else: "ok". Counts `/aged` fetches.
+async fn origin(sent: Arc<AtomicU64>) -> Upstream {
+    Upstream::start(move |req: Request<Incoming>| {
+        let sent = Arc::clone(&sent);
+        async move {
+            if req.uri().path() == "/aged" {
+                sent.fetch_add(1, Ordering::Relaxed);
+                return Response::builder()
+                    .header("cache-control", "max-age=3600")
+                    .header("age", "7200, 0")
+                    .body(full("aged"))
+                    .expect("response");
+            }
+            if req.uri().path() == "/nostore" {
+                let body = http_body_util::BodyExt::boxed(Trickle { sent, pause: None });
+                return Response::builder().header("cache-control", "no-store").body(body).expect("response");
+            }
+            Response::new(full("ok"))
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_head_for_a_body_that_will_not_be_stored_frees_its_upstream_connection() {
+    let sent = Arc::new(AtomicU64::new(0));
+    let upstream = origin(Arc::clone(&sent)).await;
+    let config = format!(
+        "[server]\nworker_threads = 1\n\n[[listener]]\naddress = \"127.0.0.1:0\"\n\n\
+         [[route]]\npath_prefix = \"/nostore\"\nupstream = \"up\"\ncache = true\n\n\
+         [[route]]\nupstream = \"up\"\n\n\
+         [upstream.up]\nendpoints = [\"{}\"]\npool = {{ max_connections = 2, wait_timeout = \"300ms\" }}\n\n[cache]\n",
+        upstream.addr
+    );
+    let sluice = Sluice::start(&config);
+    let mut conn = client::h1(sluice.addr).await;
+    for i in 0..10 {
+        let head = Request::head("/nostore").header("host", "x").body(full("")).expect("request");
+        let (parts, body) = send1(&mut conn, head).await;
+        assert_eq!(parts.status, StatusCode::OK, "HEAD {i}");
+        assert!(body.is_empty());
+        assert!(parts.headers["cache-status"].to_str().unwrap_or("").contains("detail=no-store"));
+        // Another route on the same pool of 2 still gets a connection.
+        let (parts, _) = send1(&mut conn, client::get("/other")).await;
+        assert_eq!(parts.status, StatusCode::OK, "GET after HEAD {i}: the pool was not held by a drain");
+    }
+    // The bodies were not read on: a few frames each, not a drain without end.
+    let before = sent.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(300)).await; // time passing is what is tested
+    let after = sent.load(Ordering::Relaxed);
+    assert!(after - before < 1024 * 1024, "the origin kept sending {} bytes after the HEADs", after - before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_age_list_counts_by_its_first_member() {
+    let fetched = Arc::new(AtomicU64::new(0));
+    let upstream = origin(Arc::clone(&fetched)).await;
+    let config = format!(
+        "[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\nupstream = \"up\"\ncache = true\n\n\
+         [upstream.up]\nendpoints = [\"{}\"]\n\n[cache]\n",
+        upstream.addr
+    );
+    let sluice = Sluice::start(&config);
+    let mut conn = client::h1(sluice.addr).await;
+    for _ in 0..2 {
+        let (parts, _) = send1(&mut conn, client::get("/aged")).await;
+        assert_eq!(parts.status, StatusCode::OK);
+        let status = parts.headers["cache-status"].to_str().unwrap_or("").to_string();
+        assert!(!status.contains("hit"), "Age 7200 with max-age=3600 is stale, never a hit: {status}");
+    }
+    assert_eq!(fetched.load(Ordering::Relaxed), 2, "RFC 9111 §5.1 (cache-tests age-parse-suffix)");
+}
