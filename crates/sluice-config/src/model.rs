@@ -340,7 +340,9 @@ pub struct CacheConfig {
     pub store_set_cookie: bool,
     /// Concurrent misses for one key send one upstream request. Default true.
     pub coalesce: bool,
-    /// How long a coalesced request waits for the first one's response. Default 5s.
+    /// How long an instance waits for another instance's fetch of the same key (the
+    /// cross-instance lock's hold and poll). Within one instance, a coalesced request
+    /// waits for the first one's response as long as that fetch takes. Default 5s.
     pub coalesce_wait: Duration,
     /// Clients that may send PURGE. Default: loopback only.
     pub purge_from: Vec<IpNetwork>,

@@ -111,3 +111,49 @@ async fn an_age_list_counts_by_its_first_member() {
     }
     assert_eq!(fetched.load(Ordering::Relaxed), 2, "RFC 9111 §5.1 (cache-tests age-parse-suffix)");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_origin_slower_than_coalesce_wait_is_still_asked_once() {
+    let fetched = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&fetched);
+    let upstream = Upstream::start(move |_req: Request<Incoming>| {
+        let counter = Arc::clone(&counter);
+        async move {
+            counter.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(1_200)).await; // slower than coalesce_wait
+            Response::builder().header("cache-control", "max-age=60").body(full("slow")).expect("response")
+        }
+    })
+    .await;
+    let config = format!(
+        "[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\nupstream = \"up\"\ncache = true\n\n\
+         [upstream.up]\nendpoints = [\"{}\"]\n\n[cache]\ncoalesce_wait = \"200ms\"\n",
+        upstream.addr
+    );
+    let sluice = Sluice::start(&config);
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let addr = sluice.addr;
+        tasks.push(tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let (parts, body) = if i % 2 == 0 {
+                let mut conn = client::h1(addr).await;
+                send1(&mut conn, client::get("/slow")).await
+            } else {
+                let mut conn = client::h2(addr).await;
+                client::send2(&mut conn, client::get2("/slow")).await
+            };
+            (parts.status, body, started.elapsed())
+        }));
+    }
+    let mut slowest = Duration::ZERO;
+    for task in tasks {
+        let (status, body, took) = task.await.expect("task");
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"slow"[..]));
+        slowest = slowest.max(took);
+    }
+    assert_eq!(fetched.load(Ordering::Relaxed), 1, "one origin request for 50 concurrent misses");
+    println!(
+        "slowest of 50 clients: {slowest:?} (the origin takes 1.2 s; before: wait 0.2 s, then its own 1.2 s fetch)"
+    );
+}

@@ -123,16 +123,19 @@ impl Drop for Lead {
     }
 }
 
-/// Waits for the leader, at most `wait`; None when it failed, was not storable, or
-/// took too long.
-pub(crate) async fn follow(mut landing: watch::Receiver<Landing>, wait: Duration) -> Option<Arc<Entry>> {
-    let landed = tokio::time::timeout(wait, landing.wait_for(|l| !matches!(l, Landing::Pending))).await;
+/// Waits for the leader as long as its fetch takes (bounded by the route's timeout to
+/// the response head, and by read_timeout and max_object while its body is stored);
+/// None when it failed or was not storable. No wait of its own: a follower that gave
+/// up on a leader slower than a fixed wait would go to the origin with all the others
+/// at once (a stampede) after having waited for nothing.
+pub(crate) async fn follow(mut landing: watch::Receiver<Landing>) -> Option<Arc<Entry>> {
+    let landed = landing.wait_for(|l| !matches!(l, Landing::Pending)).await;
     match landed {
-        Ok(Ok(landing)) => match &*landing {
+        Ok(landing) => match &*landing {
             Landing::Stored(entry) => Some(Arc::clone(entry)),
             _ => None,
         },
-        _ => None,
+        Err(_) => None,
     }
 }
 

@@ -186,7 +186,7 @@ async fn followed(
     outcome: &mut Outcome,
     status: &str,
 ) -> Option<Response<ProxyBody>> {
-    let entry = cache::follow(landing, cache.config.coalesce_wait).await?;
+    let entry = cache::follow(landing).await?;
     if !entry.matches(request.headers()) {
         return None;
     }
