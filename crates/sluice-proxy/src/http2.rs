@@ -2,6 +2,12 @@
 //! without owning the connection (hyper does): the client side's flood budget
 //! (`server::h2_io`) and the upstream side's stream limit (`upstream::h2_settings`).
 
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// An empty SETTINGS (the server preface) and GOAWAY(last stream 0, PROTOCOL_ERROR):
+/// RFC 9113 §3.4 makes an invalid preface a connection error of that type.
+pub(crate) const PREFACE_ERROR: &[u8] = b"\0\0\0\x04\0\0\0\0\0\0\0\x08\x07\0\0\0\0\0\0\0\0\0\0\0\0\x01";
+
 pub(crate) const FRAME_HEADER_LEN: usize = 9;
 pub(crate) const TYPE_HEADERS: u8 = 0x1;
 pub(crate) const TYPE_SETTINGS: u8 = 0x4;

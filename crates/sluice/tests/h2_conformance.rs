@@ -217,3 +217,21 @@ async fn a_ping_flood_gets_goaway_enhance_your_calm_and_the_connection_ends() {
     assert_eq!(&goaway.2[4..8], &[0, 0, 0, 0x0b], "ENHANCE_YOUR_CALM");
     sluice.wait_for_log("flooding PING/SETTINGS");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invalid_preface_on_an_http2_only_listener_gets_goaway_protocol_error() {
+    let upstream = RawUpstream::ok().await;
+    let config = simple_config(&[upstream.addr], "")
+        .replace("address = \"127.0.0.1:0\"\n", "address = \"127.0.0.1:0\"\nprotocol = \"http2\"\n");
+    let sluice = Sluice::start(&config);
+    // h2spec 3.5/2: an invalid connection preface.
+    let mut stream = TcpStream::connect(sluice.addr).await.expect("connect");
+    stream.write_all(b"INVALID CONNECTION PREFACE\r\n\r\n").await.expect("write");
+    let frames = read_frames(&mut stream, |(kind, ..)| *kind == GOAWAY).await;
+    let goaway = frames.iter().find(|(kind, ..)| *kind == GOAWAY).expect("a GOAWAY");
+    assert_eq!(&goaway.3[4..8], &[0, 0, 0, 1], "PROTOCOL_ERROR: {frames:?}");
+    // A valid preface on the same listener is served.
+    let mut h2 = support::client::h2(sluice.addr).await;
+    let (parts, _) = support::client::send2(&mut h2, support::client::get2("/")).await;
+    assert_eq!(parts.status, 200);
+}

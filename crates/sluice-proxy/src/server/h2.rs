@@ -19,6 +19,7 @@ use super::activity::{ConnActivity, Expiry};
 use super::conn::ListenerContext;
 use super::h2_io::H2Io;
 use crate::body::RequestBody;
+use crate::http2::{PREFACE, PREFACE_ERROR};
 use crate::proxy::{self, InflightGuard, RequestTracker};
 use crate::runtime::ConnContext;
 use crate::stats::Counters;
@@ -28,6 +29,44 @@ pub(crate) fn builder() -> http2::Builder<TokioExecutor> {
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder.timer(TokioTimer::new()).max_concurrent_streams(256);
     builder
+}
+
+/// Reads the client's first bytes until they are (or cannot be) the connection
+/// preface; they stay in `read` for hyper. False for anything else, a close or a
+/// timeout. hyper, given a wrong preface, answers SETTINGS and closes with the rest
+/// unread (a TCP reset, no GOAWAY: h2spec 3.5/2).
+async fn preface_is_valid<T: AsyncRead + Unpin>(
+    stream: &mut T,
+    read: &mut BytesMut,
+    timeout: std::time::Duration,
+) -> bool {
+    use tokio::io::AsyncReadExt;
+    let reading = async {
+        while read.len() < PREFACE.len() {
+            if !PREFACE.starts_with(&read[..]) {
+                return false;
+            }
+            match stream.read_buf(read).await {
+                Ok(n) if n > 0 => {}
+                _ => return false,
+            }
+        }
+        read.starts_with(PREFACE)
+    };
+    tokio::time::timeout(timeout, reading).await.unwrap_or(false)
+}
+
+/// RFC 9113 §3.4: SETTINGS and GOAWAY(PROTOCOL_ERROR), then a lingering close (what
+/// the client sent is read and dropped for a moment, so the close does not become a
+/// reset that destroys the GOAWAY on its way).
+async fn refuse_preface<T: AsyncRead + AsyncWrite + Unpin>(mut stream: T) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if stream.write_all(PREFACE_ERROR).await.is_err() || stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = [0u8; 4096];
+    let drain = async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
 }
 
 /// What RFC 9113 §8.2.1 and §8.3.1 call malformed and the h2 crate lets through: a
@@ -41,11 +80,19 @@ fn malformed(request: &Request<Incoming>) -> Option<&'static str> {
 }
 
 /// Serves one HTTP/2 connection until it closes, idles out, or drains on shutdown.
-/// `read` holds bytes already read from `stream` (the h2c preface), served first.
-pub(crate) async fn serve<T>(stream: T, read: BytesMut, ctx: Arc<ConnContext>, listener: Arc<ListenerContext>)
+/// `read` holds bytes already read from `stream` (the h2c preface), served first;
+/// when it is empty (HTTP/2-only listeners, ALPN h2), the preface is checked here.
+pub(crate) async fn serve<T>(mut stream: T, mut read: BytesMut, ctx: Arc<ConnContext>, listener: Arc<ListenerContext>)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    if read.is_empty() {
+        let timeout = ctx.shared.snapshot().server.header_read_timeout;
+        if !preface_is_valid(&mut stream, &mut read, timeout).await {
+            tracing::debug!(peer = %ctx.peer, "invalid HTTP/2 connection preface; GOAWAY(PROTOCOL_ERROR)");
+            return refuse_preface(stream).await;
+        }
+    }
     let counters = Arc::clone(&ctx.shared.counters);
     let _open = crate::stats::Open::count(&counters.open_http2);
     let activity = Arc::new(ConnActivity::new());

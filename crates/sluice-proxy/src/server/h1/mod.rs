@@ -42,13 +42,12 @@ use respond::{write_error, ResponseContext};
 use sluice_config::ListenerProtocol;
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4): an h2c client with prior knowledge.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const H2_PREFACE: &[u8] = crate::http2::PREFACE;
 /// The preface's first line: a connection that starts with it and then differs is a
 /// broken HTTP/2 client, not an HTTP/1 request.
 const H2_PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0\r\n";
-/// An empty SETTINGS (the server preface) and GOAWAY(last stream 0, PROTOCOL_ERROR):
-/// RFC 9113 §3.4 makes an invalid preface a connection error of that type.
-const H2_PREFACE_ERROR: &[u8] = b"\0\0\0\x04\0\0\0\0\0\0\0\x08\x07\0\0\0\0\0\0\0\0\0\0\0\0\x01";
+/// SETTINGS and GOAWAY(PROTOCOL_ERROR) for an invalid preface.
+const H2_PREFACE_ERROR: &[u8] = crate::http2::PREFACE_ERROR;
 /// After a response whose request body was left unread, the client's remaining bytes
 /// are read and dropped for up to this long before closing (nginx's lingering_close),
 /// so that the close does not turn into a reset that destroys the response in flight.
