@@ -241,3 +241,39 @@ async fn an_http2_client_that_stops_reading_is_cut_after_send_timeout() {
     let rest = http_body_util::BodyExt::collect(stalled.into_body()).await;
     assert!(rest.is_err(), "the stalled stream was reset");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chunked_upload_waiting_for_100_continue_hears_the_upstreams_refusal_first() {
+    let upstream = refusing_upstream().await;
+    let sluice = Sluice::start(&simple_config(&[upstream.addr], ""));
+    for _ in 0..6 {
+        let mut stream = TcpStream::connect(sluice.addr).await.expect("connect");
+        stream
+            .write_all(b"PUT /big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n")
+            .await
+            .expect("write head");
+        // Nothing of the body is sent: the client waits, as curl does, for 100 or an answer.
+        let text = String::from_utf8_lossy(&read_until(&mut stream, "too large\n").await).into_owned();
+        assert!(text.starts_with("HTTP/1.1 413 "), "the upstream's answer, with no 100 from sluice first: {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chunked_upload_waiting_for_100_continue_gets_the_upstreams_go_ahead() {
+    let upstream = Upstream::start(|req: Request<Incoming>| async move {
+        let n = support::upstream::count_body(req.into_body()).await;
+        http::Response::new(full(format!("got {n}")))
+    })
+    .await;
+    let sluice = Sluice::start(&simple_config(&[upstream.addr], ""));
+    let mut stream = TcpStream::connect(sluice.addr).await.expect("connect");
+    stream
+        .write_all(b"PUT /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n")
+        .await
+        .expect("write head");
+    let go = String::from_utf8_lossy(&read_until(&mut stream, "\r\n\r\n").await).into_owned();
+    assert!(go.starts_with("HTTP/1.1 100 Continue\r\n"), "{go}");
+    stream.write_all(b"5\r\nhello\r\n0\r\n\r\n").await.expect("body");
+    let text = String::from_utf8_lossy(&read_until(&mut stream, "got 5").await).into_owned();
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+}

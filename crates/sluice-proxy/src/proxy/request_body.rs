@@ -35,7 +35,11 @@ pub(crate) async fn admit(
     }
     let (mut parts, body) = request.into_parts();
     let mut streaming = Streaming { prefix: VecDeque::new(), inner: body, limits, received: 0, waiting: None };
-    if declared.is_some_and(|n| n > limits.buffer) {
+    // A body of unknown size whose client waits for a go-ahead streams too, so that the
+    // upstream gives it (or refuses) rather than sluice inviting an upload the upstream
+    // may not want: a chunked upload to an upstream answering 413 sent 0.1-5.5 MB first.
+    let waits_for_go_ahead = declared.is_none() && expects_continue(&parts.headers);
+    if declared.is_some_and(|n| n > limits.buffer) || (waits_for_go_ahead && limits.large == LargeBodies::Stream) {
         return large(parts, streaming, spool_dir).await;
     }
     let mut chunks = VecDeque::new();
@@ -58,6 +62,10 @@ pub(crate) async fn admit(
     }
     parts.headers.remove(EXPECT);
     Ok(Request::from_parts(parts, RequestBody::Buffered(Box::new(Buffered { chunks, trailers, remaining: buffered }))))
+}
+
+fn expects_continue(headers: &http::HeaderMap) -> bool {
+    headers.get(EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 /// A body over `request_buffer`: streamed as it arrives, or spooled to disk first.
