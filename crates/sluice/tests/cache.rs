@@ -733,3 +733,40 @@ async fn a_redis_that_never_answers_costs_at_most_its_timeout_then_is_skipped() 
     assert!((1..=seconds + 2).contains(&reached), "the hung tier was tried {reached} times in {seconds} s");
     sluice.wait_for_log("shared cache tier failed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memcached_tier_keeps_a_fixed_set_of_connections_under_load() {
+    let memcached = Store::memcached();
+    let origin = Origin::start().await;
+    origin.script("/many", Script::ok(&[("cache-control", "max-age=60")]));
+    let tier = format!("[cache.memcached]\naddress = \"{}\"\ntimeout = \"500ms\"", memcached.address());
+    let sluice = Sluice::start(&shared_config(&origin, &tier));
+    let before = memcached_stat(&memcached, "total_connections");
+    // 32 clients at once, 25 unique keys each: a get and a set per key on the tier.
+    let tasks: Vec<_> = (0..32)
+        .map(|t| {
+            let addr = sluice.addr;
+            tokio::spawn(async move {
+                let mut conn = client::h1(addr).await;
+                for i in 0..25 {
+                    let path = format!("/many?t={t}&i={i}");
+                    let request = Request::get(path).header("host", "cache.test").body(full("")).expect("request");
+                    assert_eq!(send1(&mut conn, request).await.0.status, StatusCode::OK);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("client");
+    }
+    let opened = memcached_stat(&memcached, "total_connections") - before;
+    // 16 for the tier, and this test's own `stats` connections.
+    assert!(opened <= 16 + 2, "the tier opened {opened} connections for 800 misses");
+}
+
+/// One of memcached's `stats` counters.
+fn memcached_stat(memcached: &Store, name: &str) -> u64 {
+    let stats = memcached.command("stats");
+    let prefix = format!("STAT {name} ");
+    stats.lines().find_map(|l| l.strip_prefix(prefix.as_str())).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+}
