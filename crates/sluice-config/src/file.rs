@@ -65,6 +65,7 @@ pub struct FileCache {
     pub coalesce_wait: Option<Spanned<ConfigDuration>>,
     pub purge_from: Option<Vec<Spanned<String>>>,
     pub tag_header: Option<Spanned<String>>,
+    pub targeted_field: Option<Spanned<String>>,
     pub key_headers: Option<Vec<Spanned<String>>>,
     pub key_cookies: Option<Vec<Spanned<String>>>,
     pub key_ignore_query: Option<bool>,

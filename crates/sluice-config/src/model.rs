@@ -348,6 +348,10 @@ pub struct CacheConfig {
     pub purge_from: Vec<IpNetwork>,
     /// The response header listing an entry's tags, for purging by tag. Default `surrogate-key`.
     pub tag_header: String,
+    /// A targeted cache-control field (RFC 9213) meant for this cache alone, e.g.
+    /// `sluice-cache-control` (lower case): it wins over `CDN-Cache-Control`, which wins
+    /// over `Cache-Control`, for what sluice stores. Default: none (CDN-Cache-Control only).
+    pub targeted_field: Option<String>,
     /// Request headers (lower case) and cookies added to the cache key.
     pub key_headers: Vec<String>,
     pub key_cookies: Vec<String>,

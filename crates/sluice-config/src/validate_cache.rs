@@ -56,6 +56,15 @@ pub(crate) fn check_cache(checker: &mut Checker, cache: &FileCache) -> Option<Ca
         }
         None => defaults::CACHE_TAG_HEADER.to_string(),
     };
+    let targeted_field = match &cache.targeted_field {
+        Some(name) if http_token(name.get_ref()) => Some(name.get_ref().to_ascii_lowercase()),
+        Some(name) => {
+            let fix = "is not a header name; write e.g. \"Sluice-Cache-Control\"";
+            checker.problem(name.span(), "cache.targeted_field", fix);
+            None
+        }
+        None => None,
+    };
     let key_headers = names(checker, &cache.key_headers, "cache.key_headers", true);
     let key_cookies = names(checker, &cache.key_cookies, "cache.key_cookies", false);
     let key_ignore_params = names(checker, &cache.key_ignore_params, "cache.key_ignore_params", false);
@@ -84,6 +93,7 @@ pub(crate) fn check_cache(checker: &mut Checker, cache: &FileCache) -> Option<Ca
             .unwrap_or(defaults::CACHE_COALESCE_WAIT),
         purge_from,
         tag_header,
+        targeted_field,
         key_headers,
         key_cookies,
         key_ignore_query: cache.key_ignore_query.unwrap_or(false),

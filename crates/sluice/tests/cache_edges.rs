@@ -157,3 +157,60 @@ async fn an_origin_slower_than_coalesce_wait_is_still_asked_once() {
         "slowest of 50 clients: {slowest:?} (the origin takes 1.2 s; before: wait 0.2 s, then its own 1.2 s fetch)"
     );
 }
+
+/// An origin answering each path with the cache fields its name lists, counting fetches.
+async fn targeted_origin(fetched: Arc<AtomicU64>) -> Upstream {
+    Upstream::start(move |req: Request<Incoming>| {
+        let fetched = Arc::clone(&fetched);
+        async move {
+            fetched.fetch_add(1, Ordering::Relaxed);
+            let mut response = Response::builder();
+            let fields: &[(&str, &str)] = match req.uri().path() {
+                "/cdn-stores" => &[("cache-control", "no-store"), ("cdn-cache-control", "max-age=60")],
+                "/cdn-refuses" => &[("cache-control", "max-age=60"), ("cdn-cache-control", "no-store")],
+                "/own-wins" => &[
+                    ("cache-control", "no-store"),
+                    ("cdn-cache-control", "no-store"),
+                    ("sluice-cache-control", "max-age=60"),
+                ],
+                _ => &[],
+            };
+            for (name, value) in fields {
+                response = response.header(*name, *value);
+            }
+            response.body(full("targeted")).expect("response")
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn targeted_cache_control_fields_decide_and_are_not_sent_on() {
+    let fetched = Arc::new(AtomicU64::new(0));
+    let upstream = targeted_origin(Arc::clone(&fetched)).await;
+    let config = format!(
+        "[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\nupstream = \"up\"\ncache = true\n\n\
+         [upstream.up]\nendpoints = [\"{}\"]\n\n[cache]\ntargeted_field = \"Sluice-Cache-Control\"\n",
+        upstream.addr
+    );
+    let sluice = Sluice::start(&config);
+    let mut h1 = client::h1(sluice.addr).await;
+    let mut h2 = client::h2(sluice.addr).await;
+    for (path, stored) in [("/cdn-stores", true), ("/cdn-refuses", false), ("/own-wins", true)] {
+        let before = fetched.load(Ordering::Relaxed);
+        for round in 0..2 {
+            let (parts, body) = if round == 0 {
+                send1(&mut h1, client::get(path)).await
+            } else {
+                client::send2(&mut h2, client::get2(path)).await
+            };
+            assert_eq!((parts.status, &body[..]), (StatusCode::OK, &b"targeted"[..]));
+            for field in ["cdn-cache-control", "sluice-cache-control", "sluice-targeted-cache-control"] {
+                assert!(!parts.headers.contains_key(field), "{path}: {field} was sent on: {:?}", parts.headers);
+            }
+            assert!(parts.headers.contains_key("cache-control"), "{path}: Cache-Control is the client's");
+        }
+        let fetches = fetched.load(Ordering::Relaxed) - before;
+        assert_eq!(fetches, if stored { 1 } else { 2 }, "{path}: stored = {stored}");
+    }
+}

@@ -37,6 +37,13 @@ pub(crate) struct Facts {
     pub(crate) vary: Option<Vec<String>>,
 }
 
+/// Where a stored response keeps the targeted cache-control field (RFC 9213) that
+/// decided its caching: `CDN-Cache-Control` or the configured one, moved here when the
+/// response arrived (`proxy::cached`), so that every later reading of the stored
+/// headers (a 304's refresh, the shared tier's copy) sees it without the config, and
+/// so that it is never sent on (`h1_fields`, `proxy::cached::serve_with`).
+pub(crate) const TARGETED: HeaderName = HeaderName::from_static("sluice-targeted-cache-control");
+
 impl Facts {
     pub(crate) fn read(
         status: StatusCode,
@@ -45,14 +52,21 @@ impl Facts {
         response_time: u64,
         heuristic: Option<Heuristic>,
     ) -> Facts {
-        let mut control = CacheControl::parse(headers.get_all(CACHE_CONTROL).iter().map(HeaderValue::as_bytes));
+        // RFC 9213 §2.2: a targeted field, when there is one, replaces Cache-Control (and
+        // Expires, and Pragma) for this cache.
+        let targeted = headers.get(TARGETED);
+        let mut control = match targeted {
+            Some(value) => CacheControl::parse(std::iter::once(value.as_bytes())),
+            None => CacheControl::parse(headers.get_all(CACHE_CONTROL).iter().map(HeaderValue::as_bytes)),
+        };
         // HTTP/1.0 origins say no-cache with Pragma (RFC 9111 §5.4 leaves it to caches).
-        if !headers.contains_key(CACHE_CONTROL)
+        if targeted.is_none()
+            && !headers.contains_key(CACHE_CONTROL)
             && headers.get_all(PRAGMA).iter().any(|v| v.as_bytes().eq_ignore_ascii_case(b"no-cache"))
         {
             control.no_cache = true;
         }
-        let expires = headers.contains_key(EXPIRES).then(|| date_field(headers, &EXPIRES));
+        let expires = (targeted.is_none() && headers.contains_key(EXPIRES)).then(|| date_field(headers, &EXPIRES));
         let timing = Timing {
             request_time,
             response_time,
@@ -231,7 +245,7 @@ impl Entry {
 fn h1_fields(headers: &HeaderMap) -> Bytes {
     let mut out = Vec::with_capacity(headers.len() * 40);
     for (name, value) in headers {
-        if name == AGE || name == http::header::CONTENT_LENGTH || name.as_str() == "cache-status" {
+        if name == AGE || name == http::header::CONTENT_LENGTH || name.as_str() == "cache-status" || name == TARGETED {
             continue;
         }
         out.extend_from_slice(name.as_str().as_bytes());

@@ -19,6 +19,10 @@ use sluice_config::CacheConfig;
 use sluice_policy::cache::Heuristic;
 
 pub(crate) use entry::{date_field, unix_now, vary_values, Entry, Facts};
+/// Names of the fields the cache keeps in stored responses for itself.
+pub(crate) mod entry_fields {
+    pub(crate) use super::entry::TARGETED;
+}
 pub(crate) use fill::{CacheFill, FillTo};
 pub(crate) use flight::{follow, Join, Landing, Lead};
 pub(crate) use key::{extras as key_extras, primary as primary_key, url as key_url};
@@ -49,6 +53,8 @@ pub(crate) struct Cache {
     /// stale-while-revalidate refresh) holds a permit: at most `BACKGROUND_TASKS` at
     /// once, and a drain waits for them (`Cache::drained`).
     background: Arc<tokio::sync::Semaphore>,
+    /// Targeted cache-control fields (RFC 9213) in order of precedence.
+    targeted: Vec<http::HeaderName>,
 }
 
 /// Background fetches and drains at once, at most; past it they are not started (the
@@ -66,7 +72,18 @@ impl Cache {
             stats: CacheStats::default(),
             config: config.clone(),
             background: Arc::new(tokio::sync::Semaphore::new(BACKGROUND_TASKS)),
+            targeted: config
+                .targeted_field
+                .iter()
+                .filter_map(|name| http::HeaderName::from_bytes(name.as_bytes()).ok())
+                .chain([http::HeaderName::from_static("cdn-cache-control")])
+                .collect(),
         }))
+    }
+
+    /// The targeted cache-control fields this cache obeys, in order of precedence.
+    pub(crate) fn targeted_fields(&self) -> &[http::HeaderName] {
+        &self.targeted
     }
 
     /// A permit for background work, if one is free.

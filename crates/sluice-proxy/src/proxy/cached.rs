@@ -20,6 +20,7 @@ use sluice_policy::cache::{self as rules, CacheControl, Exchange, NotStored, Usa
 
 use super::{Origin, OwnedOrigin, ProxyBody, ProxyError};
 use crate::body::RequestBody;
+use crate::cache::entry_fields::TARGETED;
 use crate::cache::{self, Cache, CacheFill, Entry, Facts, FillTo, Join, Lead};
 use crate::outcome::Outcome;
 
@@ -262,7 +263,7 @@ async fn fetch(
     let response_time = cache::unix_now();
     let stale_usable =
         |entry: &Entry| rules::usable_on_error(&entry.stored(response_time), &asked.control).then_some(());
-    let response = match fetched {
+    let mut response = match fetched {
         Ok(response) => response,
         Err(error) => {
             if let Some(entry) = stale.as_ref().filter(|e| stale_usable(e).is_some()) {
@@ -275,6 +276,7 @@ async fn fetch(
             return Err(error);
         }
     };
+    take_targeted(response.headers_mut(), cache.targeted_fields());
     let status = response.status();
     if let Some(entry) = &stale {
         if status == StatusCode::NOT_MODIFIED {
@@ -347,6 +349,7 @@ fn store_while_streaming(
         }
     };
     parts.headers.insert(CACHE_STATUS.clone(), cache_status(&status_text));
+    parts.headers.remove(TARGETED); // this cache's alone (kept in the stored copy)
     let stored = decision.is_ok();
     // Set-Cookie goes to the client that caused the fetch; the stored copy has none.
     let not_modified = stored
@@ -369,6 +372,21 @@ fn store_while_streaming(
         return Response::from_parts(parts, ProxyBody::empty());
     }
     Response::from_parts(parts, body)
+}
+
+/// RFC 9213: the first targeted cache-control field present (the configured one, then
+/// CDN-Cache-Control) decides this cache's caching; it moves to `TARGETED`, which the
+/// stored copy keeps and no client is sent. The fields themselves are taken off: they
+/// were meant for this cache (one of that name from the origin is replaced too).
+fn take_targeted(headers: &mut http::HeaderMap, fields: &[HeaderName]) {
+    let targeted = fields.iter().find_map(|name| headers.get(name).cloned());
+    for name in fields {
+        headers.remove(name);
+    }
+    headers.remove(TARGETED);
+    if let Some(value) = targeted {
+        headers.insert(TARGETED, value);
+    }
 }
 
 /// The storing rules for this response, and the size limit when its length is known.
@@ -460,6 +478,7 @@ fn serve_with(entry: &Entry, asked: &Asked, age: HeaderValue, status: HeaderValu
         let mut response = Response::new(body);
         *response.status_mut() = entry.status;
         *response.headers_mut() = entry.headers.clone();
+        response.headers_mut().remove(TARGETED);
         response
     };
     response.headers_mut().insert(AGE, age);
