@@ -248,7 +248,7 @@ pub struct RouteConfig {
     /// A request body larger than this gets 413 (before the upstream is contacted when
     /// Content-Length says so). Default 1 GiB.
     pub max_request_body: u64,
-    /// What happens to a request body larger than `request_buffer`. Default stream.
+    /// What happens to a request body larger than `request_buffer`. Default spool.
     pub large_request_bodies: LargeBodies,
     /// What happens to a response body its client takes slower than the upstream sends
     /// it, past `response_buffer`. Default spool.

@@ -821,7 +821,7 @@ fn check_route(checker: &mut Checker, index: usize, route: &FileRoute, upstreams
         checker,
         &route.large_request_bodies,
         &format!("{key}.large_request_bodies"),
-        &[("stream", LargeBodies::Stream), ("spool", LargeBodies::Spool)],
+        &[("spool", LargeBodies::Spool), ("stream", LargeBodies::Stream)],
     );
     let large_responses = choice(
         checker,

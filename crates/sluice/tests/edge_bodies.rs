@@ -277,3 +277,36 @@ async fn a_chunked_upload_waiting_for_100_continue_gets_the_upstreams_go_ahead()
     let text = String::from_utf8_lossy(&read_until(&mut stream, "got 5").await).into_owned();
     assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_uploads_past_request_buffer_hold_no_upstream_connection_by_default() {
+    let upstream = Upstream::start(|req: Request<Incoming>| async move {
+        let n = support::upstream::count_body(req.into_body()).await;
+        http::Response::new(full(format!("got {n}")))
+    })
+    .await;
+    // The 40 uploaders against the default pool, scaled to 16 against 8.
+    let config = simple_config(&[upstream.addr], "pool = { max_connections = 8, wait_timeout = \"1s\" }")
+        .replace("[[listener]]", "[server]\nworker_threads = 1\nclient_body_timeout = \"60s\"\n\n[[listener]]");
+    let sluice = Sluice::start(&config);
+    let mut uploaders = Vec::new();
+    for _ in 0..16 {
+        let mut stream = TcpStream::connect(sluice.addr).await.expect("connect");
+        stream.write_all(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n").await.expect("head");
+        stream.write_all(&vec![b'u'; 70_000]).await.expect("70 KB, then nothing for a while");
+        uploaders.push(stream);
+    }
+    let mut conn = client::h1(sluice.addr).await;
+    let mut ok = 0;
+    for _ in 0..20 {
+        let (parts, _) = client::send1(&mut conn, client::get("/other")).await;
+        ok += usize::from(parts.status == 200);
+    }
+    assert_eq!(ok, 20, "20 of 20 others served while 16 uploads trickle");
+    assert!(upstream.accepted() <= 8, "the upstream saw {} connections", upstream.accepted());
+    // An uploader that finishes gets its answer: the spooled body reaches the upstream whole.
+    let mut first = uploaders.remove(0);
+    first.write_all(&vec![b'u'; 1_000_000 - 70_000]).await.expect("the rest");
+    let text = String::from_utf8_lossy(&read_until(&mut first, "got 1000000").await).into_owned();
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+}

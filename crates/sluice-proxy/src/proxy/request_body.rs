@@ -39,7 +39,7 @@ pub(crate) async fn admit(
     // upstream gives it (or refuses) rather than sluice inviting an upload the upstream
     // may not want: a chunked upload to an upstream answering 413 sent 0.1-5.5 MB first.
     let waits_for_go_ahead = declared.is_none() && expects_continue(&parts.headers);
-    if declared.is_some_and(|n| n > limits.buffer) || (waits_for_go_ahead && limits.large == LargeBodies::Stream) {
+    if declared.is_some_and(|n| n > limits.buffer) || waits_for_go_ahead {
         return large(parts, streaming, spool_dir).await;
     }
     let mut chunks = VecDeque::new();
@@ -68,15 +68,20 @@ fn expects_continue(headers: &http::HeaderMap) -> bool {
     headers.get(EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
-/// A body over `request_buffer`: streamed as it arrives, or spooled to disk first.
+/// A body over `request_buffer`: spooled to disk first (the default: a slow uploader
+/// holds no upstream connection), or streamed as it arrives. A client that waits for
+/// `100 Continue` streams either way, so that the upstream gives the go-ahead or
+/// refuses before any of the body is sent (the trade: such a client's upload holds a
+/// connection while it is sent, as with `stream`; docs/SECURITY.md).
 async fn large(
     mut parts: http::request::Parts,
     streaming: Streaming,
     spool_dir: &Path,
 ) -> Result<Request<RequestBody>, ProxyError> {
-    let body = match streaming.limits.large {
-        LargeBodies::Stream => RequestBody::Streaming(Box::new(streaming)),
-        LargeBodies::Spool => {
+    let stream = streaming.limits.large == LargeBodies::Stream || expects_continue(&parts.headers);
+    let body = match stream {
+        true => RequestBody::Streaming(Box::new(streaming)),
+        false => {
             parts.headers.remove(EXPECT);
             match spool::write(streaming, spool_dir).await {
                 Ok(spooled) => RequestBody::Spooled(Box::new(spooled)),
