@@ -11,6 +11,9 @@ pub(crate) struct Counters {
     /// Failed accepts: the FD table (or kernel memory) full, and anything else.
     pub(crate) accept_exhausted: AtomicU64,
     pub(crate) accept_other: AtomicU64,
+    /// Connections closed at the connection cap to make room for new clients (idle
+    /// keep-alive ones, or heads still coming in, those nearest their deadline first).
+    pub(crate) reclaimed_at_cap: AtomicU64,
     /// Client connections open now that speak HTTP/2, and that are TLS (the rest of the
     /// open connections speak HTTP/1.1, or have not said yet).
     pub(crate) open_http2: AtomicU64,

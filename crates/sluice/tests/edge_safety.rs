@@ -134,11 +134,12 @@ async fn repeated_equal_content_lengths_are_forwarded_as_one() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_body_that_turns_bad_mid_stream_is_a_client_error_and_aborts_the_upstream() {
     let upstream = RawUpstream::ok().await;
-    // A 1 KiB buffer: the body below streams, so the upstream has its head first.
-    let sluice = Sluice::start(
-        &simple_config(&[upstream.addr], "")
-            .replace("upstream = \"up\"", "upstream = \"up\"\nrequest_buffer = \"1KiB\""),
-    );
+    // A 1 KiB buffer and streaming: the body below streams, so the upstream has its head
+    // first. (Spooled, the default, the upstream would never be contacted at all.)
+    let sluice = Sluice::start(&simple_config(&[upstream.addr], "").replace(
+        "upstream = \"up\"",
+        "upstream = \"up\"\nrequest_buffer = \"1KiB\"\nlarge_request_bodies = \"stream\"",
+    ));
     let mut stream = TcpStream::connect(sluice.addr).await.expect("connect");
     let good = format!("800\r\n{}\r\n", "a".repeat(0x800));
     stream

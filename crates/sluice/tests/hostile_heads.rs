@@ -225,3 +225,34 @@ async fn refused_heads_are_logged_as_read_never_as_a_made_up_get() {
     assert_eq!(smuggle["status"], 400);
     assert!(upstream.requests().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn at_max_connections_half_sent_heads_and_idle_connections_make_room() {
+    let upstream = RawUpstream::ok().await;
+    let config = format!(
+        "[server]\nmax_connections = 40\nheader_read_timeout = \"120s\"\nkeepalive_timeout = \"120s\"\n\n{}",
+        simple_config(&[upstream.addr], "")
+    );
+    let sluice = Sluice::start(&config);
+    let mut held = Vec::new();
+    // 30 heads that never end, 10 idle keep-alive connections: the cap is full.
+    for _ in 0..30 {
+        let mut stream = TcpStream::connect(sluice.addr).await.expect("connect");
+        stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.expect("half a head");
+        held.push(stream);
+    }
+    for _ in 0..10 {
+        let mut stream = TcpStream::connect(sluice.addr).await.expect("connect");
+        stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("request");
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await.expect("a response");
+        held.push(stream);
+    }
+    // New clients get in (before: they waited for a header or keep-alive timeout).
+    for i in 0..20 {
+        let wire = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        let answer = tokio::time::timeout(WAIT, roundtrip(sluice.addr, wire)).await.expect("served in time");
+        assert_eq!(status_of(&answer), "200", "new client {i}: {answer}");
+    }
+    sluice.wait_for_log("at max_connections, to let a new client in");
+}

@@ -135,6 +135,13 @@ fn connections(out: &mut String, state: &AdminState) {
         counters.accept_exhausted.load(Relaxed)
     );
     let _ = writeln!(out, "sluice_accept_errors_total{{kind=\"other\"}} {}", counters.accept_other.load(Relaxed));
+    head(
+        out,
+        "sluice_connections_reclaimed_total",
+        "counter",
+        "Connections closed at max_connections to let new clients in (idle, or a head still coming in).",
+    );
+    let _ = writeln!(out, "sluice_connections_reclaimed_total {}", counters.reclaimed_at_cap.load(Relaxed));
     head(out, "sluice_connections_max", "gauge", "server.max_connections.");
     let _ = writeln!(out, "sluice_connections_max {}", state.max_connections);
     if let Some(used) = std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count()) {

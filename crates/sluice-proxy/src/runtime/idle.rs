@@ -46,6 +46,8 @@ struct Inner {
 struct Slot {
     /// Bumped when the slot is freed: a check that a ticket only frees its own slot.
     generation: u32,
+    /// A request head being read, not an idle wait: a drain lets it finish.
+    head: bool,
     deadline: Instant,
     state: State,
 }
@@ -72,21 +74,32 @@ impl IdleTimers {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A deadline `timeout` from now.
+    /// A deadline `timeout` from now for an idle connection (at once during a drain).
     pub(crate) fn register(&self, timeout: Duration) -> IdleTicket<'_> {
+        self.register_as(timeout, false)
+    }
+
+    /// A deadline `timeout` from now for a request head being read: a drain does not
+    /// end it (the request may be under way), the connection cap may (`reclaim_one`).
+    pub(crate) fn register_head(&self, timeout: Duration) -> IdleTicket<'_> {
+        self.register_as(timeout, true)
+    }
+
+    fn register_as(&self, timeout: Duration, head: bool) -> IdleTicket<'_> {
         let deadline = Instant::now() + timeout;
         let mut inner = self.lock();
-        let state = if inner.draining { State::Expired } else { State::Waiting(None) };
+        let state = if inner.draining && !head { State::Expired } else { State::Waiting(None) };
         inner.waiting += 1;
         let slot = match inner.free.pop() {
             Some(slot) => slot,
             None => {
-                inner.slots.push(Slot { generation: 0, deadline, state: State::Free });
+                inner.slots.push(Slot { generation: 0, head, deadline, state: State::Free });
                 (inner.slots.len() - 1) as u32
             }
         };
         let entry = &mut inner.slots[slot as usize];
         entry.state = state;
+        entry.head = head;
         entry.deadline = deadline;
         IdleTicket { timers: self, slot, generation: entry.generation }
     }
@@ -111,6 +124,29 @@ impl IdleTimers {
         waiting
     }
 
+    /// At the connection cap: the waiting connection nearest its deadline (an idle
+    /// keep-alive one, or a request head still coming in) expires now, so that its
+    /// place goes to a new client, as nginx reuses idle keep-alive connections and
+    /// HAProxy closes stalled ones at `maxconn`. False when none waits.
+    pub(crate) fn reclaim_one(&self) -> bool {
+        let waker = {
+            let mut inner = self.lock();
+            let oldest =
+                inner.slots.iter_mut().filter(|s| matches!(s.state, State::Waiting(_))).min_by_key(|s| s.deadline);
+            match oldest {
+                Some(slot) => match std::mem::replace(&mut slot.state, State::Expired) {
+                    State::Waiting(waker) => waker,
+                    _ => None,
+                },
+                None => return false,
+            }
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        true
+    }
+
     /// Shutdown: every idle connection's deadline passes now, and any new one at once.
     fn expire_all(&self) {
         let wake: Vec<Waker> = {
@@ -119,6 +155,7 @@ impl IdleTimers {
             inner
                 .slots
                 .iter_mut()
+                .filter(|slot| !slot.head)
                 .filter_map(|slot| match std::mem::replace(&mut slot.state, State::Expired) {
                     State::Waiting(waker) => waker,
                     State::Free => {
@@ -150,6 +187,9 @@ impl IdleTimers {
             }
         }
         self.expire_all();
+        // Heads being read when the drain began keep their deadlines (bounded by the
+        // drain timeout too).
+        while self.expire(tick.tick().await) > 0 {}
     }
 }
 
@@ -248,6 +288,28 @@ mod tests {
         assert_eq!(count.0.load(Ordering::SeqCst), 3);
         assert!(tickets.iter().all(|t| t.poll_expired(&mut cx).is_ready()));
         assert!(timers.register(Duration::from_secs(60)).poll_expired(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn at_the_cap_the_wait_nearest_its_deadline_ends_and_a_drain_spares_heads() {
+        let timers = IdleTimers::default();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = context(&count);
+        let mut cx = Context::from_waker(&waker);
+        let idle = timers.register(Duration::from_secs(60));
+        let head = timers.register_head(Duration::from_secs(10));
+        assert!(idle.poll_expired(&mut cx).is_pending() && head.poll_expired(&mut cx).is_pending());
+        assert!(timers.reclaim_one());
+        assert!(head.poll_expired(&mut cx).is_ready(), "the head was nearest its deadline");
+        assert!(idle.poll_expired(&mut cx).is_pending());
+        drop(head);
+        let late_head = timers.register_head(Duration::from_secs(10));
+        timers.expire_all();
+        assert!(idle.poll_expired(&mut cx).is_ready(), "a drain ends idle waits");
+        assert!(late_head.poll_expired(&mut cx).is_pending(), "and lets a head being read finish");
+        assert!(timers.reclaim_one(), "the cap still may");
+        drop((idle, late_head));
+        assert!(!timers.reclaim_one(), "nothing waits");
     }
 
     #[tokio::test(start_paused = true)]

@@ -191,9 +191,19 @@ async fn accept_loop(bound: BoundListener, shared: Arc<Shared>, limit: Arc<Semap
         };
         match accepted {
             Ok((stream, peer)) => {
-                let permit = tokio::select! {
-                    permit = Arc::clone(&limit).acquire_owned() => match permit { Ok(p) => p, Err(_) => return },
-                    _ = shared.shutdown.wait() => return,
+                let permit = match Arc::clone(&limit).try_acquire_owned() {
+                    Ok(permit) => permit,
+                    Err(_) => {
+                        // At the cap: one of this worker's connections that waits for a
+                        // request (idle, or its head still coming) makes room.
+                        if shared.idle.reclaim_one() {
+                            Counters::bump(&shared.counters.reclaimed_at_cap);
+                        }
+                        tokio::select! {
+                            permit = Arc::clone(&limit).acquire_owned() => match permit { Ok(p) => p, Err(_) => return },
+                            _ = shared.shutdown.wait() => return,
+                        }
+                    }
                 };
                 let _ = stream.set_nodelay(true);
                 let ctx = ConnContext::new(Arc::clone(&shared), peer, bound.context.tls.is_some(), permit);

@@ -223,7 +223,17 @@ async fn request_cycle<T: ClientStream>(
         }
     }
     let header_timeout = ctx.shared.snapshot().server.header_read_timeout;
-    let head = match tokio::time::timeout(header_timeout, read_head(io, &mut buf, detect_h2)).await {
+    // The head's deadline sits in the worker's table (no timer in this future), where
+    // the accept loop can also end it early to make room at max_connections.
+    let deadline = ctx.shared.idle.register_head(header_timeout);
+    let started = std::time::Instant::now();
+    let read = tokio::select! {
+        biased;
+        read = read_head(io, &mut buf, detect_h2) => Ok(read),
+        () = std::future::poll_fn(|cx| deadline.poll_expired(cx)) => Err(()),
+    };
+    drop(deadline);
+    let head = match read {
         Ok(HeadRead::Head(head)) => head,
         Ok(HeadRead::Http2) => return Cycle::Http2(buf),
         Ok(HeadRead::Closed) => return Cycle::Close,
@@ -237,8 +247,12 @@ async fn request_cycle<T: ClientStream>(
             let _ = write_error(io, proxy::client_error_response(ctx, error.into(), &buf)).await;
             return Cycle::Close;
         }
-        Err(_) => {
-            tracing::debug!(peer = %ctx.peer, "closing: request head not received within header_read_timeout");
+        Err(()) => {
+            if started.elapsed() < header_timeout {
+                tracing::debug!(peer = %ctx.peer, "closing a connection whose head is incomplete: at max_connections, to let a new client in");
+            } else {
+                tracing::debug!(peer = %ctx.peer, "closing: request head not received within header_read_timeout");
+            }
             let _ = write_error(io, proxy::client_error_response(ctx, proxy::ClientError::HeadTimeout, &buf)).await;
             return Cycle::Close;
         }
