@@ -18,6 +18,15 @@ use support::client::{self, send1};
 use support::upstream::{full, Upstream};
 use support::Sluice;
 
+/// One cached route to `upstream`, with `cache` added to the `[cache]` table.
+fn cached(upstream: &Upstream, cache: &str) -> String {
+    format!(
+        "[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\nupstream = \"up\"\ncache = true\n\n\
+         [upstream.up]\nendpoints = [\"{}\"]\n\n[cache]\n{cache}\n",
+        upstream.addr
+    )
+}
+
 /// A body that never ends: 16 KiB every 5 ms, counting what it sent.
 struct Trickle {
     sent: Arc<AtomicU64>,
@@ -96,12 +105,7 @@ async fn a_head_for_a_body_that_will_not_be_stored_frees_its_upstream_connection
 async fn an_age_list_counts_by_its_first_member() {
     let fetched = Arc::new(AtomicU64::new(0));
     let upstream = origin(Arc::clone(&fetched)).await;
-    let config = format!(
-        "[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\nupstream = \"up\"\ncache = true\n\n\
-         [upstream.up]\nendpoints = [\"{}\"]\n\n[cache]\n",
-        upstream.addr
-    );
-    let sluice = Sluice::start(&config);
+    let sluice = Sluice::start(&cached(&upstream, ""));
     let mut conn = client::h1(sluice.addr).await;
     for _ in 0..2 {
         let (parts, _) = send1(&mut conn, client::get("/aged")).await;
@@ -125,12 +129,7 @@ async fn an_origin_slower_than_coalesce_wait_is_still_asked_once() {
         }
     })
     .await;
-    let config = format!(
-        "[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\nupstream = \"up\"\ncache = true\n\n\
-         [upstream.up]\nendpoints = [\"{}\"]\n\n[cache]\ncoalesce_wait = \"200ms\"\n",
-        upstream.addr
-    );
-    let sluice = Sluice::start(&config);
+    let sluice = Sluice::start(&cached(&upstream, "coalesce_wait = \"200ms\""));
     let mut tasks = Vec::new();
     for i in 0..50 {
         let addr = sluice.addr;
@@ -188,12 +187,7 @@ async fn targeted_origin(fetched: Arc<AtomicU64>) -> Upstream {
 async fn targeted_cache_control_fields_decide_and_are_not_sent_on() {
     let fetched = Arc::new(AtomicU64::new(0));
     let upstream = targeted_origin(Arc::clone(&fetched)).await;
-    let config = format!(
-        "[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\nupstream = \"up\"\ncache = true\n\n\
-         [upstream.up]\nendpoints = [\"{}\"]\n\n[cache]\ntargeted_field = \"Sluice-Cache-Control\"\n",
-        upstream.addr
-    );
-    let sluice = Sluice::start(&config);
+    let sluice = Sluice::start(&cached(&upstream, "targeted_field = \"Sluice-Cache-Control\""));
     let mut h1 = client::h1(sluice.addr).await;
     let mut h2 = client::h2(sluice.addr).await;
     for (path, stored) in [("/cdn-stores", true), ("/cdn-refuses", false), ("/own-wins", true)] {

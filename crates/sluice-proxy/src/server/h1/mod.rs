@@ -257,7 +257,11 @@ async fn request_cycle<T: ClientStream>(
             return Cycle::Close;
         }
     };
-    match exchange(io, &mut buf, head, ctx).await {
+    // Boxed apart: the exchange's state is most of a request's (~8 KiB), and a
+    // connection still reading its head (a slow or hostile client) should not hold it:
+    // 6.6 KiB per half-sent head, was 12.8 (nginx 4.2), for ~650 more instructions per
+    // request (one allocation; 41.3k, callgrind).
+    match Box::pin(exchange(io, &mut buf, head, ctx)).await {
         Ok(Next::Upgrade(tunnel)) => Cycle::Upgrade(buf, tunnel),
         Ok(Next::Again) => Cycle::Again(buf),
         Ok(Next::Linger) => Cycle::Linger(buf),
