@@ -25,6 +25,15 @@ async fn refusing_upstream() -> Upstream {
     .await
 }
 
+/// An upstream that reads the whole body and answers `got N` (its length).
+async fn counting_upstream() -> Upstream {
+    Upstream::start(|req: Request<Incoming>| async move {
+        let n = support::upstream::count_body(req.into_body()).await;
+        http::Response::new(full(format!("got {n}")))
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn expect_100_continue_lets_the_upstream_refuse_before_the_body() {
     let upstream = refusing_upstream().await;
@@ -44,26 +53,24 @@ async fn expect_100_continue_lets_the_upstream_refuse_before_the_body() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn expect_100_continue_is_relayed_when_the_upstream_takes_a_large_body() {
-    let upstream = Upstream::start(|req: Request<Incoming>| async move {
-        let n = support::upstream::count_body(req.into_body()).await;
-        http::Response::new(full(format!("got {n}")))
-    })
-    .await;
+    let upstream = counting_upstream().await;
     let sluice = Sluice::start(&simple_config(&[upstream.addr], ""));
-    let mut stream = TcpStream::connect(sluice.addr).await.expect("connect");
     let size = 256 * 1024;
-    stream
-        .write_all(
-            format!("PUT /big HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\nExpect: 100-continue\r\n\r\n")
-                .as_bytes(),
-        )
-        .await
-        .expect("write head");
-    let go = String::from_utf8_lossy(&read_until(&mut stream, "\r\n\r\n").await).into_owned();
-    assert!(go.starts_with("HTTP/1.1 100 Continue\r\n"), "{go}");
-    stream.write_all(&vec![b'x'; size]).await.expect("body");
-    let text = String::from_utf8_lossy(&read_until(&mut stream, &format!("got {size}")).await).into_owned();
-    assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+    // A length over request_buffer, and a chunked body (size unknown, so it streams).
+    let cases = [
+        (format!("Content-Length: {size}"), vec![b'x'; size], size),
+        ("Transfer-Encoding: chunked".to_string(), b"5\r\nhello\r\n0\r\n\r\n".to_vec(), 5),
+    ];
+    for (framing, body, length) in cases {
+        let mut stream = TcpStream::connect(sluice.addr).await.expect("connect");
+        let head = format!("PUT /big HTTP/1.1\r\nHost: x\r\n{framing}\r\nExpect: 100-continue\r\n\r\n");
+        stream.write_all(head.as_bytes()).await.expect("write head");
+        let go = String::from_utf8_lossy(&read_until(&mut stream, "\r\n\r\n").await).into_owned();
+        assert!(go.starts_with("HTTP/1.1 100 Continue\r\n"), "{framing}: {go}");
+        stream.write_all(&body).await.expect("body");
+        let text = String::from_utf8_lossy(&read_until(&mut stream, &format!("got {length}")).await).into_owned();
+        assert!(text.starts_with("HTTP/1.1 200 "), "{framing}: {text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -245,32 +252,8 @@ async fn an_http2_client_that_stops_reading_is_cut_after_send_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_chunked_upload_waiting_for_100_continue_gets_the_upstreams_go_ahead() {
-    let upstream = Upstream::start(|req: Request<Incoming>| async move {
-        let n = support::upstream::count_body(req.into_body()).await;
-        http::Response::new(full(format!("got {n}")))
-    })
-    .await;
-    let sluice = Sluice::start(&simple_config(&[upstream.addr], ""));
-    let mut stream = TcpStream::connect(sluice.addr).await.expect("connect");
-    stream
-        .write_all(b"PUT /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n")
-        .await
-        .expect("write head");
-    let go = String::from_utf8_lossy(&read_until(&mut stream, "\r\n\r\n").await).into_owned();
-    assert!(go.starts_with("HTTP/1.1 100 Continue\r\n"), "{go}");
-    stream.write_all(b"5\r\nhello\r\n0\r\n\r\n").await.expect("body");
-    let text = String::from_utf8_lossy(&read_until(&mut stream, "got 5").await).into_owned();
-    assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn slow_uploads_past_request_buffer_hold_no_upstream_connection_by_default() {
-    let upstream = Upstream::start(|req: Request<Incoming>| async move {
-        let n = support::upstream::count_body(req.into_body()).await;
-        http::Response::new(full(format!("got {n}")))
-    })
-    .await;
+    let upstream = counting_upstream().await;
     // The 40 uploaders against the default pool, scaled to 16 against 8.
     let config = simple_config(&[upstream.addr], "pool = { max_connections = 8, wait_timeout = \"1s\" }")
         .replace("[[listener]]", "[server]\nworker_threads = 1\nclient_body_timeout = \"60s\"\n\n[[listener]]");

@@ -18,11 +18,7 @@ use http::HeaderMap;
 use sluice_config::CacheConfig;
 use sluice_policy::cache::Heuristic;
 
-pub(crate) use entry::{date_field, unix_now, vary_values, Entry, Facts};
-/// Names of the fields the cache keeps in stored responses for itself.
-pub(crate) mod entry_fields {
-    pub(crate) use super::entry::TARGETED;
-}
+pub(crate) use entry::{date_field, unix_now, vary_values, Entry, Facts, TARGETED};
 pub(crate) use fill::{CacheFill, FillTo};
 pub(crate) use flight::{follow, Join, Landing, Lead};
 pub(crate) use key::{extras as key_extras, primary as primary_key, url as key_url};

@@ -127,6 +127,11 @@ pub(crate) fn keep_alive(headers: &HeaderMap, version: http::Version) -> bool {
     version == http::Version::HTTP_11 || has_token(headers, &http::header::CONNECTION, "keep-alive")
 }
 
+/// `Expect: 100-continue`: the client waits for a go-ahead before sending its body.
+pub(crate) fn expects_continue(headers: &HeaderMap) -> bool {
+    headers.get(http::header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
 /// The idle time a `Keep-Alive: timeout=N` field announces (RFC 2068 §19.7.1.1, still
 /// sent by Apache, Node with `keepAliveTimeout` hints and others), in whole seconds.
 pub(crate) fn keep_alive_timeout(headers: &HeaderMap) -> Option<std::time::Duration> {

@@ -20,8 +20,7 @@ use sluice_policy::cache::{self as rules, CacheControl, Exchange, NotStored, Usa
 
 use super::{Origin, OwnedOrigin, ProxyBody, ProxyError};
 use crate::body::RequestBody;
-use crate::cache::entry_fields::TARGETED;
-use crate::cache::{self, Cache, CacheFill, Entry, Facts, FillTo, Join, Lead};
+use crate::cache::{self, Cache, CacheFill, Entry, Facts, FillTo, Join, Lead, TARGETED};
 use crate::outcome::Outcome;
 
 static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");

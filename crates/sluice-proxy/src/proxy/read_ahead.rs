@@ -114,12 +114,6 @@ struct Pump {
     stalled: Arc<Notify>,
 }
 
-/// Why the pump stopped early.
-enum Stop {
-    /// The client reset the stream, or took nothing for send_timeout (reset here).
-    Client,
-}
-
 impl Pump {
     async fn run(self, mut upstream: ProxyBody) {
         let mut spill: Option<Spill> = None;
@@ -149,8 +143,8 @@ impl Pump {
                         }
                     }
                     Step::Frame(Some(frame)) => held = Some(frame),
-                    Step::Room(Err(Stop::Client)) => return,
-                    Step::Room(Ok(())) => {
+                    Step::Room(false) => return,
+                    Step::Room(true) => {
                         let Some(file) = spill.as_mut() else { return };
                         let Ok(bytes) = file.read(chunk).await else { return self.broken("spill file read failed") };
                         if self.tx.send(Ok(Frame::data(bytes))).is_err() {
@@ -191,10 +185,10 @@ impl Pump {
                     }
                     _ => may_spill = false,
                 }
-                if self.room(size, &mut progress).await.is_err() {
+                if !self.room(size, &mut progress).await {
                     return;
                 }
-            } else if self.room(size, &mut progress).await.is_err() {
+            } else if !self.room(size, &mut progress).await {
                 return;
             }
             if self.tx.send(frame).is_err() {
@@ -203,23 +197,26 @@ impl Pump {
         }
     }
 
-    /// Waits until the client took enough for `size` more bytes in the channel; after
-    /// send_timeout since it last took any, resets the stream (the error reaches hyper).
-    async fn room(&self, size: usize, progress: &mut tokio::time::Instant) -> Result<(), Stop> {
+    /// Waits until the client took enough for `size` more bytes in the channel: true.
+    /// False when the client reset the stream, or took nothing for send_timeout since
+    /// it last took any (the stream is then reset: the error reaches hyper).
+    async fn room(&self, size: usize, progress: &mut tokio::time::Instant) -> bool {
         let deadline = *progress + self.send_timeout;
         let room = tokio::select! {
             room = tokio::time::timeout_at(deadline, self.budget.acquire_many(size as u32)) => room,
-            _ = self.tx.closed() => return Err(Stop::Client),
+            _ = self.tx.closed() => return false,
         };
         match room {
             Ok(Ok(permit)) => {
                 permit.forget();
                 *progress = tokio::time::Instant::now();
-                Ok(())
+                true
             }
             _ => {
-                let id = self.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
-                tracing::info!(request_id = id, "HTTP/2 client took no response bytes for send_timeout (client error)");
+                tracing::info!(
+                    request_id = self.request_id(),
+                    "HTTP/2 client took no response bytes for send_timeout (client error)"
+                );
                 let _ = self.tx.send(Err(Box::new(SendTimedOut)));
                 // hyper resets the stream when it next polls the body; a client whose
                 // window keeps hyper from ever polling it again has its connection
@@ -231,23 +228,27 @@ impl Pump {
                         _ = tokio::time::sleep(grace) => stalled.notify_one(),
                     }
                 });
-                Err(Stop::Client) // dropping the upstream body frees its connection
+                false // dropping the upstream body frees its connection
             }
         }
     }
 
     /// The spill file failed: the client sees a truncated body.
     fn broken(&self, why: &'static str) {
-        let id = self.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
-        tracing::warn!(request_id = id, why, "response spill failed; the body is cut short");
+        tracing::warn!(request_id = self.request_id(), why, "response spill failed; the body is cut short");
         let _ = self.tx.send(Err(why.into()));
+    }
+
+    fn request_id(&self) -> &str {
+        self.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-")
     }
 }
 
-/// What the pump waited for while spilled bytes were pending.
+/// What the pump waited for while spilled bytes were pending: an upstream frame, or
+/// room in the channel (false: the stream is over).
 enum Step {
     Frame(Option<Result<Frame<Bytes>, BodyError>>),
-    Room(Result<(), Stop>),
+    Room(bool),
 }
 
 fn poll_now(body: &mut ProxyBody) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {

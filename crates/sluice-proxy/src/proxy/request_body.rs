@@ -16,6 +16,7 @@ use sluice_config::LargeBodies;
 use super::error::{ClientError, ProxyError};
 use super::spool::{self, SpoolError};
 use crate::body::{client_cause, BodyLimits, Buffered, ClientBodyError, RequestBody, Streaming};
+use crate::http1;
 
 /// Applies the body limits before the request goes anywhere (see the module comment);
 /// the caller skips it for a request without a body.
@@ -38,7 +39,7 @@ pub(crate) async fn admit(
     // A body of unknown size whose client waits for a go-ahead streams too, so that the
     // upstream gives it (or refuses) rather than sluice inviting an upload the upstream
     // may not want: a chunked upload to an upstream answering 413 sent 0.1-5.5 MB first.
-    let waits_for_go_ahead = declared.is_none() && expects_continue(&parts.headers);
+    let waits_for_go_ahead = declared.is_none() && http1::expects_continue(&parts.headers);
     if declared.is_some_and(|n| n > limits.buffer) || waits_for_go_ahead {
         return large(parts, streaming, spool_dir).await;
     }
@@ -64,10 +65,6 @@ pub(crate) async fn admit(
     Ok(Request::from_parts(parts, RequestBody::Buffered(Box::new(Buffered { chunks, trailers, remaining: buffered }))))
 }
 
-fn expects_continue(headers: &http::HeaderMap) -> bool {
-    headers.get(EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
-}
-
 /// A body over `request_buffer`: spooled to disk first (the default: a slow uploader
 /// holds no upstream connection), or streamed as it arrives. A client that waits for
 /// `100 Continue` streams either way, so that the upstream gives the go-ahead or
@@ -78,7 +75,7 @@ async fn large(
     streaming: Streaming,
     spool_dir: &Path,
 ) -> Result<Request<RequestBody>, ProxyError> {
-    let stream = streaming.limits.large == LargeBodies::Stream || expects_continue(&parts.headers);
+    let stream = streaming.limits.large == LargeBodies::Stream || http1::expects_continue(&parts.headers);
     let body = match stream {
         true => RequestBody::Streaming(Box::new(streaming)),
         false => {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::stream::UpstreamStream;
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderMap, CONTENT_LENGTH, EXPECT};
+use http::header::{HeaderMap, CONTENT_LENGTH};
 use http::{request, Method, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -69,8 +69,7 @@ impl EncodedRequest {
             _ => {}
         }
         head.extend_from_slice(b"\r\n");
-        let expect_continue = framing != Framing::Empty
-            && parts.headers.get(EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let expect_continue = framing != Framing::Empty && http1::expects_continue(&parts.headers);
         EncodedRequest {
             head,
             framing,

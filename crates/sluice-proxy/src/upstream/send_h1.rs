@@ -86,10 +86,10 @@ impl UpstreamGroup {
                     };
                     return Ok(UpstreamResponse { parts: head.parts, body });
                 }
-                // Only a request that may go twice goes again: the closed connection
-                // may have been closed after the upstream acted on it (RFC 9110 §9.2.2).
                 // Nothing reached the upstream: any request goes on another connection.
                 Err(ExchangeError::Unsent(e)) if encoded.can_resend() => attempts.stale(lease.endpoint(), &e),
+                // Only a request that may go twice goes again: the closed connection
+                // may have been closed after the upstream acted on it (RFC 9110 §9.2.2).
                 Err(ExchangeError::Stale(e)) if attempts.replayable && rewind(&mut encoded) => {
                     attempts.stale(lease.endpoint(), &e);
                 }

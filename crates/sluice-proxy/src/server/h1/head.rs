@@ -8,7 +8,7 @@ use crate::http1::{
     MAX_REQUEST_LINE,
 };
 use crate::proxy::target;
-use http::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, EXPECT, HOST, TE, TRANSFER_ENCODING};
+use http::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, HOST, TE, TRANSFER_ENCODING};
 use http::{Method, Uri, Version};
 
 /// A parsed request head and what the connection needs to know about it.
@@ -88,7 +88,7 @@ fn build(
     resolve_host(&mut headers, &uri, version)?;
     let framing = framing(&mut headers, version)?;
     let keep_alive = crate::http1::keep_alive(&headers, version);
-    let expect_continue = headers.get(EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let expect_continue = http1::expects_continue(&headers);
     let accepts_trailers = has_token(&headers, &TE, "trailers");
     Ok(RequestHead { method, uri, version, headers, framing, keep_alive, expect_continue, accepts_trailers })
 }

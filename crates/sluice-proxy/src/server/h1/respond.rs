@@ -313,7 +313,7 @@ impl Spilling {
         if let Some(file) = self.file.as_mut().filter(|f| f.unread() > 0) {
             let bytes = file.read(READ_BACK).await.map_err(|e| WriteError::Upstream(Box::new(e)))?;
             outbox.len += bytes.len();
-            outbox.queue.push_back(bytes);
+            outbox.queue.push_back(bytes); // already encoded
         }
         Ok(())
     }
@@ -332,20 +332,16 @@ impl Spilling {
             self.file = Spill::open(cx.spool_dir, cx.spill).await;
             self.allowed = self.file.is_some();
         }
-        let Some(file) = self.file.as_mut() else { return take_frame(outbox, frame, cx, io).await };
         if let Some(Err(e)) = frame {
-            while file.unread() > 0 {
+            loop {
                 let _ = drain(io, outbox, cx.send_timeout).await;
-                let bytes = file.read(READ_BACK).await.unwrap_or_default();
-                if bytes.is_empty() {
+                if self.unread() == 0 || self.refill(outbox).await.is_err() {
                     break;
                 }
-                outbox.len += bytes.len();
-                outbox.queue.push_back(bytes);
             }
-            let _ = drain(io, outbox, cx.send_timeout).await;
             return Err(WriteError::Upstream(e));
         }
+        let Some(file) = self.file.as_mut() else { return take_frame(outbox, frame, cx, io).await };
         let mut encoded = Outbox::new(Vec::new());
         let ended = take_frame(&mut encoded, frame, cx, io).await?;
         encoded.seal();
