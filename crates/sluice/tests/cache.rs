@@ -608,6 +608,29 @@ async fn two_instances_share_what_either_fetched_through_redis() {
     assert_eq!(redis.command("EXISTS sluice:v1:http://cache.test/shared").trim(), ":0");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_targeted_field_decides_for_the_other_instance_too() {
+    // Stored because of CDN-Cache-Control alone: instance B reads the entry from Redis
+    // and must find it fresh for the same reason, and send neither field on.
+    let redis = Store::redis();
+    let origin = Origin::start().await;
+    origin.script("/cdn", Script::ok(&[("cache-control", "no-store"), ("cdn-cache-control", "max-age=60")]));
+    let tier = format!("[cache.redis]\nurl = \"{}\"\ntimeout = \"500ms\"", redis.url());
+    let a = Sluice::start(&shared_config(&origin, &tier));
+    let b = Sluice::start(&shared_config(&origin, &tier));
+    let (first, _) = get(&a, "/cdn", &[]).await;
+    assert_eq!(cache_status(&first), "sluice; fwd=miss; stored");
+    wait_for_redis_key(&redis, "sluice:v1:http://cache.test/cdn").await;
+    let (second, body) = get(&b, "/cdn", &[]).await;
+    assert_eq!(&body[..], b"origin body");
+    assert!(cache_status(&second).contains("hit"), "instance B: {}", cache_status(&second));
+    assert_eq!(second.headers["cache-control"], "no-store", "the client's Cache-Control is the origin's");
+    for field in ["cdn-cache-control", "sluice-targeted-cache-control"] {
+        assert!(!second.headers.contains_key(field), "{field} sent on from the shared tier");
+    }
+    assert_eq!(origin.served("/cdn"), 1);
+}
+
 async fn wait_for_redis_key(redis: &Store, key: &str) {
     let deadline = std::time::Instant::now() + WAIT;
     while redis.command(&format!("EXISTS {key}")).trim() != ":1" {

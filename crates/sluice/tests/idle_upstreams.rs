@@ -24,10 +24,9 @@ struct IdleCloser {
     addr: SocketAddr,
     requests: watch::Receiver<usize>,
     in_flight: watch::Receiver<usize>,
-    /// Connections it closed itself after `idle`.
-    closed_idle: watch::Receiver<usize>,
-    /// Connections sluice closed first (retired before the upstream's limit).
-    closed_by_peer: Arc<AtomicUsize>,
+    /// Connections it closed itself after `idle`, and those sluice closed first
+    /// (retired before the upstream's limit, told or learned).
+    closed: watch::Receiver<(usize, usize)>,
     accepted: Arc<AtomicUsize>,
 }
 
@@ -41,44 +40,40 @@ impl IdleCloser {
         let addr = listener.local_addr().expect("addr");
         let (requests_tx, requests) = watch::channel(0usize);
         let (in_flight_tx, in_flight) = watch::channel(0usize);
-        let (closed_tx, closed_idle) = watch::channel(0usize);
-        let closed_by_peer = Arc::new(AtomicUsize::new(0));
+        let (closed_tx, closed) = watch::channel((0usize, 0usize));
         let accepted = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&accepted);
-        let shared = Arc::new((requests_tx, in_flight_tx, closed_tx, in_flight.clone(), Arc::clone(&closed_by_peer)));
+        let shared = Arc::new((requests_tx, in_flight_tx, closed_tx, in_flight.clone()));
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 counter.fetch_add(1, Ordering::Relaxed);
                 let shared = Arc::clone(&shared);
                 tokio::spawn(async move {
-                    let (requests_tx, in_flight_tx, closed_tx, in_flight, by_peer) = &*shared;
-                    serve(
-                        stream,
-                        idle,
-                        hold,
-                        announce,
-                        requests_tx,
-                        in_flight_tx,
-                        closed_tx,
-                        in_flight.clone(),
-                        by_peer,
-                    )
-                    .await
+                    let (requests_tx, in_flight_tx, closed_tx, in_flight) = &*shared;
+                    serve(stream, idle, hold, announce, requests_tx, in_flight_tx, closed_tx, in_flight.clone()).await
                 });
             }
         });
-        IdleCloser { addr, requests, in_flight, closed_idle, closed_by_peer, accepted }
+        IdleCloser { addr, requests, in_flight, closed, accepted }
     }
 
     async fn wait_closed_idle(&self, n: usize) {
-        let mut rx = self.closed_idle.clone();
-        tokio::time::timeout(WAIT, rx.wait_for(|&c| c >= n)).await.expect("idle closes in time").expect("watch");
+        let mut rx = self.closed.clone();
+        tokio::time::timeout(WAIT, rx.wait_for(|c| c.0 >= n)).await.expect("idle closes in time").expect("watch");
     }
 
-    /// Waits until every connection accepted so far was closed idle.
-    async fn wait_all_closed_idle(&self) {
+    /// Waits until every connection accepted so far was closed: by the upstream when
+    /// idle, or first by sluice once it has learned the upstream's limit.
+    async fn wait_all_closed(&self) {
         let accepted = self.accepted.load(Ordering::Relaxed);
-        self.wait_closed_idle(accepted).await;
+        let mut rx = self.closed.clone();
+        let all = rx.wait_for(|c| c.0 + c.1 >= accepted);
+        tokio::time::timeout(WAIT, all).await.expect("closes in time").expect("watch");
+    }
+
+    /// Connections sluice closed before the upstream did.
+    fn closed_by_peer(&self) -> usize {
+        self.closed.borrow().1
     }
 
     fn requests(&self) -> usize {
@@ -94,19 +89,18 @@ async fn serve(
     announce: Option<u64>,
     requests: &watch::Sender<usize>,
     in_flight_tx: &watch::Sender<usize>,
-    closed_idle: &watch::Sender<usize>,
+    closed: &watch::Sender<(usize, usize)>,
     mut in_flight: watch::Receiver<usize>,
-    closed_by_peer: &AtomicUsize,
 ) {
     let mut buf = Vec::new();
     loop {
         let request = match tokio::time::timeout(idle, read_request(&mut stream, &mut buf)).await {
             Err(_) => {
-                closed_idle.send_modify(|n| *n += 1);
+                closed.send_modify(|c| c.0 += 1);
                 return; // dropped: closed without a word
             }
             Ok(None) => {
-                closed_by_peer.fetch_add(1, Ordering::Relaxed);
+                closed.send_modify(|c| c.1 += 1);
                 return;
             }
             Ok(Some(request)) => request,
@@ -219,8 +213,9 @@ async fn with_retries_off_closed_idle_connections_still_fail_no_request() {
     warm(&sluice, 16).await;
     upstream.wait_closed_idle(16).await;
     requests_after_idle_closes(&upstream, &sluice).await;
-    // And once more: the new connections were closed idle in turn.
-    upstream.wait_all_closed_idle().await;
+    // And once more: the new connections were closed in turn (by the upstream, or by
+    // sluice first once it has learned the upstream's limit).
+    upstream.wait_all_closed().await;
     requests_after_idle_closes(&upstream, &sluice).await;
 }
 
@@ -244,8 +239,8 @@ async fn an_announced_keep_alive_timeout_retires_connections_before_it() {
     for path in ["/a", "/s"] {
         assert_eq!(send2(&mut conn, get2(path)).await.0.status, StatusCode::OK);
     }
-    assert_eq!(announcing.closed_by_peer.load(Ordering::Relaxed), 1, "retired after 1.5 s of an announced 2 s");
-    assert_eq!(silent.closed_by_peer.load(Ordering::Relaxed), 0, "no announcement: the connection was reused");
+    assert_eq!(announcing.closed_by_peer(), 1, "retired after 1.5 s of an announced 2 s");
+    assert_eq!(silent.closed_by_peer(), 0, "no announcement: the connection was reused");
     assert_eq!(silent.requests(), 2);
 }
 
@@ -266,12 +261,12 @@ async fn an_upstream_that_keeps_closing_idle_connections_is_learned() {
         .expect("idle_limit_ms in the line");
     assert!((100..1_500).contains(&limit), "learned {limit} ms, before the upstream's 1,500");
     // From now on sluice closes its idle connections before the upstream does.
-    let mut closed = upstream.closed_by_peer.load(Ordering::Relaxed);
+    let mut closed = upstream.closed_by_peer();
     let deadline = std::time::Instant::now() + WAIT;
     while closed == 0 {
         assert!(std::time::Instant::now() < deadline, "sluice never retired an idle connection first");
         tokio::time::sleep(Duration::from_millis(50)).await; // polling a counter
-        closed = upstream.closed_by_peer.load(Ordering::Relaxed);
+        closed = upstream.closed_by_peer();
     }
     let mut conn = client::h1(sluice.addr).await;
     assert_eq!(send1(&mut conn, get("/")).await.0.status, StatusCode::OK);
