@@ -135,7 +135,22 @@ async fn upstreams_show_each_endpoints_health_weight_and_pool() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_stops_accepting_becomes_not_ready_and_exits() {
-    let upstream = Upstream::hello().await;
+    // `/slow` is answered when the test says so: a request in flight keeps the drain
+    // (and so the process) going while the test watches readiness.
+    let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel();
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let gate = std::sync::Arc::clone(&release);
+    let upstream = Upstream::start(move |req: http::Request<hyper::body::Incoming>| {
+        let (gate, arrived_tx) = (std::sync::Arc::clone(&gate), arrived_tx.clone());
+        async move {
+            if req.uri().path() == "/slow" {
+                let _ = arrived_tx.send(());
+                gate.notified().await;
+            }
+            http::Response::new(full("done"))
+        }
+    })
+    .await;
     let mut sluice = Sluice::start(&config(upstream.addr, "[server]\ndrain_timeout = \"5s\"\n"));
     assert_eq!(get(&sluice, "/").await.0, StatusCode::OK);
     // A keep-alive admin connection opened before the drain sees the readiness change.
@@ -143,9 +158,16 @@ async fn drain_stops_accepting_becomes_not_ready_and_exits() {
     let mut watcher = client::h1(addr).await;
     let ready = || Request::get("/readyz").header("authorization", format!("Bearer {TOKEN}")).body(full(""));
     assert_eq!(send1(&mut watcher, ready().expect("request")).await.0.status, StatusCode::OK);
+    let in_flight = tokio::spawn(client::get_once(sluice.addr, "/slow"));
+    arrived.recv().await.expect("the slow request reaches the upstream");
     assert_eq!(admin(&sluice, "POST", "/drain", Some(TOKEN)).await.0, StatusCode::ACCEPTED);
-    sluice.wait_for_log("shutting down");
+    sluice.wait_for_log("listeners closed");
     assert_eq!(send1(&mut watcher, ready().expect("request")).await.0.status, StatusCode::SERVICE_UNAVAILABLE);
+    let refused = tokio::net::TcpStream::connect(sluice.addr).await;
+    assert!(refused.is_err(), "the listener is closed while draining");
+    release.notify_one();
+    let (parts, body) = in_flight.await.expect("the in-flight request");
+    assert_eq!((parts.status, &body[..]), (StatusCode::OK, &b"done"[..]), "finished during the drain");
     assert!(sluice.wait_exit().success(), "drained and exited 0");
 }
 
