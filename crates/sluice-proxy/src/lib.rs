@@ -10,6 +10,7 @@ mod body;
 mod cache;
 mod http1;
 mod http2;
+mod interim;
 mod outcome;
 mod proxy;
 mod runtime;

@@ -218,6 +218,9 @@ async fn large_responses_stream_holds_the_connection_as_before() {
     for _ in 0..POOL * 2 {
         stalled.push(stalled_reader(sluice.addr, "/big").await);
     }
+    // The stalled requests hold the whole pool before the others come (under a loaded
+    // suite they could otherwise still be on their way).
+    upstream.wait_accepted(POOL).await;
     // Every pooled connection is held by a reader that takes nothing: the others wait
     // out wait_timeout (the trade-off `stream` makes for using no disk).
     let served = others_served(&sluice).await;

@@ -30,17 +30,23 @@ use sluice_config::UpstreamProtocol;
 pub(crate) use body::{InflightGuard, ProxyBody, RequestTracker, UpstreamUpgrade};
 pub(crate) use error::ClientError;
 use error::{error_response, ProxyError};
-pub(crate) use headers::X_REQUEST_ID;
+pub(crate) use headers::{remove_hop_by_hop, X_REQUEST_ID};
 use target::Target;
 
 use crate::body::{BodyLimits, RequestBody};
+use crate::interim::Interim;
 use crate::outcome::{Outcome, Record, Text};
 use crate::runtime::{ConnContext, Route, Snapshot};
 use crate::upstream::{UpstreamBody, UpstreamResponse};
 
 /// Handles one client request; never fails (errors become responses). The response
-/// body carries the request's outcome record to the end of the response.
-pub(crate) async fn handle(conn: Arc<ConnContext>, mut request: Request<RequestBody>) -> Response<ProxyBody> {
+/// body carries the request's outcome record to the end of the response. `interim`
+/// receives the upstream's 1xx responses, for a client that can be sent them.
+pub(crate) async fn handle(
+    conn: Arc<ConnContext>,
+    mut request: Request<RequestBody>,
+    interim: Option<&Interim>,
+) -> Response<ProxyBody> {
     let outcomes = &conn.shared.outcomes;
     let headers::Ids { request_id, trace_id, span } = headers::identify(request.headers_mut(), outcomes.sample_ratio());
     let mut record = Record::begin(conn.peer, &request_id, outcomes);
@@ -54,7 +60,7 @@ pub(crate) async fn handle(conn: Arc<ConnContext>, mut request: Request<RequestB
         record.outcome().texts.set(Text::TraceId, &trace_id);
     }
     let grpc = error::is_grpc(request.headers());
-    let mut response = match forward(&conn, request, &request_id, record.outcome()).await {
+    let mut response = match forward(&conn, request, &request_id, interim, record.outcome()).await {
         Ok(response) => response,
         Err(error) => error_response(&error, record.outcome(), grpc),
     };
@@ -81,6 +87,7 @@ async fn forward(
     conn: &Arc<ConnContext>,
     mut request: Request<RequestBody>,
     request_id: &HeaderValue,
+    interim: Option<&Interim>,
     outcome: &mut Outcome,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let snapshot = conn.shared.current();
@@ -99,7 +106,7 @@ async fn forward(
         .ok_or(ProxyError::NoRoute)?;
     outcome.route = Some(Arc::clone(&route.name));
     outcome.upstream = Some(Arc::clone(&route.upstream.name));
-    let origin = Origin { conn, snapshot: &snapshot, route, host: host.as_ref(), request_id };
+    let origin = Origin { conn, snapshot: &snapshot, route, host: host.as_ref(), request_id, interim };
     match &conn.shared.cache {
         Some(cache) if route.cache => cached::handle(cache, &origin, request, outcome).await,
         _ => origin.fetch(request, outcome).await,
@@ -114,6 +121,8 @@ pub(crate) struct Origin<'a> {
     route: &'a Arc<Route>,
     host: Option<&'a HeaderValue>,
     request_id: &'a HeaderValue,
+    /// Where the upstream's 1xx responses go (an HTTP/1.1 client's request only).
+    interim: Option<&'a Interim>,
 }
 
 /// An `Origin` that a background task can keep (a cache refresh).
@@ -133,6 +142,7 @@ impl OwnedOrigin {
             route: &self.route,
             host: self.host.as_ref(),
             request_id: &self.request_id,
+            interim: None,
         }
     }
 
@@ -176,7 +186,7 @@ impl Origin<'_> {
         request: Request<RequestBody>,
         outcome: &mut Outcome,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let Origin { conn, snapshot, route, host, request_id } = *self;
+        let Origin { conn, snapshot, route, host, request_id, interim } = *self;
         let upgrade = upgrade::requested(&request, &route.upgrades);
         if upgrade.is_some() && route.upstream.protocol() != UpstreamProtocol::Http1 {
             return Err(ProxyError::UpgradeNeedsHttp1);
@@ -199,7 +209,7 @@ impl Origin<'_> {
         let upstream_request = upstream_request(conn, route, request, forwarding, upgrade.as_ref());
         let sent_at = std::time::Instant::now();
         let key = route.upstream.request_key(&upstream_request, conn.peer);
-        let sending = route.upstream.send(upstream_request, idempotent, key, outcome);
+        let sending = route.upstream.send(upstream_request, idempotent, key, interim, outcome);
         let response = tokio::time::timeout(route.timeout, sending).await.map_err(|_| ProxyError::Timeout)??;
         outcome.upstream_head = Some(sent_at.elapsed());
 

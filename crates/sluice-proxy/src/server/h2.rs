@@ -117,7 +117,8 @@ where
             let received = (!request.body().is_end_stream()).then(|| Arc::new(AtomicU64::new(0)));
             let counter = received.clone();
             let request = request.map(|body| RequestBody::Hyper { body, received: counter });
-            let mut response = proxy::handle(Arc::clone(&ctx), request).await;
+            // No interim responses: hyper's server cannot send a 1xx (crate::interim).
+            let mut response = proxy::handle(Arc::clone(&ctx), request, None).await;
             if let Some(received) = received {
                 response.body_mut().count_request_body(received);
             }

@@ -23,6 +23,7 @@ use super::pool::Lease;
 use crate::body::{client_cause as client_body_cause, BodyError, ClientBodyError, RequestBody};
 use crate::http1::body::{BodyDecoder, Decoded};
 use crate::http1::{self, buffers, FieldSpans, Framing, MAX_HEADERS, MAX_HEAD_BYTES};
+use crate::interim::Interim;
 
 /// Request body frames up to this size are copied next to their chunk framing and sent
 /// in one write; larger ones are written as they are.
@@ -152,11 +153,13 @@ pub(crate) struct ResponseHead {
 }
 
 /// Writes the request and reads the response head, sending the request body meanwhile
-/// (an upstream may answer before it has read the whole body).
+/// (an upstream may answer before it has read the whole body). 1xx responses before
+/// the final one go to `interim`, if the client can take them.
 pub(crate) async fn exchange(
     stream: &mut UpstreamStream,
     request: &mut EncodedRequest,
     reused: bool,
+    interim: Option<&Interim>,
 ) -> Result<ResponseHead, ExchangeError> {
     let failed = |e: io::Error| if reused { ExchangeError::Stale(e) } else { ExchangeError::Failed(e) };
     if let Err(e) = stream.write_all(&request.head).await {
@@ -178,7 +181,8 @@ pub(crate) async fn exchange(
                     Err(e) => return Err(ExchangeError::Failed(e)),
                 }
                 let mut continued = false;
-                if let Some(head) = parse_response(&mut buf, request.head_request, &mut continued).map_err(ExchangeError::Failed)? {
+                let parsed = parse_response(&mut buf, request.head_request, &mut continued, interim);
+                if let Some(head) = parsed.map_err(ExchangeError::Failed)? {
                     let reusable = head.1 && !sending;
                     return Ok(ResponseHead { parts: head.0, framing: head.2, reusable, buf });
                 }
@@ -196,7 +200,7 @@ pub(crate) async fn exchange(
                     Ok(more) => sending = more,
                     Err(SendError::Body(cause)) => return Err(ExchangeError::ClientBody(cause)),
                     // Boxed: rare, and it would grow every request's future.
-                    Err(SendError::Io(e)) => return Box::pin(answer_after_failed_send(stream, buf, request.head_request, e)).await,
+                    Err(SendError::Io(e)) => return Box::pin(answer_after_failed_send(stream, buf, request.head_request, e, interim)).await,
                 }
             }
         }
@@ -211,11 +215,12 @@ async fn answer_after_failed_send(
     mut buf: BytesMut,
     head_request: bool,
     error: io::Error,
+    interim: Option<&Interim>,
 ) -> Result<ResponseHead, ExchangeError> {
     let read_answer = async {
         loop {
             let mut continued = false;
-            if let Ok(Some(head)) = parse_response(&mut buf, head_request, &mut continued) {
+            if let Ok(Some(head)) = parse_response(&mut buf, head_request, &mut continued, interim) {
                 return Some(head);
             }
             match stream.read_buf(&mut buf).await {
@@ -309,13 +314,14 @@ fn encode_data(out: &mut Vec<u8>, data: &Bytes, framing: Framing) -> Option<Byte
     None
 }
 
-/// Parses a final response head, skipping 1xx interim responses other than 101
-/// (`continued` is set when one was a 100 Continue). Returns the head, whether the
-/// connection stays open, and the body framing.
+/// Parses a final response head past any 1xx interim responses other than 101
+/// (`continued` is set when one was a 100 Continue; others go to `interim`). Returns the
+/// head, whether the connection stays open, and the body framing.
 fn parse_response(
     buf: &mut BytesMut,
     head_request: bool,
     continued: &mut bool,
+    interim: Option<&Interim>,
 ) -> io::Result<Option<(http::response::Parts, bool, Framing)>> {
     loop {
         // Uninitialised: the slots are 8 KiB, and httparse writes only those it fills.
@@ -341,7 +347,10 @@ fn parse_response(
         let mut headers = spans.header_map(&head).map_err(malformed_response)?;
         if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
             *continued |= status == StatusCode::CONTINUE;
-            continue; // 100 Continue, 103 Early Hints: the final response follows
+            if let Some(interim) = interim.filter(|_| Interim::relays(status)) {
+                interim.push(status, headers);
+            }
+            continue; // the final response follows
         }
         let (framing, ambiguous) = response_framing(status, &mut headers, head_request)?;
         let keep_alive = !ambiguous
@@ -360,7 +369,7 @@ fn parse_response(
 pub(crate) fn parse_response_for_tests(
     buf: &mut BytesMut,
 ) -> io::Result<Option<(http::response::Parts, bool, Framing)>> {
-    parse_response(buf, false, &mut false)
+    parse_response(buf, false, &mut false, None)
 }
 
 /// RFC 9112 §6.3, for responses. Transfer-Encoding wins over Content-Length, and the
@@ -512,7 +521,7 @@ mod tests {
     fn response_heads_and_their_framing() {
         let mut buf = BytesMut::from("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
         let (parts, keep_alive, framing) =
-            parse_response(&mut buf, false, &mut false).expect("valid").expect("complete");
+            parse_response(&mut buf, false, &mut false, None).expect("valid").expect("complete");
         assert_eq!(parts.status, StatusCode::OK);
         assert!(keep_alive);
         assert_eq!(framing, Framing::Length(5));
@@ -520,25 +529,28 @@ mod tests {
 
         let mut closing = BytesMut::from("HTTP/1.0 200 OK\r\n\r\nuntil close");
         let (_, keep_alive, framing) =
-            parse_response(&mut closing, false, &mut false).expect("valid").expect("complete");
+            parse_response(&mut closing, false, &mut false, None).expect("valid").expect("complete");
         assert!(!keep_alive);
         assert_eq!(framing, Framing::UntilClose);
 
         let mut head = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n");
-        assert_eq!(parse_response(&mut head, true, &mut false).expect("valid").expect("complete").2, Framing::Empty);
+        assert_eq!(
+            parse_response(&mut head, true, &mut false, None).expect("valid").expect("complete").2,
+            Framing::Empty
+        );
 
         let mut chunked = BytesMut::from("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
         let (_, keep_alive, framing) =
-            parse_response(&mut chunked, false, &mut false).expect("valid").expect("complete");
+            parse_response(&mut chunked, false, &mut false, None).expect("valid").expect("complete");
         assert_eq!((keep_alive, framing), (false, Framing::Chunked));
     }
 
     #[test]
     fn bad_response_heads_are_errors() {
         for bad in ["HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", "NOT HTTP\r\n\r\n"] {
-            assert!(parse_response(&mut BytesMut::from(bad), false, &mut false).is_err(), "{bad}");
+            assert!(parse_response(&mut BytesMut::from(bad), false, &mut false, None).is_err(), "{bad}");
         }
-        assert!(parse_response(&mut BytesMut::from("HTTP/1.1 200 OK\r\n"), false, &mut false)
+        assert!(parse_response(&mut BytesMut::from("HTTP/1.1 200 OK\r\n"), false, &mut false, None)
             .expect("valid")
             .is_none());
     }
@@ -549,13 +561,13 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
         );
         let (parts, keep_alive, framing) =
-            parse_response(&mut buf, false, &mut false).expect("valid").expect("complete");
+            parse_response(&mut buf, false, &mut false, None).expect("valid").expect("complete");
         assert_eq!(framing, Framing::Chunked);
         assert!(!keep_alive, "an ambiguous response's connection is not reused");
         assert!(!parts.headers.contains_key(CONTENT_LENGTH), "the length that does not describe the body is gone");
         let mut repeated = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\nhello");
         let (parts, keep_alive, framing) =
-            parse_response(&mut repeated, false, &mut false).expect("valid").expect("complete");
+            parse_response(&mut repeated, false, &mut false, None).expect("valid").expect("complete");
         assert_eq!((framing, keep_alive), (Framing::Length(5), true));
         assert_eq!(parts.headers.get_all(CONTENT_LENGTH).iter().collect::<Vec<_>>(), ["5"]);
     }
@@ -564,7 +576,7 @@ mod tests {
     fn a_100_continue_is_noticed_and_skipped() {
         let mut buf = BytesMut::from("HTTP/1.1 100 Continue\r\n\r\n");
         let mut continued = false;
-        assert!(parse_response(&mut buf, false, &mut continued).expect("valid").is_none());
+        assert!(parse_response(&mut buf, false, &mut continued, None).expect("valid").is_none());
         assert!(continued);
     }
 

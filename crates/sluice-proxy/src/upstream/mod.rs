@@ -22,6 +22,7 @@ use std::io;
 use std::sync::Arc;
 
 use crate::body::RequestBody;
+use crate::interim::Interim;
 use crate::outcome::Outcome;
 use bytes::BytesMut;
 use hyper::body::Incoming;
@@ -246,6 +247,7 @@ impl UpstreamGroup {
         request: Request<RequestBody>,
         idempotent: bool,
         key: Option<u64>,
+        interim: Option<&Interim>,
         outcome: &mut Outcome,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let in_flight: usize = self.loads.iter().map(|l| l.outstanding()).sum();
@@ -255,7 +257,7 @@ impl UpstreamGroup {
         let replayable = self.retry.replayable(idempotent, request.body().is_whole());
         let attempts = Attempts::new(self, replayable, key, outcome);
         match self.protocol {
-            UpstreamProtocol::Http1 => self.send_http1(request, idempotent, attempts).await,
+            UpstreamProtocol::Http1 => self.send_http1(request, idempotent, attempts, interim).await,
             UpstreamProtocol::Http2 => self.send_http2(request, idempotent, attempts).await,
         }
     }

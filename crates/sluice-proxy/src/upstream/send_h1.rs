@@ -13,6 +13,7 @@ use super::h1::{self, EncodedRequest, ExchangeError, ResponseHead};
 use super::hedge::{race, Winner};
 use super::{retry, H1Body, Lease, UpstreamBody, UpstreamError, UpstreamGroup, UpstreamResponse};
 use crate::body::RequestBody;
+use crate::interim::Interim;
 
 /// One try's result: a response head, how it failed, or None when no head came
 /// within the per-try timeout.
@@ -24,6 +25,7 @@ impl UpstreamGroup {
         request: Request<RequestBody>,
         idempotent: bool,
         mut attempts: Attempts<'_>,
+        interim: Option<&Interim>,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let (parts, body) = request.into_parts();
         let mut encoded = EncodedRequest::new(&parts, body);
@@ -48,12 +50,12 @@ impl UpstreamGroup {
             let tried = match hedge.and_then(|delay| encoded.replica().map(|copy| (delay, copy))) {
                 Some((delay, copy)) => {
                     // Boxed: two exchanges side by side make a large future, and hedging is rare.
-                    let hedged = Box::pin(self.hedged_h1(lease, &mut encoded, copy, delay, &mut attempts));
+                    let hedged = Box::pin(self.hedged_h1(lease, (&mut encoded, copy), delay, &mut attempts, interim));
                     let (tried, winner) = hedged.await;
                     lease = winner;
                     Some(tried)
                 }
-                None => self.try_h1(&mut lease, &mut encoded).await,
+                None => self.try_h1(&mut lease, &mut encoded, interim).await,
             };
             let Some(exchanged) = tried else {
                 let endpoint = lease.endpoint().clone();
@@ -109,12 +111,12 @@ impl UpstreamGroup {
     }
 
     /// One try on `lease`, within the per-try timeout when there is one.
-    async fn try_h1(&self, lease: &mut Lease, encoded: &mut EncodedRequest) -> Tried {
+    async fn try_h1(&self, lease: &mut Lease, encoded: &mut EncodedRequest, interim: Option<&Interim>) -> Tried {
         let reused = lease.begin_request();
         let Some(stream) = lease.h1_stream() else { return Some(Err(not_http1())) };
         match self.retry.per_try_timeout() {
-            Some(limit) => tokio::time::timeout(limit, h1::exchange(stream, encoded, reused)).await.ok(),
-            None => Some(h1::exchange(stream, encoded, reused).await),
+            Some(limit) => tokio::time::timeout(limit, h1::exchange(stream, encoded, reused, interim)).await.ok(),
+            None => Some(h1::exchange(stream, encoded, reused, interim).await),
         }
     }
 
@@ -125,14 +127,14 @@ impl UpstreamGroup {
     async fn hedged_h1(
         &self,
         mut first: Lease,
-        encoded: &mut EncodedRequest,
-        mut copy: EncodedRequest,
+        (encoded, mut copy): (&mut EncodedRequest, EncodedRequest),
         delay: Duration,
         attempts: &mut Attempts<'_>,
+        interim: Option<&Interim>,
     ) -> (Result<ResponseHead, ExchangeError>, Lease) {
         let reused = first.begin_request();
         let Some(stream) = first.h1_stream() else { return (Err(not_http1()), first) };
-        let mut one = Box::pin(h1::exchange(stream, encoded, reused));
+        let mut one = Box::pin(h1::exchange(stream, encoded, reused, interim));
         let early = tokio::select! {
             result = &mut one => Some(result),
             _ = tokio::time::sleep(delay) => None,
@@ -150,7 +152,7 @@ impl UpstreamGroup {
             let result = one.await;
             return (result, first);
         };
-        let mut two = Box::pin(h1::exchange(stream, &mut copy, reused));
+        let mut two = Box::pin(h1::exchange(stream, &mut copy, reused, interim));
         let (result, winner) = race(&mut one, &mut two, Result::is_err).await;
         drop((one, two));
         attempts.hedge_settled(winner, hold, &second);

@@ -91,6 +91,17 @@ pub(crate) fn head(
     out.extend_from_slice(b"\r\n");
 }
 
+/// Appends an interim (1xx) response head: status line and fields, nothing added.
+pub(crate) fn interim(out: &mut Vec<u8>, status: StatusCode, headers: &HeaderMap) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    crate::http1::write_fields(out, headers);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Appends `n` in decimal without a temporary allocation.
 fn push_decimal(out: &mut Vec<u8>, n: u64) {
     let mut digits = [0u8; 20];

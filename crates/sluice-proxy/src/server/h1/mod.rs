@@ -32,6 +32,7 @@ use super::conn::ListenerContext;
 use super::h2;
 use crate::body::RequestBody;
 use crate::http1::{buffers, Framing, HeadError};
+use crate::interim::{Interim, InterimHead};
 use crate::outcome::{End, Record};
 use crate::proxy::{self, UpstreamUpgrade};
 use crate::runtime::{ConnContext, IdleTicket};
@@ -336,21 +337,28 @@ async fn exchange<T: ClientStream>(
     let expect_continue = head.expect_continue && head.version == Version::HTTP_11;
     let (mut pump, body) = BodyPump::new(head.framing, expect_continue);
     let request = into_request(head, body, expect_continue);
+    // RFC 9110 §15.2: no 1xx to an HTTP/1.0 client.
+    let interim = (client_version == Version::HTTP_11).then(Interim::default);
 
     // Pinned here, inside the request cycle that `serve` already boxed; in a block of
     // its own so that its storage is reused by the response writer's (the future that
     // every request moves into its box is then the larger of the two, not their sum).
     let response = {
-        let handling = proxy::handle(Arc::clone(ctx), request);
+        let handling = proxy::handle(Arc::clone(ctx), request, interim.as_ref());
         tokio::pin!(handling);
         loop {
             tokio::select! {
                 biased;
                 response = &mut handling => break response,
+                head = next_interim(interim.as_ref()) => write_interim(io, head).await?,
                 _ = pump.step(io, buf), if pump.is_active() => {}
             }
         }
     };
+    // Interim heads queued in the poll that also brought the final one go first.
+    while let Some(head) = interim.as_ref().and_then(Interim::take) {
+        write_interim(io, head).await?;
+    }
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let (parts, mut body) = response.into_parts();
@@ -371,6 +379,20 @@ async fn exchange<T: ClientStream>(
         (_, false) => Next::Linger,
         (false, true) => Next::Close,
     })
+}
+
+/// The next interim response the upstream sent; never, without a queue.
+async fn next_interim(interim: Option<&Interim>) -> InterimHead {
+    match interim {
+        Some(interim) => std::future::poll_fn(|cx| interim.poll_next(cx)).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn write_interim<T: AsyncWrite + Unpin>(io: &mut T, head: InterimHead) -> io::Result<()> {
+    let mut out = Vec::with_capacity(128);
+    encode::interim(&mut out, head.status, &head.headers);
+    io.write_all(&out).await
 }
 
 /// The request as the proxy sees it. `Expect` stays only where a go-ahead is pending
