@@ -35,6 +35,8 @@ pub const MAX_REQUEST_BODY: u64 = 1 << 30;
 pub const MAX_RESPONSE_SPOOL: u64 = 1 << 30;
 /// All responses spooled at once, at most; beyond, responses stream (never fail).
 pub const SPOOL_MAX_TOTAL: u64 = 2 << 30;
+/// 64 KiB: nginx's http2_body_preread_size and HAProxy's initial window.
+pub const HTTP2_STREAM_WINDOW: u32 = 64 * 1024;
 
 /// Envoy's consecutive_5xx default.
 pub const OUTLIER_CONSECUTIVE_FAILURES: u32 = 5;

@@ -120,6 +120,7 @@ pub struct FileServer {
     pub escaped_slashes: Option<Spanned<String>>,
     pub spool_dir: Option<Spanned<String>>,
     pub spool_max_total: Option<ConfigSize>,
+    pub http2_stream_window: Option<Spanned<ConfigSize>>,
     pub trusted_proxies: Option<Vec<Spanned<String>>>,
     pub dns_ttl: Option<Spanned<ConfigDuration>>,
     pub config_watch: Option<Spanned<ConfigDuration>>,

@@ -121,6 +121,12 @@ pub struct ServerSettings {
     /// Bytes of responses spooled at once in all, at most; past it, new spooling is
     /// refused (the responses stream instead). Default 2 GiB.
     pub spool_max_total: u64,
+    /// An HTTP/2 client's stream window (SETTINGS_INITIAL_WINDOW_SIZE): how much of a
+    /// request body a client may send before sluice reads it. Small, so that an
+    /// upstream's early answer (413, 401) costs the client little upload; it also caps
+    /// one stream's upload at a window per round trip. Default 64 KiB (nginx's
+    /// http2_body_preread_size, HAProxy's initial window); the connection's is 1 MiB.
+    pub http2_stream_window: u32,
     /// Clients whose X-Forwarded-For is extended; anyone else's is replaced by their
     /// address. Default: none (every client's value is replaced).
     pub trusted_proxies: Vec<IpNetwork>,

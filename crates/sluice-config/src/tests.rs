@@ -187,6 +187,7 @@ fn tls_files_that_are_not_pem_are_named_with_the_fix() {
 fn body_settings_are_checked() {
     let src = r#"[server]
 spool_dir = "/no/such/folder"
+http2_stream_window = "4GiB"
 [[listener]]
 address = "127.0.0.1:1"
 [[route]]
@@ -203,24 +204,28 @@ endpoints = ["127.0.0.1:2"]
         keys,
         vec![
             (2, "server.spool_dir"),
-            (7, "route[0].large_request_bodies"),
-            (8, "route[0].upgrades"),
-            (9, "route[0].max_request_body")
+            (3, "server.http2_stream_window"),
+            (8, "route[0].large_request_bodies"),
+            (9, "route[0].upgrades"),
+            (10, "route[0].max_request_body")
         ],
         "{p:#?}"
     );
-    assert!(p[2].message.contains("h2c smuggling"), "{}", p[2].message);
+    assert!(p[1].message.contains("\"64KiB\""), "{}", p[1].message);
+    assert!(p[3].message.contains("h2c smuggling"), "{}", p[3].message);
     let ok = parse(
         &src.replace("/no/such/folder", "/tmp")
             .replace("\"disk\"", "\"spool\"")
             .replace(", \"h2c\"", "")
-            .replace("= 0", "= \"2MiB\""),
+            .replace("= 0", "= \"2MiB\"")
+            .replace("\"4GiB\"", "\"1MiB\""),
         Path::new("s.toml"),
     )
     .expect("valid");
     assert_eq!(ok.routes[0].large_request_bodies, LargeBodies::Spool);
     assert_eq!(ok.routes[0].max_request_body, 2 << 20);
     assert_eq!(ok.routes[0].request_buffer, 64 * 1024);
+    assert_eq!(ok.server.http2_stream_window, 1 << 20);
 }
 
 const MINIMAL: &str = "[[listener]]\naddress = \"127.0.0.1:8080\"\n\n[[route]]\nupstream = \"up\"\n\n[upstream.up]\nendpoints = [\"127.0.0.1:9001\"]\n";
@@ -310,6 +315,7 @@ fn the_example_file_states_the_defaults() {
     );
     assert_eq!((s.client_body_timeout, s.send_timeout, s.dns_ttl), (CLIENT_BODY_TIMEOUT, SEND_TIMEOUT, DNS_TTL));
     assert_eq!((s.model, s.upstream_pools), (MODEL, UPSTREAM_POOLS));
+    assert_eq!(s.http2_stream_window, HTTP2_STREAM_WINDOW);
     let route = &config.routes[0];
     assert_eq!(
         (route.timeout, route.read_timeout, route.tunnel_idle_timeout),

@@ -141,6 +141,7 @@ fn check_server(checker: &mut Checker, server: &FileServer) -> ServerSettings {
         underscores_in_headers: server.underscores_in_headers.unwrap_or(defaults::UNDERSCORES_IN_HEADERS),
         spool_dir: check_spool_dir(checker, server),
         spool_max_total: server.spool_max_total.map_or(defaults::SPOOL_MAX_TOTAL, |s| s.0),
+        http2_stream_window: check_stream_window(checker, &server.http2_stream_window),
         trusted_proxies: check_networks(
             checker,
             server.trusted_proxies.as_deref().unwrap_or(&[]),
@@ -278,6 +279,19 @@ pub(crate) fn positive(checker: &mut Checker, value: &Option<Spanned<usize>>, ke
         return None;
     }
     Some(*value.get_ref())
+}
+
+/// HTTP/2 allows windows up to 2^31-1; below 16 KiB (one frame) uploads crawl.
+fn check_stream_window(checker: &mut Checker, value: &Option<Spanned<crate::size::ConfigSize>>) -> u32 {
+    let Some(value) = value else { return defaults::HTTP2_STREAM_WINDOW };
+    match u32::try_from(value.get_ref().0) {
+        Ok(n) if (16 * 1024..=i32::MAX as u32).contains(&n) => n,
+        _ => {
+            let why = "must be from \"16KiB\" to 2147483647 bytes (HTTP/2's limit); e.g. \"64KiB\"";
+            checker.problem(value.span(), "server.http2_stream_window", why);
+            defaults::HTTP2_STREAM_WINDOW
+        }
+    }
 }
 
 pub(crate) fn nonzero_duration(

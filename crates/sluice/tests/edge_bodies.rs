@@ -279,3 +279,57 @@ async fn slow_uploads_past_request_buffer_hold_no_upstream_connection_by_default
     let text = String::from_utf8_lossy(&read_until(&mut first, "got 1000000").await).into_owned();
     assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
 }
+
+/// Sends a 20 MiB PUT over h2c, data as the stream's window allows, until the response
+/// comes; returns its status and how many body bytes the client was let send first.
+async fn h2_upload_until_answered(addr: std::net::SocketAddr) -> (u16, usize) {
+    let io = TcpStream::connect(addr).await.expect("connect");
+    let (mut h2, connection) = h2::client::handshake(io).await.expect("h2 handshake");
+    tokio::spawn(connection);
+    let size = 20usize << 20;
+    let request = Request::put("http://x/upload").header("content-length", size).body(()).expect("request");
+    let (response, mut stream) = h2.send_request(request, false).expect("send");
+    tokio::pin!(response);
+    let chunk = bytes::Bytes::from(vec![b'u'; 16 * 1024]);
+    let mut sent = 0usize;
+    loop {
+        stream.reserve_capacity(chunk.len());
+        tokio::select! {
+            answered = &mut response => {
+                let response = answered.expect("a response, not a stream error");
+                return (response.status().as_u16(), sent);
+            }
+            capacity = std::future::poll_fn(|cx| stream.poll_capacity(cx)) => {
+                match capacity {
+                    Some(Ok(n)) if sent < size => {
+                        let n = n.min(size - sent);
+                        if stream.send_data(chunk.slice(..n), sent + n == size).is_err() {
+                            continue; // reset by the server: its answer follows
+                        }
+                        sent += n;
+                    }
+                    _ => {
+                        // No more window (the stream is done or reset): wait for the answer.
+                        let response = tokio::time::timeout(WAIT, &mut response).await.expect("in time");
+                        return (response.expect("a response").status().as_u16(), sent);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstreams_early_answer_to_an_http2_upload_costs_the_client_a_small_window() {
+    let upstream = refusing_upstream().await;
+    let config = simple_config(&[upstream.addr], "")
+        .replace("upstream = \"up\"", "upstream = \"up\"\nlarge_request_bodies = \"stream\"");
+    let sluice = Sluice::start(&config);
+    for _ in 0..5 {
+        let (status, sent) = tokio::time::timeout(WAIT, h2_upload_until_answered(sluice.addr)).await.expect("in time");
+        assert_eq!(status, 413, "the upstream's answer, not a stream error");
+        // request_buffer (64 KiB, read to decide how to send) and one stream window
+        // (64 KiB): hyper's default window let ~1 MiB through before the answer.
+        assert!(sent <= 256 * 1024, "the client sent {sent} bytes before the answer");
+    }
+}

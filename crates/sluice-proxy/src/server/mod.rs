@@ -159,7 +159,13 @@ impl Server {
 
 /// Binds `config` at `address` (a port-0 listener's actual address, for the workers
 /// after the first). `reuse_port`: several sockets of this process share the address.
-fn bind_listener(config: &ListenerConfig, address: SocketAddr, reuse_port: bool) -> Result<BoundListener, ServerError> {
+/// `stream_window`: `server.http2_stream_window`.
+fn bind_listener(
+    config: &ListenerConfig,
+    address: SocketAddr,
+    reuse_port: bool,
+    stream_window: u32,
+) -> Result<BoundListener, ServerError> {
     let bind_error = |source| ServerError::Bind { address, source };
     let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP)).map_err(bind_error)?;
     socket.set_reuse_address(true).map_err(bind_error)?;
@@ -171,7 +177,7 @@ fn bind_listener(config: &ListenerConfig, address: SocketAddr, reuse_port: bool)
     socket.listen(config.backlog.min(i32::MAX as u32) as i32).map_err(bind_error)?;
     let listener = TcpListener::from_std(socket.into()).map_err(bind_error)?;
     let tls = config.tls.as_ref().map(|files| tls::acceptor(files, config.protocol)).transpose()?;
-    let context = ListenerContext { protocol: config.protocol, tls, http2: h2::builder() };
+    let context = ListenerContext { protocol: config.protocol, tls, http2: h2::builder(stream_window) };
     Ok(BoundListener { listener, context: Arc::new(context) })
 }
 

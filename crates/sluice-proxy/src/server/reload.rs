@@ -57,7 +57,7 @@ impl Reloader {
     pub async fn reload(&self, config: Config) -> Result<Reloaded, String> {
         let old = self.current.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let (added, removed, in_place) = listener_changes(&old.listeners, &config.listeners);
-        let bound = self.bind(&added).await?;
+        let bound = self.bind(&added, old.server.http2_stream_window).await?;
         let config = Arc::new(config);
         let mut builds = Vec::with_capacity(self.workers.len());
         for worker in &self.workers {
@@ -84,8 +84,9 @@ impl Reloader {
     }
 
     /// Binds each added listener on every worker (on its runtime): the first worker's
-    /// resolved address (port 0) is the others' too.
-    async fn bind(&self, added: &[ListenerConfig]) -> Result<Vec<Vec<BoundListener>>, String> {
+    /// resolved address (port 0) is the others' too. `stream_window`: the running one
+    /// (a change takes a restart).
+    async fn bind(&self, added: &[ListenerConfig], stream_window: u32) -> Result<Vec<Vec<BoundListener>>, String> {
         let reuse_port = self.workers.len() > 1;
         let mut per_worker: Vec<Vec<BoundListener>> = self.workers.iter().map(|_| Vec::new()).collect();
         for listener in added {
@@ -94,7 +95,7 @@ impl Reloader {
                 let config = listener.clone();
                 let bound = worker
                     .runtime
-                    .spawn(async move { bind_listener(&config, address, reuse_port) })
+                    .spawn(async move { bind_listener(&config, address, reuse_port, stream_window) })
                     .await
                     .map_err(|e| format!("listener {}: {e}", listener.address))?
                     .map_err(|e| format!("listener {}: {e}", listener.address))?;
@@ -183,6 +184,7 @@ fn fixed_at_start(old: &Config, new: &Config) -> Vec<&'static str> {
     check("server.model", old.server.model != new.server.model);
     check("server.upstream_pools", old.server.upstream_pools != new.server.upstream_pools);
     check("server.max_connections", old.server.max_connections != new.server.max_connections);
+    check("server.http2_stream_window", old.server.http2_stream_window != new.server.http2_stream_window);
     check("server.dns_ttl", old.server.dns_ttl != new.server.dns_ttl);
     check("server.config_watch", old.server.config_watch != new.server.config_watch);
     check("access_log", old.access_log != new.access_log);

@@ -171,7 +171,7 @@ fn start(
     let mut listeners = Vec::with_capacity(config.listeners.len());
     for (i, listener) in config.listeners.iter().enumerate() {
         let address = addrs.and_then(|a| a.get(i).copied()).unwrap_or(listener.address);
-        listeners.push(bind_listener(listener, address, reuse_port)?);
+        listeners.push(bind_listener(listener, address, reuse_port, config.server.http2_stream_window)?);
     }
     let addrs = listeners.iter().filter_map(|l| l.listener.local_addr().ok()).collect();
     let sweeper = Arc::clone(&shared);
