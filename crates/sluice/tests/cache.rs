@@ -416,7 +416,10 @@ async fn head_is_answered_from_a_get_entry_and_a_head_miss_stores_the_get() {
     origin.wait_answered(1).await;
     let (get_parts, body) = get(&sluice, "/h", &[]).await;
     assert_eq!(&body[..], b"origin body");
-    assert!(cache_status(&get_parts).contains("hit"), "the HEAD's fetch stored the GET: {}", cache_status(&get_parts));
+    // The HEAD's fetch is the GET's: stored already (a hit), or still being read into
+    // the cache in the background, when the GET waits for it (collapsed).
+    let status = cache_status(&get_parts);
+    assert!(status.contains("hit") || status.contains("collapsed"), "the HEAD's fetch stored the GET: {status}");
     assert_eq!(origin.served("/h"), 1);
 }
 

@@ -256,3 +256,30 @@ async fn at_max_connections_half_sent_heads_and_idle_connections_make_room() {
     }
     sluice.wait_for_log("at max_connections, to let a new client in");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_half_sent_head_holds_less_memory_than_nginx_does() {
+    let upstream = RawUpstream::ok().await;
+    let sluice = Sluice::start(&patient(upstream.addr).replace("[server]\n", "[server]\nworker_threads = 1\n"));
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    for _ in 0..4 {
+        assert_eq!(status_of(&roundtrip(sluice.addr, request).await), "200", "warm");
+    }
+    let (before, _) = sluice.memory_kib();
+    const HEADS: u64 = 3000;
+    let mut held = Vec::new();
+    for _ in 0..HEADS {
+        let mut stream = TcpStream::connect(sluice.addr).await.expect("connect");
+        stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.expect("half a head");
+        held.push(stream);
+    }
+    // One worker serves connections in the order they came: once a later client is
+    // answered, every half head before it has been read.
+    assert_eq!(status_of(&roundtrip(sluice.addr, request).await), "200");
+    let (after, _) = sluice.memory_kib();
+    let per_head = after.saturating_sub(before) as f64 / HEADS as f64;
+    // nginx 1.22 holds 4.2 KiB per half-sent head (its 1 KiB header buffer and
+    // connection state); sluice held 6.4 with its 4 KiB read buffer.
+    assert!(per_head < 4.2, "{per_head:.2} KiB per half-sent head");
+    drop(held);
+}
