@@ -3,14 +3,14 @@
 //! 100 (sluice's own go-ahead, or the upstream's, which releases the body) and 101
 //! (a final answer to an upgrade). RFC 9110 §15.2: a proxy forwards them.
 //!
-//! The HTTP/1 connection owns one `Interim` per request, lends it down the request
-//! path (`proxy::handle` → `Origin` → the upstream exchange), and writes what the
-//! exchange puts in it between the body it pumps and the final response. All of it
-//! runs in the connection's one task, so this is a queue with a waker, not a channel:
-//! it costs nothing until an upstream sends a 1xx.
+//! The client's connection (HTTP/1.1) or stream task (HTTP/2) owns one `Interim` per
+//! request, lends it down the request path (`proxy::handle` → `Origin` → the upstream
+//! exchange), and sends what the exchange puts in it before the final response. All of
+//! it runs in one task, so this is a queue with a waker, not a channel: it costs nothing
+//! until an upstream sends a 1xx.
 //!
-//! Not for HTTP/2 clients or upstreams: hyper 1.x has no way for a server to send a 1xx
-//! or for a client to receive one (hyperium/hyper#4114, open), so there they are dropped.
+//! Only HTTP/1 upstreams fill it: hyper's HTTP/2 client drops the 1xx it receives
+//! (hyperium/hyper#4114, open), so an HTTP/2 upstream's are not relayed.
 
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};

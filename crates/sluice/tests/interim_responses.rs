@@ -1,12 +1,14 @@
 //! 1xx interim responses (RFC 9110 §15.2): an upstream's 103 Early Hints and 102
 //! Processing reach an HTTP/1.1 client as they come, before the final response, in
 //! order, without hop-by-hop fields; never an HTTP/1.0 client; never stored by the
-//! cache (cache-tests `interim-not-cached`). An HTTP/2 client gets the final response
-//! only: hyper's server cannot send a 1xx (hyperium/hyper#4114), which the test pins.
+//! cache (cache-tests `interim-not-cached`). HTTP/2 clients get them as HEADERS frames
+//! before the final response's.
 
 mod support;
 
 use std::sync::Arc;
+
+use bytes::Bytes;
 
 use http::StatusCode;
 use support::client::{self, get2, send2};
@@ -148,8 +150,58 @@ async fn interim_responses_are_relayed_but_never_cached() {
     assert!(!lower.contains("link:"), "nothing of the 103 was stored: {text}");
 }
 
+/// An h2c request for `path`: the interim responses' statuses and Link fields as they
+/// come, then the final response; `between` runs once the first interim one is in.
+async fn h2_request(sluice: &Sluice, path: &str, between: impl FnOnce()) -> (Vec<(u16, String)>, u16, Bytes) {
+    let io = TcpStream::connect(sluice.addr).await.expect("connect");
+    let (mut h2, connection) = h2::client::handshake(io).await.expect("h2 handshake");
+    tokio::spawn(connection);
+    let request = http::Request::get(format!("http://x{path}")).body(()).expect("request");
+    let (mut response, _) = h2.send_request(request, true).expect("send");
+    let mut interim = Vec::new();
+    let mut between = Some(between);
+    while let Some(head) = tokio::time::timeout(WAIT, std::future::poll_fn(|cx| response.poll_informational(cx)))
+        .await
+        .expect("interim or final in time")
+    {
+        let head = head.expect("an interim head");
+        let link = head.headers().get("link").map(|v| v.to_str().unwrap_or("?").to_string()).unwrap_or_default();
+        assert!(!head.headers().contains_key("x-hop"), "hop-by-hop fields stay behind");
+        interim.push((head.status().as_u16(), link));
+        if let Some(between) = between.take() {
+            between();
+        }
+    }
+    let response = tokio::time::timeout(WAIT, response).await.expect("in time").expect("final response");
+    let status = response.status().as_u16();
+    assert!(!response.headers().contains_key("link"), "the 103's fields are not the final response's");
+    let mut body = response.into_body();
+    let mut bytes = Vec::new();
+    while let Some(data) = body.data().await {
+        let data = data.expect("data");
+        let _ = body.flow_control().release_capacity(data.len());
+        bytes.extend_from_slice(&data);
+    }
+    (interim, status, Bytes::from(bytes))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_http2_client_gets_the_final_response_whole() {
+async fn early_hints_reach_an_http2_client_before_the_final_response() {
+    let (sluice, release) = start(false).await;
+    // The upstream holds its 200 until the client has the 103 (as over HTTP/1.1).
+    let (interim, status, body) = h2_request(&sluice, "/hints", || release.notify_one()).await;
+    assert_eq!(interim, [(103, "</style.css>; rel=preload".to_string())]);
+    assert_eq!((status, &body[..]), (200, &b"ok"[..]));
+
+    let (interim, status, body) = h2_request(&sluice, "/processing", || {}).await;
+    let statuses: Vec<u16> = interim.iter().map(|(s, _)| *s).collect();
+    assert_eq!(statuses, [102, 102, 103]);
+    assert_eq!((status, &body[..]), (200, &b"ok"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_still_gets_the_final_response_whole_through_hyper() {
+    // hyper's client drops 1xx: what it sees is the final response, intact.
     let (sluice, _release) = start(false).await;
     let mut h2 = client::h2(sluice.addr).await;
     let (parts, body) = tokio::time::timeout(WAIT, send2(&mut h2, get2("/processing"))).await.expect("in time");

@@ -97,20 +97,37 @@ async fn a_full_fd_table_pauses_accepting_without_spinning_or_dropping_connectio
 
 #[tokio::test(flavor = "multi_thread")]
 async fn at_max_connections_new_clients_wait_in_the_backlog() {
-    let upstream = Upstream::hello().await;
+    // The two connections at the cap are busy (their responses held by the upstream),
+    // so neither can be closed to make room: the third waits until one goes. (Idle ones
+    // would be closed for it: hostile_heads.rs tests that.)
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let gate = Arc::clone(&release);
+    let upstream = Upstream::start(move |_req: Request<Incoming>| {
+        let gate = Arc::clone(&gate);
+        async move {
+            gate.acquire().await.expect("open").forget();
+            Response::new(full("held"))
+        }
+    })
+    .await;
     let config = format!("[server]\nmax_connections = 2\n{}", simple_config(&[upstream.addr], ""));
     let sluice = Sluice::start(&config);
-    let mut responses = open_and_request(sluice.addr, 3).await;
+    let mut responses = open_and_request(sluice.addr, 2).await;
+    upstream.wait_accepted(2).await;
+    let mut third = open_and_request(sluice.addr, 1).await;
+    sluice.wait_for_log("the new connection waits for a place");
+    release.add_permits(2);
     let (first, _, first_conn) =
         tokio::time::timeout(WAIT, responses.recv()).await.expect("response").expect("channel");
     let (second, _, second_conn) =
         tokio::time::timeout(WAIT, responses.recv()).await.expect("response").expect("channel");
     assert_ne!(first, second);
-    let third = tokio::time::timeout(Duration::from_millis(300), responses.recv()).await;
-    assert!(third.is_err(), "a third connection is not served while two are open");
+    let waiting = tokio::time::timeout(Duration::from_millis(300), third.recv()).await;
+    assert!(waiting.is_err(), "a third connection is not served while two are open");
     drop(first_conn);
+    release.add_permits(1);
     let (_, status, _) =
-        tokio::time::timeout(WAIT, responses.recv()).await.expect("served after a slot frees").expect("channel");
+        tokio::time::timeout(WAIT, third.recv()).await.expect("served after a slot frees").expect("channel");
     assert_eq!(status, StatusCode::OK);
     drop(second_conn);
 }

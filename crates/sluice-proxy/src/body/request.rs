@@ -15,7 +15,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use sluice_config::LargeBodies;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Sleep;
@@ -55,10 +54,14 @@ pub(crate) fn client_cause(error: &(dyn std::error::Error + 'static)) -> Option<
 /// A request body on its way upstream.
 pub enum RequestBody {
     Empty,
-    /// An HTTP/2 client's body; `received` counts its bytes for the outcome record.
-    Hyper {
-        body: Incoming,
+    /// An HTTP/2 client's stream; `received` counts its bytes for the outcome record,
+    /// `remaining` is what its content-length says is still to come.
+    Http2 {
+        body: h2::RecvStream,
         received: Option<Arc<AtomicU64>>,
+        remaining: Option<u64>,
+        /// DATA has ended; trailers (if any) are next.
+        data_done: bool,
     },
     /// Frames from the HTTP/1 connection; `remaining` is the Content-Length still to come.
     Channel {
@@ -178,12 +181,8 @@ impl Body for RequestBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
-            RequestBody::Hyper { body, received } => {
-                let frame = std::task::ready!(Pin::new(body).poll_frame(cx));
-                if let (Some(Ok(frame)), Some(received)) = (&frame, received) {
-                    received.fetch_add(frame.data_ref().map_or(0, |d| d.len() as u64), Ordering::Relaxed);
-                }
-                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            RequestBody::Http2 { body, received, remaining, data_done } => {
+                poll_http2(body, received.as_deref(), remaining, data_done, cx)
             }
             RequestBody::Channel { frames, remaining, go_ahead } => {
                 if let Some(go_ahead) = go_ahead.take() {
@@ -210,7 +209,7 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Empty => true,
-            RequestBody::Hyper { body, .. } => body.is_end_stream(),
+            RequestBody::Http2 { body, .. } => body.is_end_stream(),
             RequestBody::Channel { .. } => false,
             RequestBody::Buffered(body) => body.chunks.is_empty() && body.trailers.is_none(),
             RequestBody::Streaming(streaming) => streaming.is_end_stream(),
@@ -221,7 +220,9 @@ impl Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Empty => SizeHint::with_exact(0),
-            RequestBody::Hyper { body, .. } => body.size_hint(),
+            RequestBody::Http2 { body, .. } if body.is_end_stream() => SizeHint::with_exact(0),
+            RequestBody::Http2 { remaining: Some(n), .. } => SizeHint::with_exact(*n),
+            RequestBody::Http2 { .. } => SizeHint::new(),
             RequestBody::Channel { remaining: Some(n), .. } => SizeHint::with_exact(*n),
             RequestBody::Channel { remaining: None, .. } => SizeHint::new(),
             // With trailers the body must go chunked, so its length is not offered.
@@ -231,4 +232,45 @@ impl Body for RequestBody {
             RequestBody::Spooled(spooled) => spooled.size_hint(),
         }
     }
+}
+
+/// The next frame of an HTTP/2 client's stream: its DATA (the window it used given back
+/// as each chunk is taken, so the client sends on as fast as the upstream takes it),
+/// then its trailers. Any reset, even CANCEL, is a broken body: a body cut short must
+/// not reach the upstream as if it were whole.
+fn poll_http2(
+    body: &mut h2::RecvStream,
+    received: Option<&AtomicU64>,
+    remaining: &mut Option<u64>,
+    data_done: &mut bool,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    if !*data_done {
+        match std::task::ready!(body.poll_data(cx)) {
+            Some(Ok(data)) => {
+                let _ = body.flow_control().release_capacity(data.len());
+                let n = data.len() as u64;
+                if let Some(received) = received {
+                    received.fetch_add(n, Ordering::Relaxed);
+                }
+                if let Some(left) = remaining.as_mut() {
+                    *left = left.saturating_sub(n);
+                }
+                return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
+            Some(Err(e)) => return Poll::Ready(Some(Err(http2_body_error(e)))),
+            None => *data_done = true,
+        }
+    }
+    match std::task::ready!(body.poll_trailers(cx)) {
+        Ok(trailers) => Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t)))),
+        Err(e) => Poll::Ready(Some(Err(http2_body_error(e)))),
+    }
+}
+
+/// A stream error on a client's body (its reset, a content-length its DATA did not
+/// match, the connection gone) is the client's doing: a 4xx, never blamed upstream.
+fn http2_body_error(error: h2::Error) -> BodyError {
+    tracing::debug!(%error, "HTTP/2 request body broke off");
+    ClientBodyError::Closed.into()
 }

@@ -97,7 +97,7 @@ pub(crate) trait RequestTracker: Send + Sync {
 }
 
 /// A request in flight on an HTTP/2 client connection; dropping it marks the request
-/// ended, also when hyper drops the request's future (client gone, stream reset).
+/// ended, also when the stream task drops the request's future (client gone, stream reset).
 pub(crate) struct InflightGuard(Arc<dyn RequestTracker>);
 
 impl InflightGuard {
@@ -316,7 +316,7 @@ impl Drop for ProxyBody {
         }
         if let Some(mut record) = self.record.take() {
             record.outcome().bytes_out = self.yielded;
-            // hyper need not poll a body that says it has ended; otherwise unfinished
+            // A sender need not poll a body that says it has ended; otherwise unfinished
             // means the client went away (the record's own drop says so).
             if self.is_end_stream() {
                 record.finish(End::Complete);

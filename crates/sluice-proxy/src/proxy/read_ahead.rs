@@ -1,7 +1,7 @@
 //! Response bodies for HTTP/2 clients, read ahead of the client.
 //!
-//! hyper pulls a response body only as fast as the client's flow-control window opens,
-//! so a client that stops reading would keep the upstream connection (or stream) busy
+//! An HTTP/2 stream pulls a response body only as fast as the client's flow-control
+//! window opens (`server::h2_stream`), so a client that stops reading would keep the upstream connection (or stream) busy
 //! for as long as it liked. Here the body is taken off the upstream into at most the
 //! route's `response_buffer`: a body that is already all there (the usual small
 //! response) is simply held; a longer one is moved by a task of its own under a byte
@@ -44,7 +44,7 @@ pub(crate) struct Detached {
 /// Reads `response`'s body ahead of an HTTP/2 client (see the module comment).
 /// `stalled` is the connection's: told when a stream's client took nothing for
 /// send_timeout and the stream could not even be reset for another send_timeout (a
-/// zero window: hyper holds a chunk it cannot send and never asks the body again, so
+/// zero window: the stream waits for window and never asks the body again, so
 /// only closing the connection frees what the stream holds, as nginx's send_timeout
 /// does).
 pub(crate) fn for_http2(response: &mut Response<ProxyBody>, shared: &Arc<Shared>, stalled: &Arc<Notify>) {
@@ -199,7 +199,7 @@ impl Pump {
 
     /// Waits until the client took enough for `size` more bytes in the channel: true.
     /// False when the client reset the stream, or took nothing for send_timeout since
-    /// it last took any (the stream is then reset: the error reaches hyper).
+    /// it last took any (the stream is then reset: the error reaches the stream's sender).
     async fn room(&self, size: usize, progress: &mut tokio::time::Instant) -> bool {
         let deadline = *progress + self.send_timeout;
         let room = tokio::select! {
@@ -218,8 +218,8 @@ impl Pump {
                     "HTTP/2 client took no response bytes for send_timeout (client error)"
                 );
                 let _ = self.tx.send(Err(Box::new(SendTimedOut)));
-                // hyper resets the stream when it next polls the body; a client whose
-                // window keeps hyper from ever polling it again has its connection
+                // The sender resets the stream when it next polls the body; a client whose
+                // window keeps it from ever polling again has its connection
                 // closed after another send_timeout.
                 let (tx, stalled, grace) = (self.tx.clone(), Arc::clone(&self.stalled), self.send_timeout);
                 tokio::spawn(async move {

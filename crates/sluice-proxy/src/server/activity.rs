@@ -1,7 +1,8 @@
 //! What an HTTP/2 client connection is doing, for its idle timeout.
 //!
-//! hyper 1.x has one timer (`header_read_timeout`) that also bounds the idle wait
-//! between requests; sluice keeps the two apart, like nginx and Envoy. An HTTP/2
+//! The h2 crate has no timers (hyper's server had one, `header_read_timeout`, that also
+//! bounded the idle wait between requests); sluice keeps the two apart, like nginx and
+//! Envoy. An HTTP/2
 //! connection must open its first stream within the header timeout (as an HTTP/1
 //! connection must send its first head); after that it is closed only when no
 //! stream has been in flight for the keep-alive timeout. (PINGs and SETTINGS keep

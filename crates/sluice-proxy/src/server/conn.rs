@@ -1,10 +1,9 @@
 //! One client connection: optional TLS handshake, then HTTP/1.1 (sluice's own layer)
-//! or HTTP/2 (hyper), chosen by ALPN, by the h2c preface, or by the listener's protocol.
+//! or HTTP/2 (the h2 crate), chosen by ALPN, by the h2c preface, or by the listener's protocol.
 
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use hyper_util::rt::TokioExecutor;
 use sluice_config::ListenerProtocol;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
@@ -16,7 +15,7 @@ use crate::runtime::ConnContext;
 pub(crate) struct ListenerContext {
     pub(crate) protocol: ListenerProtocol,
     pub(crate) tls: Option<TlsAcceptor>,
-    pub(crate) http2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    pub(crate) http2: ::h2::server::Builder,
 }
 
 /// Serves a TLS connection, or a cleartext one on an `http2` listener. (Cleartext

@@ -1,13 +1,13 @@
-//! The client stream as hyper's HTTP/2 server sees it: bytes sluice already read (the
+//! The client stream as the h2 crate's server sees it: bytes sluice already read (the
 //! h2c preface its HTTP/1 layer found) come first, and the frame headers going by in
 //! both directions are followed, to bound control-frame floods.
 //!
-//! hyper (the h2 crate) answers every PING and SETTINGS it reads, so a client can make
+//! The h2 crate answers every PING and SETTINGS it reads, so a client can make
 //! sluice spend CPU and write bandwidth at will (200,000 PINGs were all acknowledged).
 //! PINGs and SETTINGS that ask for an answer draw on a token bucket per connection
 //! (`FLOOD_BURST`, refilled at `FLOOD_RATE` a second: far above what keep-alive pings
 //! and settings changes need). An empty bucket ends the connection: a GOAWAY
-//! (ENHANCE_YOUR_CALM, RFC 9113 §5.4.1) is written between two of hyper's frames (the
+//! (ENHANCE_YOUR_CALM, RFC 9113 §5.4.1) is written between two of h2's frames (the
 //! outbound frame boundaries are followed for that), then the read fails with
 //! [`ControlFlood`] and the connection's `flooded` flag is set.
 
@@ -55,7 +55,7 @@ impl FrameWatch {
         }
     }
 
-    /// Looks at bytes on their way to hyper; Err once the client floods.
+    /// Looks at bytes on their way to h2; Err once the client floods.
     fn observe(&mut self, bytes: &[u8]) -> Result<(), ControlFlood> {
         let (tokens, refilled, last_stream) = (&mut self.tokens, &mut self.refilled, &mut self.last_stream);
         self.cursor.pass(bytes, |header| {
@@ -96,9 +96,9 @@ pin_project! {
     pub(crate) struct H2Io<T> {
         prefix: BytesMut,
         watch: FrameWatch,
-        // hyper's frames going out: where one ends, a GOAWAY of ours may go.
+        // h2's frames going out: where one ends, a GOAWAY of ours may go.
         written: FrameCursor,
-        // Set when the connection is ended for a flood: hyper and h2 keep only the
+        // Set when the connection is ended for a flood: h2 keeps only the
         // message of an I/O error, so the cause is told this way.
         flooded: Arc<AtomicBool>,
         #[pin]
@@ -137,7 +137,7 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for H2Io<T> {
         }
         let Err(flood) = this.watch.observe(&buf.filled()[before..]) else { return Poll::Ready(Ok(())) };
         this.flooded.store(true, Ordering::Relaxed);
-        // Best effort, never waiting: hyper reads and writes from one task, so no
+        // Best effort, never waiting: h2 reads and writes from one task, so no
         // write of its own is half done unless the cursor says so.
         if this.written.at_boundary() {
             let frame = goaway(this.watch.last_stream);

@@ -6,6 +6,7 @@ mod conn;
 mod h1;
 mod h2;
 mod h2_io;
+mod h2_stream;
 mod reload;
 mod tls;
 mod worker;
@@ -204,6 +205,8 @@ async fn accept_loop(bound: BoundListener, shared: Arc<Shared>, limit: Arc<Semap
                         // request (idle, or its head still coming) makes room.
                         if shared.idle.reclaim_one() {
                             Counters::bump(&shared.counters.reclaimed_at_cap);
+                        } else {
+                            tracing::debug!(%peer, "at max_connections with none to close: the new connection waits for a place");
                         }
                         tokio::select! {
                             permit = Arc::clone(&limit).acquire_owned() => match permit { Ok(p) => p, Err(_) => return },

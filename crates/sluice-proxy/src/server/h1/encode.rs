@@ -118,6 +118,13 @@ fn push_decimal(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(&digits[at..]);
 }
 
+/// The current IMF-fixdate as a header value (HTTP/2 responses).
+pub(crate) fn date_value() -> http::HeaderValue {
+    let mut value = None;
+    with_http_date(|date| value = http::HeaderValue::from_bytes(date).ok());
+    value.unwrap_or_else(|| http::HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
+}
+
 /// The current IMF-fixdate, formatted at most once a second per worker thread.
 fn with_http_date(f: impl FnOnce(&[u8])) {
     thread_local! {

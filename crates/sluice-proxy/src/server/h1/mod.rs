@@ -36,6 +36,7 @@ use crate::interim::{Interim, InterimHead};
 use crate::outcome::{End, Record};
 use crate::proxy::{self, UpstreamUpgrade};
 use crate::runtime::{ConnContext, IdleTicket};
+pub(super) use encode::date_value;
 use encode::{ConnectionHeader, ResponseFraming};
 use head::RequestHead;
 use pump::BodyPump;
