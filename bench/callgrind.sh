@@ -1,7 +1,8 @@
 #!/bin/bash
 # Instructions per request (callgrind): origin nginx (and a stand-in OTLP collector),
 # sluice under callgrind, wrk for 4 s. Env: CACHE=none|true (a proxied request or a cache
-# hit), TRACE=<sample_ratio> ([tracing] on), ADMIN=1 ([admin] on). Args: [binary] [100B|64KiB].
+# hit), TRACE=<sample_ratio> ([tracing] on), ADMIN=1 ([admin] on), H2=1 (h2c clients: h2load,
+# 4 connections × 32 streams, instead of wrk). Args: [binary] [100B|64KiB].
 BIN=${1:-$(cd "$(dirname "$0")/.." && pwd)/target/release/sluice}; SIZE=${2:-100B}
 W=$(mktemp -d); chmod 755 $W
 O=$((20000 + RANDOM % 20000)); P=$((O+1)); C=$((O+2))
@@ -35,9 +36,15 @@ RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file=$W/cg.out ${BIN} ru
 for i in $(seq 1 100); do curl -s http://127.0.0.1:$P/obj/$SIZE >/dev/null 2>&1 && break; sleep 0.2; done
 for i in 1 2 3; do curl -s http://127.0.0.1:$P/obj/$SIZE >/dev/null; done
 callgrind_control -z $SL >/dev/null
-wrk -t1 -c16 -d4s http://127.0.0.1:$P/obj/$SIZE > $W/wrk.txt
-callgrind_control -d $SL >/dev/null
-REQ=$(grep -o "[0-9]* requests in" $W/wrk.txt | cut -d' ' -f1)
+if [ -n "$H2" ]; then
+  h2load -c4 -m32 -D4 http://127.0.0.1:$P/obj/$SIZE > $W/h2load.txt
+  callgrind_control -d $SL >/dev/null
+  REQ=$(grep -o "requests: [0-9]* total, [0-9]* started, [0-9]* done, [0-9]* succeeded" $W/h2load.txt | awk '{print $8}')
+else
+  wrk -t1 -c16 -d4s http://127.0.0.1:$P/obj/$SIZE > $W/wrk.txt
+  callgrind_control -d $SL >/dev/null
+  REQ=$(grep -o "[0-9]* requests in" $W/wrk.txt | cut -d' ' -f1)
+fi
 sleep 0.5
 F=$(ls -t $W/cg.out* | head -1)
 TOT=$(callgrind_annotate $F 2>/dev/null | grep "PROGRAM TOTALS" | tr -d ',' | awk '{print $1}')

@@ -109,52 +109,88 @@ where
     let activity = Arc::new(ConnActivity::new());
     // A stream whose client took no response bytes for send_timeout closes the connection.
     let stalled = Arc::new(tokio::sync::Notify::new());
-    let watchdog = tokio::time::sleep(idle_timeout);
-    tokio::pin!(watchdog);
-    let mut draining = false;
-    loop {
-        let deadline = match activity.expiry(header_timeout, idle_timeout) {
-            Expiry::Busy => tokio::time::Instant::now() + idle_timeout,
-            Expiry::FirstRequest(at) | Expiry::Idle(at) => at.into(),
+    // Made once, not per stream: each accepted stream passes through this loop.
+    let mut stop = std::pin::pin!(until_stop(&ctx, &activity, &stalled, header_timeout, idle_timeout));
+    let stop = loop {
+        let accepted = tokio::select! {
+            accepted = conn.accept() => accepted,
+            stop = &mut stop => break stop,
         };
-        watchdog.as_mut().reset(deadline);
-        tokio::select! {
-            accepted = conn.accept() => match accepted {
-                Some(Ok((request, respond))) => {
-                    let stream = h2_stream::Stream::new(Arc::clone(&ctx), &activity, Arc::clone(&stalled));
-                    tokio::spawn(stream.serve(request, respond));
-                }
-                Some(Err(e)) => {
-                    if flooded.load(std::sync::atomic::Ordering::Relaxed) {
-                        let total = Counters::bump(&ctx.shared.counters.h2_control_floods);
-                        tracing::warn!(peer = %ctx.peer, floods_total = total, "closed an HTTP/2 connection flooding PING/SETTINGS frames");
-                    } else {
-                        tracing::debug!(peer = %ctx.peer, error = %e, "HTTP/2 client connection ended with an error");
-                    }
-                    return;
-                }
-                None => return, // closed (after a GOAWAY, once its streams ended)
-            },
-            _ = &mut watchdog, if !draining => {
-                let now = std::time::Instant::now();
-                match activity.expiry(header_timeout, idle_timeout) {
-                    Expiry::FirstRequest(at) | Expiry::Idle(at) if at <= now => {
-                        tracing::debug!(peer = %ctx.peer, "closing idle HTTP/2 connection");
-                        return;
-                    }
-                    _ => continue,
-                }
+        match accepted {
+            Some(Ok((request, respond))) => {
+                let stream = h2_stream::Stream::new(Arc::clone(&ctx), &activity, Arc::clone(&stalled));
+                tokio::spawn(stream.serve(request, respond));
             }
-            _ = stalled.notified() => {
-                tracing::info!(peer = %ctx.peer, "HTTP/2 client took no response bytes for send_timeout; connection closed (client error)");
-                return;
-            }
-            _ = ctx.shared.shutdown.wait(), if !draining => {
-                // GOAWAY: no new streams; those in flight finish (bounded by the drain
-                // timeout), then accept() ends.
-                conn.graceful_shutdown();
-                draining = true;
+            Some(Err(e)) => return connection_error(&ctx, &flooded, &e),
+            None => return, // closed by the client
+        }
+    };
+    match stop {
+        Stop::Idle => tracing::debug!(peer = %ctx.peer, "closing idle HTTP/2 connection"),
+        Stop::Stalled => {
+            tracing::info!(peer = %ctx.peer, "HTTP/2 client took no response bytes for send_timeout; connection closed (client error)")
+        }
+        Stop::Shutdown => {
+            // GOAWAY: no new streams; those in flight finish (bounded by the drain
+            // timeout), then accept() ends.
+            conn.graceful_shutdown();
+            while let Some(accepted) = conn.accept().await {
+                match accepted {
+                    // Sent before the client saw the GOAWAY: served like the others.
+                    Ok((request, respond)) => {
+                        let stream = h2_stream::Stream::new(Arc::clone(&ctx), &activity, Arc::clone(&stalled));
+                        tokio::spawn(stream.serve(request, respond));
+                    }
+                    Err(e) => return connection_error(&ctx, &flooded, &e),
+                }
             }
         }
+    }
+}
+
+/// Why a connection is closed by sluice.
+enum Stop {
+    Idle,
+    Stalled,
+    Shutdown,
+}
+
+/// Completes when the connection should close: idle past its timeout, a stream's client
+/// stalled, or shutdown.
+async fn until_stop(
+    ctx: &ConnContext,
+    activity: &ConnActivity,
+    stalled: &tokio::sync::Notify,
+    header_timeout: std::time::Duration,
+    idle_timeout: std::time::Duration,
+) -> Stop {
+    let idle = async {
+        loop {
+            let deadline = match activity.expiry(header_timeout, idle_timeout) {
+                Expiry::Busy => tokio::time::Instant::now() + idle_timeout,
+                Expiry::FirstRequest(at) | Expiry::Idle(at) => at.into(),
+            };
+            tokio::time::sleep_until(deadline).await;
+            let now = std::time::Instant::now();
+            if let Expiry::FirstRequest(at) | Expiry::Idle(at) = activity.expiry(header_timeout, idle_timeout) {
+                if at <= now {
+                    return;
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = idle => Stop::Idle,
+        () = stalled.notified() => Stop::Stalled,
+        () = ctx.shared.shutdown.wait() => Stop::Shutdown,
+    }
+}
+
+fn connection_error(ctx: &ConnContext, flooded: &std::sync::atomic::AtomicBool, error: &::h2::Error) {
+    if flooded.load(std::sync::atomic::Ordering::Relaxed) {
+        let total = Counters::bump(&ctx.shared.counters.h2_control_floods);
+        tracing::warn!(peer = %ctx.peer, floods_total = total, "closed an HTTP/2 connection flooding PING/SETTINGS frames");
+    } else {
+        tracing::debug!(peer = %ctx.peer, %error, "HTTP/2 client connection ended with an error");
     }
 }

@@ -118,11 +118,25 @@ fn push_decimal(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(&digits[at..]);
 }
 
-/// The current IMF-fixdate as a header value (HTTP/2 responses).
+/// The current IMF-fixdate as a header value (HTTP/2 responses): made at most once a
+/// second per worker thread, then shared (a clone is a reference count).
 pub(crate) fn date_value() -> http::HeaderValue {
-    let mut value = None;
-    with_http_date(|date| value = http::HeaderValue::from_bytes(date).ok());
-    value.unwrap_or_else(|| http::HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
+    thread_local! {
+        static VALUE: RefCell<(u64, http::HeaderValue)> =
+            const { RefCell::new((u64::MAX, http::HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))) };
+    }
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    VALUE.with(|value| {
+        let mut value = value.borrow_mut();
+        if value.0 != secs {
+            with_http_date(|date| {
+                if let Ok(date) = http::HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(date)) {
+                    *value = (secs, date);
+                }
+            });
+        }
+        value.1.clone()
+    })
 }
 
 /// The current IMF-fixdate, formatted at most once a second per worker thread.
