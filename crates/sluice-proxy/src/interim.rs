@@ -62,6 +62,11 @@ impl Interim {
         }
     }
 
+    /// Whether heads are queued.
+    pub(crate) fn is_pending(&self) -> bool {
+        !self.state.lock().unwrap_or_else(|p| p.into_inner()).heads.is_empty()
+    }
+
     /// The oldest queued head, if any.
     pub(crate) fn take(&self) -> Option<InterimHead> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
