@@ -6,7 +6,8 @@
 # certificates (ca-certificates) for the HTTPS-upstream tests that use the system roots,
 # redis-server and memcached for the cache's shared-tier tests (started by the tests
 # themselves on free ports; the packages' own services are not used), Chromium for the
-# admin status page's browser test (headless).
+# admin status page's browser test (headless), valgrind, nginx and h2load (nghttp2-client)
+# for the cost guard (scripts/cost-guard.sh: instructions per proxied request).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,10 @@ command -v script >/dev/null || missing+=(bsdutils)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v memcached >/dev/null || missing+=(memcached)
 command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing+=(chromium)
+command -v valgrind >/dev/null || missing+=(valgrind)
+command -v nginx >/dev/null || missing+=(nginx)
+command -v h2load >/dev/null || missing+=(nghttp2-client)
+command -v python3 >/dev/null || missing+=(python3)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing test dependencies: ${missing[*]}"
     if [ "$(id -u)" -eq 0 ]; then
@@ -30,3 +35,6 @@ fi
 cargo test --workspace "$@"
 # The binary's tests again in the other concurrency model (the default is per-core).
 SLUICE_TEST_MODEL=work-stealing cargo test -p sluice --tests "$@"
+# Instructions per proxied request against bench/cost-budget.txt (a release build, then
+# ~20 s under callgrind).
+scripts/cost-guard.sh
