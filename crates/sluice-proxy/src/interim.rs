@@ -12,7 +12,8 @@
 //! Only HTTP/1 upstreams fill it: hyper's HTTP/2 client drops the 1xx it receives
 //! (hyperium/hyper#4114, open), so an HTTP/2 upstream's are not relayed.
 
-use std::sync::Mutex;
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use http::{HeaderMap, StatusCode};
@@ -35,11 +36,15 @@ pub(crate) struct Interim {
 
 #[derive(Default)]
 struct State {
-    heads: Vec<InterimHead>,
+    heads: VecDeque<InterimHead>,
     waker: Option<Waker>,
 }
 
 impl Interim {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Whether `status` is one this relays.
     pub(crate) fn relays(status: StatusCode) -> bool {
         status.is_informational() && status != StatusCode::CONTINUE && status != StatusCode::SWITCHING_PROTOCOLS
@@ -51,12 +56,12 @@ impl Interim {
         // A 1xx has no content: framing fields in one are meaningless at best.
         headers.remove(http::header::CONTENT_LENGTH);
         headers.remove(http::header::TRANSFER_ENCODING);
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state();
         if state.heads.len() >= PENDING_MAX {
             tracing::debug!(%status, "interim response dropped: {PENDING_MAX} already wait for the client");
             return;
         }
-        state.heads.push(InterimHead { status, headers });
+        state.heads.push_back(InterimHead { status, headers });
         if let Some(waker) = state.waker.take() {
             waker.wake();
         }
@@ -64,20 +69,19 @@ impl Interim {
 
     /// Whether heads are queued.
     pub(crate) fn is_pending(&self) -> bool {
-        !self.state.lock().unwrap_or_else(|p| p.into_inner()).heads.is_empty()
+        !self.state().heads.is_empty()
     }
 
     /// The oldest queued head, if any.
     pub(crate) fn take(&self) -> Option<InterimHead> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        (!state.heads.is_empty()).then(|| state.heads.remove(0))
+        self.state().heads.pop_front()
     }
 
     /// Ready with the next head once one is queued (the connection side).
     pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<InterimHead> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if !state.heads.is_empty() {
-            return Poll::Ready(state.heads.remove(0));
+        let mut state = self.state();
+        if let Some(head) = state.heads.pop_front() {
+            return Poll::Ready(head);
         }
         match &state.waker {
             Some(waker) if waker.will_wake(cx.waker()) => {}

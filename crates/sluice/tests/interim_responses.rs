@@ -86,6 +86,12 @@ async fn send(sluice: &Sluice, wire: &str) -> TcpStream {
     stream
 }
 
+/// Sends `wire` on a new connection and reads through the final response's body ("ok").
+async fn answered(sluice: &Sluice, wire: &str) -> String {
+    let mut stream = send(sluice, wire).await;
+    String::from_utf8_lossy(&read_until(&mut stream, "\r\n\r\nok").await).into_owned()
+}
+
 /// The status codes of the response heads in `text`, in order.
 fn statuses(text: &str) -> Vec<u16> {
     text.match_indices("HTTP/1.1 ").filter_map(|(at, _)| text[at + 9..at + 12].parse().ok()).collect()
@@ -114,13 +120,11 @@ async fn early_hints_reach_an_http11_client_before_the_final_response() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_interim_response_is_relayed_in_order_but_never_to_http10() {
     let (sluice, _release) = start(false).await;
-    let mut client = send(&sluice, "GET /processing HTTP/1.1\r\nHost: x\r\n\r\n").await;
-    let text = String::from_utf8_lossy(&read_until(&mut client, "\r\n\r\nok").await).into_owned();
+    let text = answered(&sluice, "GET /processing HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert_eq!(statuses(&text), [102, 102, 103, 200], "{text}");
 
     // RFC 9110 §15.2: a server must not send a 1xx to an HTTP/1.0 client.
-    let mut old = send(&sluice, "GET /processing HTTP/1.0\r\nHost: x\r\n\r\n").await;
-    let text = String::from_utf8_lossy(&read_until(&mut old, "\r\n\r\nok").await).into_owned();
+    let text = answered(&sluice, "GET /processing HTTP/1.0\r\nHost: x\r\n\r\n").await;
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "only the final response: {text}");
     assert!(!text.contains(" 10"), "{text}");
 }
@@ -128,8 +132,7 @@ async fn every_interim_response_is_relayed_in_order_but_never_to_http10() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_interim_responses_still_ends_in_the_final_one() {
     let (sluice, _release) = start(false).await;
-    let mut client = send(&sluice, "GET /flood HTTP/1.1\r\nHost: x\r\n\r\n").await;
-    let text = String::from_utf8_lossy(&read_until(&mut client, "\r\n\r\nok").await).into_owned();
+    let text = answered(&sluice, "GET /flood HTTP/1.1\r\nHost: x\r\n\r\n").await;
     let seen = statuses(&text);
     assert_eq!(seen.last(), Some(&200), "the final response last");
     assert!(seen[..seen.len() - 1].iter().all(|s| *s == 102), "{:?}", &seen[..8.min(seen.len())]);
@@ -139,11 +142,9 @@ async fn a_flood_of_interim_responses_still_ends_in_the_final_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interim_responses_are_relayed_but_never_cached() {
     let (sluice, _release) = start(true).await;
-    let mut first = send(&sluice, "GET /processing HTTP/1.1\r\nHost: x\r\n\r\n").await;
-    let text = String::from_utf8_lossy(&read_until(&mut first, "\r\n\r\nok").await).into_owned();
+    let text = answered(&sluice, "GET /processing HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert_eq!(statuses(&text), [102, 102, 103, 200], "a miss relays them: {text}");
-    let mut second = send(&sluice, "GET /processing HTTP/1.1\r\nHost: x\r\n\r\n").await;
-    let text = String::from_utf8_lossy(&read_until(&mut second, "\r\n\r\nok").await).into_owned();
+    let text = answered(&sluice, "GET /processing HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert_eq!(statuses(&text), [200], "a hit is the stored final response alone: {text}");
     let lower = text.to_ascii_lowercase();
     assert!(lower.contains("cache-status: sluice; hit"), "{text}");

@@ -59,11 +59,7 @@ pub(crate) fn head(
     framing: ResponseFraming,
     connection: ConnectionHeader,
 ) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
-    out.extend_from_slice(b"\r\n");
+    status_line(out, status);
     if let Some(fields) = stored_fields {
         out.extend_from_slice(fields);
     }
@@ -85,7 +81,7 @@ pub(crate) fn head(
     // A stored response's fields always include its Date.
     if stored_fields.is_none() && !headers.contains_key(DATE) {
         out.extend_from_slice(b"date: ");
-        with_http_date(|date| out.extend_from_slice(date));
+        with_date(|date| out.extend_from_slice(date.as_bytes()));
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
@@ -93,12 +89,16 @@ pub(crate) fn head(
 
 /// Appends an interim (1xx) response head: status line and fields, nothing added.
 pub(crate) fn interim(out: &mut Vec<u8>, status: StatusCode, headers: &HeaderMap) {
+    status_line(out, status);
+    crate::http1::write_fields(out, headers);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn status_line(out: &mut Vec<u8>, status: StatusCode) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
-    out.extend_from_slice(b"\r\n");
-    crate::http1::write_fields(out, headers);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -118,41 +118,30 @@ fn push_decimal(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(&digits[at..]);
 }
 
-/// The current IMF-fixdate as a header value (HTTP/2 responses): made at most once a
-/// second per worker thread, then shared (a clone is a reference count).
+/// The current IMF-fixdate as a header value (HTTP/2 responses; a clone is a reference
+/// count).
 pub(crate) fn date_value() -> http::HeaderValue {
-    thread_local! {
-        static VALUE: RefCell<(u64, http::HeaderValue)> =
-            const { RefCell::new((u64::MAX, http::HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))) };
-    }
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    VALUE.with(|value| {
-        let mut value = value.borrow_mut();
-        if value.0 != secs {
-            with_http_date(|date| {
-                if let Ok(date) = http::HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(date)) {
-                    *value = (secs, date);
-                }
-            });
-        }
-        value.1.clone()
-    })
+    with_date(http::HeaderValue::clone)
 }
 
-/// The current IMF-fixdate, formatted at most once a second per worker thread.
-fn with_http_date(f: impl FnOnce(&[u8])) {
+/// Calls `f` with the current IMF-fixdate, formatted at most once a second per worker
+/// thread.
+fn with_date<R>(f: impl FnOnce(&http::HeaderValue) -> R) -> R {
     thread_local! {
-        static CACHE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+        static CACHE: RefCell<(u64, http::HeaderValue)> =
+            const { RefCell::new((u64::MAX, http::HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))) };
     }
     let now = SystemTime::now();
     let secs = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
         if cache.0 != secs {
-            *cache = (secs, httpdate::fmt_http_date(now));
+            if let Ok(date) = http::HeaderValue::from_str(&httpdate::fmt_http_date(now)) {
+                *cache = (secs, date);
+            }
         }
-        f(cache.1.as_bytes());
-    });
+        f(&cache.1)
+    })
 }
 
 #[cfg(test)]
