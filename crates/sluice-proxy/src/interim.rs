@@ -12,7 +12,6 @@
 //! Only HTTP/1 upstreams fill it: hyper's HTTP/2 client drops the 1xx it receives
 //! (hyperium/hyper#4114, open), so an HTTP/2 upstream's are not relayed.
 
-use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -36,7 +35,10 @@ pub(crate) struct Interim {
 
 #[derive(Default)]
 struct State {
-    heads: VecDeque<InterimHead>,
+    /// A Vec, not a VecDeque (at most 8, so `remove(0)` is cheap): the VecDeque's 8 more
+    /// bytes in every request's exchange future cost 7.7k instructions per HTTP/1
+    /// request (49.9k; the box it is moved into was no longer filled in place).
+    heads: Vec<InterimHead>,
     waker: Option<Waker>,
 }
 
@@ -61,7 +63,7 @@ impl Interim {
             tracing::debug!(%status, "interim response dropped: {PENDING_MAX} already wait for the client");
             return;
         }
-        state.heads.push_back(InterimHead { status, headers });
+        state.heads.push(InterimHead { status, headers });
         if let Some(waker) = state.waker.take() {
             waker.wake();
         }
@@ -74,14 +76,15 @@ impl Interim {
 
     /// The oldest queued head, if any.
     pub(crate) fn take(&self) -> Option<InterimHead> {
-        self.state().heads.pop_front()
+        let mut state = self.state();
+        (!state.heads.is_empty()).then(|| state.heads.remove(0))
     }
 
     /// Ready with the next head once one is queued (the connection side).
     pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<InterimHead> {
         let mut state = self.state();
-        if let Some(head) = state.heads.pop_front() {
-            return Poll::Ready(head);
+        if !state.heads.is_empty() {
+            return Poll::Ready(state.heads.remove(0));
         }
         match &state.waker {
             Some(waker) if waker.will_wake(cx.waker()) => {}
