@@ -1,5 +1,7 @@
 //! Route matching: host (exact or `*.suffix`), path prefix, method; first match wins.
 
+use std::borrow::Cow;
+
 /// A compiled host pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostPattern {
@@ -73,7 +75,7 @@ impl<T> Router<T> {
 }
 
 /// Lower-cases and strips the port (`Api.Example.com:8080` → `api.example.com`).
-fn normalize_host(host: &str) -> String {
+fn normalize_host(host: &str) -> Cow<'_, str> {
     let without_port = if host.starts_with('[') {
         host.split_once(']').map(|(h, _)| &h[1..]).unwrap_or(host)
     } else {
@@ -82,7 +84,12 @@ fn normalize_host(host: &str) -> String {
             .map(|(h, _)| h)
             .unwrap_or(host)
     };
-    without_port.to_ascii_lowercase()
+    // Most hosts arrive lower-case: those are borrowed, not copied.
+    if without_port.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(without_port.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(without_port)
+    }
 }
 
 /// A prefix `/api` matches `/api`, `/api/x` and `/api?q`, but not `/apix`, unless the

@@ -113,9 +113,15 @@ impl Balancer {
 
     /// `first`, then the others in turn: the order a request tries endpoints in when
     /// connecting fails.
-    pub fn order(&self, first: usize) -> impl Iterator<Item = usize> {
+    pub fn order(&self, first: usize) -> impl Iterator<Item = usize> + '_ {
+        (0..self.weights.len()).filter_map(move |i| self.nth_in_order(first, i))
+    }
+
+    /// The `i`th endpoint of `order(first)`, None past the last: a request keeps only
+    /// where it is in the order, not a list of it.
+    pub fn nth_in_order(&self, first: usize, i: usize) -> Option<usize> {
         let n = self.weights.len();
-        (0..n).map(move |i| (first + i) % n.max(1))
+        (i < n).then(|| (first + i) % n)
     }
 
     /// An eligible endpoint drawn by weight.

@@ -7,6 +7,7 @@ pub(crate) mod body;
 pub(crate) mod buffers;
 #[cfg(test)]
 mod corpus;
+pub(crate) mod maps;
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
@@ -206,7 +207,7 @@ impl FieldSpans {
     /// The header map, its values slices of `head` (which starts where `base` did).
     pub(crate) fn header_map(&self, head: &Bytes) -> Result<HeaderMap, HeadError> {
         // Room for what the proxy adds (forwarding headers, Via, ids, traceparent) without a rehash.
-        let mut headers = HeaderMap::with_capacity(self.spans.len() + 8);
+        let mut headers = maps::take(self.spans.len() + 8);
         for &(name_at, name_len, value_at, value_len) in &self.spans {
             let name = head.get(name_at as usize..name_at as usize + name_len as usize).unwrap_or_default();
             let name = HeaderName::from_bytes(name).map_err(|_| HeadError::Malformed("invalid header name"))?;

@@ -36,7 +36,8 @@ pub(crate) struct Detached {
     /// The rest, from the task reading the upstream; None once the body is complete.
     rest: Option<mpsc::UnboundedReceiver<Result<Frame<Bytes>, BodyError>>>,
     /// Bytes the task may hold before the client takes some: given back as it does.
-    budget: Arc<Semaphore>,
+    /// None for a body that was complete when detached (no task, nothing to give back).
+    budget: Option<Arc<Semaphore>>,
     limit: usize,
     hint: SizeHint,
 }
@@ -73,8 +74,9 @@ pub(crate) fn for_http2(response: &mut Response<ProxyBody>, shared: &Arc<Shared>
             Poll::Pending => break,
         }
     }
-    let budget = Arc::new(Semaphore::new(limit.saturating_sub(taken)));
+    let mut budget = None;
     let rest = (!complete).then(|| {
+        let room = Arc::new(Semaphore::new(limit.saturating_sub(taken)));
         let (tx, rx) = mpsc::unbounded_channel();
         let snapshot = shared.snapshot();
         let server = &snapshot.server;
@@ -83,7 +85,7 @@ pub(crate) fn for_http2(response: &mut Response<ProxyBody>, shared: &Arc<Shared>
         let send_timeout = server.send_timeout;
         let pump = Pump {
             tx,
-            budget: Arc::clone(&budget),
+            budget: Arc::clone(budget.insert(room)),
             limit,
             send_timeout,
             request_id,
@@ -269,8 +271,10 @@ impl Body for Detached {
                 None => None,
             },
         };
-        if let Some(data) = frame.as_ref().and_then(|f| f.as_ref().ok()).and_then(Frame::data_ref) {
-            this.budget.add_permits(data.len().min(this.limit));
+        if let (Some(data), Some(budget)) =
+            (frame.as_ref().and_then(|f| f.as_ref().ok()).and_then(Frame::data_ref), &this.budget)
+        {
+            budget.add_permits(data.len().min(this.limit));
         }
         Poll::Ready(frame)
     }

@@ -47,7 +47,13 @@ impl Stream {
             return respond.send_reset(Reason::PROTOCOL_ERROR);
         }
         let head_request = request.method() == Method::HEAD;
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
+        // Into a map with room for the forwarding fields the path adds (h2's fits only
+        // the client's and would grow, ~1,200 instructions), one of the worker's kept
+        // maps, which goes back when the request is sent upstream.
+        let mut headers = crate::http1::maps::take(parts.headers.len() + 8);
+        headers.extend(std::mem::take(&mut parts.headers));
+        parts.headers = headers;
         // Bytes of a request body are counted as it is read, for the outcome record.
         let received = (!body.is_end_stream()).then(|| Arc::new(AtomicU64::new(0)));
         let remaining = crate::http1::checked_length(&parts.headers);
@@ -116,6 +122,9 @@ async fn send_response(mut respond: SendResponse<Bytes>, response: Response<Prox
     // Connection-specific fields are not HTTP/2's (RFC 9113 §8.2.2); h2 refuses them.
     proxy::remove_hop_by_hop(&mut parts.headers);
     parts.headers.entry(DATE).or_insert_with(date_value);
+    if let Some(id) = parts.headers.get_mut(&proxy::X_REQUEST_ID) {
+        id.set_sensitive(true);
+    }
     if let (false, Some(n)) = (head_request, body.size_hint().exact()) {
         parts.headers.entry(CONTENT_LENGTH).or_insert_with(|| n.into());
     }

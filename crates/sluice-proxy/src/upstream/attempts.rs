@@ -34,7 +34,8 @@ impl Drop for Counted<'_> {
 /// another connection after a closed pooled one. Each try is counted in the record.
 pub(super) struct Attempts<'a> {
     group: &'a UpstreamGroup,
-    order: Vec<usize>,
+    /// The balancer's pick: endpoints are tried in order from it (`nth_in_order`).
+    first: usize,
     next_endpoint: usize,
     current: Option<usize>,
     /// The last try found its pooled connection closed by the upstream: the next goes
@@ -56,10 +57,9 @@ impl<'a> Attempts<'a> {
     pub(super) fn new(group: &'a UpstreamGroup, replayable: bool, key: Option<u64>, outcome: &'a mut Outcome) -> Self {
         group.retry.deposit();
         let first = balance::pick(&group.balancer, &group.loads, key);
-        let order = group.balancer.order(first).collect();
         Attempts {
             group,
-            order,
+            first,
             next_endpoint: 0,
             current: None,
             resend_here: false,
@@ -71,13 +71,17 @@ impl<'a> Attempts<'a> {
         }
     }
 
+    fn endpoint_in_order(&self, i: usize) -> Option<usize> {
+        self.group.balancer.nth_in_order(self.first, i)
+    }
+
     /// The next connection to try, or None when every allowed try is spent.
     pub(super) async fn next_lease(&mut self) -> Result<Option<Lease>, UpstreamError> {
         loop {
             let index = match self.current {
                 Some(index) if self.resend_here => index,
                 _ => {
-                    let Some(&index) = self.order.get(self.next_endpoint) else { return Ok(None) };
+                    let Some(index) = self.endpoint_in_order(self.next_endpoint) else { return Ok(None) };
                     self.next_endpoint += 1;
                     self.current = Some(index);
                     index
@@ -98,7 +102,7 @@ impl<'a> Attempts<'a> {
                 // Nothing was sent: any request, POST included, may go to the next endpoint.
                 Err(e) if e.is_connect_failure() => {
                     self.outcome.end_try("connect_failed");
-                    let more = self.next_endpoint < self.order.len()
+                    let more = self.endpoint_in_order(self.next_endpoint).is_some()
                         && self.count_as_retrying()
                         && self.group.retry.allow(retry::Cause::ConnectFailure, self.retries);
                     if more {
@@ -145,7 +149,7 @@ impl<'a> Attempts<'a> {
         );
         tokio::time::sleep(self.group.retry.backoff(self.retries)).await;
         self.current = None;
-        if self.next_endpoint >= self.order.len() {
+        if self.endpoint_in_order(self.next_endpoint).is_none() {
             self.next_endpoint = 0;
         }
         true
@@ -155,7 +159,7 @@ impl<'a> Attempts<'a> {
     /// endpoint counts it as outstanding, but the record does not report to it unless
     /// it wins. None when there is no other endpoint, or no budget, or no connection.
     pub(super) async fn hedge_lease(&mut self) -> Option<(Lease, balance::Hedge)> {
-        let index = *self.order.get(self.next_endpoint)?;
+        let index = self.endpoint_in_order(self.next_endpoint)?;
         if !self.count_as_retrying() || !self.group.retry.allow(retry::Cause::Hedge, self.retries) {
             return None;
         }

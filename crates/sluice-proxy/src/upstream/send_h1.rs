@@ -29,7 +29,7 @@ impl UpstreamGroup {
     ) -> Result<UpstreamResponse, UpstreamError> {
         let (parts, body) = request.into_parts();
         let mut encoded = EncodedRequest::new(&parts, body);
-        drop(parts);
+        crate::http1::maps::give(parts.headers);
         // Sending consumes a body: a request that may go again keeps a copy for it.
         let spare = (attempts.replayable && encoded.has_body() && self.retry.retries_after_send())
             .then(|| encoded.replica())

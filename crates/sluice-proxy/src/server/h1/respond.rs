@@ -81,7 +81,7 @@ pub(super) async fn write_response<T: ClientStream>(
     encode::head(&mut head, parts.status, &parts.headers, stored_fields, framing, connection);
     let request_id = parts.headers.get(&X_REQUEST_ID).cloned();
     let status = parts.status;
-    drop(parts);
+    crate::http1::maps::give(parts.headers);
     let snapshot = conn.shared.snapshot();
     let server = &snapshot.server;
     let body_cx = BodyContext {
