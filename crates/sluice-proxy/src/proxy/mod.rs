@@ -209,8 +209,12 @@ impl Origin<'_> {
         let upstream_request = upstream_request(conn, route, request, forwarding, upgrade.as_ref());
         let sent_at = std::time::Instant::now();
         let key = route.upstream.request_key(&upstream_request, conn.peer);
-        let sending = route.upstream.send(upstream_request, idempotent, key, interim, outcome);
-        let response = tokio::time::timeout(route.timeout, sending).await.map_err(|_| ProxyError::Timeout)??;
+        // Pinned where it is made: moved into the timeout, this ~3.5 KiB future was
+        // copied once more per request.
+        let response = {
+            let sending = std::pin::pin!(route.upstream.send(upstream_request, idempotent, key, interim, outcome));
+            tokio::time::timeout(route.timeout, sending).await.map_err(|_| ProxyError::Timeout)??
+        };
         outcome.upstream_head = Some(sent_at.elapsed());
 
         let UpstreamResponse { mut parts, body } = response;
