@@ -15,7 +15,8 @@ REQUESTS=${COST_GUARD_REQUESTS:-20000}
 WARMUP=2000
 
 cargo build --release -q -p sluice
-BIN=$PWD/target/release/sluice
+# Where cargo put it: the target folder may be moved (CARGO_TARGET_DIR).
+BIN=$(realpath -m "${CARGO_TARGET_DIR:-target}")/release/sluice
 W=$(mktemp -d)
 NG=""; SL=""
 cleanup() { [ -n "$SL" ] && kill "$SL" 2>/dev/null; [ -n "$NG" ] && kill "$NG" 2>/dev/null; wait 2>/dev/null; rm -rf "$W"; }
@@ -50,6 +51,11 @@ count() {
     RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$W/cg.out" "$BIN" run --config "$W/s.toml" > "$W/sl.log" 2>&1 & SL=$!
     local addr
     addr=$(timeout 120 tail -n +1 -f "$W/sl.log" | grep -m1 -o "listening on [0-9.:]*" | awk '{print $3}')
+    if [ -z "$addr" ]; then
+        cat "$W/sl.log" >&2
+        echo "cost guard: sluice ($BIN) did not start under valgrind" >&2
+        exit 1
+    fi
     local url="http://$addr/obj/100B"
     # shellcheck disable=SC2086
     h2load $h2load_args -n "$WARMUP" "$url" > /dev/null
