@@ -17,21 +17,19 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
-use hyper::body::Incoming;
 
 use super::read_ahead::Detached;
 use crate::body::BodyError;
 use crate::cache::CacheFill;
 use crate::outcome::{End, Record};
-use crate::upstream::{H1Body, Lease, UpstreamBody};
+use crate::upstream::{H1Body, H2Body, Lease, UpstreamBody};
 
+/// Boxed as they came from the upstream (see `UpstreamBody`): a body is moved with
+/// every response.
 enum Kind {
-    Http1(H1Body),
+    Http1(Box<H1Body>),
     /// The lease is held so that the stream's connection stays counted while in use.
-    Http2 {
-        body: Incoming,
-        _lease: Lease,
-    },
+    Http2(Box<H2Body>),
     Local(Full<Bytes>),
     /// Read ahead of an HTTP/2 client (`read_ahead::for_http2`).
     Detached(Box<Detached>),
@@ -118,8 +116,9 @@ impl ProxyBody {
     pub(crate) fn upstream(body: UpstreamBody, read_timeout: Duration) -> Self {
         let kind = match body {
             UpstreamBody::Http1(body) => Kind::Http1(body),
-            UpstreamBody::Http2 { body, lease } => Kind::Http2 { body, _lease: lease },
-            UpstreamBody::Switched { lease, read } => {
+            UpstreamBody::Http2(body) => Kind::Http2(body),
+            UpstreamBody::Switched(switched) => {
+                let (lease, read) = *switched;
                 return ProxyBody::switching(UpstreamUpgrade { lease, read, idle_timeout: read_timeout });
             }
         };
@@ -332,8 +331,8 @@ impl Body for ProxyBody {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         let mut polled = match &mut this.kind {
-            Kind::Http1(body) => Pin::new(body).poll_frame(cx),
-            Kind::Http2 { body, .. } => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Kind::Http1(body) => Pin::new(body.as_mut()).poll_frame(cx),
+            Kind::Http2(h2) => Pin::new(&mut h2.body).poll_frame(cx).map_err(Into::into),
             Kind::Local(body) => Pin::new(body).poll_frame(cx).map_err(|never| match never {}),
             Kind::Detached(body) => Pin::new(body.as_mut()).poll_frame(cx),
         };
@@ -372,7 +371,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Http1(body) => body.is_end_stream(),
-            Kind::Http2 { body, .. } => body.is_end_stream(),
+            Kind::Http2(h2) => h2.body.is_end_stream(),
             Kind::Local(body) => body.is_end_stream(),
             Kind::Detached(body) => body.is_end_stream(),
         }
@@ -381,7 +380,7 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Http1(body) => body.size_hint(),
-            Kind::Http2 { body, .. } => body.size_hint(),
+            Kind::Http2(h2) => h2.body.size_hint(),
             Kind::Local(body) => body.size_hint(),
             Kind::Detached(body) => body.size_hint(),
         }

@@ -218,7 +218,8 @@ impl Origin<'_> {
         outcome.upstream_head = Some(sent_at.elapsed());
 
         let UpstreamResponse { mut parts, body } = response;
-        if let UpstreamBody::Switched { lease, read } = body {
+        if let UpstreamBody::Switched(switched) = body {
+            let (lease, read) = *switched;
             let protocol = upgrade.ok_or(ProxyError::UnrequestedSwitch)?;
             let tunnel = UpstreamUpgrade { lease, read, idle_timeout: route.tunnel_idle_timeout };
             return upgrade::switching(parts, protocol, tunnel);

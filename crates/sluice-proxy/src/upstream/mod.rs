@@ -317,17 +317,20 @@ pub(crate) struct UpstreamResponse {
     pub(crate) body: UpstreamBody,
 }
 
-/// The rest of an upstream response.
+/// The rest of an upstream response. Each kind is boxed (a pointer, where the lease
+/// alone is 136 bytes): a response passes up several async layers, each moving it
+/// (once ~450 bytes a move; see docs/BENCHMARKS.md, issue 19).
 pub(crate) enum UpstreamBody {
     /// Read from the socket by whoever polls it; the connection returns to its pool at the end.
-    Http1(H1Body),
-    Http2 {
-        body: Incoming,
-        lease: Lease,
-    },
+    Http1(Box<H1Body>),
+    Http2(Box<H2Body>),
     /// A 101: the connection itself is the rest, with any bytes already read past the head.
-    Switched {
-        lease: Lease,
-        read: BytesMut,
-    },
+    Switched(Box<(Lease, BytesMut)>),
+}
+
+/// An HTTP/2 upstream's response body, with the lease that keeps its stream counted
+/// while the body is read (held, never read).
+pub(crate) struct H2Body {
+    pub(crate) body: Incoming,
+    pub(crate) _lease: Lease,
 }

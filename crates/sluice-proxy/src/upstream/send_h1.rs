@@ -82,9 +82,9 @@ impl UpstreamGroup {
                         lease.upstream_keeps_idle(announced);
                     }
                     let body = if head.parts.status == StatusCode::SWITCHING_PROTOCOLS {
-                        UpstreamBody::Switched { lease, read: head.buf }
+                        UpstreamBody::Switched(Box::new((lease, head.buf)))
                     } else {
-                        UpstreamBody::Http1(H1Body::new(lease, head.framing, head.reusable, head.buf))
+                        UpstreamBody::Http1(Box::new(H1Body::new(lease, head.framing, head.reusable, head.buf)))
                     };
                     return Ok(UpstreamResponse { parts: head.parts, body });
                 }

@@ -110,7 +110,10 @@ impl UpstreamGroup {
                         }
                     }
                     let (parts, body) = response.into_parts();
-                    return Ok(UpstreamResponse { parts, body: UpstreamBody::Http2 { body, lease } });
+                    return Ok(UpstreamResponse {
+                        parts,
+                        body: UpstreamBody::Http2(Box::new(super::H2Body { body, _lease: lease })),
+                    });
                 }
                 Tried::Unsent(unsent) => {
                     attempts.stale(lease.endpoint(), &"HTTP/2 connection closed before the request");
