@@ -74,9 +74,9 @@ pub(crate) fn for_http2(response: &mut Response<ProxyBody>, shared: &Arc<Shared>
             Poll::Pending => break,
         }
     }
-    let mut budget = None;
-    let rest = (!complete).then(|| {
-        let room = Arc::new(Semaphore::new(limit.saturating_sub(taken)));
+    // Only a body still coming needs a budget, and a task to move it.
+    let budget = (!complete).then(|| Arc::new(Semaphore::new(limit.saturating_sub(taken))));
+    let rest = budget.as_ref().map(|budget| {
         let (tx, rx) = mpsc::unbounded_channel();
         let snapshot = shared.snapshot();
         let server = &snapshot.server;
@@ -85,7 +85,7 @@ pub(crate) fn for_http2(response: &mut Response<ProxyBody>, shared: &Arc<Shared>
         let send_timeout = server.send_timeout;
         let pump = Pump {
             tx,
-            budget: Arc::clone(budget.insert(room)),
+            budget: Arc::clone(budget),
             limit,
             send_timeout,
             request_id,
