@@ -7,6 +7,7 @@ pub(crate) mod body;
 pub(crate) mod buffers;
 #[cfg(test)]
 mod corpus;
+pub(crate) mod forward;
 pub(crate) mod maps;
 
 use bytes::Bytes;

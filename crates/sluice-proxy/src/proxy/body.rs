@@ -21,6 +21,7 @@ use http_body_util::Full;
 use super::read_ahead::Detached;
 use crate::body::BodyError;
 use crate::cache::CacheFill;
+use crate::http1::forward::ForwardedFields;
 use crate::outcome::{End, Record};
 use crate::upstream::{H1Body, H2Body, Lease, UpstreamBody};
 
@@ -63,9 +64,31 @@ pub struct ProxyBody {
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The cache keeps the frames as they go by, to store the response at its end.
     fill: Option<Box<CacheFill>>,
-    /// A stored response's header fields, already in HTTP/1 form (Date included;
-    /// Content-Length, Age and Cache-Status not): written before the response's own.
-    stored_fields: Option<Bytes>,
+    /// Header fields already in HTTP/1 form, written before the response map's.
+    wire_fields: Option<WireFields>,
+}
+
+/// Header fields already in HTTP/1 form, for the HTTP/1 writer to copy before the
+/// response map's. Per-response state that rides with the body, like the record.
+pub(crate) enum WireFields {
+    /// A stored response's (Date included; Content-Length, Age and Cache-Status not).
+    Stored(Bytes),
+    /// An upstream response's fields that sluice does not read (`http1::forward`).
+    Forwarded(ForwardedFields),
+}
+
+impl WireFields {
+    pub(crate) fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            WireFields::Stored(fields) => out.extend_from_slice(fields),
+            WireFields::Forwarded(fields) => fields.write(out),
+        }
+    }
+
+    /// Whether they include the response's Date (a forwarded one is in the map).
+    pub(crate) fn has_date(&self) -> bool {
+        matches!(self, WireFields::Stored(_))
+    }
 }
 
 /// An HTTP/2 client took no response bytes for send_timeout (`read_ahead`).
@@ -154,7 +177,7 @@ impl ProxyBody {
             read_timeout: None,
             stall: None,
             fill: None,
-            stored_fields: None,
+            wire_fields: None,
         }
     }
 
@@ -162,13 +185,18 @@ impl ProxyBody {
     /// hit path: the HTTP/1 writer copies the fields instead of a header map).
     pub(crate) fn stored(fields: Bytes, body: Bytes) -> Self {
         let mut stored = ProxyBody::local(body);
-        stored.stored_fields = Some(fields);
+        stored.wire_fields = Some(WireFields::Stored(fields));
         stored
     }
 
-    /// The stored header fields, for the HTTP/1 writer.
-    pub(crate) fn stored_fields(&self) -> Option<&Bytes> {
-        self.stored_fields.as_ref()
+    /// An upstream response's fields that the HTTP/1 writer copies as they came.
+    pub(crate) fn forward_fields(&mut self, fields: ForwardedFields) {
+        self.wire_fields = Some(WireFields::Forwarded(fields));
+    }
+
+    /// The fields in HTTP/1 form, for the HTTP/1 writer.
+    pub(crate) fn wire_fields(&self) -> Option<&WireFields> {
+        self.wire_fields.as_ref()
     }
 
     /// Stores the body in the cache as it streams (`cache::CacheFill`).

@@ -25,7 +25,7 @@ static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// §6.6.2 makes it an end-to-end declaration, and hyper's HTTP/1 client sends only the
 /// trailer fields a `Trailer` header declares, so removing it would drop every trailer.
 /// `HTTP2-Settings` belongs to an h2c upgrade (RFC 7540 §3.2.1), which is never forwarded.
-static HOP_BY_HOP: [&HeaderName; 7] = [
+pub(crate) static HOP_BY_HOP: [&HeaderName; 7] = [
     &header::CONNECTION,
     &KEEP_ALIVE,
     &PROXY_CONNECTION,

@@ -27,9 +27,11 @@ use http::{Method, Request, Response, Uri, Version};
 use http_body::Body as _;
 use sluice_config::UpstreamProtocol;
 
-pub(crate) use body::{InflightGuard, ProxyBody, RequestTracker, UpstreamUpgrade};
+pub(crate) use body::{InflightGuard, ProxyBody, RequestTracker, UpstreamUpgrade, WireFields};
 pub(crate) use error::ClientError;
 use error::{error_response, ProxyError};
+#[cfg(test)]
+pub(crate) use headers::HOP_BY_HOP;
 pub(crate) use headers::{remove_hop_by_hop, X_REQUEST_ID};
 use target::Target;
 
@@ -37,7 +39,7 @@ use crate::body::{BodyLimits, RequestBody};
 use crate::interim::Interim;
 use crate::outcome::{Outcome, Record, Text};
 use crate::runtime::{ConnContext, Route, Snapshot};
-use crate::upstream::{UpstreamBody, UpstreamResponse};
+use crate::upstream::{ResponseFields, UpstreamBody, UpstreamResponse};
 
 /// Handles one client request; never fails (errors become responses). The response
 /// body carries the request's outcome record to the end of the response. `interim`
@@ -203,6 +205,13 @@ impl Origin<'_> {
             false => Box::pin(request_body::admit(request, limits, &snapshot.server.spool_dir)).await?,
         };
         let idempotent = is_idempotent(request.method());
+        // An HTTP/1 client's response is written from its fields as they came, unless
+        // the cache stores them (it needs them all in a map); hyper writes HTTP/2 from the map.
+        let storing = route.cache && conn.shared.cache.is_some();
+        let fields = match request.version() < Version::HTTP_2 && !storing {
+            true => ResponseFields::Forward,
+            false => ResponseFields::Map,
+        };
         let trusted = snapshot.server.trusted_proxies.iter().any(|network| network.contains(conn.peer.ip()));
         let underscores = snapshot.server.underscores_in_headers;
         let forwarding = Forwarding { host, request_id, trusted, underscores };
@@ -212,12 +221,13 @@ impl Origin<'_> {
         // Pinned where it is made: moved into the timeout, this ~3.5 KiB future was
         // copied once more per request.
         let response = {
-            let sending = std::pin::pin!(route.upstream.send(upstream_request, idempotent, key, interim, outcome));
+            let sending =
+                std::pin::pin!(route.upstream.send(upstream_request, idempotent, key, interim, fields, outcome));
             tokio::time::timeout(route.timeout, sending).await.map_err(|_| ProxyError::Timeout)??
         };
         outcome.upstream_head = Some(sent_at.elapsed());
 
-        let UpstreamResponse { mut parts, body } = response;
+        let UpstreamResponse { mut parts, body, forwarded } = response;
         if let UpstreamBody::Switched(switched) = body {
             let (lease, read) = *switched;
             let protocol = upgrade.ok_or(ProxyError::UnrequestedSwitch)?;
@@ -228,6 +238,9 @@ impl Origin<'_> {
         parts.version = Version::HTTP_11;
         let mut body = ProxyBody::upstream(body, route.read_timeout);
         body.set_read_ahead(route.response_buffer, route.max_response_spool);
+        if let Some(forwarded) = forwarded {
+            body.forward_fields(forwarded);
+        }
         Ok(Response::from_parts(parts, body))
     }
 }

@@ -20,8 +20,10 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::pool::Lease;
+use super::ResponseFields;
 use crate::body::{client_cause as client_body_cause, BodyError, ClientBodyError, RequestBody};
 use crate::http1::body::{BodyDecoder, Decoded};
+use crate::http1::forward::ForwardedFields;
 use crate::http1::{self, buffers, FieldSpans, Framing, MAX_HEADERS, MAX_HEAD_BYTES};
 use crate::interim::Interim;
 
@@ -44,6 +46,8 @@ pub(crate) struct EncodedRequest {
     expect_continue: bool,
     /// The request asks to switch protocols (WebSocket).
     upgrade: bool,
+    /// What the caller needs of the response's fields.
+    pub(crate) response_fields: ResponseFields,
 }
 
 /// How long a body held for the upstream's 100 Continue waits before it is sent anyway
@@ -79,6 +83,7 @@ impl EncodedRequest {
             body_started: false,
             expect_continue,
             upgrade: parts.headers.contains_key(http::header::UPGRADE),
+            response_fields: ResponseFields::Map,
         }
     }
 
@@ -98,6 +103,7 @@ impl EncodedRequest {
             head_request: self.head_request,
             body_started: false,
             expect_continue: self.expect_continue,
+            response_fields: self.response_fields,
         })
     }
 
@@ -150,6 +156,8 @@ pub(crate) struct ResponseHead {
     pub(crate) reusable: bool,
     /// Bytes read past the head: the start of the body.
     pub(crate) buf: BytesMut,
+    /// The fields not in `parts.headers`, to be written as they came (`ResponseFields::Forward`).
+    pub(crate) forwarded: Option<ForwardedFields>,
 }
 
 /// Writes the request and reads the response head, sending the request body meanwhile
@@ -181,10 +189,10 @@ pub(crate) async fn exchange(
                     Err(e) => return Err(ExchangeError::Failed(e)),
                 }
                 let mut continued = false;
-                let parsed = parse_response(&mut buf, request.head_request, &mut continued, interim);
+                let parsed = parse_response(&mut buf, request.head_request, &mut continued, interim, request.response_fields);
                 if let Some(head) = parsed.map_err(ExchangeError::Failed)? {
-                    let reusable = head.1 && !sending;
-                    return Ok(ResponseHead { parts: head.0, framing: head.2, reusable, buf });
+                    let ParsedHead { parts, keep_alive, framing, forwarded } = head;
+                    return Ok(ResponseHead { parts, framing, reusable: keep_alive && !sending, buf, forwarded });
                 }
                 if continued {
                     hold = None; // the upstream asked for the body
@@ -220,7 +228,8 @@ async fn answer_after_failed_send(
     let read_answer = async {
         loop {
             let mut continued = false;
-            if let Ok(Some(head)) = parse_response(&mut buf, head_request, &mut continued, interim) {
+            if let Ok(Some(head)) = parse_response(&mut buf, head_request, &mut continued, interim, ResponseFields::Map)
+            {
                 return Some(head);
             }
             match stream.read_buf(&mut buf).await {
@@ -230,7 +239,9 @@ async fn answer_after_failed_send(
         }
     };
     match tokio::time::timeout(EARLY_ANSWER_WAIT, read_answer).await {
-        Ok(Some((parts, _, framing))) => Ok(ResponseHead { parts, framing, reusable: false, buf }),
+        Ok(Some(head)) => {
+            Ok(ResponseHead { parts: head.parts, framing: head.framing, reusable: false, buf, forwarded: None })
+        }
         _ => Err(ExchangeError::Failed(error)),
     }
 }
@@ -322,7 +333,8 @@ fn parse_response(
     head_request: bool,
     continued: &mut bool,
     interim: Option<&Interim>,
-) -> io::Result<Option<(http::response::Parts, bool, Framing)>> {
+    fields: ResponseFields,
+) -> io::Result<Option<ParsedHead>> {
     loop {
         // Uninitialised: the slots are 8 KiB, and httparse writes only those it fills.
         let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
@@ -344,8 +356,16 @@ fn parse_response(
         let spans = FieldSpans::of(buf, response.headers);
         // Header values become slices of the head's bytes rather than copies.
         let head = buf.split_to(len).freeze();
-        let mut headers = spans.header_map(&head).map_err(malformed_response)?;
-        if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+        let interim_or_switch = status.is_informational();
+        let split = match fields {
+            ResponseFields::Forward if !interim_or_switch => spans.split(&head),
+            _ => Err(spans),
+        };
+        let (mut headers, forwarded) = match split {
+            Ok((headers, forwarded)) => (headers, Some(forwarded)),
+            Err(spans) => (spans.header_map(&head).map_err(malformed_response)?, None),
+        };
+        if interim_or_switch && status != StatusCode::SWITCHING_PROTOCOLS {
             *continued |= status == StatusCode::CONTINUE;
             if let Some(interim) = interim.filter(|_| Interim::relays(status)) {
                 interim.push(status, headers);
@@ -361,15 +381,25 @@ fn parse_response(
         parts.status = status;
         parts.version = version;
         parts.headers = headers;
-        return Ok(Some((parts, keep_alive, framing)));
+        return Ok(Some(ParsedHead { parts, keep_alive, framing, forwarded }));
     }
+}
+
+/// A final response head as parsed.
+struct ParsedHead {
+    parts: http::response::Parts,
+    keep_alive: bool,
+    framing: Framing,
+    /// The fields left out of `parts.headers`, with `ResponseFields::Forward`.
+    forwarded: Option<ForwardedFields>,
 }
 
 #[cfg(test)]
 pub(crate) fn parse_response_for_tests(
     buf: &mut BytesMut,
 ) -> io::Result<Option<(http::response::Parts, bool, Framing)>> {
-    parse_response(buf, false, &mut false, None)
+    let parsed = parse_response(buf, false, &mut false, None, ResponseFields::Map)?;
+    Ok(parsed.map(|p| (p.parts, p.keep_alive, p.framing)))
 }
 
 /// RFC 9112 §6.3, for responses. Transfer-Encoding wins over Content-Length, and the
@@ -517,11 +547,31 @@ mod tests {
 
     use super::*;
 
+    /// Both ways of keeping the fields frame and reuse alike.
+    const BOTH: [ResponseFields; 2] = [ResponseFields::Map, ResponseFields::Forward];
+
+    fn parse(
+        buf: &mut BytesMut,
+        head_request: bool,
+        continued: &mut bool,
+        interim: Option<&Interim>,
+        fields: ResponseFields,
+    ) -> io::Result<Option<(http::response::Parts, bool, Framing)>> {
+        let parsed = parse_response(buf, head_request, continued, interim, fields)?;
+        Ok(parsed.map(|p| (p.parts, p.keep_alive, p.framing)))
+    }
+
     #[test]
     fn response_heads_and_their_framing() {
+        for fields in BOTH {
+            response_heads_and_their_framing_with(fields);
+        }
+    }
+
+    fn response_heads_and_their_framing_with(fields: ResponseFields) {
         let mut buf = BytesMut::from("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
         let (parts, keep_alive, framing) =
-            parse_response(&mut buf, false, &mut false, None).expect("valid").expect("complete");
+            parse(&mut buf, false, &mut false, None, fields).expect("valid").expect("complete");
         assert_eq!(parts.status, StatusCode::OK);
         assert!(keep_alive);
         assert_eq!(framing, Framing::Length(5));
@@ -529,54 +579,77 @@ mod tests {
 
         let mut closing = BytesMut::from("HTTP/1.0 200 OK\r\n\r\nuntil close");
         let (_, keep_alive, framing) =
-            parse_response(&mut closing, false, &mut false, None).expect("valid").expect("complete");
+            parse(&mut closing, false, &mut false, None, fields).expect("valid").expect("complete");
         assert!(!keep_alive);
         assert_eq!(framing, Framing::UntilClose);
 
         let mut head = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n");
         assert_eq!(
-            parse_response(&mut head, true, &mut false, None).expect("valid").expect("complete").2,
+            parse(&mut head, true, &mut false, None, fields).expect("valid").expect("complete").2,
             Framing::Empty
         );
 
         let mut chunked = BytesMut::from("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
         let (_, keep_alive, framing) =
-            parse_response(&mut chunked, false, &mut false, None).expect("valid").expect("complete");
+            parse(&mut chunked, false, &mut false, None, fields).expect("valid").expect("complete");
         assert_eq!((keep_alive, framing), (false, Framing::Chunked));
     }
 
     #[test]
     fn bad_response_heads_are_errors() {
-        for bad in ["HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", "NOT HTTP\r\n\r\n"] {
-            assert!(parse_response(&mut BytesMut::from(bad), false, &mut false, None).is_err(), "{bad}");
+        for fields in BOTH {
+            bad_response_heads_are_errors_with(fields);
         }
-        assert!(parse_response(&mut BytesMut::from("HTTP/1.1 200 OK\r\n"), false, &mut false, None)
+    }
+
+    fn bad_response_heads_are_errors_with(fields: ResponseFields) {
+        // Control characters in a value (a response split, a NUL, DEL) never reach a
+        // client: also not with the fields forwarded unread.
+        for bad in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "NOT HTTP\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nX-A: a\rSet-Cookie: b\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nX-A: a\0b\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nX-A: a\x7fb\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nX A: b\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nX-A: a\r\n b\r\n\r\n",
+        ] {
+            assert!(parse(&mut BytesMut::from(bad), false, &mut false, None, fields).is_err(), "{bad}");
+        }
+        assert!(parse(&mut BytesMut::from("HTTP/1.1 200 OK\r\n"), false, &mut false, None, fields)
             .expect("valid")
             .is_none());
     }
 
     #[test]
     fn transfer_encoding_with_content_length_is_rechunked_and_not_reused() {
+        for fields in BOTH {
+            rechunked_with(fields);
+        }
+    }
+
+    fn rechunked_with(fields: ResponseFields) {
         let mut buf = BytesMut::from(
             "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
         );
         let (parts, keep_alive, framing) =
-            parse_response(&mut buf, false, &mut false, None).expect("valid").expect("complete");
+            parse(&mut buf, false, &mut false, None, fields).expect("valid").expect("complete");
         assert_eq!(framing, Framing::Chunked);
         assert!(!keep_alive, "an ambiguous response's connection is not reused");
         assert!(!parts.headers.contains_key(CONTENT_LENGTH), "the length that does not describe the body is gone");
         let mut repeated = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\nhello");
         let (parts, keep_alive, framing) =
-            parse_response(&mut repeated, false, &mut false, None).expect("valid").expect("complete");
+            parse(&mut repeated, false, &mut false, None, fields).expect("valid").expect("complete");
         assert_eq!((framing, keep_alive), (Framing::Length(5), true));
         assert_eq!(parts.headers.get_all(CONTENT_LENGTH).iter().collect::<Vec<_>>(), ["5"]);
     }
 
     #[test]
     fn a_100_continue_is_noticed_and_skipped() {
+        let fields = ResponseFields::Forward;
         let mut buf = BytesMut::from("HTTP/1.1 100 Continue\r\n\r\n");
         let mut continued = false;
-        assert!(parse_response(&mut buf, false, &mut continued, None).expect("valid").is_none());
+        assert!(parse(&mut buf, false, &mut continued, None, fields).expect("valid").is_none());
         assert!(continued);
     }
 

@@ -22,6 +22,7 @@ use std::io;
 use std::sync::Arc;
 
 use crate::body::RequestBody;
+use crate::http1::forward::ForwardedFields;
 use crate::interim::Interim;
 use crate::outcome::Outcome;
 use bytes::BytesMut;
@@ -248,6 +249,7 @@ impl UpstreamGroup {
         idempotent: bool,
         key: Option<u64>,
         interim: Option<&Interim>,
+        fields: ResponseFields,
         outcome: &mut Outcome,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let in_flight: usize = self.loads.iter().map(|l| l.outstanding()).sum();
@@ -257,7 +259,7 @@ impl UpstreamGroup {
         let replayable = self.retry.replayable(idempotent, request.body().is_whole());
         let attempts = Attempts::new(self, replayable, key, outcome);
         match self.protocol {
-            UpstreamProtocol::Http1 => self.send_http1(request, idempotent, attempts, interim).await,
+            UpstreamProtocol::Http1 => self.send_http1(request, idempotent, attempts, interim, fields).await,
             UpstreamProtocol::Http2 => self.send_http2(request, idempotent, attempts).await,
         }
     }
@@ -315,6 +317,18 @@ pub(crate) fn parse_response_head_for_tests(
 pub(crate) struct UpstreamResponse {
     pub(crate) parts: http::response::Parts,
     pub(crate) body: UpstreamBody,
+    /// An HTTP/1 response's fields left out of `parts.headers` (`ResponseFields::Forward`).
+    pub(crate) forwarded: Option<ForwardedFields>,
+}
+
+/// What the caller needs of an HTTP/1 upstream response's header fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ResponseFields {
+    /// Every field in the header map: the cache stores them, hyper writes HTTP/2 from it.
+    Map,
+    /// Only the fields sluice reads in the map; the rest forwarded as they came, for an
+    /// HTTP/1 client (`http1::forward`).
+    Forward,
 }
 
 /// The rest of an upstream response. Each kind is boxed (a pointer, where the lease

@@ -26,9 +26,11 @@ impl UpstreamGroup {
         idempotent: bool,
         mut attempts: Attempts<'_>,
         interim: Option<&Interim>,
+        fields: super::ResponseFields,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let (parts, body) = request.into_parts();
         let mut encoded = EncodedRequest::new(&parts, body);
+        encoded.response_fields = fields;
         crate::http1::maps::give(parts.headers);
         // Sending consumes a body: a request that may go again keeps a copy for it.
         let spare = (attempts.replayable && encoded.has_body() && self.retry.retries_after_send())
@@ -86,7 +88,7 @@ impl UpstreamGroup {
                     } else {
                         UpstreamBody::Http1(Box::new(H1Body::new(lease, head.framing, head.reusable, head.buf)))
                     };
-                    return Ok(UpstreamResponse { parts: head.parts, body });
+                    return Ok(UpstreamResponse { parts: head.parts, body, forwarded: head.forwarded });
                 }
                 // Nothing reached the upstream: any request goes on another connection.
                 Err(ExchangeError::Unsent(e)) if encoded.can_resend() => attempts.stale(lease.endpoint(), &e),

@@ -113,6 +113,7 @@ impl UpstreamGroup {
                     return Ok(UpstreamResponse {
                         parts,
                         body: UpstreamBody::Http2(Box::new(super::H2Body { body, _lease: lease })),
+                        forwarded: None,
                     });
                 }
                 Tried::Unsent(unsent) => {

@@ -7,6 +7,8 @@ use http::header::{HeaderMap, CONTENT_LENGTH, DATE};
 use http::{StatusCode, Version};
 use http_body::SizeHint;
 
+use crate::proxy::WireFields;
+
 /// How the response body goes on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ResponseFraming {
@@ -55,13 +57,13 @@ pub(crate) fn head(
     out: &mut Vec<u8>,
     status: StatusCode,
     headers: &HeaderMap,
-    stored_fields: Option<&[u8]>,
+    wire_fields: Option<&WireFields>,
     framing: ResponseFraming,
     connection: ConnectionHeader,
 ) {
     status_line(out, status);
-    if let Some(fields) = stored_fields {
-        out.extend_from_slice(fields);
+    if let Some(fields) = wire_fields {
+        fields.write(out);
     }
     crate::http1::write_fields(out, headers);
     match framing {
@@ -79,7 +81,7 @@ pub(crate) fn head(
         ConnectionHeader::KeepAlive => out.extend_from_slice(b"connection: keep-alive\r\n"),
     }
     // A stored response's fields always include its Date.
-    if stored_fields.is_none() && !headers.contains_key(DATE) {
+    if !wire_fields.is_some_and(WireFields::has_date) && !headers.contains_key(DATE) {
         out.extend_from_slice(b"date: ");
         with_date(|date| out.extend_from_slice(date.as_bytes()));
         out.extend_from_slice(b"\r\n");

@@ -77,8 +77,7 @@ pub(super) async fn write_response<T: ClientStream>(
         (true, _) => ConnectionHeader::Omit,
     };
     let mut head = Vec::with_capacity(512);
-    let stored_fields = body.stored_fields().map(|fields| &fields[..]);
-    encode::head(&mut head, parts.status, &parts.headers, stored_fields, framing, connection);
+    encode::head(&mut head, parts.status, &parts.headers, body.wire_fields(), framing, connection);
     let request_id = parts.headers.get(&X_REQUEST_ID).cloned();
     let status = parts.status;
     crate::http1::maps::give(parts.headers);
