@@ -194,9 +194,12 @@ impl ProxyBody {
         self.wire_fields = Some(WireFields::Forwarded(fields));
     }
 
-    /// The fields in HTTP/1 form, for the HTTP/1 writer.
-    pub(crate) fn wire_fields(&self) -> Option<&WireFields> {
-        self.wire_fields.as_ref()
+    /// The fields in HTTP/1 form, for the HTTP/1 writer. Taken, so that they are let
+    /// go once written: forwarded ones hold the upstream's read buffer, which the body
+    /// reads on into and gives back at its end (held, every response cost a new buffer;
+    /// 16 KiB responses +11% CPU, measured).
+    pub(crate) fn take_wire_fields(&mut self) -> Option<WireFields> {
+        self.wire_fields.take()
     }
 
     /// Stores the body in the cache as it streams (`cache::CacheFill`).

@@ -77,7 +77,9 @@ pub(super) async fn write_response<T: ClientStream>(
         (true, _) => ConnectionHeader::Omit,
     };
     let mut head = Vec::with_capacity(512);
-    encode::head(&mut head, parts.status, &parts.headers, body.wire_fields(), framing, connection);
+    let wire_fields = body.take_wire_fields();
+    encode::head(&mut head, parts.status, &parts.headers, wire_fields.as_ref(), framing, connection);
+    drop(wire_fields);
     let request_id = parts.headers.get(&X_REQUEST_ID).cloned();
     let status = parts.status;
     crate::http1::maps::give(parts.headers);
