@@ -20,7 +20,9 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::HeaderMap;
 
-use super::{maps, FieldSpans};
+#[cfg(test)]
+use super::HOP_BY_HOP;
+use super::{maps, tokens, FieldSpans, HTTP2_SETTINGS, KEEP_ALIVE, PROXY_CONNECTION, X_REQUEST_ID};
 
 /// The fields of a response head that go to the client unread.
 pub(crate) struct ForwardedFields {
@@ -51,13 +53,9 @@ impl ForwardedFields {
     }
 }
 
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
-static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
 /// The name of a response field that sluice reads or rewrites on its way to an HTTP/1
-/// client, None for the rest: framing, hop-by-hop (`proxy::headers::HOP_BY_HOP`;
+/// client, None for the rest: framing, hop-by-hop (`HOP_BY_HOP`, matched here by length
+/// first, as a field is classified on every response;
 /// `Keep-Alive`'s timeout is also read by the pool), `Date` (added when missing) and
 /// `x-request-id` (replaced). `Trailer` is end-to-end (RFC 9110 §6.6.2): forwarded.
 fn read_by_sluice(name: &[u8]) -> Option<&'static HeaderName> {
@@ -81,9 +79,8 @@ fn read_by_sluice(name: &[u8]) -> Option<&'static HeaderName> {
 /// Whether a `Connection` value names only what `read_by_sluice` already covers;
 /// otherwise the fields it names must be removed, which the map path does.
 fn names_no_other_field(value: &[u8]) -> bool {
-    value.split(|b| *b == b',').map(<[u8]>::trim_ascii).all(|token| {
-        token.is_empty()
-            || token.eq_ignore_ascii_case(b"close")
+    tokens(value).all(|token| {
+        token.eq_ignore_ascii_case(b"close")
             || token.eq_ignore_ascii_case(b"keep-alive")
             || token.eq_ignore_ascii_case(b"upgrade")
     })
@@ -194,7 +191,7 @@ mod tests {
 
     #[test]
     fn every_hop_by_hop_field_is_read_by_sluice() {
-        for name in crate::proxy::HOP_BY_HOP {
+        for name in HOP_BY_HOP {
             assert_eq!(read_by_sluice(name.as_str().as_bytes()), Some(name), "{name} would be forwarded unread");
             assert_eq!(read_by_sluice(name.as_str().to_uppercase().as_bytes()), Some(name), "{name}, any case");
         }

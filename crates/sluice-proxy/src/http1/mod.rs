@@ -58,6 +58,32 @@ pub(crate) fn last_chunk(out: &mut Vec<u8>, trailers: Option<&HeaderMap>) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// sluice's request id, set on every request and response (`proxy::headers`).
+pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+pub(crate) static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+pub(crate) static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1). `TE: trailers` is
+/// put back by the caller. `Trailer` is not here although RFC 2616 listed it: RFC 9110
+/// §6.6.2 makes it an end-to-end declaration, and hyper's HTTP/1 client sends only the
+/// trailer fields a `Trailer` header declares, so removing it would drop every trailer.
+/// `HTTP2-Settings` belongs to an h2c upgrade (RFC 7540 §3.2.1), which is never forwarded.
+pub(crate) static HOP_BY_HOP: [&HeaderName; 7] = [
+    &http::header::CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &http::header::TE,
+    &TRANSFER_ENCODING,
+    &http::header::UPGRADE,
+    &HTTP2_SETTINGS,
+];
+
+/// The tokens of a comma-separated value (`Connection`, `TE`...): trimmed, empty ones skipped.
+pub(crate) fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|b| *b == b',').map(<[u8]>::trim_ascii).filter(|token| !token.is_empty())
+}
+
 /// Header (or trailer) fields as `name: value` lines; the names are lower case, as
 /// `http` keeps them. Values were validated when they were made (no CR or LF).
 pub(crate) fn write_fields(out: &mut Vec<u8>, fields: &HeaderMap) {
@@ -137,8 +163,7 @@ pub(crate) fn expects_continue(headers: &HeaderMap) -> bool {
 /// The idle time a `Keep-Alive: timeout=N` field announces (RFC 2068 §19.7.1.1, still
 /// sent by Apache, Node with `keepAliveTimeout` hints and others), in whole seconds.
 pub(crate) fn keep_alive_timeout(headers: &HeaderMap) -> Option<std::time::Duration> {
-    const KEEP_ALIVE: http::HeaderName = http::HeaderName::from_static("keep-alive");
-    let value = headers.get(KEEP_ALIVE)?.to_str().ok()?;
+    let value = headers.get(&KEEP_ALIVE)?.to_str().ok()?;
     value.split(',').find_map(|param| {
         let (name, n) = param.split_once('=')?;
         if !name.trim().eq_ignore_ascii_case("timeout") {

@@ -9,31 +9,14 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Version;
 
+pub(crate) use crate::http1::X_REQUEST_ID;
+use crate::http1::{tokens, HOP_BY_HOP};
 use crate::outcome::{read_hex, write_hex, SpanIds};
 
-pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-
-/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1). `TE: trailers` is
-/// put back by the caller. `Trailer` is not here although RFC 2616 listed it: RFC 9110
-/// §6.6.2 makes it an end-to-end declaration, and hyper's HTTP/1 client sends only the
-/// trailer fields a `Trailer` header declares, so removing it would drop every trailer.
-/// `HTTP2-Settings` belongs to an h2c upgrade (RFC 7540 §3.2.1), which is never forwarded.
-pub(crate) static HOP_BY_HOP: [&HeaderName; 7] = [
-    &header::CONNECTION,
-    &KEEP_ALIVE,
-    &PROXY_CONNECTION,
-    &header::TE,
-    &header::TRANSFER_ENCODING,
-    &header::UPGRADE,
-    &HTTP2_SETTINGS,
-];
 
 /// Removes header fields whose names have `_`: CGI and WSGI servers turn `-` into `_`
 /// to name headers, so `X_Forwarded_For` would reach them as `X-Forwarded-For`,
@@ -80,8 +63,8 @@ fn remove_connection_named(headers: &mut HeaderMap) {
     let first = values.next().cloned();
     let rest: Vec<HeaderValue> = values.cloned().collect();
     for value in first.iter().chain(&rest) {
-        for token in value.as_bytes().split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-            if token.is_empty() || token.eq_ignore_ascii_case(b"keep-alive") {
+        for token in tokens(value.as_bytes()) {
+            if token.eq_ignore_ascii_case(b"keep-alive") {
                 continue;
             }
             if let Ok(name) = HeaderName::from_bytes(token) {

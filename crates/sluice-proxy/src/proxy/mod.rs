@@ -30,8 +30,6 @@ use sluice_config::UpstreamProtocol;
 pub(crate) use body::{InflightGuard, ProxyBody, RequestTracker, UpstreamUpgrade, WireFields};
 pub(crate) use error::ClientError;
 use error::{error_response, ProxyError};
-#[cfg(test)]
-pub(crate) use headers::HOP_BY_HOP;
 pub(crate) use headers::{remove_hop_by_hop, X_REQUEST_ID};
 use target::Target;
 
@@ -108,10 +106,17 @@ async fn forward(
         .ok_or(ProxyError::NoRoute)?;
     outcome.route = Some(Arc::clone(&route.name));
     outcome.upstream = Some(Arc::clone(&route.upstream.name));
-    let origin = Origin { conn, snapshot: &snapshot, route, host: host.as_ref(), request_id, interim };
-    match &conn.shared.cache {
-        Some(cache) if route.cache => cached::handle(cache, &origin, request, outcome).await,
-        _ => origin.fetch(request, outcome).await,
+    let cache = conn.shared.cache.as_ref().filter(|_| route.cache);
+    // An HTTP/1 client's response is written from its fields as they came, unless the
+    // cache stores them (it needs them all in a map); hyper writes HTTP/2 from the map.
+    let fields = match cache.is_none() && request.version() < Version::HTTP_2 {
+        true => ResponseFields::Forward,
+        false => ResponseFields::Map,
+    };
+    let origin = Origin { conn, snapshot: &snapshot, route, host: host.as_ref(), request_id, interim, fields };
+    match cache {
+        Some(cache) => cached::handle(cache, &origin, request, outcome).await,
+        None => origin.fetch(request, outcome).await,
     }
 }
 
@@ -125,6 +130,8 @@ pub(crate) struct Origin<'a> {
     request_id: &'a HeaderValue,
     /// Where the upstream's 1xx responses go (an HTTP/1.1 client's request only).
     interim: Option<&'a Interim>,
+    /// What the response's writer needs of its fields (`ResponseFields`).
+    fields: ResponseFields,
 }
 
 /// An `Origin` that a background task can keep (a cache refresh).
@@ -145,6 +152,7 @@ impl OwnedOrigin {
             host: self.host.as_ref(),
             request_id: &self.request_id,
             interim: None,
+            fields: ResponseFields::Map,
         }
     }
 
@@ -188,7 +196,7 @@ impl Origin<'_> {
         request: Request<RequestBody>,
         outcome: &mut Outcome,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let Origin { conn, snapshot, route, host, request_id, interim } = *self;
+        let Origin { conn, snapshot, route, host, request_id, interim, fields } = *self;
         let upgrade = upgrade::requested(&request, &route.upgrades);
         if upgrade.is_some() && route.upstream.protocol() != UpstreamProtocol::Http1 {
             return Err(ProxyError::UpgradeNeedsHttp1);
@@ -205,13 +213,6 @@ impl Origin<'_> {
             false => Box::pin(request_body::admit(request, limits, &snapshot.server.spool_dir)).await?,
         };
         let idempotent = is_idempotent(request.method());
-        // An HTTP/1 client's response is written from its fields as they came, unless
-        // the cache stores them (it needs them all in a map); hyper writes HTTP/2 from the map.
-        let storing = route.cache && conn.shared.cache.is_some();
-        let fields = match request.version() < Version::HTTP_2 && !storing {
-            true => ResponseFields::Forward,
-            false => ResponseFields::Map,
-        };
         let trusted = snapshot.server.trusted_proxies.iter().any(|network| network.contains(conn.peer.ip()));
         let underscores = snapshot.server.underscores_in_headers;
         let forwarding = Forwarding { host, request_id, trusted, underscores };
