@@ -167,18 +167,21 @@ NGINX_JSON_LOG = """
 """
 
 
-def start_nginx(work, backends, access_log=False, least=False):
+def start_nginx(work, backends, access_log=False, least=False, defaults=False):
     """nginx; with `access_log`, JSON lines much like sluice's, buffered (64 KiB, 1 s flush);
-    `least`: least_conn balancing."""
+    `least`: least_conn balancing; `defaults`: nginx's default upstream settings (no
+    kept-alive upstream connections)."""
     h1, h2 = free_port(), free_port()
     servers = ("least_conn; " if least else "") + " ".join(f"server 127.0.0.1:{b};" for b in backends)
     log = NGINX_JSON_LOG + f"    access_log {work}/nginx-access.log json buffer=64k flush=1s;\n" if access_log else ""
+    keepalive = "" if defaults else "keepalive 1024; keepalive_requests 100000000;"
+    location = "proxy_pass http://backend;" if defaults else 'proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection "";'
     conf = nginx_preamble(work, "nginx", master=True, access_log=access_log) + log + f"""
-    upstream backend {{ {servers} keepalive 1024; keepalive_requests 100000000; }}
+    upstream backend {{ {servers} {keepalive} }}
     server {{
         listen 127.0.0.1:{h1} backlog=4096;
         listen 127.0.0.1:{h2} http2 backlog=4096;
-        location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+        location / {{ {location} }}
     }}
 }}
 """
@@ -189,7 +192,8 @@ def start_nginx(work, backends, access_log=False, least=False):
     return proc, h1, h2
 
 
-def start_haproxy(work, backends, least=False):
+def start_haproxy(work, backends, least=False, defaults=False):
+    """HAProxy; `defaults`: its default upstream settings (`http-reuse safe`, no server maxconn)."""
     h1, h2 = free_port(), free_port()
     conf = f"""
 global
@@ -204,14 +208,14 @@ defaults
     timeout client 300s
     timeout server 300s
     timeout http-keep-alive 300s
-    http-reuse always
+    {"" if defaults else "http-reuse always"}
     option http-keep-alive
 frontend f
     bind 127.0.0.1:{h1} backlog 4096
     bind 127.0.0.1:{h2} proto h2 backlog 4096
     default_backend b
 backend b
-""" + ("    balance leastconn\n" if least else "") + "".join(f"    server s{i} 127.0.0.1:{b} maxconn 10000\n" for i, b in enumerate(backends))
+""" + ("    balance leastconn\n" if least else "") + "".join(f"    server s{i} 127.0.0.1:{b}{'' if defaults else ' maxconn 10000'}\n" for i, b in enumerate(backends))
     path = os.path.join(work, "haproxy.cfg")
     open(path, "w").write(conf)
     proc = Proc(["haproxy", "-f", path], PROXY_CPU, os.path.join(work, "haproxy.log"))
@@ -220,10 +224,10 @@ backend b
 
 
 def start_sluice(work, backends, binary=None, access_log=False, server="", workers=None, metrics=False,
-                 sample_ratio=None):
+                 sample_ratio=None, defaults=False):
     """sluice with its pool defaults (max_connections raised to 1,024 as nginx's keepalive
-    and HAProxy's maxconn allow); with `access_log`, JSON lines to a file; `server`:
-    more [server] settings (the model)."""
+    and HAProxy's maxconn allow, unless `defaults`); with `access_log`, JSON lines to a
+    file; `server`: more [server] settings (the model)."""
     port = free_port()
     conf = f"""
 [server]
@@ -241,8 +245,9 @@ upstream = "backend"
 
 [upstream.backend]
 endpoints = [{", ".join(f'"127.0.0.1:{b}"' for b in backends)}]
-pool = {{ max_connections = 1024 }}
 """
+    if not defaults:
+        conf += "pool = { max_connections = 1024 }\n"
     if access_log:
         conf += f'\n[access_log]\npath = "{work}/access.log"\n'
     if sample_ratio is not None:
@@ -355,7 +360,7 @@ def measure_idle(port, pids, count):
     return {"rss_before_kib": before, "rss_after_kib": result["after"], "kib_per_conn": per_conn}
 
 
-SCENARIOS = ["c64-small", "c1024-small", "c64-16k", "c64-3backends", "c1024-3backends", "c64-slow1of3",
+SCENARIOS = ["c64-small", "c1024-small", "c1024-defaults", "c64-16k", "c64-3backends", "c1024-3backends", "c64-slow1of3",
              "h2c-16x32", "rate5000", "idle10k"]
 # Which backends a scenario balances over (default: the first port alone).
 BACKENDS = {
@@ -366,6 +371,9 @@ BACKENDS = {
 # Scenarios where nginx and HAProxy balance by least connections (sluice by its default,
 # least_request), as issue 10's benchmark asks; elsewhere they round-robin.
 LEAST_CONN = ("c1024-3backends", "c64-slow1of3")
+# Scenarios where every proxy runs with its own default upstream settings (issue 20:
+# sluice's pool holds 256 connections, so 768 of 1,024 clients queue for one).
+DEFAULT_UPSTREAMS = ("c1024-defaults",)
 
 
 def backend_accepts(backend_port):
@@ -381,7 +389,7 @@ def run_scenario(name, port, h2port, pids, args, work, backend_port):
     user_before = cpu_seconds(pids, (11,))
     if name == "c64-small":
         r = run_wrk(port, "/small", 64, args.duration)
-    elif name == "c1024-small":
+    elif name in ("c1024-small", "c1024-defaults"):
         r = run_wrk(port, "/small", 1024, args.duration)
     elif name == "c64-3backends":
         r = run_wrk(port, "/small", 64, args.duration)
@@ -456,6 +464,11 @@ def main():
                         if proxy in ("nginx", "haproxy") and name in LEAST_CONN:
                             starter = {"nginx": start_nginx, "haproxy": start_haproxy}[proxy]
                             proc, port, h2port = starter(work, backends, least=True)
+                        elif name in DEFAULT_UPSTREAMS:
+                            starter = {"nginx": start_nginx, "haproxy": start_haproxy, "sluice": start_sluice,
+                                       "sluice-prev": lambda w, b, defaults: start_sluice(w, b, binary=SLUICE_PREV,
+                                                                                       defaults=defaults)}[proxy]
+                            proc, port, h2port = starter(work, backends, defaults=True)
                         else:
                             proc, port, h2port = starter(work, backends)
                         time.sleep(0.3)

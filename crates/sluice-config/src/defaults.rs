@@ -62,7 +62,7 @@ pub const POOL_MIN_IDLE: usize = 0;
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const POOL_MAX_LIFETIME: Duration = Duration::from_secs(600);
 pub const POOL_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-pub const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(1);
+pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Access log lines queued for the writer thread at most (~64 K × ~300 B of record).
 pub const ACCESS_LOG_QUEUE: usize = 65_536;

@@ -110,6 +110,7 @@ pub struct FileServer {
     pub model: Option<Spanned<String>>,
     pub upstream_pools: Option<Spanned<String>>,
     pub max_connections: Option<Spanned<usize>>,
+    pub max_connections_per_ip: Option<Spanned<usize>>,
     pub header_read_timeout: Option<Spanned<ConfigDuration>>,
     pub keepalive_timeout: Option<Spanned<ConfigDuration>>,
     pub drain_timeout: Option<Spanned<ConfigDuration>>,
@@ -187,6 +188,7 @@ pub struct FileUpstream {
     pub balance: Option<Spanned<String>>,
     pub hash_key: Option<Spanned<String>>,
     pub slow_start: Option<Spanned<ConfigDuration>>,
+    pub queue_timeout: Option<ConfigDuration>,
     #[serde(default)]
     pub pool: FilePool,
     pub tls: Option<FileUpstreamTls>,
@@ -299,5 +301,6 @@ pub struct FilePool {
     pub max_lifetime: Option<Spanned<ConfigDuration>>,
     pub max_requests: Option<u64>,
     pub connect_timeout: Option<Spanned<ConfigDuration>>,
-    pub wait_timeout: Option<ConfigDuration>,
+    /// Renamed `upstream.NAME.queue_timeout`; kept only to say so.
+    pub wait_timeout: Option<Spanned<ConfigDuration>>,
 }

@@ -99,6 +99,10 @@ pub struct ServerSettings {
     /// Open client connections served at most; at the cap each worker holds one accepted
     /// connection unread until a place frees, the rest wait in the backlog. Default 10,000.
     pub max_connections: usize,
+    /// Open connections from one client address at most (IPv6: per /64); beyond, a new
+    /// connection is closed at once and counted. The TCP peer's address: behind an L4
+    /// balancer without PROXY protocol every client is the balancer. Default: off.
+    pub max_connections_per_ip: Option<u32>,
     /// A client must send a whole request head within this. Default 10s.
     pub header_read_timeout: Duration,
     /// An idle client connection (no request in flight) is closed after this. Default 60s.
@@ -442,6 +446,10 @@ pub struct UpstreamConfig {
     pub retry: RetrySettings,
     /// Beyond these, requests get 503 at once instead of queueing.
     pub circuit_breaker: CircuitBreaker,
+    /// How long a request waits in line for a connection (or HTTP/2 stream) at the
+    /// pool's cap, over all its tries, before 503 with Retry-After (HAProxy's `timeout
+    /// queue`); zero: no waiting. Default 1s.
+    pub queue_timeout: Duration,
     /// Active checks: None when not configured.
     pub health_check: Option<HealthCheck>,
     /// Some: connect to the endpoints over TLS.
@@ -601,8 +609,6 @@ pub struct PoolSettings {
     pub max_requests: u64,
     /// TCP connect (including DNS) must finish within this. Default 2s.
     pub connect_timeout: Duration,
-    /// How long a request waits for a free connection at `max_connections` before 503. Default 1s.
-    pub wait_timeout: Duration,
 }
 
 impl Default for PoolSettings {
@@ -616,7 +622,6 @@ impl Default for PoolSettings {
             max_lifetime: POOL_MAX_LIFETIME,
             max_requests: 0,
             connect_timeout: POOL_CONNECT_TIMEOUT,
-            wait_timeout: POOL_WAIT_TIMEOUT,
         }
     }
 }

@@ -327,6 +327,7 @@ fn the_example_file_states_the_defaults() {
     );
     let api = config.upstreams.iter().find(|u| u.name == "api").expect("api");
     assert_eq!(api.pool, PoolSettings::default());
+    assert_eq!(api.queue_timeout, QUEUE_TIMEOUT);
     assert_eq!(config.listeners[0].backlog, BACKLOG);
     assert_eq!(config.access_log.map(|l| l.queue), Some(ACCESS_LOG_QUEUE));
 }
@@ -494,4 +495,17 @@ fn tracing_header_values_never_print() {
     let config = parse(&source, Path::new("sluice.toml")).expect("valid");
     let shown = format!("{config:?}");
     assert!(shown.contains("x-api-key") && !shown.contains("hunter2"), "{shown}");
+}
+
+#[test]
+fn queue_timeout_is_the_groups_and_the_old_pool_key_says_where_it_went() {
+    let base = "[[listener]]\naddress = \"127.0.0.1:0\"\n[[route]]\nupstream = \"a\"\n[upstream.a]\nendpoints = [\"127.0.0.1:1\"]\n";
+    let config = parse(base, Path::new("sluice.toml")).expect("valid");
+    assert_eq!(config.upstreams[0].queue_timeout, Duration::from_secs(1), "the default");
+    let config = parse(&format!("{base}queue_timeout = \"0ms\"\n"), Path::new("sluice.toml")).expect("valid");
+    assert_eq!(config.upstreams[0].queue_timeout, Duration::ZERO, "zero: no waiting in line");
+    let p = problems(&format!("{base}pool = {{ wait_timeout = \"300ms\" }}\n"));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!((p[0].line, p[0].key.as_str()), (7, "upstream.a.pool.wait_timeout"));
+    assert!(p[0].message.contains("queue_timeout = \"300ms\" in [upstream.a]"), "{}", p[0].message);
 }

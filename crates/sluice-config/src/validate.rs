@@ -96,6 +96,8 @@ fn check_server(checker: &mut Checker, server: &FileServer) -> ServerSettings {
     let worker_threads = positive(checker, &server.worker_threads, "server.worker_threads").unwrap_or(cores);
     let max_connections =
         positive(checker, &server.max_connections, "server.max_connections").unwrap_or(defaults::MAX_CONNECTIONS);
+    let max_connections_per_ip = positive(checker, &server.max_connections_per_ip, "server.max_connections_per_ip")
+        .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
     let header_read_timeout = nonzero_duration(checker, &server.header_read_timeout, "server.header_read_timeout")
         .unwrap_or(defaults::HEADER_READ_TIMEOUT);
     let keepalive_timeout = nonzero_duration(checker, &server.keepalive_timeout, "server.keepalive_timeout")
@@ -131,6 +133,7 @@ fn check_server(checker: &mut Checker, server: &FileServer) -> ServerSettings {
         model,
         upstream_pools,
         max_connections,
+        max_connections_per_ip,
         header_read_timeout,
         keepalive_timeout,
         drain_timeout: nonzero_duration(checker, &server.drain_timeout, "server.drain_timeout")
@@ -512,6 +515,8 @@ fn check_upstream(
         outlier: outlier?,
         retry: retry?,
         circuit_breaker,
+        // Zero means something here: 503 at once instead of waiting in line.
+        queue_timeout: upstream.queue_timeout.map_or(defaults::QUEUE_TIMEOUT, |d| d.0),
         health_check,
         protocol: protocol?,
         pool: pool?,
@@ -738,6 +743,18 @@ fn check_pool(checker: &mut Checker, key: &str, pool: &FilePool) -> Option<PoolS
     let max_idle = pool.max_idle.as_ref().map(|v| *v.get_ref()).unwrap_or(max_connections);
     let min_idle = pool.min_idle.as_ref().map(|v| *v.get_ref()).unwrap_or(defaults.min_idle);
     let mut ok = true;
+    if let Some(v) = &pool.wait_timeout {
+        checker.problem(
+            v.span(),
+            format!("{key}.pool.wait_timeout"),
+            format!(
+                "was renamed: the wait in line is the group's, over all of a request's tries; write \
+                 queue_timeout = \"{}ms\" in [{key}] and remove it here",
+                v.get_ref().0.as_millis()
+            ),
+        );
+        ok = false;
+    }
     if let Some(v) = &pool.max_idle {
         if max_idle > max_connections {
             checker.problem(
@@ -769,8 +786,6 @@ fn check_pool(checker: &mut Checker, key: &str, pool: &FilePool) -> Option<PoolS
         max_lifetime: max_lifetime.unwrap_or(defaults.max_lifetime),
         max_requests: pool.max_requests.unwrap_or(defaults.max_requests),
         connect_timeout: connect_timeout.unwrap_or(defaults.connect_timeout),
-        // Zero means something here: fail at once instead of waiting for a free connection.
-        wait_timeout: pool.wait_timeout.map(|d| d.0).unwrap_or(defaults.wait_timeout),
     })
 }
 

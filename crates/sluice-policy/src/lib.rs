@@ -11,6 +11,7 @@ pub mod cache;
 pub mod capacity;
 pub mod health;
 pub mod path;
+pub mod rate;
 pub mod retire;
 pub mod retry;
 pub mod route;

@@ -79,7 +79,7 @@ async fn a_head_for_a_body_that_will_not_be_stored_frees_its_upstream_connection
         "[server]\nworker_threads = 1\n\n[[listener]]\naddress = \"127.0.0.1:0\"\n\n\
          [[route]]\npath_prefix = \"/nostore\"\nupstream = \"up\"\ncache = true\n\n\
          [[route]]\nupstream = \"up\"\n\n\
-         [upstream.up]\nendpoints = [\"{}\"]\npool = {{ max_connections = 2, wait_timeout = \"300ms\" }}\n\n[cache]\n",
+         [upstream.up]\nendpoints = [\"{}\"]\npool = {{ max_connections = 2 }}\nqueue_timeout = \"300ms\"\n\n[cache]\n",
         upstream.addr
     );
     let sluice = Sluice::start(&config);

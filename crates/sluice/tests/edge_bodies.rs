@@ -217,7 +217,7 @@ async fn big_upstream() -> Upstream {
 }
 
 fn one_connection_pool(upstream: &Upstream, server: &str, route: &str) -> String {
-    simple_config(&[upstream.addr], "pool = { max_connections = 1, wait_timeout = \"2s\" }")
+    simple_config(&[upstream.addr], "pool = { max_connections = 1 }\nqueue_timeout = \"2s\"")
         .replace("[[listener]]", &format!("[server]\n{server}\n\n[[listener]]"))
         .replace("upstream = \"up\"", &format!("upstream = \"up\"\n{route}"))
 }
@@ -255,7 +255,7 @@ async fn an_http2_client_that_stops_reading_is_cut_after_send_timeout() {
 async fn slow_uploads_past_request_buffer_hold_no_upstream_connection_by_default() {
     let upstream = counting_upstream().await;
     // The 40 uploaders against the default pool, scaled to 16 against 8.
-    let config = simple_config(&[upstream.addr], "pool = { max_connections = 8, wait_timeout = \"1s\" }")
+    let config = simple_config(&[upstream.addr], "pool = { max_connections = 8 }\nqueue_timeout = \"1s\"")
         .replace("[[listener]]", "[server]\nworker_threads = 1\nclient_body_timeout = \"60s\"\n\n[[listener]]");
     let sluice = Sluice::start(&config);
     let mut uploaders = Vec::new();

@@ -80,7 +80,7 @@ async fn an_upstreams_connection_cap_holds_across_per_core_workers() {
         })
         .await
     };
-    let pool = "pool = { max_connections = 2, wait_timeout = \"5s\" }";
+    let pool = "pool = { max_connections = 2 }\nqueue_timeout = \"5s\"";
     let sluice = Sluice::start(&config("per-core", 2, &upstream, pool));
     let statuses = one_request_per_connection(&sluice, 16).await;
     assert!(statuses.iter().all(|s| *s == 200), "every request waited for a connection and got one: {statuses:?}");

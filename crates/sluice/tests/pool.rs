@@ -156,7 +156,7 @@ async fn at_max_connections_a_request_waits_then_gets_503() {
     })
     .await;
     let sluice =
-        Sluice::start(&simple_config(&[upstream.addr], "pool = { max_connections = 1, wait_timeout = \"300ms\" }"));
+        Sluice::start(&simple_config(&[upstream.addr], "pool = { max_connections = 1 }\nqueue_timeout = \"300ms\""));
     let addr = sluice.addr;
     let holder = tokio::spawn(async move { client::get_once(addr, "/hold").await });
     upstream.wait_accepted(1).await;

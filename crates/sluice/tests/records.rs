@@ -77,7 +77,8 @@ endpoints = ["{app}"]
 
 [upstream.one]
 endpoints = ["{app}"]
-pool = {{ max_connections = 1, wait_timeout = "200ms" }}
+pool = {{ max_connections = 1 }}
+queue_timeout = "200ms"
 
 [upstream.raw]
 endpoints = ["{raw}"]
@@ -153,7 +154,7 @@ async fn every_way_a_request_ends_leaves_exactly_one_record() {
         ("r-502-connect", 502, "complete", Some("upstream_connect"), "dead", Some("dead")),
         ("r-502-exchange", 502, "complete", Some("upstream_exchange"), "raw", Some("raw")),
         ("r-504", 504, "complete", Some("upstream_timeout"), "slow", Some("app")),
-        ("r-503", 503, "complete", Some("upstream_pool_exhausted"), "held", Some("one")),
+        ("r-503", 503, "complete", Some("upstream_queue_timeout"), "held", Some("one")),
         ("r-held", 200, "complete", None, "held", Some("one")),
         ("r-cut", 200, "upstream_broke", Some("upstream_body"), "raw", Some("raw")),
         ("r-gone", 200, "client_gone", None, "main", Some("app")),

@@ -80,7 +80,7 @@ async fn upstream() -> Upstream {
 /// shared cap may close another's idle connection to open its own, so more are
 /// accepted over time than are ever open at once; the pool unit tests cover that.)
 fn config(upstream: &Upstream, extra_server: &str) -> String {
-    let pool = format!("pool = {{ max_connections = {POOL}, wait_timeout = \"2s\" }}");
+    let pool = format!("pool = {{ max_connections = {POOL} }}\nqueue_timeout = \"2s\"");
     format!(
         "[server]\nworker_threads = 1\nsend_timeout = \"60s\"\n{extra_server}\n{}",
         simple_config(&[upstream.addr], &pool).replace("[[route]]\n", "[[route]]\nresponse_buffer = \"64KiB\"\n")
@@ -213,7 +213,7 @@ async fn stalled_http2_streams_with_a_zero_window_do_not_pin_the_pool() {
 async fn large_responses_stream_holds_the_connection_as_before() {
     let upstream = upstream().await;
     let stream = config(&upstream, "").replace("[[route]]\n", "[[route]]\nlarge_responses = \"stream\"\n");
-    let sluice = Sluice::start(&stream.replace("wait_timeout = \"2s\"", "wait_timeout = \"200ms\""));
+    let sluice = Sluice::start(&stream.replace("queue_timeout = \"2s\"", "queue_timeout = \"200ms\""));
     let mut stalled = Vec::new();
     for _ in 0..POOL * 2 {
         stalled.push(stalled_reader(sluice.addr, "/big").await);
@@ -222,7 +222,7 @@ async fn large_responses_stream_holds_the_connection_as_before() {
     // suite they could otherwise still be on their way).
     upstream.wait_accepted(POOL).await;
     // Every pooled connection is held by a reader that takes nothing: the others wait
-    // out wait_timeout (the trade-off `stream` makes for using no disk).
+    // out queue_timeout (the trade-off `stream` makes for using no disk).
     let served = others_served(&sluice).await;
     assert!(served < 20, "{served} of 20 served while the pool was pinned");
     drop(stalled);

@@ -37,6 +37,7 @@ pub(super) fn groups(state: &AdminState) -> Vec<GroupView> {
             for mut e in group.endpoints() {
                 if seen_pools.contains(&e.pool) {
                     (e.idle, e.open, e.created, e.reused, e.connect_failures) = (0, 0, 0, 0, 0);
+                    e.queue = crate::upstream::QueueView::default();
                 } else {
                     seen_pools.push(e.pool);
                 }
@@ -50,6 +51,7 @@ pub(super) fn groups(state: &AdminState) -> Vec<GroupView> {
                         mine.created += e.created;
                         mine.reused += e.reused;
                         mine.connect_failures += e.connect_failures;
+                        mine.queue.add(&e.queue);
                     }
                     None => view.endpoints.push(e),
                 }

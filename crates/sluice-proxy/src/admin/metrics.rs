@@ -142,6 +142,14 @@ fn connections(out: &mut String, state: &AdminState) {
         "Connections closed at max_connections to let new clients in (idle, or a head still coming in).",
     );
     let _ = writeln!(out, "sluice_connections_reclaimed_total {}", counters.reclaimed_at_cap.load(Relaxed));
+    head(
+        out,
+        "sluice_connections_refused_total",
+        "counter",
+        "Connections closed at once by a limit: their client had max_connections_per_ip open.",
+    );
+    let refused = counters.refused_per_ip.load(Relaxed);
+    let _ = writeln!(out, "sluice_connections_refused_total{{limit=\"ip_connections\"}} {refused}");
     head(out, "sluice_connections_max", "gauge", "server.max_connections.");
     let _ = writeln!(out, "sluice_connections_max {}", state.max_connections);
     if let Some(used) = std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count()) {
@@ -168,7 +176,7 @@ type EndpointMetric = (&'static str, &'static str, &'static str, fn(&EndpointVie
 
 fn upstreams(out: &mut String, state: &AdminState) {
     let groups = super::gather::groups(state);
-    let gauges: [EndpointMetric; 8] = [
+    let gauges: [EndpointMetric; 12] = [
         ("sluice_upstream_healthy", "gauge", "1 when the endpoint is in rotation on every worker.", |e| {
             f64::from(u8::from(e.healthy))
         }),
@@ -185,6 +193,18 @@ fn upstreams(out: &mut String, state: &AdminState) {
             e.reused as f64
         }),
         ("sluice_upstream_connect_failures_total", "counter", "Failed connects.", |e| e.connect_failures as f64),
+        ("sluice_upstream_queue_waiting", "gauge", "Requests waiting in line for a connection now.", |e| {
+            e.queue.waiting as f64
+        }),
+        ("sluice_upstream_queued_total", "counter", "Requests that waited in line for a connection.", |e| {
+            e.queue.queued as f64
+        }),
+        ("sluice_upstream_queue_wait_seconds_total", "counter", "Time requests spent in line, summed.", |e| {
+            e.queue.wait_seconds
+        }),
+        ("sluice_upstream_queue_timeouts_total", "counter", "Requests that waited queue_timeout in vain (503).", |e| {
+            e.queue.timeouts as f64
+        }),
     ];
     for (name, kind, help, value) in gauges {
         head(out, name, kind, help);

@@ -30,6 +30,8 @@ pub(super) fn stats(state: &AdminState) -> String {
     for (i, (limit, count)) in crate::outcome::SHED_LIMITS.iter().zip(&tally.shed).enumerate() {
         let _ = write!(out, "{}\"{limit}\":{}", if i == 0 { "" } else { "," }, count.load(Relaxed));
     }
+    // Connections, not requests, but refused by a limit all the same.
+    let _ = write!(out, ",\"ip_connections\":{}", state.process.counters.refused_per_ip.load(Relaxed));
     out.push_str("},\"latency\":{\"le\":[");
     for (i, le) in BUCKETS.iter().enumerate() {
         let _ = write!(out, "{}{le}", if i == 0 { "" } else { "," });

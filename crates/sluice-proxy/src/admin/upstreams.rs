@@ -26,7 +26,7 @@ pub(super) fn render_array(state: &AdminState) -> String {
             out.extend_from_slice(b"{\"endpoint\":");
             json_string(&mut out, e.endpoint.as_bytes());
             let fields = format!(
-                ",\"healthy\":{},\"weight\":{},\"outstanding\":{},\"ewma_ms\":{:.3},\"pool\":{{\"idle\":{},\"in_use\":{},\"created\":{},\"reused\":{},\"connect_failures\":{}}}}}",
+                ",\"healthy\":{},\"weight\":{},\"outstanding\":{},\"ewma_ms\":{:.3},\"pool\":{{\"idle\":{},\"in_use\":{},\"created\":{},\"reused\":{},\"connect_failures\":{}}},\"queue\":{{\"waiting\":{},\"queued\":{},\"wait_seconds\":{:.3},\"timeouts\":{}}}}}",
                 e.healthy,
                 e.weight,
                 e.outstanding,
@@ -35,7 +35,11 @@ pub(super) fn render_array(state: &AdminState) -> String {
                 e.open.saturating_sub(e.idle),
                 e.created,
                 e.reused,
-                e.connect_failures
+                e.connect_failures,
+                e.queue.waiting,
+                e.queue.queued,
+                e.queue.wait_seconds,
+                e.queue.timeouts
             );
             out.extend_from_slice(fields.as_bytes());
         }

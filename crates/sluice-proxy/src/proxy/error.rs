@@ -95,7 +95,7 @@ impl ProxyError {
             ProxyError::Upstream(e) => match e {
                 UpstreamError::ConnectTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
                 UpstreamError::Tls { .. } => StatusCode::BAD_GATEWAY,
-                UpstreamError::PoolExhausted { .. } | UpstreamError::Overloaded { .. } => {
+                UpstreamError::QueueTimeout { .. } | UpstreamError::Overloaded { .. } => {
                     StatusCode::SERVICE_UNAVAILABLE
                 }
                 UpstreamError::TryTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -116,7 +116,7 @@ impl ProxyError {
     fn limit(&self) -> Option<&'static str> {
         match self {
             ProxyError::Upstream(UpstreamError::Overloaded { limit, .. }) => Some(limit),
-            ProxyError::Upstream(UpstreamError::PoolExhausted { .. }) => Some("pool_exhausted"),
+            ProxyError::Upstream(UpstreamError::QueueTimeout { .. }) => Some("queue"),
             _ => None,
         }
     }
@@ -149,7 +149,7 @@ impl ProxyError {
                 UpstreamError::Connect { .. } => "upstream_connect",
                 UpstreamError::ConnectTimeout { .. } => "upstream_connect_timeout",
                 UpstreamError::Tls { .. } => "upstream_tls",
-                UpstreamError::PoolExhausted { .. } => "upstream_pool_exhausted",
+                UpstreamError::QueueTimeout { .. } => "upstream_queue_timeout",
                 UpstreamError::Overloaded { .. } => "upstream_overloaded",
                 UpstreamError::TryTimeout { .. } => "upstream_try_timeout",
                 UpstreamError::Exchange { .. } => "upstream_exchange",
@@ -167,7 +167,7 @@ impl ProxyError {
                 UpstreamError::Connect { .. } => "could not connect to the upstream",
                 UpstreamError::ConnectTimeout { .. } => "connecting to the upstream timed out",
                 UpstreamError::Tls { .. } => "the TLS handshake with the upstream failed",
-                UpstreamError::PoolExhausted { .. } => "every upstream connection is busy; retry shortly",
+                UpstreamError::QueueTimeout { .. } => "every upstream connection is busy; retry shortly",
                 UpstreamError::Overloaded { .. } => "the upstream is at its limit of requests in flight; retry shortly",
                 UpstreamError::TryTimeout { .. } => "the upstream did not answer in time",
                 UpstreamError::Exchange { .. } => "the upstream failed while handling the request",
@@ -228,7 +228,7 @@ pub(crate) fn error_response(error: &ProxyError, outcome: &mut Outcome, grpc: bo
         response.headers_mut().insert(ALLOW, HeaderValue::from_static(super::target::ALLOWED_METHODS));
     }
     if status == StatusCode::SERVICE_UNAVAILABLE {
-        // The pool wait already took wait_timeout; a second is a fair pause before retrying.
+        // The wait in line already took queue_timeout; a second is a fair pause before retrying.
         response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
     }
     response

@@ -11,6 +11,7 @@ use sluice_policy::route::{HostPattern, RouteRule, Router};
 
 mod conn;
 mod idle;
+pub(crate) mod per_ip;
 mod shutdown;
 
 pub(crate) use conn::ConnContext;
@@ -131,6 +132,8 @@ pub(crate) struct Process {
     shared_caps: Option<Arc<SharedCaps>>,
     /// The response cache, one for every worker (`[cache]`).
     pub(crate) cache: Option<Arc<Cache>>,
+    /// Open client connections per client address (`max_connections_per_ip`).
+    per_ip: Arc<per_ip::PerIpConnections>,
 }
 
 impl Process {
@@ -150,6 +153,7 @@ impl Process {
             spans: spans.map(Arc::new),
             shared_pools,
             shared_caps,
+            per_ip: Arc::default(),
         })
     }
 
@@ -179,6 +183,8 @@ pub(crate) struct Shared {
     pub(crate) idle: IdleTimers,
     /// The process's response cache.
     pub(crate) cache: Option<Arc<Cache>>,
+    /// The process's count of open connections per client address.
+    pub(crate) per_ip: Arc<per_ip::PerIpConnections>,
     pub(crate) worker: u16,
 }
 
@@ -203,6 +209,7 @@ impl Shared {
             pools,
             idle: IdleTimers::default(),
             cache: process.cache.clone(),
+            per_ip: Arc::clone(&process.per_ip),
             worker,
         })
     }

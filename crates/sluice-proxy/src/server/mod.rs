@@ -198,6 +198,15 @@ async fn accept_loop(bound: BoundListener, shared: Arc<Shared>, limit: Arc<Semap
         };
         match accepted {
             Ok((stream, peer)) => {
+                let limit_per_ip = shared.snapshot().server.max_connections_per_ip;
+                let per_ip = match limit_per_ip.map(|limit| shared.per_ip.enter(peer.ip(), limit)) {
+                    None => None,
+                    Some(Some(slot)) => Some(Box::new(slot)),
+                    Some(None) => {
+                        refuse_per_ip(&shared, peer, stream);
+                        continue;
+                    }
+                };
                 let permit = match Arc::clone(&limit).try_acquire_owned() {
                     Ok(permit) => permit,
                     Err(_) => {
@@ -215,7 +224,7 @@ async fn accept_loop(bound: BoundListener, shared: Arc<Shared>, limit: Arc<Semap
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let ctx = ConnContext::new(Arc::clone(&shared), peer, bound.context.tls.is_some(), permit);
+                let ctx = ConnContext::new(Arc::clone(&shared), peer, bound.context.tls.is_some(), permit, per_ip);
                 let listener = Arc::clone(&bound.context);
                 if listener.tls.is_none() && listener.protocol != ListenerProtocol::Http2 {
                     tokio::spawn(h1::serve(stream, ctx, listener));
@@ -239,6 +248,18 @@ async fn accept_loop(bound: BoundListener, shared: Arc<Shared>, limit: Arc<Semap
                 tracing::debug!(error = %e, "accept failed; continuing");
             }
         }
+    }
+}
+
+/// Closes a connection whose client has max_connections_per_ip open: at once, with a
+/// reset (no FIN handshake, no TIME_WAIT kept here for a client that is over its share),
+/// counted, and logged at most once a second.
+fn refuse_per_ip(shared: &Shared, peer: std::net::SocketAddr, stream: tokio::net::TcpStream) {
+    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+    drop(stream);
+    let total = Counters::bump(&shared.counters.refused_per_ip);
+    if shared.counters.log_now(&shared.counters.refused_per_ip_logged) {
+        tracing::warn!(%peer, refused_total = total, "a client over max_connections_per_ip: its new connections are closed");
     }
 }
 

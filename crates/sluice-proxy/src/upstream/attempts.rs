@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::hedge::Winner;
+use super::pool::QueueWait;
 use super::{balance, retry, Lease, UpstreamError, UpstreamGroup};
 use crate::outcome::Outcome;
 
@@ -51,6 +52,8 @@ pub(super) struct Attempts<'a> {
     pub(super) retries: u32,
     /// Held from the first retry: this request counts against `max_retries`.
     retrying: Option<Counted<'a>>,
+    /// The request's time in line for connections, over all its tries.
+    queue: QueueWait,
 }
 
 impl<'a> Attempts<'a> {
@@ -68,6 +71,7 @@ impl<'a> Attempts<'a> {
             outcome,
             retries: 0,
             retrying: None,
+            queue: QueueWait::new(group.queue_timeout),
         }
     }
 
@@ -95,7 +99,7 @@ impl<'a> Attempts<'a> {
             let Some(waiting) = Counted::enter(&self.group.pending, self.group.breaker.max_pending) else {
                 return Err(self.group.overloaded("max_pending"));
             };
-            let checkout = pool.checkout().await;
+            let checkout = pool.checkout(&mut self.queue).await;
             drop(waiting);
             match checkout {
                 Ok(lease) => return Ok(Some(lease)),
@@ -167,9 +171,15 @@ impl<'a> Attempts<'a> {
         self.next_endpoint += 1;
         let hold = self.group.loads[index].begin_hedge();
         self.outcome.begin_try(self.group.pools[index].label(), true);
-        let Ok(lease) = self.group.pools[index].checkout().await else {
-            self.outcome.end_try("connect_failed");
-            return None;
+        // A copy goes out only on a connection free now: waiting in line would only
+        // delay the requests behind it.
+        let lease = match self.group.pools[index].checkout(&mut QueueWait::none()).await {
+            Ok(lease) => lease,
+            Err(e) => {
+                let no_room = matches!(e, UpstreamError::QueueTimeout { .. });
+                self.outcome.end_try(if no_room { "no_free_connection" } else { "connect_failed" });
+                return None;
+            }
         };
         Some((lease, hold))
     }

@@ -41,6 +41,7 @@ use pool::exclusive::ExclusivePool;
 use pool::shared::SharedPool;
 use pool::EndpointPool;
 pub(crate) use pool::Lease;
+
 use registry::PoolKey;
 pub(crate) use registry::{PoolRegistry, SharedCaps};
 
@@ -55,8 +56,9 @@ pub enum UpstreamError {
     ConnectTimeout { endpoint: String },
     #[error("TLS with {endpoint} failed: {reason}")]
     Tls { endpoint: String, reason: String },
-    #[error("no connection to {endpoint} became free in time (pool at max_connections)")]
-    PoolExhausted { endpoint: String },
+    /// Waited in the pool's line for queue_timeout (pool at max_connections).
+    #[error("no connection to {endpoint} came free within queue_timeout (pool at max_connections)")]
+    QueueTimeout { endpoint: String },
     #[error("{endpoint} failed the exchange: {source}")]
     Exchange { endpoint: String, source: Box<dyn std::error::Error + Send + Sync> },
     #[error("every pooled connection to {endpoint} was closed by the upstream before use")]
@@ -98,6 +100,8 @@ pub struct UpstreamGroup {
     breaker: CircuitBreaker,
     /// `weights[i]` is `pools[i]`'s configured weight.
     weights: Vec<u32>,
+    /// How long a request may wait in line for a connection, over all its tries.
+    queue_timeout: std::time::Duration,
     /// Requests of this worker waiting for a connection, and being retried, now.
     pending: AtomicUsize,
     retrying: AtomicUsize,
@@ -173,6 +177,7 @@ impl UpstreamGroup {
             hash_key,
             retry: retry::RetryState::new(&config.retry),
             breaker: share_of(config.circuit_breaker, workers),
+            queue_timeout: config.queue_timeout,
             weights: config.weights.clone(),
             pending: AtomicUsize::new(0),
             retrying: AtomicUsize::new(0),
@@ -205,6 +210,7 @@ impl UpstreamGroup {
                     created: stats.created.load(std::sync::atomic::Ordering::Relaxed),
                     reused: stats.reused.load(std::sync::atomic::Ordering::Relaxed),
                     connect_failures: stats.connect_failures.load(std::sync::atomic::Ordering::Relaxed),
+                    queue: QueueView::of(stats),
                     pool: Arc::as_ptr(pool) as usize,
                 }
             })
@@ -291,8 +297,41 @@ pub(crate) struct EndpointView {
     pub(crate) created: u64,
     pub(crate) reused: u64,
     pub(crate) connect_failures: u64,
+    pub(crate) queue: QueueView,
     /// Which pool (pools shared by workers are counted once).
     pub(crate) pool: usize,
+}
+
+/// An endpoint's line of requests waiting for a connection, for the admin listener.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct QueueView {
+    /// Waiting now.
+    pub(crate) waiting: u64,
+    /// Requests that had to wait, since start.
+    pub(crate) queued: u64,
+    /// Their waits, summed.
+    pub(crate) wait_seconds: f64,
+    /// Requests that waited queue_timeout in vain.
+    pub(crate) timeouts: u64,
+}
+
+impl QueueView {
+    fn of(stats: &pool::PoolStats) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        QueueView {
+            waiting: stats.waiting.load(Relaxed) as u64,
+            queued: stats.queued.load(Relaxed),
+            wait_seconds: stats.queue_wait_us.load(Relaxed) as f64 / 1e6,
+            timeouts: stats.queue_timeouts.load(Relaxed),
+        }
+    }
+
+    pub(crate) fn add(&mut self, other: &QueueView) {
+        self.waiting += other.waiting;
+        self.queued += other.queued;
+        self.wait_seconds += other.wait_seconds;
+        self.timeouts += other.timeouts;
+    }
 }
 
 /// One worker's share of circuit-breaker limits: each limit ÷ workers, rounded up.

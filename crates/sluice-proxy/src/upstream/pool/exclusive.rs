@@ -1,5 +1,6 @@
 //! A pool of connections that carry one request at a time (HTTP/1): bounded, LIFO
-//! reuse, trimmed by age, with a warm minimum and a bounded wait for a free connection.
+//! reuse, trimmed by age, with a warm minimum and, at the cap, a first-come first-served
+//! line for the next free connection (`queue`), bounded by the group's queue_timeout.
 //!
 //! Policy (HikariCP's and HAProxy's lessons): a connection whose response ended goes
 //! back to the pool unless it is closed or retired (max_lifetime, max_requests), so
@@ -8,7 +9,11 @@
 //! so the ones load no longer needs sink to the bottom and pass `idle_timeout` there.
 //!
 //! Invariant: every open connection holds one permit of `permits`, so open connections
-//! (idle + lent + being opened) never exceed `max_connections`.
+//! (idle + lent + being opened) never exceed `max_connections`. A connection whose
+//! response ended goes to the oldest waiter, and to the idle stack only when nobody
+//! waits; a connection closed instead frees its permit, which tokio's semaphore gives
+//! to its oldest acquirer (every waiter also waits there): either way a request that
+//! came later never gets ahead of one that waits.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,10 +22,11 @@ use sluice_config::PoolSettings;
 use std::time::{Duration, Instant};
 
 use sluice_policy::retire::{ConnAge, IdleLearner, RetireRules};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::cap::{self, CloseIdle, ConnectionCap};
-use super::{Connector, PoolStats};
+use super::queue::WaitQueue;
+use super::{Connector, InLine, PoolStats, QueueWait};
 use crate::upstream::UpstreamError;
 
 /// A connection out of the pool, with what the pool knows about it.
@@ -60,8 +66,8 @@ pub(crate) struct ExclusivePool<C: Connector> {
     /// Connections of this pool open now (idle and lent; `cap` counts all workers').
     open: Arc<AtomicUsize>,
     permits: Arc<Semaphore>,
-    /// Signalled when a connection returns to `idle`.
-    released: Notify,
+    /// Requests waiting for a connection, oldest first.
+    waiters: WaitQueue<Pooled<C::Conn>>,
     /// How long the upstream keeps idle connections, from the closes the sweep found.
     learner: Mutex<IdleLearner>,
     /// The learner's limit, in ms (0: none yet), read without its lock at every checkout.
@@ -87,40 +93,78 @@ impl<C: Connector> ExclusivePool<C> {
             cap,
             id: ConnectionCap::next_id(),
             open: Arc::default(),
-            released: Notify::new(),
+            waiters: WaitQueue::default(),
             learner: Mutex::default(),
             learned_ms: AtomicU64::new(0),
             stats: PoolStats::default(),
         }
     }
 
-    /// A connection for one request, waiting up to `wait_timeout` when the pool is at
-    /// its cap. An idle connection is lent only if it is still open (see `take_idle`).
-    pub(crate) async fn checkout(&self) -> Result<Pooled<C::Conn>, UpstreamError> {
-        let deadline = tokio::time::Instant::now() + self.settings.wait_timeout;
+    /// A connection for one request: an idle one, a new one below the cap, or, at the
+    /// cap, the next one freed, in turn, until `wait` runs out. An idle connection is
+    /// lent only if it is still open (see `take_idle`).
+    pub(crate) async fn checkout(&self, wait: &mut QueueWait) -> Result<Pooled<C::Conn>, UpstreamError> {
+        let mut in_line = None;
         loop {
             if let Some(pooled) = self.take_idle() {
-                self.stats.reused.fetch_add(1, Ordering::Relaxed);
-                return Ok(pooled);
+                return Ok(self.reused(pooled));
+            }
+            // Below the cap; at it, tokio's semaphore gives freed permits to its waiters
+            // first, so this never takes one an older waiter is owed.
+            if let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() {
+                return self.open(permit).await;
             }
             // At the cap, shared with other workers: a connection another worker has
             // not needed for a while makes room for this one; looked for again while
             // waiting, as the other worker's connections age.
-            let shared_cap = self.permits.available_permits() == 0 && self.cap.is_shared();
+            let shared_cap = self.cap.is_shared();
             if shared_cap {
                 self.cap.reclaim(self.id);
             }
-            tokio::select! {
-                biased;
-                permit = Arc::clone(&self.permits).acquire_owned() => {
-                    let permit = permit.map_err(|_| self.exhausted())?;
-                    return self.open(permit).await;
+            let Some(deadline) = wait.deadline() else { return Err(self.queue_timeout()) };
+            in_line.get_or_insert_with(|| InLine::enter(&self.stats));
+            let mut ticket = self.waiters.join();
+            // Released between the first look and joining the line (nobody was waiting).
+            if let Some(pooled) = self.take_idle() {
+                if let Some(handed) = ticket.leave() {
+                    self.release(handed);
                 }
-                _ = self.released.notified() => continue,
-                _ = tokio::time::sleep(cap::RECLAIM_IDLE), if shared_cap => continue,
-                _ = tokio::time::sleep_until(deadline) => return Err(self.exhausted()),
+                return Ok(self.reused(pooled));
+            }
+            let woke = tokio::select! {
+                biased;
+                handed = ticket.receiver() => Woke::Handed(handed.ok().flatten()),
+                permit = Arc::clone(&self.permits).acquire_owned() => Woke::Permit(permit.ok()),
+                _ = tokio::time::sleep(cap::RECLAIM_IDLE), if shared_cap => Woke::Reclaim,
+                _ = tokio::time::sleep_until(deadline) => Woke::Deadline,
+            };
+            match woke {
+                Woke::Handed(Some(pooled)) => return Ok(self.reused(pooled)),
+                Woke::Handed(None) => continue,
+                // What was handed at the same moment wins: the permit goes back.
+                Woke::Permit(permit) => match (ticket.leave(), permit) {
+                    (Some(pooled), _) => return Ok(self.reused(pooled)),
+                    (None, Some(permit)) => return self.open(permit).await,
+                    (None, None) => return Err(self.queue_timeout()), // the semaphore closed: never
+                },
+                Woke::Reclaim => match ticket.leave() {
+                    Some(pooled) => return Ok(self.reused(pooled)),
+                    None => continue,
+                },
+                Woke::Deadline => match ticket.leave() {
+                    Some(pooled) => return Ok(self.reused(pooled)),
+                    None => {
+                        in_line.inspect(InLine::timed_out);
+                        return Err(self.queue_timeout());
+                    }
+                },
             }
         }
+    }
+
+    fn reused(&self, pooled: Pooled<C::Conn>) -> Pooled<C::Conn> {
+        self.stats.reused.fetch_add(1, Ordering::Relaxed);
+        pooled
     }
 
     /// Pops the most recently used idle connection that is still usable: open (the
@@ -186,11 +230,15 @@ impl<C: Connector> ExclusivePool<C> {
         {
             return;
         }
+        self.give(pooled);
+    }
+
+    /// A usable connection to the oldest waiter, or to the idle stack if nobody waits.
+    fn give(&self, pooled: Pooled<C::Conn>) {
+        let Err(pooled) = self.waiters.hand(pooled) else { return };
         let mut idle = self.lock_idle();
         if idle.len() < self.settings.max_idle {
             idle.push(pooled);
-            drop(idle);
-            self.released.notify_one();
         }
     }
 
@@ -223,10 +271,7 @@ impl<C: Connector> ExclusivePool<C> {
         for _ in usable..self.settings.min_idle {
             let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else { return };
             match self.open(permit).await {
-                Ok(pooled) => {
-                    self.lock_idle().push(pooled);
-                    self.released.notify_one();
-                }
+                Ok(pooled) => self.give(pooled),
                 Err(e) => {
                     tracing::debug!(endpoint = %self.label, error = %e, "could not warm a pool connection");
                     return;
@@ -255,9 +300,17 @@ impl<C: Connector> ExclusivePool<C> {
         self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn exhausted(&self) -> UpstreamError {
-        UpstreamError::PoolExhausted { endpoint: self.label.to_string() }
+    fn queue_timeout(&self) -> UpstreamError {
+        UpstreamError::QueueTimeout { endpoint: self.label.to_string() }
     }
+}
+
+/// Why a waiting request woke.
+enum Woke<T> {
+    Handed(Option<T>),
+    Permit(Option<OwnedSemaphorePermit>),
+    Reclaim,
+    Deadline,
 }
 
 impl<C: Connector> CloseIdle for ExclusivePool<C> {

@@ -6,13 +6,14 @@
 
 pub(crate) mod cap;
 pub(crate) mod exclusive;
+mod queue;
 pub(crate) mod shared;
 #[cfg(test)]
 mod tests;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -62,6 +63,67 @@ pub(crate) struct PoolStats {
     pub(crate) created: AtomicU64,
     pub(crate) reused: AtomicU64,
     pub(crate) connect_failures: AtomicU64,
+    /// Requests in line now.
+    pub(crate) waiting: AtomicUsize,
+    /// Requests that had to wait in line, their waits summed (µs), and those that
+    /// waited queue_timeout in vain.
+    pub(crate) queued: AtomicU64,
+    pub(crate) queue_wait_us: AtomicU64,
+    pub(crate) queue_timeouts: AtomicU64,
+}
+
+/// A request's place in a pool's line, counted in its stats while it lasts.
+pub(crate) struct InLine<'a> {
+    stats: &'a PoolStats,
+    since: tokio::time::Instant,
+}
+
+impl<'a> InLine<'a> {
+    pub(crate) fn enter(stats: &'a PoolStats) -> Self {
+        stats.waiting.fetch_add(1, Ordering::Relaxed);
+        stats.queued.fetch_add(1, Ordering::Relaxed);
+        InLine { stats, since: tokio::time::Instant::now() }
+    }
+
+    /// The wait ended without a connection.
+    pub(crate) fn timed_out(&self) {
+        self.stats.queue_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for InLine<'_> {
+    fn drop(&mut self) {
+        self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
+        let waited = self.since.elapsed().as_micros() as u64;
+        self.stats.queue_wait_us.fetch_add(waited, Ordering::Relaxed);
+    }
+}
+
+/// How long a request may wait in line for a connection, over all its tries: the
+/// group's `queue_timeout`, counted from the first moment it had to wait.
+pub(crate) struct QueueWait {
+    timeout: Duration,
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl QueueWait {
+    pub(crate) fn new(timeout: Duration) -> Self {
+        QueueWait { timeout, deadline: None }
+    }
+
+    /// No waiting at all (a hedged copy goes out only if a connection is free now).
+    pub(crate) fn none() -> Self {
+        QueueWait::new(Duration::ZERO)
+    }
+
+    /// When waiting must end; None when the request may not wait. The clock is read
+    /// only when a request has to wait.
+    fn deadline(&mut self) -> Option<tokio::time::Instant> {
+        if self.timeout.is_zero() {
+            return None;
+        }
+        Some(*self.deadline.get_or_insert_with(|| tokio::time::Instant::now() + self.timeout))
+    }
 }
 
 /// The pool's clock: tokio's, so that tests on paused time age connections too.
@@ -103,11 +165,12 @@ impl EndpointPool {
         }
     }
 
-    /// A connection (HTTP/1) or a stream (HTTP/2) for one request.
-    pub(crate) async fn checkout(self: &Arc<Self>) -> Result<Lease, UpstreamError> {
+    /// A connection (HTTP/1) or a stream (HTTP/2) for one request, waiting in line
+    /// at the cap as long as `wait` allows.
+    pub(crate) async fn checkout(self: &Arc<Self>, wait: &mut QueueWait) -> Result<Lease, UpstreamError> {
         let kind = match &**self {
-            EndpointPool::Http1(pool) => LeaseKind::Http1(pool.checkout().await?),
-            EndpointPool::Http2(pool) => LeaseKind::Http2(pool.checkout().await?),
+            EndpointPool::Http1(pool) => LeaseKind::Http1(pool.checkout(wait).await?),
+            EndpointPool::Http2(pool) => LeaseKind::Http2(pool.checkout(wait).await?),
         };
         Ok(Lease { pool: Arc::clone(self), kind })
     }

@@ -2,7 +2,9 @@
 //! peer's concurrent-stream limit; a request takes a stream on the oldest connection
 //! with room (packing load onto few connections lets the rest go idle and age out), and
 //! a new connection opens only when every open one is full, up to `max_connections`.
-//! Beyond that, a request waits up to `wait_timeout` for a stream to end.
+//! Beyond that, a request waits in line (`queue`) up to the group's queue_timeout: a
+//! stream that ends passes its slot to the oldest waiter when its connection can still
+//! take one, so a request that came later never gets ahead of one that waits.
 //!
 //! Invariant: every open connection holds exactly one permit of `permits`, for as long
 //! as it is open. The permit lives in the connection's shared state, which each stream
@@ -15,9 +17,10 @@ use std::time::{Duration, Instant};
 
 use sluice_config::PoolSettings;
 use sluice_policy::retire::{ConnAge, RetireRules};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{Connector, PoolStats};
+use super::queue::WaitQueue;
+use super::{Connector, InLine, PoolStats, QueueWait};
 use crate::upstream::UpstreamError;
 
 /// One open multiplexed connection.
@@ -30,9 +33,16 @@ pub(crate) struct SharedConn<T> {
     requests: AtomicU64,
     /// When its last stream ended, in ms since `opened`.
     idle_since_ms: AtomicU64,
-    /// Woken when a stream ends (a waiter may take its place).
-    freed: Arc<Notify>,
+    /// The pool's line of waiters, which a stream's end serves first.
+    line: Arc<Line<T>>,
     _permit: OwnedSemaphorePermit,
+}
+
+/// What a stream's end needs of its pool to pass its slot on.
+struct Line<T> {
+    waiters: WaitQueue<Stream<T>>,
+    rules: RetireRules,
+    is_closed: fn(&T) -> bool,
 }
 
 impl<T> SharedConn<T> {
@@ -49,6 +59,9 @@ impl<T> SharedConn<T> {
 /// A stream on a shared connection; dropping it ends the stream's claim.
 pub(crate) struct Stream<T> {
     pub(crate) conn: Arc<SharedConn<T>>,
+    /// Holds one of the connection's stream slots (false only for a stream built to be
+    /// handed on that nobody took).
+    counted: bool,
 }
 
 impl<T> Stream<T> {
@@ -56,15 +69,41 @@ impl<T> Stream<T> {
     pub(crate) fn reused(&self) -> bool {
         self.conn.requests.load(Ordering::Relaxed) > 1
     }
+
+    /// Passes this stream's slot to the oldest waiter; false when nobody waits or the
+    /// connection can take no more streams (then the oldest waiter is told to look
+    /// again: its turn to open a connection).
+    fn pass_on(&self) -> bool {
+        let conn = &self.conn;
+        let line = &conn.line;
+        if !line.waiters.is_waiting() {
+            return false;
+        }
+        if (line.is_closed)(&conn.conn) || line.rules.check_reuse(&conn.age(), super::now()).is_some() {
+            line.waiters.wake_first();
+            return false;
+        }
+        conn.requests.fetch_add(1, Ordering::Relaxed);
+        match line.waiters.hand(Stream { conn: Arc::clone(conn), counted: true }) {
+            Ok(()) => true,
+            Err(mut back) => {
+                back.counted = false;
+                conn.requests.fetch_sub(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
 }
 
 impl<T> Drop for Stream<T> {
     fn drop(&mut self) {
+        if !self.counted || self.pass_on() {
+            return;
+        }
         if self.conn.streams.fetch_sub(1, Ordering::AcqRel) == 1 {
             let idle_ms = super::now().saturating_duration_since(self.conn.opened).as_millis() as u64;
             self.conn.idle_since_ms.store(idle_ms, Ordering::Relaxed);
         }
-        self.conn.freed.notify_one();
     }
 }
 
@@ -77,7 +116,7 @@ pub(crate) struct SharedPool<C: Connector> {
     /// Open connections taking new streams, oldest first.
     conns: Mutex<Vec<Arc<SharedConn<C::Conn>>>>,
     permits: Arc<Semaphore>,
-    freed: Arc<Notify>,
+    line: Arc<Line<C::Conn>>,
     /// Held while a connection is being opened, so a burst opens one, not one each.
     connecting: tokio::sync::Mutex<()>,
     pub(crate) stats: PoolStats,
@@ -89,22 +128,23 @@ impl<C: Connector> SharedPool<C> {
             connector,
             label,
             rules: super::retire_rules(&settings),
+            line: Arc::new(Line {
+                waiters: WaitQueue::default(),
+                rules: super::retire_rules(&settings),
+                is_closed: C::is_closed,
+            }),
             settings,
             conns: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(settings.max_connections)),
-            freed: Arc::new(Notify::new()),
             connecting: tokio::sync::Mutex::new(()),
             stats: PoolStats::default(),
         }
     }
 
     /// A stream for one request (see the module comment for the order of choices).
-    pub(crate) async fn checkout(&self) -> Result<Stream<C::Conn>, UpstreamError> {
-        let deadline = tokio::time::Instant::now() + self.settings.wait_timeout;
+    pub(crate) async fn checkout(&self, wait: &mut QueueWait) -> Result<Stream<C::Conn>, UpstreamError> {
+        let mut in_line = None;
         loop {
-            let freed = self.freed.notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
             if let Some(stream) = self.take_stream() {
                 return Ok(stream);
             }
@@ -112,17 +152,43 @@ impl<C: Connector> SharedPool<C> {
             // nobody else is already doing so.
             if let Ok(_connecting) = self.connecting.try_lock() {
                 if let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() {
-                    let opened = self.open(permit).await;
-                    let result = opened.map(|conn| self.lock_conns().push(Arc::new(conn)));
-                    // Whoever waited on this connect may now use it, or try themselves.
-                    self.freed.notify_waiters();
-                    result?;
-                    continue;
+                    match self.open(permit).await {
+                        Ok(conn) => {
+                            self.lock_conns().push(Arc::new(conn));
+                            // Room for many: whoever waits looks again, in turn.
+                            self.line.waiters.wake_all();
+                            continue;
+                        }
+                        Err(e) => {
+                            self.line.waiters.wake_first();
+                            return Err(e);
+                        }
+                    }
                 }
             }
-            tokio::select! {
-                _ = freed => continue,
-                _ = tokio::time::sleep_until(deadline) => return Err(self.exhausted()),
+            let Some(deadline) = wait.deadline() else { return Err(self.queue_timeout()) };
+            in_line.get_or_insert_with(|| InLine::enter(&self.stats));
+            let mut ticket = self.line.waiters.join();
+            // A slot freed between the first look and joining the line.
+            if let Some(stream) = self.take_stream() {
+                drop(ticket.leave()); // a stream handed meanwhile goes on to the next
+                return Ok(stream);
+            }
+            let handed = tokio::select! {
+                handed = ticket.receiver() => handed.ok(),
+                _ = tokio::time::sleep_until(deadline) => None,
+            };
+            match handed {
+                Some(Some(stream)) => return Ok(stream),
+                Some(None) => continue,
+                None => match ticket.leave() {
+                    Some(stream) => return Ok(stream),
+                    None if tokio::time::Instant::now() >= deadline => {
+                        in_line.inspect(InLine::timed_out);
+                        return Err(self.queue_timeout());
+                    }
+                    None => continue,
+                },
             }
         }
     }
@@ -142,7 +208,7 @@ impl<C: Connector> SharedPool<C> {
                 if requests > 1 {
                     self.stats.reused.fetch_add(1, Ordering::Relaxed);
                 }
-                return Some(Stream { conn: Arc::clone(conn) });
+                return Some(Stream { conn: Arc::clone(conn), counted: true });
             }
         }
         None
@@ -159,7 +225,7 @@ impl<C: Connector> SharedPool<C> {
             streams: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             idle_since_ms: AtomicU64::new(0),
-            freed: Arc::clone(&self.freed),
+            line: Arc::clone(&self.line),
             _permit: permit,
         })
     }
@@ -188,7 +254,7 @@ impl<C: Connector> SharedPool<C> {
             match self.open(permit).await {
                 Ok(conn) => {
                     self.lock_conns().push(Arc::new(conn));
-                    self.freed.notify_waiters();
+                    self.line.waiters.wake_all();
                 }
                 Err(e) => {
                     tracing::debug!(endpoint = %self.label, error = %e, "could not warm a pool connection");
@@ -208,7 +274,7 @@ impl<C: Connector> SharedPool<C> {
         self.conns.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn exhausted(&self) -> UpstreamError {
-        UpstreamError::PoolExhausted { endpoint: self.label.to_string() }
+    fn queue_timeout(&self) -> UpstreamError {
+        UpstreamError::QueueTimeout { endpoint: self.label.to_string() }
     }
 }

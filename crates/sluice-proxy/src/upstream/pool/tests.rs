@@ -9,7 +9,7 @@ use sluice_config::PoolSettings;
 use super::cap::{CloseIdle, ConnectionCap, RECLAIM_IDLE};
 use super::exclusive::ExclusivePool;
 use super::shared::SharedPool;
-use super::{BoxFuture, Connector};
+use super::{BoxFuture, Connector, QueueWait};
 use crate::upstream::UpstreamError;
 
 /// Opens fake connections after `delay`, counting them; fails while `down` is set;
@@ -62,6 +62,14 @@ fn settings(max_connections: usize) -> PoolSettings {
     PoolSettings { max_connections, max_idle: max_connections, ..PoolSettings::default() }
 }
 
+/// The default queue_timeout.
+const QUEUE_TIMEOUT: Duration = sluice_config::defaults::QUEUE_TIMEOUT;
+
+/// A request's wait in line, with the default queue_timeout.
+fn line() -> QueueWait {
+    QueueWait::new(QUEUE_TIMEOUT)
+}
+
 fn fake(stream_limit: usize) -> Arc<Fake> {
     Arc::new(Fake { delay: Duration::from_millis(5), stream_limit, ..Fake::default() })
 }
@@ -75,7 +83,7 @@ async fn steady_load_reuses_connections_instead_of_churning() {
             let pool = Arc::clone(&pool);
             tokio::spawn(async move {
                 for _ in 0..20 {
-                    let conn = pool.checkout().await.expect("a connection");
+                    let conn = pool.checkout(&mut line()).await.expect("a connection");
                     tokio::time::sleep(Duration::from_millis(1)).await; // the request
                     pool.release(conn);
                     tokio::task::yield_now().await;
@@ -109,7 +117,7 @@ async fn a_small_idle_cap_churns_which_is_why_it_is_not_the_default() {
 async fn checkout_n(pool: &ExclusivePool<Arc<Fake>>, n: usize) -> Vec<super::exclusive::Pooled<FakeConn>> {
     let mut out = Vec::new();
     for _ in 0..n {
-        out.push(pool.checkout().await.expect("a connection"));
+        out.push(pool.checkout(&mut line()).await.expect("a connection"));
     }
     out
 }
@@ -151,7 +159,7 @@ async fn workers_pools_share_one_cap_and_take_each_others_idle_connections() {
         first.release(conn); // idle on the first worker
     }
     let started = tokio::time::Instant::now();
-    let conn = second.checkout().await.expect("room made, not a wait_timeout");
+    let conn = second.checkout(&mut line()).await.expect("room made, not a queue timeout");
     assert_eq!(
         started.elapsed(),
         RECLAIM_IDLE + connector.delay,
@@ -161,30 +169,30 @@ async fn workers_pools_share_one_cap_and_take_each_others_idle_connections() {
     assert_eq!(second.counts(), (0, 1));
     assert_eq!(cap.permits.available_permits(), 0, "2 open in all");
     assert_eq!(connector.opened.load(Ordering::Relaxed), 3);
-    let busy = first.checkout().await.expect("its remaining idle one");
-    let refused = second.checkout().await;
-    assert!(matches!(refused, Err(UpstreamError::PoolExhausted { .. })), "the cap holds across workers");
+    let busy = first.checkout(&mut line()).await.expect("its remaining idle one");
+    let refused = second.checkout(&mut line()).await;
+    assert!(matches!(refused, Err(UpstreamError::QueueTimeout { .. })), "the cap holds across workers");
     drop((conn, busy));
 }
 
 #[tokio::test(start_paused = true)]
-async fn at_the_cap_a_request_waits_for_a_release_or_gets_pool_exhausted() {
+async fn at_the_cap_a_request_waits_for_a_release_or_times_out_in_line() {
     let connector = fake(1);
     let pool = Arc::new(ExclusivePool::new(Arc::clone(&connector), "fake".into(), settings(2)));
-    let a = pool.checkout().await.expect("a");
-    let b = pool.checkout().await.expect("b");
+    let a = pool.checkout(&mut line()).await.expect("a");
+    let b = pool.checkout(&mut line()).await.expect("b");
     let waiting = tokio::spawn({
         let pool = Arc::clone(&pool);
-        async move { pool.checkout().await.map(|conn| pool.release(conn)) }
+        async move { pool.checkout(&mut line()).await.map(|conn| pool.release(conn)) }
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
     pool.release(a);
     waiting.await.expect("task").expect("got the released connection");
     let started = tokio::time::Instant::now();
-    let c = pool.checkout().await.expect("idle again");
-    let refused = pool.checkout().await;
-    assert!(matches!(refused, Err(UpstreamError::PoolExhausted { .. })));
-    assert_eq!(started.elapsed(), PoolSettings::default().wait_timeout);
+    let c = pool.checkout(&mut line()).await.expect("idle again");
+    let refused = pool.checkout(&mut line()).await;
+    assert!(matches!(refused, Err(UpstreamError::QueueTimeout { .. })));
+    assert_eq!(started.elapsed(), QUEUE_TIMEOUT);
     assert_eq!(connector.opened.load(Ordering::Relaxed), 2);
     drop((b, c));
 }
@@ -195,16 +203,16 @@ async fn streams_fill_a_connection_to_the_peer_limit_before_another_opens() {
     let pool = SharedPool::new(Arc::clone(&connector), "fake".into(), settings(2));
     let mut streams = Vec::new();
     for _ in 0..6 {
-        streams.push(pool.checkout().await.expect("a stream"));
+        streams.push(pool.checkout(&mut line()).await.expect("a stream"));
     }
     assert_eq!(connector.opened.load(Ordering::Relaxed), 2, "3 streams each on 2 connections");
     let first = Arc::as_ptr(&streams[0].conn);
     assert!(streams[..3].iter().all(|s| Arc::as_ptr(&s.conn) == first), "packed onto the oldest first");
     // Both full, max_connections reached: the 7th waits, then is refused.
-    assert!(matches!(pool.checkout().await, Err(UpstreamError::PoolExhausted { .. })));
+    assert!(matches!(pool.checkout(&mut line()).await, Err(UpstreamError::QueueTimeout { .. })));
     // A stream ending makes room on its connection.
     streams.remove(4);
-    let again = pool.checkout().await.expect("room again");
+    let again = pool.checkout(&mut line()).await.expect("room again");
     assert_ne!(Arc::as_ptr(&again.conn), first);
     assert_eq!(connector.opened.load(Ordering::Relaxed), 2);
 }
@@ -216,7 +224,7 @@ async fn a_burst_of_first_requests_opens_one_connection() {
     let tasks: Vec<_> = (0..50)
         .map(|_| {
             let pool = Arc::clone(&pool);
-            tokio::spawn(async move { pool.checkout().await.map(drop) })
+            tokio::spawn(async move { pool.checkout(&mut line()).await.map(drop) })
         })
         .collect();
     for task in tasks {
@@ -230,14 +238,14 @@ async fn a_retired_connection_keeps_its_permit_until_its_last_stream_ends() {
     let connector = fake(10);
     let limited = PoolSettings { max_requests: 2, ..settings(1) };
     let pool = Arc::new(SharedPool::new(Arc::clone(&connector), "fake".into(), limited));
-    let s1 = pool.checkout().await.expect("s1");
-    let s2 = pool.checkout().await.expect("s2");
+    let s1 = pool.checkout(&mut line()).await.expect("s1");
+    let s2 = pool.checkout(&mut line()).await.expect("s2");
     assert_eq!(pool.counts().1, 1);
     // The connection has carried max_requests: it takes no third stream, and while its
     // two streams run, no second connection may open (max_connections = 1).
     let third = tokio::spawn({
         let pool = Arc::clone(&pool);
-        async move { pool.checkout().await.map(drop) }
+        async move { pool.checkout(&mut line()).await.map(drop) }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!third.is_finished());
@@ -258,7 +266,7 @@ async fn min_idle_counts_http2_connections_and_closed_ones_are_replaced() {
     let pool = SharedPool::new(Arc::clone(&connector), "fake".into(), warm);
     pool.maintain_once().await;
     assert_eq!(pool.counts(), (2, 2));
-    let stream = pool.checkout().await.expect("a stream");
+    let stream = pool.checkout(&mut line()).await.expect("a stream");
     stream.conn.conn.closed.store(true, Ordering::Relaxed);
     drop(stream);
     pool.maintain_once().await;
@@ -271,7 +279,7 @@ async fn connect_failures_are_counted_and_reported() {
     let connector = fake(1);
     connector.down.store(true, Ordering::Relaxed);
     let pool = ExclusivePool::new(Arc::clone(&connector), "fake".into(), settings(4));
-    assert!(matches!(pool.checkout().await, Err(UpstreamError::Connect { .. })));
+    assert!(matches!(pool.checkout(&mut line()).await, Err(UpstreamError::Connect { .. })));
     assert_eq!(pool.stats.connect_failures.load(Ordering::Relaxed), 1);
     assert_eq!(pool.counts().1, 0, "a failed connect holds no permit");
 }
@@ -280,13 +288,152 @@ async fn connect_failures_are_counted_and_reported() {
 async fn connections_to_an_address_the_name_no_longer_resolves_to_drain() {
     let connector = fake(1);
     let pool = ExclusivePool::new(Arc::clone(&connector), "fake".into(), settings(4));
-    let (a, b) = (pool.checkout().await.expect("a"), pool.checkout().await.expect("b"));
+    let (a, b) = (pool.checkout(&mut line()).await.expect("a"), pool.checkout(&mut line()).await.expect("b"));
     pool.release(a);
     connector.moved.store(true, Ordering::Relaxed); // the DNS answer changed
     pool.release(b); // back from a request: not kept
     assert_eq!(pool.counts(), (1, 1), "the busy one closed at release");
-    let fresh = pool.checkout().await.expect("a connection to the new address");
+    let fresh = pool.checkout(&mut line()).await.expect("a connection to the new address");
     assert!(fresh.conn.made_after_move, "the idle one to the gone address was not reused");
     assert_eq!(connector.opened.load(Ordering::Relaxed), 3);
     assert_eq!(pool.counts(), (0, 1), "and it was closed");
+}
+
+/// Starts `n` requests that wait in line at `pool` one after another (each starts
+/// waiting before the next), each recording its number when it gets a connection
+/// and then holding it for 1 ms.
+async fn waiters_in_line(
+    pool: &Arc<ExclusivePool<Arc<Fake>>>,
+    n: usize,
+) -> (Vec<tokio::task::JoinHandle<()>>, Arc<std::sync::Mutex<Vec<usize>>>) {
+    let served = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let (pool, served) = (Arc::clone(pool), Arc::clone(&served));
+        tasks.push(tokio::spawn(async move {
+            let conn = pool.checkout(&mut line()).await.expect("served in turn");
+            served.lock().expect("lock").push(i);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            pool.release(conn);
+        }));
+        tokio::time::sleep(Duration::from_millis(1)).await; // the next one comes later
+    }
+    (tasks, served)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_released_connection_goes_to_the_oldest_waiter_not_to_a_newcomer() {
+    let connector = fake(1);
+    let pool = Arc::new(ExclusivePool::new(Arc::clone(&connector), "fake".into(), settings(1)));
+    let held = pool.checkout(&mut line()).await.expect("the one connection");
+    let (waiters, served) = waiters_in_line(&pool, 5).await;
+    pool.release(held);
+    // A request arriving right after the release finds nothing free: the connection
+    // was handed to the oldest waiter, not left idle for whoever asks first.
+    let newcomer = pool.checkout(&mut QueueWait::none()).await;
+    assert!(matches!(newcomer, Err(UpstreamError::QueueTimeout { .. })), "no jumping the line");
+    for waiter in waiters {
+        waiter.await.expect("waiter");
+    }
+    assert_eq!(*served.lock().expect("lock"), vec![0, 1, 2, 3, 4], "served in the order they came");
+    assert_eq!(connector.opened.load(Ordering::Relaxed), 1, "one connection, handed on five times");
+    assert_eq!(pool.counts(), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_closed_at_release_makes_room_for_the_oldest_waiter() {
+    let connector = fake(1);
+    let pool = Arc::new(ExclusivePool::new(Arc::clone(&connector), "fake".into(), settings(1)));
+    let held = pool.checkout(&mut line()).await.expect("the one connection");
+    let (waiters, served) = waiters_in_line(&pool, 3).await;
+    held.conn.closed.store(true, Ordering::Relaxed); // the upstream closed it meanwhile
+    pool.release(held);
+    let newcomer = pool.checkout(&mut QueueWait::none()).await;
+    assert!(matches!(newcomer, Err(UpstreamError::QueueTimeout { .. })), "its permit went to the line");
+    for waiter in waiters {
+        waiter.await.expect("waiter");
+    }
+    assert_eq!(*served.lock().expect("lock"), vec![0, 1, 2]);
+    assert_eq!(connector.opened.load(Ordering::Relaxed), 2, "the oldest waiter opened a new one");
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_that_gave_up_leave_nothing_behind() {
+    let connector = fake(1);
+    let pool = Arc::new(ExclusivePool::new(Arc::clone(&connector), "fake".into(), settings(1)));
+    let held = pool.checkout(&mut line()).await.expect("the one connection");
+    // 100 requests time out in line (nothing is released for queue_timeout), and
+    // 100 more are cancelled while waiting (their clients went away).
+    let timed_out: Vec<_> = (0..100)
+        .map(|_| {
+            let pool = Arc::clone(&pool);
+            tokio::spawn(async move { pool.checkout(&mut line()).await.map(drop) })
+        })
+        .collect();
+    let cancelled: Vec<_> = (0..100)
+        .map(|_| {
+            let pool = Arc::clone(&pool);
+            tokio::spawn(async move { pool.checkout(&mut line()).await.map(drop) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    cancelled.iter().for_each(|task| task.abort());
+    for task in timed_out {
+        assert!(matches!(task.await.expect("task"), Err(UpstreamError::QueueTimeout { .. })));
+    }
+    // The connection goes to the next live waiter, not to a gone one.
+    let (waiters, served) = waiters_in_line(&pool, 2).await;
+    pool.release(held);
+    for waiter in waiters {
+        waiter.await.expect("waiter");
+    }
+    assert_eq!(*served.lock().expect("lock"), vec![0, 1]);
+    assert_eq!(pool.counts(), (1, 1), "nothing lost: the one connection is idle again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_ended_stream_passes_its_slot_to_the_oldest_waiter() {
+    let connector = fake(2);
+    let pool = Arc::new(SharedPool::new(Arc::clone(&connector), "fake".into(), settings(1)));
+    let (a, b) = (pool.checkout(&mut line()).await.expect("a"), pool.checkout(&mut line()).await.expect("b"));
+    let served = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut waiters = Vec::new();
+    for i in 0..4 {
+        let (pool, served) = (Arc::clone(&pool), Arc::clone(&served));
+        waiters.push(tokio::spawn(async move {
+            let stream = pool.checkout(&mut line()).await.expect("a slot in turn");
+            served.lock().expect("lock").push(i);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            drop(stream);
+        }));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    drop(a);
+    let newcomer = pool.checkout(&mut QueueWait::none()).await;
+    assert!(matches!(newcomer, Err(UpstreamError::QueueTimeout { .. })), "the freed slot went to the line");
+    drop(b);
+    for waiter in waiters {
+        waiter.await.expect("waiter");
+    }
+    assert_eq!(*served.lock().expect("lock"), vec![0, 1, 2, 3], "served in the order they came");
+    assert_eq!(connector.opened.load(Ordering::Relaxed), 1);
+    assert_eq!(pool.counts(), (1, 1), "both slots free again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_waits_in_line_once_over_all_its_tries() {
+    let connector = fake(1);
+    let pool = Arc::new(ExclusivePool::new(Arc::clone(&connector), "fake".into(), settings(1)));
+    let held = pool.checkout(&mut line()).await.expect("the one connection");
+    let started = tokio::time::Instant::now();
+    let mut wait = line();
+    assert!(pool.checkout(&mut wait).await.is_err());
+    assert!(pool.checkout(&mut wait).await.is_err(), "a second try has no time left in line");
+    assert_eq!(started.elapsed(), QUEUE_TIMEOUT);
+    let stats = &pool.stats;
+    assert_eq!(stats.queued.load(Ordering::Relaxed), 2, "two tries in line");
+    assert_eq!(stats.queue_timeouts.load(Ordering::Relaxed), 2, "both refused by the line");
+    assert_eq!(stats.queue_wait_us.load(Ordering::Relaxed), QUEUE_TIMEOUT.as_micros() as u64, "one wait, not two");
+    assert_eq!(stats.waiting.load(Ordering::Relaxed), 0);
+    drop(held);
 }
