@@ -83,3 +83,6 @@ pub const TRACING_BATCH: usize = 512;
 pub const TRACING_QUEUE: usize = 8192;
 pub const TRACING_FLUSH: Duration = Duration::from_secs(1);
 pub const TRACING_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Rate limits: how long a global limit waits for Redis.
+pub const RATE_STORE_TIMEOUT: Duration = Duration::from_millis(50);

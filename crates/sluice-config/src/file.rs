@@ -24,6 +24,8 @@ pub struct FileConfig {
     pub routes: Vec<FileRoute>,
     #[serde(default, rename = "upstream")]
     pub upstreams: BTreeMap<String, FileUpstream>,
+    #[serde(default, rename = "rate_limit")]
+    pub rate_limits: BTreeMap<String, FileRateLimit>,
     pub access_log: Option<FileAccessLog>,
     pub cache: Option<FileCache>,
     pub admin: Option<FileAdmin>,
@@ -91,6 +93,20 @@ pub struct FileMemcachedTier {
     pub address: Spanned<String>,
     pub timeout: Option<Spanned<ConfigDuration>>,
     pub prefix: Option<Spanned<String>>,
+}
+
+/// `[rate_limit.NAME]`: a rate limit that routes attach by name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRateLimit {
+    pub key: Option<Spanned<Vec<Spanned<String>>>>,
+    pub rate: Spanned<String>,
+    pub burst: Option<Spanned<u32>>,
+    pub scope: Option<Spanned<String>>,
+    pub redis: Option<Spanned<String>>,
+    pub on_store_error: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<ConfigDuration>>,
+    pub missing_key: Option<Spanned<String>>,
 }
 
 /// `[access_log]`: one line per request, written off the request path.
@@ -177,6 +193,7 @@ pub struct FileRoute {
     pub max_response_spool: Option<ConfigSize>,
     pub upgrades: Option<Vec<Spanned<String>>>,
     pub cache: Option<Spanned<bool>>,
+    pub rate_limits: Option<Vec<Spanned<String>>>,
 }
 
 /// `[upstream.NAME]`: a group of interchangeable endpoints.

@@ -16,6 +16,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Sorted by name; every route names one of these.
     pub upstreams: Vec<UpstreamConfig>,
+    /// `[rate_limit.NAME]`, sorted by name; routes attach them by index.
+    pub rate_limits: Vec<RateLimitConfig>,
     /// None: no access log (the `[access_log]` table is absent).
     pub access_log: Option<AccessLogConfig>,
     /// None: no response cache (the `[cache]` table is absent).
@@ -27,6 +29,65 @@ pub struct Config {
     /// Things that are valid but probably not meant (an unreachable route, an unused
     /// upstream): `sluice check` prints them, `sluice run` logs them.
     pub warnings: Vec<crate::Problem>,
+}
+
+/// `[rate_limit.NAME]`: GCRA per key (docs/OVERLOAD.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    pub name: String,
+    /// What one count is kept for: the parts, joined. Default: the client's address.
+    pub key: Vec<RateKeyPart>,
+    /// `count` requests per `per`.
+    pub count: u32,
+    pub per: Duration,
+    /// Requests admitted at once (the bucket's size). Default: `count`.
+    pub burst: u32,
+    pub scope: RateScope,
+    /// Global scope: what to do when Redis does not answer within `timeout`.
+    pub on_store_error: StoreErrorPolicy,
+    /// Global scope: Redis's answer is awaited this long at most. Default 50ms.
+    pub timeout: Duration,
+    /// A request without a key part (a missing header): refused, or counted under one
+    /// key shared by all such requests. Default shared.
+    pub missing_key: MissingKey,
+}
+
+/// One part of a rate limit's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateKeyPart {
+    /// `"client_ip"`: the client's address (after `server.trusted_proxies`).
+    ClientIp,
+    /// `"header:NAME"`: a request header's value (lower-case name).
+    Header(String),
+    /// `"route"`: the route's name.
+    Route,
+}
+
+/// Where a rate limit's counts live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateScope {
+    /// In this process (every worker's requests count together).
+    Local,
+    /// In Redis, shared by every instance: the URL.
+    Global(String),
+}
+
+/// `on_store_error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreErrorPolicy {
+    /// The same limit, counted in this process alone.
+    Local,
+    /// Admit.
+    Open,
+    /// Refuse (503).
+    Closed,
+}
+
+/// `missing_key`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingKey {
+    Shared,
+    Refuse,
 }
 
 /// `[access_log]`: one line per request, from its outcome record.
@@ -271,6 +332,8 @@ pub struct RouteConfig {
     pub upgrades: Vec<String>,
     /// Responses on this route go through the `[cache]`. Default false.
     pub cache: bool,
+    /// `rate_limits`: indexes into `Config::rate_limits`, each applied in turn.
+    pub rate_limits: Vec<usize>,
 }
 
 /// `[admin]`: a separate listener for operators.

@@ -64,8 +64,13 @@ pub(crate) fn validate(file: FileConfig, source: &str, base_dir: &Path) -> Resul
             message: "no [[route]] is configured; add one, e.g. [[route]] upstream = \"api\"".into(),
         });
     }
-    let routes: Vec<RouteConfig> =
-        file.routes.iter().enumerate().filter_map(|(i, r)| check_route(&mut checker, i, r, &names)).collect();
+    let rate_limits = crate::validate_rate::check_rate_limits(&mut checker, &file.rate_limits);
+    let routes: Vec<RouteConfig> = file
+        .routes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| check_route(&mut checker, i, r, &names, &file.rate_limits))
+        .collect();
     let access_log = file.access_log.as_ref().and_then(|log| check_access_log(&mut checker, log, base_dir));
     let cache = file.cache.as_ref().and_then(|cache| crate::validate_cache::check_cache(&mut checker, cache));
     let admin = file.admin.as_ref().and_then(|admin| check_admin(&mut checker, admin));
@@ -84,7 +89,7 @@ pub(crate) fn validate(file: FileConfig, source: &str, base_dir: &Path) -> Resul
     }
     if checker.problems.is_empty() {
         let warnings = crate::warnings::find(&file, source, &routes, &names);
-        Ok(Config { server, listeners, routes, upstreams, access_log, cache, admin, tracing, warnings })
+        Ok(Config { server, listeners, routes, upstreams, rate_limits, access_log, cache, admin, tracing, warnings })
     } else {
         checker.problems.sort_by_key(|p| p.line);
         Err(checker.problems)
@@ -789,8 +794,15 @@ fn check_pool(checker: &mut Checker, key: &str, pool: &FilePool) -> Option<PoolS
     })
 }
 
-fn check_route(checker: &mut Checker, index: usize, route: &FileRoute, upstreams: &[String]) -> Option<RouteConfig> {
+fn check_route(
+    checker: &mut Checker,
+    index: usize,
+    route: &FileRoute,
+    upstreams: &[String],
+    rate_limits: &std::collections::BTreeMap<String, crate::file::FileRateLimit>,
+) -> Option<RouteConfig> {
     let key = format!("route[{index}]");
+    let route_rate_limits = crate::validate_rate::route_rate_limits(checker, &key, &route.rate_limits, rate_limits);
     let upstream = upstreams.iter().position(|n| n == route.upstream.get_ref());
     if upstream.is_none() {
         let known = if upstreams.is_empty() {
@@ -893,12 +905,13 @@ fn check_route(checker: &mut Checker, index: usize, route: &FileRoute, upstreams
         max_response_spool: route.max_response_spool.map_or(defaults::MAX_RESPONSE_SPOOL, |s| s.0),
         upgrades,
         cache: route.cache.as_ref().is_some_and(|c| *c.get_ref()),
+        rate_limits: route_rate_limits,
     })
 }
 
 /// A setting that names one of `choices` (the first is the default when it is absent);
 /// anything else is a problem that lists them.
-fn choice<T: Copy>(
+pub(crate) fn choice<T: Copy>(
     checker: &mut Checker,
     value: &Option<Spanned<String>>,
     key: &str,

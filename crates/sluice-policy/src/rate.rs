@@ -83,23 +83,6 @@ impl Gcra {
     }
 }
 
-/// `"100/s"`, `"5/m"`, `"1000/h"`: a count per second, minute or hour.
-pub fn parse_rate(text: &str) -> Result<(u32, Duration), String> {
-    const HINT: &str = "write a count per unit: \"100/s\", \"600/m\" or \"10000/h\"";
-    let (count, unit) = text.trim().split_once('/').ok_or_else(|| format!("\"{text}\" is not a rate; {HINT}"))?;
-    let count: u32 = match count.trim().parse() {
-        Ok(n) if n > 0 => n,
-        _ => return Err(format!("\"{text}\" needs a whole count above 0; {HINT}")),
-    };
-    let per = match unit.trim() {
-        "s" => Duration::from_secs(1),
-        "m" => Duration::from_secs(60),
-        "h" => Duration::from_secs(3600),
-        other => return Err(format!("\"{text}\" has unknown unit \"{other}\"; {HINT}")),
-    };
-    Ok((count, per))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,16 +141,5 @@ mod tests {
         assert_eq!(gcra.take(Some(tat), 100 * MS, 3).0, 1, "one interval later, one more");
         assert_eq!(gcra.remaining(tat, 500 * MS), 5, "full again once the TAT is past");
         assert!(Gcra::is_spent(tat, 500 * MS));
-    }
-
-    #[test]
-    fn rates_parse_with_their_unit_and_bad_ones_say_what_to_write() {
-        assert_eq!(parse_rate("100/s"), Ok((100, Duration::from_secs(1))));
-        assert_eq!(parse_rate("5/m"), Ok((5, Duration::from_secs(60))));
-        assert_eq!(parse_rate("1000/h"), Ok((1000, Duration::from_secs(3600))));
-        for bad in ["100", "0/s", "x/s", "10/d", "-1/s"] {
-            let e = parse_rate(bad).expect_err(bad);
-            assert!(e.contains("\"100/s\""), "{e}");
-        }
     }
 }

@@ -8,9 +8,11 @@
 mod admin;
 mod body;
 mod cache;
+mod gate;
 mod http1;
 mod http2;
 mod interim;
+mod limit;
 mod outcome;
 mod proxy;
 mod runtime;

@@ -17,6 +17,7 @@ pub(super) fn render(state: &AdminState) -> String {
     connections(&mut out, state);
     upstreams(&mut out, state);
     cache(&mut out, state);
+    rate_limits(&mut out, state);
     spans(&mut out, state);
     out
 }
@@ -83,7 +84,7 @@ fn requests(out: &mut String, state: &AdminState) {
         out,
         "sluice_requests_shed_total",
         "counter",
-        "Requests refused with 503 by a limit: a group's max_requests or max_pending, or no pooled connection in time.",
+        "Requests refused by a limit: a group's max_requests or max_pending, the line for a connection (queue), a route's rate limit.",
     );
     for (limit, counter) in SHED_LIMITS.iter().zip(&tally.shed) {
         let _ = writeln!(out, "sluice_requests_shed_total{{limit=\"{limit}\"}} {}", counter.load(Relaxed));
@@ -249,6 +250,38 @@ fn cache(out: &mut String, state: &AdminState) {
     let _ = writeln!(out, "sluice_cache_memory_bytes {bytes}");
     head(out, "sluice_cache_entries", "gauge", "Keys in the memory tier.");
     let _ = writeln!(out, "sluice_cache_entries {entries}");
+}
+
+fn rate_limits(out: &mut String, state: &AdminState) {
+    let policies = state.process.rates.states();
+    if policies.is_empty() {
+        return;
+    }
+    head(out, "sluice_rate_limit_decisions_total", "counter", "Rate-limit decisions by policy and result.");
+    for (name, policy) in &policies {
+        let s = &policy.stats;
+        for (result, counter) in [("admitted", &s.admitted), ("refused", &s.refused)] {
+            let line = format!("sluice_rate_limit_decisions_total{{policy=\"{}\",result=\"{result}\"}}", label(name));
+            let _ = writeln!(out, "{line} {}", counter.load(Relaxed));
+        }
+    }
+    head(
+        out,
+        "sluice_rate_limit_store_fallbacks_total",
+        "counter",
+        "Global decisions Redis did not make in time, made by on_store_error instead.",
+    );
+    for (name, policy) in &policies {
+        let fallbacks = policy.stats.store_fallbacks.load(Relaxed);
+        let _ = writeln!(out, "sluice_rate_limit_store_fallbacks_total{{policy=\"{}\"}} {fallbacks}", label(name));
+    }
+    head(
+        out,
+        "sluice_rate_limit_store_errors_total",
+        "counter",
+        "Redis operations of global rate limits that failed or timed out.",
+    );
+    let _ = writeln!(out, "sluice_rate_limit_store_errors_total {}", state.process.rates.store_errors());
 }
 
 fn spans(out: &mut String, state: &AdminState) {

@@ -6,6 +6,7 @@ use http::{Response, StatusCode};
 
 use super::body::ProxyBody;
 use crate::body::ClientBodyError;
+use crate::limit::Refusal;
 use crate::outcome::Outcome;
 use crate::upstream::UpstreamError;
 
@@ -56,6 +57,17 @@ pub(crate) enum ProxyError {
     /// PURGE from a client outside `cache.purge_from`.
     #[error("PURGE is not allowed from this address")]
     PurgeForbidden,
+    /// A route's rate limit refused the request (boxed: its fields travel with it).
+    #[error("{}", rate_refusal(.0))]
+    RateLimited(Box<crate::limit::Refused>),
+}
+
+fn rate_refusal(refused: &crate::limit::Refused) -> String {
+    match &refused.why {
+        Refusal::Rate => "over the route's rate limit".to_string(),
+        Refusal::MissingKey(header) => format!("the request has no {header}, which the route's rate limit counts by"),
+        Refusal::StoreDown => "the rate limit's Redis did not answer and on_store_error is \"closed\"".to_string(),
+    }
 }
 
 /// A request body that broke off while it was being sent upstream is the client's
@@ -72,6 +84,11 @@ impl From<UpstreamError> for ProxyError {
 impl ProxyError {
     fn status(&self) -> StatusCode {
         match self {
+            ProxyError::RateLimited(refused) => match refused.why {
+                Refusal::Rate => StatusCode::TOO_MANY_REQUESTS,
+                Refusal::MissingKey(_) => StatusCode::BAD_REQUEST,
+                Refusal::StoreDown => StatusCode::SERVICE_UNAVAILABLE,
+            },
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::UpgradeNeedsHttp1 | ProxyError::UnrequestedSwitch => StatusCode::BAD_GATEWAY,
@@ -117,6 +134,7 @@ impl ProxyError {
         match self {
             ProxyError::Upstream(UpstreamError::Overloaded { limit, .. }) => Some(limit),
             ProxyError::Upstream(UpstreamError::QueueTimeout { .. }) => Some("queue"),
+            ProxyError::RateLimited(_) => Some("rate"),
             _ => None,
         }
     }
@@ -131,6 +149,11 @@ impl ProxyError {
             ProxyError::Spool(_) => "spool_failed",
             ProxyError::NotCached => "not_cached",
             ProxyError::PurgeForbidden => "purge_forbidden",
+            ProxyError::RateLimited(refused) => match refused.why {
+                Refusal::Rate => "rate_limited",
+                Refusal::MissingKey(_) => "rate_key_missing",
+                Refusal::StoreDown => "rate_store_unavailable",
+            },
             ProxyError::Client(e) => match e {
                 ClientError::Malformed(_) => "client_malformed",
                 ClientError::HeadTooLarge => "client_head_too_large",
@@ -178,6 +201,9 @@ impl ProxyError {
             .to_string(),
             // sluice's own disk: the path is internal too.
             ProxyError::Spool(_) => "could not store the request body".to_string(),
+            ProxyError::RateLimited(refused) if refused.why == Refusal::StoreDown => {
+                "the rate limiter is unavailable; retry shortly".to_string()
+            }
             other => other.to_string(),
         }
     }
@@ -198,10 +224,14 @@ pub(crate) fn error_response(error: &ProxyError, outcome: &mut Outcome, grpc: bo
     let route = outcome.route.as_deref().unwrap_or("-");
     let upstream = outcome.upstream.as_deref().unwrap_or("-");
     let clients_fault = matches!(error, ProxyError::Client(_));
+    // Refused by a limit: the client's doing (and an attacker's rate), logged quietly.
+    let limited = matches!(error, ProxyError::RateLimited(_));
     // The client's mistakes are logged as such and quietly (an attacker controls
     // their rate); the upstream's are warnings.
     if clients_fault {
         tracing::debug!(request_id = id, route, %status, fault = "client", "{error}");
+    } else if limited {
+        tracing::debug!(request_id = id, route, %status, "{error}");
     } else if matches!(error, ProxyError::NotCached) {
         // only-if-cached: the client's choice, not anyone's fault.
         tracing::debug!(request_id = id, route, %status, "{error}");
@@ -227,7 +257,11 @@ pub(crate) fn error_response(error: &ProxyError, outcome: &mut Outcome, grpc: bo
     if matches!(error, ProxyError::Client(ClientError::Connect)) {
         response.headers_mut().insert(ALLOW, HeaderValue::from_static(super::target::ALLOWED_METHODS));
     }
-    if status == StatusCode::SERVICE_UNAVAILABLE {
+    if let ProxyError::RateLimited(refused) = error {
+        let after = crate::limit::seconds_up(refused.retry_after).max(1);
+        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(after));
+        refused.fields.apply(response.headers_mut());
+    } else if status == StatusCode::SERVICE_UNAVAILABLE {
         // The wait in line already took queue_timeout; a second is a fair pause before retrying.
         response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
     }

@@ -92,6 +92,29 @@ pub(crate) fn wants_trailers(headers: &HeaderMap) -> bool {
 }
 
 /// Adds X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host and Via. A trusted
+/// The client's address: the peer's, or, when the peer is a trusted proxy, the
+/// rightmost X-Forwarded-For address that is not one (nginx's `real_ip_recursive`):
+/// entries left of the last untrusted hop were written by whoever the client is.
+pub(crate) fn client_address(headers: &HeaderMap, peer: IpAddr, trusted: &[sluice_config::IpNetwork]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|network| network.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let values: Vec<&HeaderValue> = headers.get_all(&X_FORWARDED_FOR).iter().collect();
+    for value in values.iter().rev() {
+        let Ok(text) = value.to_str() else { return client };
+        for hop in text.rsplit(',') {
+            let Ok(ip) = hop.trim().parse::<IpAddr>() else { return client };
+            client = ip;
+            if !is_trusted(ip) {
+                return ip;
+            }
+        }
+    }
+    client
+}
+
 /// proxy's X-Forwarded-For is extended with its address; anyone else's is replaced, so
 /// that a client cannot make the upstream believe it comes from another address.
 /// One allocation at most per value: these run on every request.
@@ -256,6 +279,23 @@ mod tests {
             m.append(HeaderName::from_bytes(k.as_bytes()).expect("name"), HeaderValue::from_str(v).expect("value"));
         }
         m
+    }
+
+    #[test]
+    fn the_client_address_is_the_rightmost_untrusted_hop() {
+        let trusted = [sluice_config::IpNetwork { address: "10.0.0.0".parse().expect("ip"), prefix: 8 }];
+        let ip = |text: &str| text.parse::<IpAddr>().expect("ip");
+        let proxy = ip("10.0.0.5");
+        let two_hops = map(&[("x-forwarded-for", "6.6.6.6, 1.2.3.4"), ("x-forwarded-for", "10.0.0.9")]);
+        assert_eq!(client_address(&two_hops, proxy, &trusted), ip("1.2.3.4"), "what the client wrote is left of it");
+        assert_eq!(
+            client_address(&two_hops, ip("9.9.9.9"), &trusted),
+            ip("9.9.9.9"),
+            "an untrusted peer is the client"
+        );
+        assert_eq!(client_address(&map(&[]), proxy, &trusted), proxy, "a trusted peer that says nothing");
+        let garbage = map(&[("x-forwarded-for", "junk, 10.0.0.7")]);
+        assert_eq!(client_address(&garbage, proxy, &trusted), ip("10.0.0.7"), "the last address that parsed");
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub(crate) use idle::{IdleTicket, IdleTimers};
 pub(crate) use shutdown::Shutdown;
 
 use crate::cache::Cache;
+use crate::limit::local::Leases;
+use crate::limit::{RatePolicy, RateRegistry};
 use crate::outcome::{AccessLog, Outcomes, SpanExport, Tally};
 use crate::stats::Counters;
 use crate::upstream::{PoolRegistry, SharedCaps, UpstreamGroup};
@@ -57,12 +59,14 @@ pub(crate) struct Route {
     pub(crate) upgrades: Vec<String>,
     /// Responses go through the process's cache.
     pub(crate) cache: bool,
+    /// Rate limits applied in turn before anything else (none: nothing is counted).
+    pub(crate) rate_limits: Vec<Arc<RatePolicy>>,
 }
 
 impl Snapshot {
     /// Builds the snapshot on the registry's pools (new ones start). Call inside a
     /// tokio runtime. An error names the upstream whose TLS settings failed to load.
-    fn build(config: &Config, registry: &PoolRegistry) -> Result<Snapshot, String> {
+    fn build(config: &Config, registry: &PoolRegistry, rates: &RateRegistry) -> Result<Snapshot, String> {
         // Per-core workers each enforce their share of a group's limits.
         let workers = match config.server.model {
             ConcurrencyModel::PerCore => config.server.worker_threads,
@@ -73,6 +77,7 @@ impl Snapshot {
             .iter()
             .map(|u| UpstreamGroup::build(u, registry, workers).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
+        let policies = rates.policies(&config.rate_limits, workers)?;
         let rules = config
             .routes
             .iter()
@@ -96,6 +101,7 @@ impl Snapshot {
                     large_request_bodies: r.large_request_bodies,
                     upgrades: r.upgrades.clone(),
                     cache: r.cache,
+                    rate_limits: r.rate_limits.iter().map(|&i| Arc::clone(&policies[i])).collect(),
                 }),
             })
             .collect();
@@ -134,6 +140,8 @@ pub(crate) struct Process {
     pub(crate) cache: Option<Arc<Cache>>,
     /// Open client connections per client address (`max_connections_per_ip`).
     per_ip: Arc<per_ip::PerIpConnections>,
+    /// Rate limits' counts and Redis connections, kept across reloads.
+    pub(crate) rates: Arc<RateRegistry>,
 }
 
 impl Process {
@@ -154,6 +162,7 @@ impl Process {
             shared_pools,
             shared_caps,
             per_ip: Arc::default(),
+            rates: Arc::default(),
         })
     }
 
@@ -185,6 +194,9 @@ pub(crate) struct Shared {
     pub(crate) cache: Option<Arc<Cache>>,
     /// The process's count of open connections per client address.
     pub(crate) per_ip: Arc<per_ip::PerIpConnections>,
+    /// The process's rate-limit state, and this worker's leases of it.
+    rates: Arc<RateRegistry>,
+    pub(crate) leases: Leases,
     pub(crate) worker: u16,
 }
 
@@ -195,7 +207,7 @@ impl Shared {
             Some(pools) => Arc::clone(pools),
             None => Arc::new(PoolRegistry::new(config.server.dns_ttl, process.shared_caps.clone())),
         };
-        let snapshot = Snapshot::build(config, &pools).map_err(StartError::Upstream)?;
+        let snapshot = Snapshot::build(config, &pools, &process.rates).map_err(StartError::Upstream)?;
         Ok(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             shutdown: Arc::clone(&process.shutdown),
@@ -210,6 +222,8 @@ impl Shared {
             idle: IdleTimers::default(),
             cache: process.cache.clone(),
             per_ip: Arc::clone(&process.per_ip),
+            rates: Arc::clone(&process.rates),
+            leases: Leases::default(),
             worker,
         })
     }
@@ -222,7 +236,7 @@ impl Shared {
     /// A snapshot of `config` on this worker's pools (unchanged endpoints keep theirs).
     /// Call on the worker's runtime.
     pub(crate) fn build_snapshot(&self, config: &Config) -> Result<Snapshot, String> {
-        Snapshot::build(config, &self.pools)
+        Snapshot::build(config, &self.pools, &self.rates)
     }
 
     /// Makes `snapshot` the one new requests load; requests in flight finish on theirs.
@@ -322,8 +336,9 @@ mod tests {
     #[tokio::test]
     async fn a_new_snapshot_keeps_the_pools_of_unchanged_endpoints() {
         let registry = PoolRegistry::default();
-        let old = Snapshot::build(&config("max_connections = 8", ""), &registry).expect("old");
-        let new = Snapshot::build(&config("max_connections = 9", ", \"127.0.0.1:3\""), &registry).expect("new");
+        let rates = RateRegistry::default();
+        let old = Snapshot::build(&config("max_connections = 8", ""), &registry, &rates).expect("old");
+        let new = Snapshot::build(&config("max_connections = 9", ", \"127.0.0.1:3\""), &registry, &rates).expect("new");
         let pools = |s: &Snapshot, group: usize| s.groups[group].pools().cloned().collect::<Vec<_>>();
         assert!(
             Arc::ptr_eq(&pools(&old, 0)[0], &pools(&new, 0)[0]),

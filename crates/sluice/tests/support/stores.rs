@@ -23,6 +23,18 @@ impl Store {
         })
     }
 
+    /// redis-server again on `port` (after `kill`: a restart that keeps the address).
+    pub fn restart_redis(&mut self) {
+        let port = self.port;
+        let started = Store::start_on("redis", "Ready to accept connections", Some(port), |port| {
+            let mut command = Command::new("redis-server");
+            command.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+            command
+        });
+        // The old one was killed and waited for; dropping it signals nothing.
+        drop(std::mem::replace(self, started));
+    }
+
     /// memcached on TCP only, ready to accept connections.
     pub fn memcached() -> Store {
         Store::start("memcached", "server listening", |port| {
@@ -38,8 +50,15 @@ impl Store {
     /// Starts the store on a free port, trying again on another when that one was
     /// taken in between; waits for its readiness line (no polling).
     fn start(name: &str, ready: &'static str, command: impl Fn(u16) -> Command) -> Store {
+        Store::start_on(name, ready, None, command)
+    }
+
+    /// `start` on `port` when given (tried five times: it was just freed), else on a free one.
+    fn start_on(name: &str, ready: &'static str, port: Option<u16>, command: impl Fn(u16) -> Command) -> Store {
         for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+            let port = port.unwrap_or_else(|| {
+                std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+            });
             let mut child = command(port)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())

@@ -68,7 +68,7 @@ impl MemcachedTier {
             idle: std::sync::Mutex::new(Vec::new()),
             slots: Arc::new(Semaphore::new(CONNECTIONS)),
             generation: std::sync::Mutex::new(None),
-            gate: Gate::new("memcached", timeout),
+            gate: Gate::new("the shared cache tier", timeout, "serving from memory only"),
         }
     }
 

@@ -10,17 +10,12 @@
 mod memcached;
 mod redis;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+pub(crate) use crate::gate::{Gate, TierResult};
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use sluice_config::SharedTierConfig;
-
-/// After a failure, the tier is not asked for this long.
-const SKIP_AFTER_FAILURE: Duration = Duration::from_secs(1);
-/// At most one log line about tier failures this often.
-const LOG_EVERY: Duration = Duration::from_secs(10);
 
 pub(crate) enum SharedTier {
     Redis(redis::RedisTier),
@@ -50,7 +45,7 @@ impl SharedTier {
 
     /// Failed operations since start (timeouts, refused connections, errors).
     pub(crate) fn errors(&self) -> u64 {
-        self.gate().errors.load(Ordering::Relaxed)
+        self.gate().errors()
     }
 
     /// The stored value of `key`; None on a miss, and when the tier is unavailable.
@@ -131,63 +126,6 @@ impl SharedTier {
                 tier.gate.bounded(tier.unlock(key)).await;
             }
         }
-    }
-}
-
-/// Bounds every operation of a tier and skips the tier for a while after a failure.
-pub(crate) struct Gate {
-    name: &'static str,
-    timeout: Duration,
-    closed_until: Mutex<Option<Instant>>,
-    last_log: Mutex<Option<Instant>>,
-    errors: AtomicU64,
-}
-
-/// An operation's failure, as the gate counts it.
-pub(crate) type TierResult<T> = Result<T, String>;
-
-impl Gate {
-    pub(crate) fn new(name: &'static str, timeout: Duration) -> Self {
-        Gate { name, timeout, closed_until: Mutex::new(None), last_log: Mutex::new(None), errors: AtomicU64::new(0) }
-    }
-
-    fn open(&self) -> bool {
-        let mut closed = self.closed_until.lock().unwrap_or_else(|p| p.into_inner());
-        match *closed {
-            Some(until) if Instant::now() < until => false,
-            Some(_) => {
-                *closed = None;
-                true
-            }
-            None => true,
-        }
-    }
-
-    /// Runs `op` within the timeout; a failure closes the gate and is counted.
-    async fn bounded<T>(&self, op: impl std::future::Future<Output = TierResult<T>>) -> Option<T> {
-        self.within(self.timeout, op).await
-    }
-
-    /// Purges walk the store: ten timeouts.
-    async fn bounded_long<T>(&self, op: impl std::future::Future<Output = TierResult<T>>) -> Option<T> {
-        self.within(self.timeout * 10, op).await
-    }
-
-    async fn within<T>(&self, limit: Duration, op: impl std::future::Future<Output = TierResult<T>>) -> Option<T> {
-        let error = match tokio::time::timeout(limit, op).await {
-            Ok(Ok(value)) => return Some(value),
-            Ok(Err(error)) => error,
-            Err(_) => format!("no answer within {limit:?}"),
-        };
-        self.errors.fetch_add(1, Ordering::Relaxed);
-        *self.closed_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + SKIP_AFTER_FAILURE);
-        let mut last = self.last_log.lock().unwrap_or_else(|p| p.into_inner());
-        if last.is_none_or(|at| at.elapsed() >= LOG_EVERY) {
-            *last = Some(Instant::now());
-            tracing::warn!(tier = self.name, %error, errors = self.errors.load(Ordering::Relaxed),
-                "shared cache tier failed; serving from memory only (skipping the tier for 1 s)");
-        }
-        None
     }
 }
 

@@ -29,7 +29,7 @@ impl RedisTier {
             connection: tokio::sync::Mutex::new(None),
             prefix: prefix.to_string(),
             coalesce_lock,
-            gate: Gate::new("redis", timeout),
+            gate: Gate::new("the shared cache tier", timeout, "serving from memory only"),
         })
     }
 

@@ -113,6 +113,9 @@ fn server_span(o: &Outcome, span_id: &[u8; 16], parent: Option<&[u8; 16]>, out: 
     if let Some(cache) = o.cache {
         attrs.text("sluice.cache", cache.as_bytes());
     }
+    if let Some(limit) = o.limit {
+        attrs.text("sluice.limit", limit.as_bytes());
+    }
     attrs.text("sluice.end", o.end.as_str().as_bytes());
     span_tail(out, failed(o));
 }

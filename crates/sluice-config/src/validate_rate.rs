@@ -1,0 +1,233 @@
+//! `[rate_limit.NAME]`, file types → `RateLimitConfig`, and the routes' `rate_limits`
+//! names → indexes.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use crate::defaults;
+use crate::file::FileRateLimit;
+use crate::model::{MissingKey, RateKeyPart, RateLimitConfig, RateScope, StoreErrorPolicy};
+use crate::validate::{choice, nonzero_duration, Checker};
+
+/// What to write instead of a malformed rate.
+const RATE_HINT: &str = "write a count per unit: \"100/s\", \"600/m\" or \"10000/h\"";
+
+/// `"100/s"`, `"5/m"`, `"1000/h"`: a count per second, minute or hour.
+pub fn parse_rate(text: &str) -> Result<(u32, Duration), String> {
+    let (count, unit) = text.trim().split_once('/').ok_or_else(|| format!("\"{text}\" is not a rate; {RATE_HINT}"))?;
+    let count: u32 = match count.trim().parse() {
+        Ok(n) if n > 0 => n,
+        _ => return Err(format!("\"{text}\" needs a whole count above 0; {RATE_HINT}")),
+    };
+    let per = match unit.trim() {
+        "s" => Duration::from_secs(1),
+        "m" => Duration::from_secs(60),
+        "h" => Duration::from_secs(3600),
+        other => return Err(format!("\"{text}\" has unknown unit \"{other}\"; {RATE_HINT}")),
+    };
+    Ok((count, per))
+}
+
+pub(crate) fn check_rate_limits(
+    checker: &mut Checker,
+    limits: &BTreeMap<String, FileRateLimit>,
+) -> Vec<RateLimitConfig> {
+    limits.iter().filter_map(|(name, limit)| check_rate_limit(checker, name, limit)).collect()
+}
+
+fn check_rate_limit(checker: &mut Checker, name: &str, limit: &FileRateLimit) -> Option<RateLimitConfig> {
+    let table = format!("rate_limit.{name}");
+    let before = checker.problems.len();
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        // The name is sent in the RateLimit fields and names the Redis keys.
+        checker.problem(
+            limit.rate.span(),
+            table.clone(),
+            "a rate limit's name is letters, digits, '-', '_' and '.' only (clients see it in RateLimit-Policy); rename the table",
+        );
+    }
+    let key = match &limit.key {
+        None => vec![RateKeyPart::ClientIp],
+        Some(parts) if parts.get_ref().is_empty() => {
+            checker.problem(
+                parts.span(),
+                format!("{table}.key"),
+                "is empty; list what to count by, e.g. [\"client_ip\"]",
+            );
+            Vec::new()
+        }
+        Some(parts) => parts.get_ref().iter().filter_map(|part| key_part(checker, &table, part)).collect(),
+    };
+    let (count, per) = parse_rate(limit.rate.get_ref()).unwrap_or_else(|why| {
+        checker.problem(limit.rate.span(), format!("{table}.rate"), why);
+        (1, Duration::from_secs(1))
+    });
+    let burst = match &limit.burst {
+        Some(burst) if *burst.get_ref() == 0 => {
+            checker.problem(
+                burst.span(),
+                format!("{table}.burst"),
+                format!("is 0, which admits nothing; give 1 or more (the requests admitted at once; default {count})"),
+            );
+            1
+        }
+        Some(burst) => *burst.get_ref(),
+        None => count,
+    };
+    let scope = scope(checker, &table, limit);
+    let timeout =
+        nonzero_duration(checker, &limit.timeout, &format!("{table}.timeout")).unwrap_or(defaults::RATE_STORE_TIMEOUT);
+    let on_store_error = choice(
+        checker,
+        &limit.on_store_error,
+        &format!("{table}.on_store_error"),
+        &[("local", StoreErrorPolicy::Local), ("open", StoreErrorPolicy::Open), ("closed", StoreErrorPolicy::Closed)],
+    );
+    let missing_key = choice(
+        checker,
+        &limit.missing_key,
+        &format!("{table}.missing_key"),
+        &[("shared", MissingKey::Shared), ("refuse", MissingKey::Refuse)],
+    );
+    if scope == RateScope::Local {
+        let global_only = [
+            (limit.on_store_error.as_ref().map(Spanned::span), "on_store_error"),
+            (limit.timeout.as_ref().map(Spanned::span), "timeout"),
+        ];
+        for (value, key) in global_only {
+            if let Some(span) = value {
+                checker.problem(
+                    span,
+                    format!("{table}.{key}"),
+                    "applies to scope = \"global\" only (a local limit has no store to fail); remove it or set scope",
+                );
+            }
+        }
+    }
+    let (on_store_error, missing_key) = (on_store_error?, missing_key?);
+    (checker.problems.len() == before).then(|| RateLimitConfig {
+        name: name.to_string(),
+        key,
+        count,
+        per,
+        burst,
+        scope,
+        on_store_error,
+        timeout,
+        missing_key,
+    })
+}
+
+fn key_part(checker: &mut Checker, table: &str, part: &Spanned<String>) -> Option<RateKeyPart> {
+    let text = part.get_ref().trim();
+    match text {
+        "client_ip" => return Some(RateKeyPart::ClientIp),
+        "route" => return Some(RateKeyPart::Route),
+        _ => {}
+    }
+    if let Some(header) = text.strip_prefix("header:") {
+        let valid =
+            !header.is_empty() && header.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if valid {
+            return Some(RateKeyPart::Header(header.to_ascii_lowercase()));
+        }
+    }
+    checker.problem(
+        part.span(),
+        format!("{table}.key"),
+        format!("\"{text}\" is not a key part; write \"client_ip\", \"route\" or \"header:NAME\" (e.g. \"header:x-api-key\")"),
+    );
+    None
+}
+
+fn scope(checker: &mut Checker, table: &str, limit: &FileRateLimit) -> RateScope {
+    let scope = limit.scope.as_ref().map_or("local", |s| s.get_ref().as_str());
+    match (scope, &limit.redis) {
+        ("local", None) => RateScope::Local,
+        ("local", Some(redis)) => {
+            checker.problem(
+                redis.span(),
+                format!("{table}.redis"),
+                "is only for scope = \"global\"; remove it, or set scope = \"global\" to share the limit through Redis",
+            );
+            RateScope::Local
+        }
+        ("global", Some(redis)) => {
+            let url = redis.get_ref().trim();
+            if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://")) {
+                checker.problem(
+                    redis.span(),
+                    format!("{table}.redis"),
+                    format!("\"{url}\" is not a Redis URL; write e.g. \"redis://127.0.0.1:6379\""),
+                );
+            }
+            RateScope::Global(url.to_string())
+        }
+        ("global", None) => {
+            let span = limit.scope.as_ref().map(Spanned::span).unwrap_or_default();
+            checker.problem(
+                span,
+                format!("{table}.redis"),
+                "is missing: a global limit is kept in Redis; add redis = \"redis://HOST:6379\"",
+            );
+            RateScope::Local
+        }
+        (other, _) => {
+            let span = limit.scope.as_ref().map(Spanned::span).unwrap_or_default();
+            checker.problem(
+                span,
+                format!("{table}.scope"),
+                format!("\"{other}\" is not a scope; write \"local\" (this process) or \"global\" (every instance, through Redis)"),
+            );
+            RateScope::Local
+        }
+    }
+}
+
+/// A route's `rate_limits` names → indexes into the sorted limits.
+pub(crate) fn route_rate_limits(
+    checker: &mut Checker,
+    route_key: &str,
+    names: &Option<Vec<Spanned<String>>>,
+    limits: &BTreeMap<String, FileRateLimit>,
+) -> Vec<usize> {
+    let Some(names) = names else { return Vec::new() };
+    let known: Vec<&String> = limits.keys().collect();
+    names
+        .iter()
+        .filter_map(|name| match known.iter().position(|k| *k == name.get_ref()) {
+            Some(index) => Some(index),
+            None => {
+                let defined = if known.is_empty() {
+                    "none is defined; add a [rate_limit.NAME] table".to_string()
+                } else {
+                    format!("defined: {}", known.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", "))
+                };
+                checker.problem(
+                    name.span(),
+                    format!("{route_key}.rate_limits"),
+                    format!("no rate limit named \"{}\" ({defined})", name.get_ref()),
+                );
+                None
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse_with_their_unit_and_bad_ones_say_what_to_write() {
+        assert_eq!(parse_rate("100/s"), Ok((100, Duration::from_secs(1))));
+        assert_eq!(parse_rate("5/m"), Ok((5, Duration::from_secs(60))));
+        assert_eq!(parse_rate("1000/h"), Ok((1000, Duration::from_secs(3600))));
+        for bad in ["100", "0/s", "x/s", "10/d", "-1/s"] {
+            let e = parse_rate(bad).expect_err(bad);
+            assert!(e.contains("\"100/s\""), "{e}");
+        }
+    }
+}
