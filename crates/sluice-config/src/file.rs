@@ -194,6 +194,8 @@ pub struct FileRoute {
     pub upgrades: Option<Vec<Spanned<String>>>,
     pub cache: Option<Spanned<bool>>,
     pub rate_limits: Option<Vec<Spanned<String>>>,
+    pub priority: Option<Spanned<String>>,
+    pub priority_header: Option<Spanned<String>>,
 }
 
 /// `[upstream.NAME]`: a group of interchangeable endpoints.
@@ -216,6 +218,17 @@ pub struct FileUpstream {
     #[serde(default)]
     pub circuit_breaker: FileCircuitBreaker,
     pub health_check: Option<FileHealthCheck>,
+    pub adaptive: Option<FileAdaptive>,
+}
+
+/// `[upstream.NAME.adaptive]`: a concurrency limit that follows measured latency.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdaptive {
+    pub initial_limit: Option<Spanned<u32>>,
+    pub min_limit: Option<Spanned<u32>>,
+    pub max_limit: Option<Spanned<u32>>,
+    pub tolerance: Option<Spanned<f64>>,
 }
 
 /// `[upstream.NAME.health_check]`: active checks, by HTTP GET.

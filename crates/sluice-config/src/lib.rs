@@ -13,7 +13,7 @@ mod model;
 mod size;
 mod validate;
 mod validate_cache;
-mod validate_rate;
+mod validate_limits;
 mod validate_tracing;
 mod warnings;
 
@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 pub use duration::parse_duration;
 pub use model::*;
 pub use size::parse_size;
-pub use validate_rate::parse_rate;
+pub use validate_limits::parse_rate;
 
 /// One thing wrong in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -334,6 +334,12 @@ pub struct RouteConfig {
     pub cache: bool,
     /// `rate_limits`: indexes into `Config::rate_limits`, each applied in turn.
     pub rate_limits: Vec<usize>,
+    /// Under an adaptive limit: critical requests wait in line, sheddable ones are
+    /// refused at once. Default critical.
+    pub priority: Priority,
+    /// A request header (lower case) whose value `critical` or `sheddable` overrides
+    /// `priority` (set by a trusted caller; sluice does not check who sent it).
+    pub priority_header: Option<String>,
 }
 
 /// `[admin]`: a separate listener for operators.
@@ -515,8 +521,33 @@ pub struct UpstreamConfig {
     pub queue_timeout: Duration,
     /// Active checks: None when not configured.
     pub health_check: Option<HealthCheck>,
+    /// An adaptive concurrency limit: None when not configured.
+    pub adaptive: Option<AdaptiveConfig>,
     /// Some: connect to the endpoints over TLS.
     pub tls: Option<UpstreamTls>,
+}
+
+/// `[upstream.NAME.adaptive]`: the group's requests in flight (until their response
+/// heads) at most a limit that follows measured latency (docs/OVERLOAD.md); one
+/// limiter per group for the whole process.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdaptiveConfig {
+    /// Default 20.
+    pub initial_limit: u32,
+    /// Default 1.
+    pub min_limit: u32,
+    /// Default 1,000.
+    pub max_limit: u32,
+    /// How much slower than its baseline the upstream may answer before the limit
+    /// shrinks (1.3: 30% slower). Default 1.3 (docs/OVERLOAD.md says why).
+    pub tolerance: f64,
+}
+
+/// A route's requests under pressure (`priority`): sheddable ones are refused first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    Critical,
+    Sheddable,
 }
 
 /// `balance`: how a group spreads requests (docs/BALANCING.md says how to choose).

@@ -64,7 +64,7 @@ pub(crate) fn validate(file: FileConfig, source: &str, base_dir: &Path) -> Resul
             message: "no [[route]] is configured; add one, e.g. [[route]] upstream = \"api\"".into(),
         });
     }
-    let rate_limits = crate::validate_rate::check_rate_limits(&mut checker, &file.rate_limits);
+    let rate_limits = crate::validate_limits::check_rate_limits(&mut checker, &file.rate_limits);
     let routes: Vec<RouteConfig> = file
         .routes
         .iter()
@@ -504,6 +504,8 @@ fn check_upstream(
         &[("http1", UpstreamProtocol::Http1), ("http2", UpstreamProtocol::Http2)],
     );
     let pool = check_pool(checker, &key, &upstream.pool);
+    // None: not configured; Some(None): configured with problems (reported).
+    let adaptive = upstream.adaptive.as_ref().map(|a| crate::validate_limits::check_adaptive(checker, &key, a));
     let tls = match &upstream.tls {
         None => Some(None),
         Some(tls) => check_upstream_tls(checker, &key, tls, base_dir).map(Some),
@@ -522,6 +524,10 @@ fn check_upstream(
         circuit_breaker,
         // Zero means something here: 503 at once instead of waiting in line.
         queue_timeout: upstream.queue_timeout.map_or(defaults::QUEUE_TIMEOUT, |d| d.0),
+        adaptive: match adaptive {
+            Some(checked) => Some(checked?),
+            None => None,
+        },
         health_check,
         protocol: protocol?,
         pool: pool?,
@@ -802,7 +808,8 @@ fn check_route(
     rate_limits: &std::collections::BTreeMap<String, crate::file::FileRateLimit>,
 ) -> Option<RouteConfig> {
     let key = format!("route[{index}]");
-    let route_rate_limits = crate::validate_rate::route_rate_limits(checker, &key, &route.rate_limits, rate_limits);
+    let route_rate_limits = crate::validate_limits::route_rate_limits(checker, &key, &route.rate_limits, rate_limits);
+    let (priority, priority_header) = crate::validate_limits::check_priority(checker, &key, route);
     let upstream = upstreams.iter().position(|n| n == route.upstream.get_ref());
     if upstream.is_none() {
         let known = if upstreams.is_empty() {
@@ -906,6 +913,8 @@ fn check_route(
         upgrades,
         cache: route.cache.as_ref().is_some_and(|c| *c.get_ref()),
         rate_limits: route_rate_limits,
+        priority,
+        priority_header,
     })
 }
 

@@ -6,6 +6,7 @@
 //! unit-tested exhaustively and benchmarked on its own.
 #![forbid(unsafe_code)]
 
+pub mod adaptive;
 pub mod balance;
 pub mod cache;
 pub mod capacity;

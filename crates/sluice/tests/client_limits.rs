@@ -5,9 +5,8 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use http::Request;
 use support::client::{self, send1, send2};
-use support::upstream::{full, Upstream};
+use support::upstream::Upstream;
 use support::{simple_config, Sluice};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -38,9 +37,7 @@ async fn exchange(stream: Option<TcpStream>) -> String {
 }
 
 async fn refused_total(sluice: &Sluice) -> String {
-    let mut admin = client::h1(sluice.admin.expect("admin")).await;
-    let request = Request::get("/metrics").header("host", "a").body(full("")).expect("request");
-    let page = String::from_utf8_lossy(&send1(&mut admin, request).await.1).into_owned();
+    let page = support::metrics(sluice).await;
     page.lines().find(|l| l.starts_with("sluice_connections_refused_total{")).expect("the series").to_string()
 }
 

@@ -13,7 +13,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use support::client::{self, send1, send2};
+use support::client::{self, send2};
 use support::upstream::{full, TestBody, Upstream};
 use support::{one_worker, with_access_log, Sluice};
 use tokio::sync::Notify;
@@ -79,15 +79,9 @@ fn config(endpoint: SocketAddr, extra: &str) -> String {
     )))
 }
 
-async fn metrics(sluice: &Sluice) -> String {
-    let mut admin = client::h1(sluice.admin.expect("admin")).await;
-    let request = Request::get("/metrics").header("host", "a").body(full("")).expect("request");
-    String::from_utf8_lossy(&send1(&mut admin, request).await.1).into_owned()
-}
-
 /// The value of a metric line that starts with `series`.
 async fn metric(sluice: &Sluice, series: &str) -> f64 {
-    let page = metrics(sluice).await;
+    let page = support::metrics(sluice).await;
     let line = page.lines().find(|l| l.starts_with(series)).unwrap_or_else(|| panic!("no {series} in {page}"));
     line.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("a number")
 }

@@ -202,16 +202,10 @@ async fn a_refused_request_gets_429_with_retry_after_and_the_ratelimit_fields() 
     let (parts, _) = send1(&mut conn, client::get("/other")).await;
     assert_eq!(parts.status, StatusCode::OK);
     assert!(parts.headers.get("ratelimit").is_none());
-    let page = metrics(&sluice).await;
+    let page = support::metrics(&sluice).await;
     assert!(page.contains("sluice_requests_shed_total{limit=\"rate\"} 2\n"), "{page}");
     assert!(page.contains("sluice_rate_limit_decisions_total{policy=\"per_key\",result=\"refused\"} 2\n"), "{page}");
     assert!(page.contains("sluice_rate_limit_decisions_total{policy=\"per_key\",result=\"admitted\"} 5\n"), "{page}");
-}
-
-async fn metrics(sluice: &Sluice) -> String {
-    let mut admin = client::h1(sluice.admin.expect("admin")).await;
-    let request = Request::get("/metrics").header("host", "a").body(full("")).expect("request");
-    String::from_utf8_lossy(&send1(&mut admin, request).await.1).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

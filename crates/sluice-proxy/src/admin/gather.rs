@@ -15,6 +15,8 @@ pub(super) struct GroupView {
     pub(super) endpoints: Vec<EndpointView>,
     /// Retries made, and refused by the budget.
     pub(super) retries: (u64, u64),
+    /// The adaptive limit and the requests under it, if configured.
+    pub(super) adaptive: Option<(u32, u32)>,
 }
 
 /// The groups in config order.
@@ -27,13 +29,18 @@ pub(super) fn groups(state: &AdminState) -> Vec<GroupView> {
             let at = match groups.iter().position(|g| g.name == group.name) {
                 Some(at) => at,
                 None => {
-                    groups.push(GroupView { name: Arc::clone(&group.name), endpoints: Vec::new(), retries: (0, 0) });
+                    let name = Arc::clone(&group.name);
+                    groups.push(GroupView { name, endpoints: Vec::new(), retries: (0, 0), adaptive: None });
                     groups.len() - 1
                 }
             };
             let view = &mut groups[at];
             let (made, refused) = group.retry_counts();
             view.retries = (view.retries.0 + made, view.retries.1 + refused);
+            // One limiter per process: every worker's group shows the same one.
+            if let Some(state) = group.adaptive_state() {
+                view.adaptive = Some(state);
+            }
             for mut e in group.endpoints() {
                 if seen_pools.contains(&e.pool) {
                     (e.idle, e.open, e.created, e.reused, e.connect_failures) = (0, 0, 0, 0, 0);

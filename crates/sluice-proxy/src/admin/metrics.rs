@@ -177,6 +177,7 @@ type EndpointMetric = (&'static str, &'static str, &'static str, fn(&EndpointVie
 
 fn upstreams(out: &mut String, state: &AdminState) {
     let groups = super::gather::groups(state);
+    adaptive(out, &groups);
     let gauges: [EndpointMetric; 12] = [
         ("sluice_upstream_healthy", "gauge", "1 when the endpoint is in rotation on every worker.", |e| {
             f64::from(u8::from(e.healthy))
@@ -252,8 +253,23 @@ fn cache(out: &mut String, state: &AdminState) {
     let _ = writeln!(out, "sluice_cache_entries {entries}");
 }
 
+fn adaptive(out: &mut String, groups: &[super::gather::GroupView]) {
+    let limited: Vec<_> = groups.iter().filter_map(|g| g.adaptive.map(|a| (label(&g.name), a))).collect();
+    if limited.is_empty() {
+        return;
+    }
+    head(out, "sluice_upstream_adaptive_limit", "gauge", "The group's adaptive concurrency limit.");
+    for (upstream, (limit, _)) in &limited {
+        let _ = writeln!(out, "sluice_upstream_adaptive_limit{{upstream=\"{upstream}\"}} {limit}");
+    }
+    head(out, "sluice_upstream_adaptive_in_flight", "gauge", "Requests holding a place under the adaptive limit.");
+    for (upstream, (_, in_flight)) in &limited {
+        let _ = writeln!(out, "sluice_upstream_adaptive_in_flight{{upstream=\"{upstream}\"}} {in_flight}");
+    }
+}
+
 fn rate_limits(out: &mut String, state: &AdminState) {
-    let policies = state.process.rates.states();
+    let policies = state.process.limits.rates.states();
     if policies.is_empty() {
         return;
     }
@@ -281,7 +297,7 @@ fn rate_limits(out: &mut String, state: &AdminState) {
         "counter",
         "Redis operations of global rate limits that failed or timed out.",
     );
-    let _ = writeln!(out, "sluice_rate_limit_store_errors_total {}", state.process.rates.store_errors());
+    let _ = writeln!(out, "sluice_rate_limit_store_errors_total {}", state.process.limits.rates.store_errors());
 }
 
 fn spans(out: &mut String, state: &AdminState) {

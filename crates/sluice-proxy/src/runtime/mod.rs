@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, Guard};
-use sluice_config::{ConcurrencyModel, Config, PoolSharing, ServerSettings};
+use sluice_config::{ConcurrencyModel, Config, PoolSharing, Priority, ServerSettings};
 use sluice_policy::route::{HostPattern, RouteRule, Router};
 
 mod conn;
@@ -23,6 +23,7 @@ use crate::limit::local::Leases;
 use crate::limit::{RatePolicy, RateRegistry};
 use crate::outcome::{AccessLog, Outcomes, SpanExport, Tally};
 use crate::stats::Counters;
+use crate::upstream::adaptive::AdaptiveLimits;
 use crate::upstream::{PoolRegistry, SharedCaps, UpstreamGroup};
 
 /// Everything a request needs from the configuration.
@@ -61,12 +62,28 @@ pub(crate) struct Route {
     pub(crate) cache: bool,
     /// Rate limits applied in turn before anything else (none: nothing is counted).
     pub(crate) rate_limits: Vec<Arc<RatePolicy>>,
+    /// Under an adaptive limit: wait in line (critical) or be refused at once.
+    pub(crate) priority: Priority,
+    /// A header whose value `critical` / `sheddable` overrides `priority`.
+    pub(crate) priority_header: Option<http::HeaderName>,
+}
+
+impl Route {
+    /// The request's priority: the route's, or what its priority header says.
+    pub(crate) fn priority(&self, headers: &http::HeaderMap) -> Priority {
+        let told = self.priority_header.as_ref().and_then(|name| headers.get(name));
+        match told.map(http::HeaderValue::as_bytes) {
+            Some(b"sheddable") => Priority::Sheddable,
+            Some(b"critical") => Priority::Critical,
+            _ => self.priority,
+        }
+    }
 }
 
 impl Snapshot {
     /// Builds the snapshot on the registry's pools (new ones start). Call inside a
     /// tokio runtime. An error names the upstream whose TLS settings failed to load.
-    fn build(config: &Config, registry: &PoolRegistry, rates: &RateRegistry) -> Result<Snapshot, String> {
+    fn build(config: &Config, registry: &PoolRegistry, limits: &Limits) -> Result<Snapshot, String> {
         // Per-core workers each enforce their share of a group's limits.
         let workers = match config.server.model {
             ConcurrencyModel::PerCore => config.server.worker_threads,
@@ -75,9 +92,9 @@ impl Snapshot {
         let groups = config
             .upstreams
             .iter()
-            .map(|u| UpstreamGroup::build(u, registry, workers).map(Arc::new))
+            .map(|u| UpstreamGroup::build(u, registry, workers, &limits.adaptive).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
-        let policies = rates.policies(&config.rate_limits, workers)?;
+        let policies = limits.rates.policies(&config.rate_limits, workers)?;
         let rules = config
             .routes
             .iter()
@@ -102,11 +119,24 @@ impl Snapshot {
                     upgrades: r.upgrades.clone(),
                     cache: r.cache,
                     rate_limits: r.rate_limits.iter().map(|&i| Arc::clone(&policies[i])).collect(),
+                    priority: r.priority,
+                    priority_header: r
+                        .priority_header
+                        .as_deref()
+                        .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()),
                 }),
             })
             .collect();
         Ok(Snapshot { server: config.server.clone(), router: Router::new(rules), groups })
     }
+}
+
+/// The process's limits whose state outlives snapshots: rate limits' counts (by name)
+/// and groups' adaptive concurrency limits (by group).
+#[derive(Default)]
+pub(crate) struct Limits {
+    pub(crate) rates: RateRegistry,
+    pub(crate) adaptive: AdaptiveLimits,
 }
 
 /// Why the process state could not be built.
@@ -140,8 +170,8 @@ pub(crate) struct Process {
     pub(crate) cache: Option<Arc<Cache>>,
     /// Open client connections per client address (`max_connections_per_ip`).
     per_ip: Arc<per_ip::PerIpConnections>,
-    /// Rate limits' counts and Redis connections, kept across reloads.
-    pub(crate) rates: Arc<RateRegistry>,
+    /// Rate limits' counts and adaptive limits, kept across reloads.
+    pub(crate) limits: Arc<Limits>,
 }
 
 impl Process {
@@ -162,7 +192,7 @@ impl Process {
             shared_pools,
             shared_caps,
             per_ip: Arc::default(),
-            rates: Arc::default(),
+            limits: Arc::default(),
         })
     }
 
@@ -194,8 +224,8 @@ pub(crate) struct Shared {
     pub(crate) cache: Option<Arc<Cache>>,
     /// The process's count of open connections per client address.
     pub(crate) per_ip: Arc<per_ip::PerIpConnections>,
-    /// The process's rate-limit state, and this worker's leases of it.
-    rates: Arc<RateRegistry>,
+    /// The process's limits' state, and this worker's leases of rate limits.
+    limits: Arc<Limits>,
     pub(crate) leases: Leases,
     pub(crate) worker: u16,
 }
@@ -207,7 +237,7 @@ impl Shared {
             Some(pools) => Arc::clone(pools),
             None => Arc::new(PoolRegistry::new(config.server.dns_ttl, process.shared_caps.clone())),
         };
-        let snapshot = Snapshot::build(config, &pools, &process.rates).map_err(StartError::Upstream)?;
+        let snapshot = Snapshot::build(config, &pools, &process.limits).map_err(StartError::Upstream)?;
         Ok(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             shutdown: Arc::clone(&process.shutdown),
@@ -222,7 +252,7 @@ impl Shared {
             idle: IdleTimers::default(),
             cache: process.cache.clone(),
             per_ip: Arc::clone(&process.per_ip),
-            rates: Arc::clone(&process.rates),
+            limits: Arc::clone(&process.limits),
             leases: Leases::default(),
             worker,
         })
@@ -236,7 +266,7 @@ impl Shared {
     /// A snapshot of `config` on this worker's pools (unchanged endpoints keep theirs).
     /// Call on the worker's runtime.
     pub(crate) fn build_snapshot(&self, config: &Config) -> Result<Snapshot, String> {
-        Snapshot::build(config, &self.pools, &self.rates)
+        Snapshot::build(config, &self.pools, &self.limits)
     }
 
     /// Makes `snapshot` the one new requests load; requests in flight finish on theirs.
@@ -336,9 +366,10 @@ mod tests {
     #[tokio::test]
     async fn a_new_snapshot_keeps_the_pools_of_unchanged_endpoints() {
         let registry = PoolRegistry::default();
-        let rates = RateRegistry::default();
-        let old = Snapshot::build(&config("max_connections = 8", ""), &registry, &rates).expect("old");
-        let new = Snapshot::build(&config("max_connections = 9", ", \"127.0.0.1:3\""), &registry, &rates).expect("new");
+        let limits = Limits::default();
+        let old = Snapshot::build(&config("max_connections = 8", ""), &registry, &limits).expect("old");
+        let new =
+            Snapshot::build(&config("max_connections = 9", ", \"127.0.0.1:3\""), &registry, &limits).expect("new");
         let pools = |s: &Snapshot, group: usize| s.groups[group].pools().cloned().collect::<Vec<_>>();
         assert!(
             Arc::ptr_eq(&pools(&old, 0)[0], &pools(&new, 0)[0]),

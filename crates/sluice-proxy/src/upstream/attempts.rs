@@ -57,7 +57,14 @@ pub(super) struct Attempts<'a> {
 }
 
 impl<'a> Attempts<'a> {
-    pub(super) fn new(group: &'a UpstreamGroup, replayable: bool, key: Option<u64>, outcome: &'a mut Outcome) -> Self {
+    /// `queue`: the request's time in line so far (the adaptive limit's), for the pools' lines.
+    pub(super) fn new(
+        group: &'a UpstreamGroup,
+        replayable: bool,
+        key: Option<u64>,
+        outcome: &'a mut Outcome,
+        queue: QueueWait,
+    ) -> Self {
         group.retry.deposit();
         let first = balance::pick(&group.balancer, &group.loads, key);
         Attempts {
@@ -71,7 +78,7 @@ impl<'a> Attempts<'a> {
             outcome,
             retries: 0,
             retrying: None,
-            queue: QueueWait::new(group.queue_timeout),
+            queue,
         }
     }
 

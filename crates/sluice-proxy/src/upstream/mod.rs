@@ -3,6 +3,7 @@
 //! health state and retry budgets hang here.
 
 mod active;
+pub(crate) mod adaptive;
 mod attempts;
 mod balance;
 mod connect;
@@ -28,7 +29,7 @@ use crate::outcome::Outcome;
 use bytes::BytesMut;
 use hyper::body::Incoming;
 use hyper::Request;
-use sluice_config::{Balance, CircuitBreaker, HashKey, HedgeAfter, UpstreamConfig, UpstreamProtocol};
+use sluice_config::{Balance, CircuitBreaker, HashKey, HedgeAfter, Priority, UpstreamConfig, UpstreamProtocol};
 use sluice_policy::balance::Balancer;
 use std::sync::atomic::AtomicUsize;
 
@@ -39,8 +40,8 @@ use connect::{Dialer, H1Connector, H2Connector};
 pub(crate) use h1::H1Body;
 use pool::exclusive::ExclusivePool;
 use pool::shared::SharedPool;
-use pool::EndpointPool;
 pub(crate) use pool::Lease;
+use pool::{EndpointPool, QueueWait};
 
 use registry::PoolKey;
 pub(crate) use registry::{PoolRegistry, SharedCaps};
@@ -100,8 +101,10 @@ pub struct UpstreamGroup {
     breaker: CircuitBreaker,
     /// `weights[i]` is `pools[i]`'s configured weight.
     weights: Vec<u32>,
-    /// How long a request may wait in line for a connection, over all its tries.
+    /// How long a request may wait in line (the adaptive limit's, then a pool's), over all its tries.
     queue_timeout: std::time::Duration,
+    /// The group's adaptive concurrency limit (the process's), when it has one.
+    adaptive: Option<Arc<adaptive::AdaptiveLimit>>,
     /// Requests of this worker waiting for a connection, and being retried, now.
     pending: AtomicUsize,
     retrying: AtomicUsize,
@@ -111,7 +114,12 @@ impl UpstreamGroup {
     /// Builds the group on the registry's pools: unchanged endpoints keep theirs, new
     /// ones start (warm connections open in the background). An error names what in
     /// the TLS settings could not be loaded.
-    pub(crate) fn build(config: &UpstreamConfig, registry: &PoolRegistry, workers: usize) -> Result<Self, String> {
+    pub(crate) fn build(
+        config: &UpstreamConfig,
+        registry: &PoolRegistry,
+        workers: usize,
+        adaptive: &adaptive::AdaptiveLimits,
+    ) -> Result<Self, String> {
         let tls = match &config.tls {
             Some(tls) => Some(
                 UpstreamTlsConfig::new(tls, config.protocol)
@@ -178,6 +186,7 @@ impl UpstreamGroup {
             retry: retry::RetryState::new(&config.retry),
             breaker: share_of(config.circuit_breaker, workers),
             queue_timeout: config.queue_timeout,
+            adaptive: config.adaptive.map(|a| adaptive.get(&config.name, adaptive_settings(a))),
             weights: config.weights.clone(),
             pending: AtomicUsize::new(0),
             retrying: AtomicUsize::new(0),
@@ -217,6 +226,11 @@ impl UpstreamGroup {
             .collect()
     }
 
+    /// The group's adaptive limit and the requests holding a place under it, if any.
+    pub(crate) fn adaptive_state(&self) -> Option<(u32, u32)> {
+        self.adaptive.as_ref().map(|limit| (limit.limit(), limit.in_flight()))
+    }
+
     /// Retries made and retries the budget refused, since start (this worker's).
     pub(crate) fn retry_counts(&self) -> (u64, u64) {
         self.retry.counts()
@@ -249,6 +263,7 @@ impl UpstreamGroup {
     /// request on to the next endpoint; a request that a closed pooled connection did
     /// not take is sent again on another connection when that is safe. The record
     /// learns which endpoint answered, after how many tries.
+    #[allow(clippy::too_many_arguments)] // each is the request's own; a struct would only rename them
     pub(crate) async fn send(
         &self,
         request: Request<RequestBody>,
@@ -256,14 +271,27 @@ impl UpstreamGroup {
         key: Option<u64>,
         interim: Option<&Interim>,
         fields: ResponseFields,
+        priority: Priority,
         outcome: &mut Outcome,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let in_flight: usize = self.loads.iter().map(|l| l.outstanding()).sum();
         if in_flight >= self.breaker.max_requests {
             return Err(self.overloaded("max_requests"));
         }
+        let mut queue = QueueWait::new(self.queue_timeout);
+        // Held until the response head (or the failure): what the limit counts. Boxed,
+        // as is the wait for it: a group without the limit carries a pointer (every
+        // byte of this future is copied per request; see docs/BENCHMARKS.md, issue 20).
+        let _place = match &self.adaptive {
+            Some(limit) => {
+                let critical = priority == Priority::Critical;
+                let place = Box::pin(limit.acquire(critical, &mut queue)).await;
+                Some(Box::new(place.map_err(|adaptive::Shed| self.overloaded("adaptive"))?))
+            }
+            None => None,
+        };
         let replayable = self.retry.replayable(idempotent, request.body().is_whole());
-        let attempts = Attempts::new(self, replayable, key, outcome);
+        let attempts = Attempts::new(self, replayable, key, outcome, queue);
         match self.protocol {
             UpstreamProtocol::Http1 => self.send_http1(request, idempotent, attempts, interim, fields).await,
             UpstreamProtocol::Http2 => self.send_http2(request, idempotent, attempts).await,
@@ -331,6 +359,15 @@ impl QueueView {
         self.queued += other.queued;
         self.wait_seconds += other.wait_seconds;
         self.timeouts += other.timeouts;
+    }
+}
+
+fn adaptive_settings(config: sluice_config::AdaptiveConfig) -> sluice_policy::adaptive::AdaptiveSettings {
+    sluice_policy::adaptive::AdaptiveSettings {
+        initial_limit: config.initial_limit,
+        min_limit: config.min_limit,
+        max_limit: config.max_limit,
+        tolerance: config.tolerance,
     }
 }
 

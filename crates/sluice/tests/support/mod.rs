@@ -282,6 +282,13 @@ pub async fn dead_port() -> SocketAddr {
     listener.local_addr().expect("addr")
 }
 
+/// The admin listener's `/metrics` page (the config must have `[admin]`).
+pub async fn metrics(sluice: &Sluice) -> String {
+    let mut admin = client::h1(sluice.admin.expect("an [admin] listener")).await;
+    let request = http::Request::get("/metrics").header("host", "admin").body(upstream::full("")).expect("request");
+    String::from_utf8_lossy(&client::send1(&mut admin, request).await.1).into_owned()
+}
+
 /// `config` with the access log written as JSON lines to `access.log` beside it.
 pub fn with_access_log(config: &str) -> String {
     format!("{config}\n[access_log]\npath = \"access.log\"\n")

@@ -6,7 +6,7 @@
 
 pub(crate) mod cap;
 pub(crate) mod exclusive;
-mod queue;
+pub(crate) mod queue;
 pub(crate) mod shared;
 #[cfg(test)]
 mod tests;
@@ -118,7 +118,7 @@ impl QueueWait {
 
     /// When waiting must end; None when the request may not wait. The clock is read
     /// only when a request has to wait.
-    fn deadline(&mut self) -> Option<tokio::time::Instant> {
+    pub(crate) fn deadline(&mut self) -> Option<tokio::time::Instant> {
         if self.timeout.is_zero() {
             return None;
         }

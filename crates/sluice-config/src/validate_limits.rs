@@ -1,5 +1,6 @@
-//! `[rate_limit.NAME]`, file types → `RateLimitConfig`, and the routes' `rate_limits`
-//! names → indexes.
+//! Overload limits, file types → model: `[rate_limit.NAME]` → `RateLimitConfig` (and
+//! the routes' `rate_limits` names → indexes), `[upstream.NAME.adaptive]` →
+//! `AdaptiveConfig`, a route's `priority`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -7,8 +8,8 @@ use std::time::Duration;
 use toml::Spanned;
 
 use crate::defaults;
-use crate::file::FileRateLimit;
-use crate::model::{MissingKey, RateKeyPart, RateLimitConfig, RateScope, StoreErrorPolicy};
+use crate::file::{FileAdaptive, FileRateLimit, FileRoute};
+use crate::model::{AdaptiveConfig, MissingKey, Priority, RateKeyPart, RateLimitConfig, RateScope, StoreErrorPolicy};
 use crate::validate::{choice, nonzero_duration, Checker};
 
 /// What to write instead of a malformed rate.
@@ -214,6 +215,69 @@ pub(crate) fn route_rate_limits(
             }
         })
         .collect()
+}
+
+/// `[upstream.NAME.adaptive]`.
+pub(crate) fn check_adaptive(checker: &mut Checker, key: &str, adaptive: &FileAdaptive) -> Option<AdaptiveConfig> {
+    let before = checker.problems.len();
+    let value = |v: &Option<Spanned<u32>>, default: u32| v.as_ref().map_or(default, |v| *v.get_ref());
+    let min_limit = value(&adaptive.min_limit, 1);
+    let max_limit = value(&adaptive.max_limit, 1000);
+    let initial_limit = value(&adaptive.initial_limit, 20.clamp(min_limit, max_limit.max(min_limit)));
+    if let Some(v) = adaptive.min_limit.as_ref().filter(|_| min_limit == 0) {
+        checker.problem(
+            v.span(),
+            format!("{key}.adaptive.min_limit"),
+            "is 0, which would admit nothing; give 1 or more",
+        );
+    }
+    if let Some(v) = adaptive.max_limit.as_ref().filter(|_| max_limit < min_limit) {
+        checker.problem(
+            v.span(),
+            format!("{key}.adaptive.max_limit"),
+            format!("{max_limit} is below min_limit ({min_limit}); raise it"),
+        );
+    }
+    if let Some(v) = adaptive.initial_limit.as_ref().filter(|_| !(min_limit..=max_limit).contains(&initial_limit)) {
+        checker.problem(
+            v.span(),
+            format!("{key}.adaptive.initial_limit"),
+            format!("{initial_limit} is outside min_limit..max_limit ({min_limit}..{max_limit})"),
+        );
+    }
+    let tolerance = adaptive.tolerance.as_ref().map_or(1.3, |t| *t.get_ref());
+    if let Some(v) = adaptive.tolerance.as_ref().filter(|_| !(1.0..=10.0).contains(&tolerance)) {
+        checker.problem(
+            v.span(),
+            format!("{key}.adaptive.tolerance"),
+            "is how much slower than its baseline the upstream may get before the limit shrinks: give 1.0 to 10.0 (default 1.3)",
+        );
+    }
+    (checker.problems.len() == before).then_some(AdaptiveConfig { initial_limit, min_limit, max_limit, tolerance })
+}
+
+/// A route's `priority` and `priority_header`.
+pub(crate) fn check_priority(checker: &mut Checker, key: &str, route: &FileRoute) -> (Priority, Option<String>) {
+    let priority = choice(
+        checker,
+        &route.priority,
+        &format!("{key}.priority"),
+        &[("critical", Priority::Critical), ("sheddable", Priority::Sheddable)],
+    )
+    .unwrap_or(Priority::Critical);
+    let header = route.priority_header.as_ref().and_then(|name| {
+        let text = name.get_ref().trim();
+        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
+            checker.problem(
+                name.span(),
+                format!("{key}.priority_header"),
+                "is not a header name; write e.g. \"x-priority\"",
+            );
+            return None;
+        }
+        Some(text.to_ascii_lowercase())
+    });
+    (priority, header)
 }
 
 #[cfg(test)]
