@@ -34,6 +34,10 @@ pub struct Interval {
 pub struct Recorder {
     measure_from: Instant,
     pub latency: Histogram<u64>,
+    /// The same, apart for responses a limit refused (429 and 503) and for the rest: an
+    /// overloaded target's refusals are fast, and mixed in they hide the admitted p99.
+    pub refused_latency: Histogram<u64>,
+    pub admitted_latency: Histogram<u64>,
     interval: Interval,
     pub per_second: Vec<Second>,
     /// Responses by status class: index 1 = 1xx ... 5 = 5xx; 0 = anything else.
@@ -53,6 +57,11 @@ pub struct Recorder {
     pub connects: u64,
     open: u64,
     pub peak_open: u64,
+}
+
+/// A limit's refusal: 429 Too Many Requests or 503 Service Unavailable.
+pub fn is_refusal(status: u16) -> bool {
+    matches!(status, 429 | 503)
 }
 
 /// Rows the report keeps per URL at most; a request file with more shares the last row.
@@ -78,6 +87,8 @@ impl Recorder {
         Recorder {
             measure_from,
             latency: new_histogram(),
+            refused_latency: new_histogram(),
+            admitted_latency: new_histogram(),
             interval: Interval { responses: 0, errors: 0, latency: new_histogram() },
             per_second: Vec::new(),
             status: [0; 6],
@@ -105,6 +116,10 @@ impl Recorder {
             return;
         }
         self.latency.saturating_record(micros);
+        match is_refusal(status) {
+            true => self.refused_latency.saturating_record(micros),
+            false => self.admitted_latency.saturating_record(micros),
+        }
         let class = usize::from(status / 100);
         self.status[if (1..=5).contains(&class) { class } else { 0 }] += 1;
         if let Some(count) = usize::from(status).checked_sub(100).and_then(|i| self.codes.get_mut(i)) {
@@ -181,6 +196,8 @@ impl Recorder {
     pub fn merge(&mut self, other: &Recorder) {
         // Same bounds on both sides, so adding cannot fail.
         let _ = self.latency.add(&other.latency);
+        let _ = self.refused_latency.add(&other.refused_latency);
+        let _ = self.admitted_latency.add(&other.admitted_latency);
         if self.per_second.len() < other.per_second.len() {
             self.per_second.resize(other.per_second.len(), Second::default());
         }

@@ -275,3 +275,30 @@ fn a_bad_rate_limit_is_named_with_its_line_and_fix() {
         assert!(printed.contains(expected), "{expected:?} in:\n{printed}");
     }
 }
+
+/// `sluice bench` above the limit: it counts the 429s and reports the admitted
+/// requests' latency apart from the refusals' (which are fast, and would hide it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sluice_bench_above_the_limit_reports_admitted_latency_apart_from_refusals() {
+    let upstream = Upstream::start(|_: http::Request<hyper::body::Incoming>| async {
+        tokio::time::sleep(Duration::from_millis(20)).await; // the upstream's work
+        http::Response::new(full("ok"))
+    })
+    .await;
+    let sluice = Sluice::start(&config_with(upstream.addr, "rate = \"50/s\"\nburst = 5\nkey = [\"route\"]"));
+    let url = format!("http://{}/api/x", sluice.addr);
+    let output = tokio::task::spawn_blocking(move || {
+        let args = ["bench", "--rate", "200", "-d", "2s", "-c", "8", "-t", "1", "--json", url.as_str()];
+        support::sluice_command(None).args(args).output().expect("run sluice bench")
+    })
+    .await
+    .expect("join");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
+    let codes = &report["status_codes"];
+    let (admitted, refused) = (codes["200"].as_u64().unwrap_or(0), codes["429"].as_u64().unwrap_or(0));
+    assert!(admitted > 0 && refused > admitted, "{codes}");
+    let admitted_p99 = report["admitted_latency_ms"]["p99"].as_f64().expect("admitted latency");
+    let refused_p99 = report["refused_latency_ms"]["p99"].as_f64().expect("refused latency");
+    assert!(admitted_p99 >= 20.0, "the admitted went to the upstream (20 ms): {admitted_p99}");
+    assert!(refused_p99 < admitted_p99, "refusals are answered at once: {refused_p99} against {admitted_p99}");
+}

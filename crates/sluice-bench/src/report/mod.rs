@@ -41,6 +41,11 @@ pub struct Report {
     #[serde(default)]
     pub failure_samples: BTreeMap<String, Vec<String>>,
     pub latency_ms: Latency,
+    /// When a limit refused some (429 or 503): the latency of the others, and of those.
+    #[serde(default)]
+    pub admitted_latency_ms: Option<Latency>,
+    #[serde(default)]
+    pub refused_latency_ms: Option<Latency>,
     /// The latency curve: [percentile, milliseconds], from 0 to 100.
     pub percentiles: Vec<[f64; 2]>,
     pub per_second: Vec<SecondPoint>,
@@ -108,6 +113,26 @@ pub struct Latency {
     pub max: f64,
 }
 
+impl Latency {
+    /// The figures of `histogram` (µs) in ms; zeros when it is empty.
+    fn of(histogram: &hdrhistogram::Histogram<u64>) -> Latency {
+        if histogram.is_empty() {
+            return Latency::default();
+        }
+        let ms = |us: u64| us as f64 / 1000.0;
+        Latency {
+            min: ms(histogram.min()),
+            mean: histogram.mean() / 1000.0,
+            stdev: histogram.stdev() / 1000.0,
+            p50: ms(histogram.value_at_quantile(0.50)),
+            p90: ms(histogram.value_at_quantile(0.90)),
+            p99: ms(histogram.value_at_quantile(0.99)),
+            p99_9: ms(histogram.value_at_quantile(0.999)),
+            max: ms(histogram.max()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct SecondPoint {
     pub second: u64,
@@ -145,20 +170,8 @@ impl Report {
         let errors = recorder.errors();
         let histogram = &recorder.latency;
         let ms = |us: u64| us as f64 / 1000.0;
-        let latency = if histogram.is_empty() {
-            Latency::default()
-        } else {
-            Latency {
-                min: ms(histogram.min()),
-                mean: histogram.mean() / 1000.0,
-                stdev: histogram.stdev() / 1000.0,
-                p50: ms(histogram.value_at_quantile(0.50)),
-                p90: ms(histogram.value_at_quantile(0.90)),
-                p99: ms(histogram.value_at_quantile(0.99)),
-                p99_9: ms(histogram.value_at_quantile(0.999)),
-                max: ms(histogram.max()),
-            }
-        };
+        let latency = Latency::of(histogram);
+        let refused = !recorder.refused_latency.is_empty();
         let percentiles = if histogram.is_empty() {
             Vec::new()
         } else {
@@ -210,6 +223,8 @@ impl Report {
                 samples
             },
             latency_ms: latency,
+            admitted_latency_ms: refused.then(|| Latency::of(&recorder.admitted_latency)),
+            refused_latency_ms: refused.then(|| Latency::of(&recorder.refused_latency)),
             percentiles,
             per_second,
             connections: Connections {

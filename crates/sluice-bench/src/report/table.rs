@@ -72,7 +72,6 @@ pub fn render(report: &Report) -> String {
             row(&mut out, "", &format!("{kind}: {message}"));
         }
     }
-    let l = &report.latency_ms;
     if report.responses == 0 {
         row(&mut out, "latency", "no responses to measure");
     } else {
@@ -81,17 +80,12 @@ pub fn render(report: &Report) -> String {
             "  {:<13}{:>11}{:>11}{:>11}{:>11}{:>11}{:>11}",
             "latency", "p50", "p90", "p99", "p99.9", "max", "mean"
         );
-        let _ = writeln!(
-            out,
-            "  {:<13}{:>11}{:>11}{:>11}{:>11}{:>11}{:>11}",
-            "",
-            format_ms(l.p50),
-            format_ms(l.p90),
-            format_ms(l.p99),
-            format_ms(l.p99_9),
-            format_ms(l.max),
-            format_ms(l.mean)
-        );
+        latency_row(&mut out, "", &report.latency_ms);
+        // A limit refused some: the admitted requests' latency apart from the refusals'.
+        if let (Some(admitted), Some(refused)) = (&report.admitted_latency_ms, &report.refused_latency_ms) {
+            latency_row(&mut out, "admitted", admitted);
+            latency_row(&mut out, "429/503", refused);
+        }
     }
     if let Some(line) = per_second_line(report) {
         row(&mut out, "per second", &line);
@@ -137,6 +131,20 @@ fn row(out: &mut String, name: &str, value: &str) {
 }
 
 /// Min / median / max responses per whole second (the last, partial second left out).
+fn latency_row(out: &mut String, label: &str, l: &super::Latency) {
+    let _ = writeln!(
+        out,
+        "  {:<13}{:>11}{:>11}{:>11}{:>11}{:>11}{:>11}",
+        label,
+        format_ms(l.p50),
+        format_ms(l.p90),
+        format_ms(l.p99),
+        format_ms(l.p99_9),
+        format_ms(l.max),
+        format_ms(l.mean)
+    );
+}
+
 fn per_second_line(report: &Report) -> Option<String> {
     let whole = report.elapsed_s.floor() as usize;
     let mut counts: Vec<u64> = report.per_second.iter().take(whole).map(|s| s.responses).collect();
