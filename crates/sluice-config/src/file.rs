@@ -219,6 +219,15 @@ pub struct FileUpstream {
     pub circuit_breaker: FileCircuitBreaker,
     pub health_check: Option<FileHealthCheck>,
     pub adaptive: Option<FileAdaptive>,
+    pub rate: Option<FileUpstreamRate>,
+}
+
+/// `[upstream.NAME.rate]`: requests per second sent to the group at most.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileUpstreamRate {
+    pub rate: Spanned<String>,
+    pub burst: Option<Spanned<u32>>,
 }
 
 /// `[upstream.NAME.adaptive]`: a concurrency limit that follows measured latency.

@@ -523,6 +523,10 @@ pub struct UpstreamConfig {
     pub health_check: Option<HealthCheck>,
     /// An adaptive concurrency limit: None when not configured.
     pub adaptive: Option<AdaptiveConfig>,
+    /// `[upstream.NAME.rate]`: requests sent to the group at most `count` per `per`, up
+    /// to `burst` at once, for the process; beyond, a request waits (within
+    /// queue_timeout) until it may go, or gets 503. None when not configured.
+    pub rate: Option<UpstreamRate>,
     /// Some: connect to the endpoints over TLS.
     pub tls: Option<UpstreamTls>,
 }
@@ -541,6 +545,15 @@ pub struct AdaptiveConfig {
     /// How much slower than its baseline the upstream may answer before the limit
     /// shrinks (1.3: 30% slower). Default 1.3 (docs/OVERLOAD.md says why).
     pub tolerance: f64,
+}
+
+/// `[upstream.NAME.rate]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamRate {
+    pub count: u32,
+    pub per: Duration,
+    /// Default 1: requests evenly spaced.
+    pub burst: u32,
 }
 
 /// A route's requests under pressure (`priority`): sheddable ones are refused first.

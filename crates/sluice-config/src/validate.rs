@@ -506,6 +506,7 @@ fn check_upstream(
     let pool = check_pool(checker, &key, &upstream.pool);
     // None: not configured; Some(None): configured with problems (reported).
     let adaptive = upstream.adaptive.as_ref().map(|a| crate::validate_limits::check_adaptive(checker, &key, a));
+    let rate = upstream.rate.as_ref().map(|r| crate::validate_limits::check_upstream_rate(checker, &key, r));
     let tls = match &upstream.tls {
         None => Some(None),
         Some(tls) => check_upstream_tls(checker, &key, tls, base_dir).map(Some),
@@ -525,6 +526,10 @@ fn check_upstream(
         // Zero means something here: 503 at once instead of waiting in line.
         queue_timeout: upstream.queue_timeout.map_or(defaults::QUEUE_TIMEOUT, |d| d.0),
         adaptive: match adaptive {
+            Some(checked) => Some(checked?),
+            None => None,
+        },
+        rate: match rate {
             Some(checked) => Some(checked?),
             None => None,
         },

@@ -8,8 +8,10 @@ use std::time::Duration;
 use toml::Spanned;
 
 use crate::defaults;
-use crate::file::{FileAdaptive, FileRateLimit, FileRoute};
-use crate::model::{AdaptiveConfig, MissingKey, Priority, RateKeyPart, RateLimitConfig, RateScope, StoreErrorPolicy};
+use crate::file::{FileAdaptive, FileRateLimit, FileRoute, FileUpstreamRate};
+use crate::model::{
+    AdaptiveConfig, MissingKey, Priority, RateKeyPart, RateLimitConfig, RateScope, StoreErrorPolicy, UpstreamRate,
+};
 use crate::validate::{choice, nonzero_duration, Checker};
 
 /// What to write instead of a malformed rate.
@@ -254,6 +256,26 @@ pub(crate) fn check_adaptive(checker: &mut Checker, key: &str, adaptive: &FileAd
         );
     }
     (checker.problems.len() == before).then_some(AdaptiveConfig { initial_limit, min_limit, max_limit, tolerance })
+}
+
+/// `[upstream.NAME.rate]`.
+pub(crate) fn check_upstream_rate(checker: &mut Checker, key: &str, rate: &FileUpstreamRate) -> Option<UpstreamRate> {
+    let (count, per) = parse_rate(rate.rate.get_ref())
+        .map_err(|why| checker.problem(rate.rate.span(), format!("{key}.rate.rate"), why))
+        .ok()?;
+    let burst = match &rate.burst {
+        Some(b) if *b.get_ref() == 0 => {
+            checker.problem(
+                b.span(),
+                format!("{key}.rate.burst"),
+                "is 0, which sends nothing; give 1 or more (default 1)",
+            );
+            return None;
+        }
+        Some(b) => *b.get_ref(),
+        None => 1,
+    };
+    Some(UpstreamRate { count, per, burst })
 }
 
 /// A route's `priority` and `priority_header`.

@@ -138,12 +138,18 @@ async fn with_redis_killed_the_local_fallback_holds_and_the_shared_limit_returns
     load(&targets, 6, until, "k", &alone).await;
     let down = started.elapsed().as_secs_f64();
     redis.restart_redis();
-    // Back: once decisions reach Redis again (its key reappears), one limit again.
+    // Back: once neither instance falls back any more (one may reconnect a second or
+    // two after the other: its gate skips Redis for a second after each failure), one
+    // limit again.
     let deadline = Instant::now() + support::WAIT;
     let warmup = Arc::new(Tally::default());
-    while !redis.command("KEYS sluice:rl:*").contains("sluice:rl:") {
-        assert!(Instant::now() < deadline, "decisions never reached the restarted Redis");
-        load(&targets, 2, Instant::now() + Duration::from_millis(200), "k", &warmup).await;
+    loop {
+        let before = (fallbacks(&a).await, fallbacks(&b).await);
+        load(&targets, 2, Instant::now() + Duration::from_millis(300), "probe", &warmup).await;
+        if (fallbacks(&a).await, fallbacks(&b).await) == before {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the instances never went back to Redis");
     }
     let (back, until) = phase(3);
     let started = Instant::now();
@@ -168,6 +174,13 @@ async fn with_redis_killed_the_local_fallback_holds_and_the_shared_limit_returns
     for sluice in [&a, &b] {
         assert!(sluice.log().contains("a global rate limit's Redis failed"), "the outage is logged");
     }
+}
+
+/// Decisions an instance made by `on_store_error` because Redis did not answer.
+async fn fallbacks(sluice: &Sluice) -> u64 {
+    let page = support::metrics(sluice).await;
+    let line = page.lines().find(|l| l.starts_with("sluice_rate_limit_store_fallbacks_total{")).unwrap_or("x 0");
+    line.rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

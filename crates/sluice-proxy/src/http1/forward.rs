@@ -56,16 +56,22 @@ impl ForwardedFields {
 /// The name of a response field that sluice reads or rewrites on its way to an HTTP/1
 /// client, None for the rest: framing, hop-by-hop (`HOP_BY_HOP`, matched here by length
 /// first, as a field is classified on every response;
-/// `Keep-Alive`'s timeout is also read by the pool), `Date` (added when missing) and
-/// `x-request-id` (replaced). `Trailer` is end-to-end (RFC 9110 §6.6.2): forwarded.
+/// `Keep-Alive`'s timeout is also read by the pool), `Date` (added when missing),
+/// `x-request-id` (replaced), and `Retry-After` and `RateLimit` (read to pace an
+/// endpoint that asks for a pause, `upstream::pacing`; sent on from the map unchanged).
+/// `Trailer` is end-to-end (RFC 9110 §6.6.2): forwarded.
+static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
 fn read_by_sluice(name: &[u8]) -> Option<&'static HeaderName> {
     let is = |wanted: &[u8]| name.eq_ignore_ascii_case(wanted);
     let found = match name.len() {
         2 if is(b"te") => &header::TE,
         4 if is(b"date") => &header::DATE,
         7 if is(b"upgrade") => &header::UPGRADE,
+        9 if is(b"ratelimit") => &RATELIMIT,
         10 if is(b"connection") => &header::CONNECTION,
         10 if is(b"keep-alive") => &KEEP_ALIVE,
+        11 if is(b"retry-after") => &header::RETRY_AFTER,
         12 if is(b"x-request-id") => &X_REQUEST_ID,
         14 if is(b"content-length") => &header::CONTENT_LENGTH,
         14 if is(b"http2-settings") => &HTTP2_SETTINGS,

@@ -417,7 +417,8 @@ pub(crate) struct Tally {
 
 /// The limits that refuse requests today (a record's `limit`): a group's circuit breaker
 /// (requests in flight, requests waiting for a connection) and a pool out of connections.
-pub(crate) const SHED_LIMITS: [&str; 5] = ["max_requests", "max_pending", "queue", "rate", "adaptive"];
+pub(crate) const SHED_LIMITS: [&str; 7] =
+    ["max_requests", "max_pending", "queue", "rate", "adaptive", "upstream_paced", "upstream_rate"];
 
 /// Where one worker's finished records go: its own totals (no cache line is shared
 /// between workers per request), and the process's access log.

@@ -112,7 +112,7 @@ impl ProxyError {
             ProxyError::Upstream(e) => match e {
                 UpstreamError::ConnectTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
                 UpstreamError::Tls { .. } => StatusCode::BAD_GATEWAY,
-                UpstreamError::QueueTimeout { .. } | UpstreamError::Overloaded { .. } => {
+                UpstreamError::QueueTimeout { .. } | UpstreamError::Overloaded { .. } | UpstreamError::Paced { .. } => {
                     StatusCode::SERVICE_UNAVAILABLE
                 }
                 UpstreamError::TryTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -135,6 +135,7 @@ impl ProxyError {
             ProxyError::Upstream(UpstreamError::Overloaded { limit, .. }) => Some(limit),
             ProxyError::Upstream(UpstreamError::QueueTimeout { .. }) => Some("queue"),
             ProxyError::RateLimited(_) => Some("rate"),
+            ProxyError::Upstream(UpstreamError::Paced { .. }) => Some("upstream_paced"),
             _ => None,
         }
     }
@@ -173,6 +174,7 @@ impl ProxyError {
                 UpstreamError::ConnectTimeout { .. } => "upstream_connect_timeout",
                 UpstreamError::Tls { .. } => "upstream_tls",
                 UpstreamError::QueueTimeout { .. } => "upstream_queue_timeout",
+                UpstreamError::Paced { .. } => "upstream_paced",
                 UpstreamError::Overloaded { .. } => "upstream_overloaded",
                 UpstreamError::TryTimeout { .. } => "upstream_try_timeout",
                 UpstreamError::Exchange { .. } => "upstream_exchange",
@@ -191,6 +193,7 @@ impl ProxyError {
                 UpstreamError::ConnectTimeout { .. } => "connecting to the upstream timed out",
                 UpstreamError::Tls { .. } => "the TLS handshake with the upstream failed",
                 UpstreamError::QueueTimeout { .. } => "every upstream connection is busy; retry shortly",
+                UpstreamError::Paced { .. } => "the upstream asked for a pause; retry after the time given",
                 UpstreamError::Overloaded { .. } => "the upstream is at its limit of requests in flight; retry shortly",
                 UpstreamError::TryTimeout { .. } => "the upstream did not answer in time",
                 UpstreamError::Exchange { .. } => "the upstream failed while handling the request",
@@ -225,7 +228,7 @@ pub(crate) fn error_response(error: &ProxyError, outcome: &mut Outcome, grpc: bo
     let upstream = outcome.upstream.as_deref().unwrap_or("-");
     let clients_fault = matches!(error, ProxyError::Client(_));
     // Refused by a limit: the client's doing (and an attacker's rate), logged quietly.
-    let limited = matches!(error, ProxyError::RateLimited(_));
+    let limited = matches!(error, ProxyError::RateLimited(_) | ProxyError::Upstream(UpstreamError::Paced { .. }));
     // The client's mistakes are logged as such and quietly (an attacker controls
     // their rate); the upstream's are warnings.
     if clients_fault {
@@ -261,6 +264,9 @@ pub(crate) fn error_response(error: &ProxyError, outcome: &mut Outcome, grpc: bo
         let after = crate::limit::seconds_up(refused.retry_after).max(1);
         response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(after));
         refused.fields.apply(response.headers_mut());
+    } else if let ProxyError::Upstream(UpstreamError::Paced { retry_after }) = error {
+        let after = crate::limit::seconds_up(*retry_after).max(1);
+        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(after));
     } else if status == StatusCode::SERVICE_UNAVAILABLE {
         // The wait in line already took queue_timeout; a second is a fair pause before retrying.
         response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));

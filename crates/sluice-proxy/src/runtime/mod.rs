@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, Guard};
-use sluice_config::{ConcurrencyModel, Config, PoolSharing, Priority, ServerSettings};
+use sluice_config::{ConcurrencyModel, Config, PoolSharing, Priority, ServerSettings, UpstreamConfig, UpstreamRate};
+use sluice_policy::rate::Gcra;
 use sluice_policy::route::{HostPattern, RouteRule, Router};
 
 mod conn;
@@ -19,7 +20,7 @@ pub(crate) use idle::{IdleTicket, IdleTimers};
 pub(crate) use shutdown::Shutdown;
 
 use crate::cache::Cache;
-use crate::limit::local::Leases;
+use crate::limit::local::{Bank, Leases};
 use crate::limit::{RatePolicy, RateRegistry};
 use crate::outcome::{AccessLog, Outcomes, SpanExport, Tally};
 use crate::stats::Counters;
@@ -92,7 +93,9 @@ impl Snapshot {
         let groups = config
             .upstreams
             .iter()
-            .map(|u| UpstreamGroup::build(u, registry, workers, &limits.adaptive).map(Arc::new))
+            .map(|u| {
+                UpstreamGroup::build(u, registry, workers, &limits.adaptive, limits.upstream_rate(u)).map(Arc::new)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let policies = limits.rates.policies(&config.rate_limits, workers)?;
         let rules = config
@@ -137,6 +140,25 @@ impl Snapshot {
 pub(crate) struct Limits {
     pub(crate) rates: RateRegistry,
     pub(crate) adaptive: AdaptiveLimits,
+    /// `[upstream.NAME.rate]` budgets, by group (kept while its settings are).
+    upstream_rates: std::sync::Mutex<std::collections::HashMap<String, (UpstreamRate, Arc<Bank>)>>,
+}
+
+impl Limits {
+    /// The budget of requests to `group` for the process, when it has `[upstream.NAME.rate]`.
+    fn upstream_rate(&self, group: &UpstreamConfig) -> Option<(Gcra, Arc<Bank>)> {
+        let rate = group.rate?;
+        let mut banks = self.upstream_rates.lock().unwrap_or_else(|p| p.into_inner());
+        let bank = match banks.get(&group.name) {
+            Some((kept, bank)) if *kept == rate => Arc::clone(bank),
+            _ => {
+                let bank = Arc::new(Bank::default());
+                banks.insert(group.name.clone(), (rate, Arc::clone(&bank)));
+                bank
+            }
+        };
+        Some((Gcra::new(rate.count, rate.per, rate.burst), bank))
+    }
 }
 
 /// Why the process state could not be built.

@@ -86,14 +86,39 @@ impl<'a> Attempts<'a> {
         self.group.balancer.nth_in_order(self.first, i)
     }
 
+    /// The next endpoint in order that has not asked for a pause. When every one left
+    /// has (and this is the request's first endpoint), waits for the first to be free if
+    /// the request's time in line allows, else `Paced`.
+    async fn next_unpaced(&mut self) -> Result<Option<usize>, UpstreamError> {
+        loop {
+            let mut shortest: Option<std::time::Duration> = None;
+            while let Some(index) = self.endpoint_in_order(self.next_endpoint) {
+                self.next_endpoint += 1;
+                match self.group.pacing.remaining(index) {
+                    None => return Ok(Some(index)),
+                    Some(left) => shortest = Some(shortest.map_or(left, |s| s.min(left))),
+                }
+            }
+            // Retries do not wait for a paused endpoint: the failure stands.
+            let (Some(wait), None) = (shortest, self.current) else { return Ok(None) };
+            match self.queue.deadline() {
+                Some(deadline) if tokio::time::Instant::now() + wait <= deadline => {
+                    // Boxed: rare, and a timer inline would grow every request's future.
+                    Box::pin(tokio::time::sleep(wait)).await;
+                    self.next_endpoint = 0;
+                }
+                _ => return Err(UpstreamError::Paced { retry_after: wait }),
+            }
+        }
+    }
+
     /// The next connection to try, or None when every allowed try is spent.
     pub(super) async fn next_lease(&mut self) -> Result<Option<Lease>, UpstreamError> {
         loop {
             let index = match self.current {
                 Some(index) if self.resend_here => index,
                 _ => {
-                    let Some(index) = self.endpoint_in_order(self.next_endpoint) else { return Ok(None) };
-                    self.next_endpoint += 1;
+                    let Some(index) = self.next_unpaced().await? else { return Ok(None) };
                     self.current = Some(index);
                     index
                 }
@@ -171,6 +196,9 @@ impl<'a> Attempts<'a> {
     /// it wins. None when there is no other endpoint, or no budget, or no connection.
     pub(super) async fn hedge_lease(&mut self) -> Option<(Lease, balance::Hedge)> {
         let index = self.endpoint_in_order(self.next_endpoint)?;
+        if self.group.pacing.remaining(index).is_some() {
+            return None; // it asked for a pause
+        }
         if !self.count_as_retrying() || !self.group.retry.allow(retry::Cause::Hedge, self.retries) {
             return None;
         }

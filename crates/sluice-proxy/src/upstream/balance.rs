@@ -249,9 +249,12 @@ impl EndpointLoad {
 impl Feedback for EndpointLoad {
     fn finished(&self, outcome: &Outcome) {
         // What sluice decided locally, or the client caused, says nothing of the endpoint.
-        let local = outcome
-            .error
-            .is_some_and(|e| e.starts_with("client_") || e == "upstream_queue_timeout" || e == "upstream_overloaded");
+        let local = outcome.error.is_some_and(|e| {
+            e.starts_with("client_")
+                || e == "upstream_queue_timeout"
+                || e == "upstream_paced"
+                || e == "upstream_overloaded"
+        });
         let broken = outcome.status >= 500 || outcome.error.is_some_and(|e| e.starts_with("upstream_"));
         match (local, broken, outcome.status, outcome.upstream_head) {
             (true, ..) => self.end(None, None),

@@ -11,6 +11,7 @@ mod dns;
 mod h1;
 mod h2_settings;
 mod hedge;
+mod pacing;
 mod pool;
 mod registry;
 mod retry;
@@ -68,6 +69,9 @@ pub enum UpstreamError {
     NoEndpoint,
     #[error("{endpoint} sent no response head within per_try_timeout")]
     TryTimeout { endpoint: String },
+    /// Every endpoint asked for a pause longer than the request may wait; nothing was sent.
+    #[error("every endpoint of the group asked for a pause (429/503 with Retry-After); {retry_after:?} left")]
+    Paced { retry_after: std::time::Duration },
     /// A circuit breaker limit of the group was reached; nothing was sent.
     #[error("upstream group {group} is at its {limit} limit")]
     Overloaded { group: String, limit: &'static str },
@@ -103,6 +107,10 @@ pub struct UpstreamGroup {
     weights: Vec<u32>,
     /// How long a request may wait in line (the adaptive limit's, then a pool's), over all its tries.
     queue_timeout: std::time::Duration,
+    /// `[upstream.NAME.rate]`: the process's budget of requests sent to the group.
+    rate: Option<(sluice_policy::rate::Gcra, Arc<crate::limit::local::Bank>)>,
+    /// Endpoints that asked for a pause (429/503 with Retry-After), and until when.
+    pacing: pacing::Pacing,
     /// The group's adaptive concurrency limit (the process's), when it has one.
     adaptive: Option<Arc<adaptive::AdaptiveLimit>>,
     /// Requests of this worker waiting for a connection, and being retried, now.
@@ -119,6 +127,7 @@ impl UpstreamGroup {
         registry: &PoolRegistry,
         workers: usize,
         adaptive: &adaptive::AdaptiveLimits,
+        rate: Option<(sluice_policy::rate::Gcra, Arc<crate::limit::local::Bank>)>,
     ) -> Result<Self, String> {
         let tls = match &config.tls {
             Some(tls) => Some(
@@ -186,6 +195,8 @@ impl UpstreamGroup {
             retry: retry::RetryState::new(&config.retry),
             breaker: share_of(config.circuit_breaker, workers),
             queue_timeout: config.queue_timeout,
+            pacing: pacing::Pacing::new(config.endpoints.len()),
+            rate,
             adaptive: config.adaptive.map(|a| adaptive.get(&config.name, adaptive_settings(a))),
             weights: config.weights.clone(),
             pending: AtomicUsize::new(0),
@@ -279,6 +290,10 @@ impl UpstreamGroup {
             return Err(self.overloaded("max_requests"));
         }
         let mut queue = QueueWait::new(self.queue_timeout);
+        if let Some((gcra, bank)) = &self.rate {
+            // Boxed: a timer inline would grow every request's future.
+            Box::pin(wait_for_rate(gcra, bank, &mut queue)).await.map_err(|()| self.overloaded("upstream_rate"))?;
+        }
         // Held until the response head (or the failure): what the limit counts. Boxed,
         // as is the wait for it: a group without the limit carries a pointer (every
         // byte of this future is copied per request; see docs/BENCHMARKS.md, issue 20).
@@ -292,9 +307,24 @@ impl UpstreamGroup {
         };
         let replayable = self.retry.replayable(idempotent, request.body().is_whole());
         let attempts = Attempts::new(self, replayable, key, outcome, queue);
-        match self.protocol {
+        let response = match self.protocol {
             UpstreamProtocol::Http1 => self.send_http1(request, idempotent, attempts, interim, fields).await,
             UpstreamProtocol::Http2 => self.send_http2(request, idempotent, attempts).await,
+        }?;
+        if matches!(response.parts.status.as_u16(), 429 | 503) {
+            self.learn_pause(&response.parts, outcome);
+        }
+        Ok(response)
+    }
+
+    /// A 429 or 503 that asks for a pause paces the endpoint that sent it.
+    fn learn_pause(&self, parts: &http::response::Parts, outcome: &Outcome) {
+        let Some(endpoint) = outcome.upstream_trace.endpoint.as_ref() else { return };
+        let Some(index) = self.pools.iter().position(|pool| pool.label() == endpoint) else { return };
+        if self.pacing.learn(index, parts.status, &parts.headers) {
+            let pause_ms = self.pacing.remaining(index).map_or(0, |d| d.as_millis() as u64);
+            tracing::info!(upstream = %self.name, %endpoint, status = parts.status.as_u16(), pause_ms,
+                "the endpoint asked for a pause; it gets no requests until then");
         }
     }
 
@@ -359,6 +389,28 @@ impl QueueView {
         self.queued += other.queued;
         self.wait_seconds += other.wait_seconds;
         self.timeouts += other.timeouts;
+    }
+}
+
+/// Waits until `[upstream.NAME.rate]` lets one more request go to the group, within the
+/// request's time in line; Err when that would take longer.
+async fn wait_for_rate(
+    gcra: &sluice_policy::rate::Gcra,
+    bank: &crate::limit::local::Bank,
+    queue: &mut QueueWait,
+) -> Result<(), ()> {
+    use crate::limit::local::Taken;
+    loop {
+        let retry_after = match bank.take(gcra, 0, 1).1 {
+            Taken::Admitted { .. } => return Ok(()),
+            Taken::Refused { retry_after } => retry_after,
+        };
+        match queue.deadline() {
+            Some(deadline) if tokio::time::Instant::now() + retry_after <= deadline => {
+                tokio::time::sleep(retry_after).await;
+            }
+            _ => return Err(()),
+        }
     }
 }
 
