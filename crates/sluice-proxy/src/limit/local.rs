@@ -103,7 +103,7 @@ struct Lease {
 }
 
 impl Leases {
-    /// One admission for `key` of the policy `policy` (its bank and GCRA): from this
+    /// One admission for `key` of the policy `policy` (its lease key; its bank and GCRA): from this
     /// worker's lease when it has one, else a new lease of up to `lease` from the bank.
     pub(crate) fn take(&self, policy: usize, bank: &Bank, gcra: &Gcra, key: u64, lease: u64) -> Taken {
         let now = Instant::now();

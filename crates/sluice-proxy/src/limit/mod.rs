@@ -56,10 +56,10 @@ pub(crate) struct RateRegistry {
 impl RateRegistry {
     /// The policies of `configs`, on the states of the same names (made if new).
     pub(crate) fn policies(&self, configs: &[RateLimitConfig], workers: usize) -> Result<Vec<Arc<RatePolicy>>, String> {
-        configs.iter().enumerate().map(|(index, config)| self.policy(index, config, workers).map(Arc::new)).collect()
+        configs.iter().map(|config| self.policy(config, workers).map(Arc::new)).collect()
     }
 
-    fn policy(&self, index: usize, config: &RateLimitConfig, workers: usize) -> Result<RatePolicy, String> {
+    fn policy(&self, config: &RateLimitConfig, workers: usize) -> Result<RatePolicy, String> {
         let state =
             Arc::clone(self.states.lock().unwrap_or_else(|p| p.into_inner()).entry(config.name.clone()).or_default());
         let store = match &config.scope {
@@ -72,7 +72,7 @@ impl RateRegistry {
             .map_err(|_| format!("rate_limit.{}: the name cannot be sent in RateLimit-Policy", config.name))?;
         Ok(RatePolicy {
             name: Arc::from(config.name.as_str()),
-            index,
+            lease_key: Arc::as_ptr(&state) as usize,
             lease: local::lease_size(gcra.burst(), workers),
             gcra,
             parts: config.key.clone(),
@@ -115,8 +115,9 @@ impl RateRegistry {
 /// One rate limit, as a snapshot's routes use it.
 pub(crate) struct RatePolicy {
     pub(crate) name: Arc<str>,
-    /// Its place in the config (the worker's leases are kept by it).
-    index: usize,
+    /// What the workers' leases of it are kept under: its state's address, the same for
+    /// as long as the state lives, whatever place a reload gives the limit in the file.
+    lease_key: usize,
     gcra: Gcra,
     lease: u64,
     parts: Vec<RateKeyPart>,
@@ -226,7 +227,7 @@ impl RatePolicy {
     async fn decide(&self, subject: &Subject<'_>, leases: &Leases) -> Result<Taken, Refusal> {
         let key = self.key(subject)?;
         let Some(store) = &self.store else {
-            return Ok(leases.take(self.index, &self.state.bank, &self.gcra, key.local, self.lease));
+            return Ok(leases.take(self.lease_key, &self.state.bank, &self.gcra, key.local, self.lease));
         };
         let interval_us = self.gcra.interval().as_micros() as u64;
         let tolerance_us = interval_us * (self.gcra.burst() - 1);
@@ -239,7 +240,9 @@ impl RatePolicy {
         }
         self.state.stats.store_fallbacks.fetch_add(1, Ordering::Relaxed);
         match self.on_store_error {
-            StoreErrorPolicy::Local => Ok(leases.take(self.index, &self.state.bank, &self.gcra, key.local, self.lease)),
+            StoreErrorPolicy::Local => {
+                Ok(leases.take(self.lease_key, &self.state.bank, &self.gcra, key.local, self.lease))
+            }
             StoreErrorPolicy::Open => Ok(Taken::Admitted { remaining: self.gcra.burst(), until_full: Duration::ZERO }),
             StoreErrorPolicy::Closed => Err(Refusal::StoreDown),
         }
