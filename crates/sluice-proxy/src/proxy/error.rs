@@ -260,16 +260,20 @@ pub(crate) fn error_response(error: &ProxyError, outcome: &mut Outcome, grpc: bo
     if matches!(error, ProxyError::Client(ClientError::Connect)) {
         response.headers_mut().insert(ALLOW, HeaderValue::from_static(super::target::ALLOWED_METHODS));
     }
-    if let ProxyError::RateLimited(refused) = error {
-        let after = crate::limit::seconds_up(refused.retry_after).max(1);
-        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(after));
-        refused.fields.apply(response.headers_mut());
-    } else if let ProxyError::Upstream(UpstreamError::Paced { retry_after }) = error {
-        let after = crate::limit::seconds_up(*retry_after).max(1);
-        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(after));
-    } else if status == StatusCode::SERVICE_UNAVAILABLE {
-        // The wait in line already took queue_timeout; a second is a fair pause before retrying.
-        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    // When to come back: what a limit or the upstream said, else (a wait in line that
+    // already took queue_timeout, a circuit breaker) a second.
+    let retry_after = match error {
+        ProxyError::RateLimited(refused) => {
+            refused.fields.apply(response.headers_mut());
+            Some(refused.retry_after)
+        }
+        ProxyError::Upstream(UpstreamError::Paced { retry_after }) => Some(*retry_after),
+        _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(std::time::Duration::from_secs(1)),
+        _ => None,
+    };
+    if let Some(after) = retry_after {
+        let seconds = crate::limit::seconds_up(after).max(1);
+        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds));
     }
     response
 }

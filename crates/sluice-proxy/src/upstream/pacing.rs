@@ -28,6 +28,9 @@ impl Pacing {
     /// How long endpoint `index` is still paced, if it is.
     pub(crate) fn remaining(&self, index: usize) -> Option<Duration> {
         let until = self.until_ms.get(index)?.load(Ordering::Relaxed);
+        if until == 0 {
+            return None; // never paced: no clock read on every request's way
+        }
         let now = self.epoch.elapsed().as_millis() as u64;
         (until > now).then(|| Duration::from_millis(until - now))
     }
