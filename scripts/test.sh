@@ -7,7 +7,11 @@
 # redis-server and memcached for the cache's shared-tier tests (started by the tests
 # themselves on free ports; the packages' own services are not used), Chromium for the
 # admin status page's browser test (headless), valgrind, nginx and h2load (nghttp2-client)
-# for the cost guard (scripts/cost-guard.sh: instructions per proxied request).
+# for the cost guard (scripts/cost-guard.sh: instructions per proxied request), HAProxy
+# (the L4 balancer in front of three instances in tests/scale_out.rs), redis-cli (it
+# makes the Redis Cluster of tests/redis_deployments.rs), and for the Kubernetes
+# manifests' test: kubectl (kustomize, offline), PyYAML, and the `kubernetes` Python
+# client's wheel from PyPI, whose generated models are the API's field names.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +27,9 @@ command -v valgrind >/dev/null || missing+=(valgrind)
 command -v nginx >/dev/null || missing+=(nginx)
 command -v h2load >/dev/null || missing+=(nghttp2-client)
 command -v python3 >/dev/null || missing+=(python3)
+command -v haproxy >/dev/null || missing+=(haproxy)
+command -v redis-cli >/dev/null || missing+=(redis-tools)
+command -v kubectl >/dev/null || missing+=(kubectl)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing test dependencies: ${missing[*]}"
     if [ "$(id -u)" -eq 0 ]; then
@@ -31,6 +38,11 @@ if [ ${#missing[@]} -gt 0 ]; then
         sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
     fi
 fi
+
+python3 -c 'import yaml' 2>/dev/null || python3 -m pip install -q pyyaml \
+    || python3 -m pip install -q --break-system-packages pyyaml
+schema=target/k8s-schema/kubernetes-31.0.0-py2.py3-none-any.whl
+[ -s "$schema" ] || python3 -m pip download -q --no-deps --only-binary=:all: -d target/k8s-schema kubernetes==31.0.0
 
 cargo test --workspace "$@"
 # The binary's tests again in the other concurrency model (the default is per-core).

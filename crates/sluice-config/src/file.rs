@@ -72,6 +72,7 @@ pub struct FileCache {
     pub key_cookies: Option<Vec<Spanned<String>>>,
     pub key_ignore_query: Option<bool>,
     pub key_ignore_params: Option<Vec<Spanned<String>>>,
+    pub key_authority: Option<Spanned<String>>,
     pub redis: Option<FileRedisTier>,
     pub memcached: Option<FileMemcachedTier>,
 }
@@ -81,6 +82,8 @@ pub struct FileCache {
 #[serde(deny_unknown_fields)]
 pub struct FileRedisTier {
     pub url: Spanned<String>,
+    pub password_file: Option<Spanned<String>>,
+    pub ca_file: Option<Spanned<String>>,
     pub timeout: Option<Spanned<ConfigDuration>>,
     pub prefix: Option<Spanned<String>>,
     pub coalesce_lock: Option<bool>,
@@ -104,6 +107,8 @@ pub struct FileRateLimit {
     pub burst: Option<Spanned<u32>>,
     pub scope: Option<Spanned<String>>,
     pub redis: Option<Spanned<String>>,
+    pub redis_password_file: Option<Spanned<String>>,
+    pub redis_ca_file: Option<Spanned<String>>,
     pub on_store_error: Option<Spanned<String>>,
     pub timeout: Option<Spanned<ConfigDuration>>,
     pub missing_key: Option<Spanned<String>>,

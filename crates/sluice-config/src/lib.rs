@@ -14,6 +14,7 @@ mod size;
 mod validate;
 mod validate_cache;
 mod validate_limits;
+mod validate_redis;
 mod validate_tracing;
 mod warnings;
 
@@ -24,6 +25,7 @@ pub use duration::parse_duration;
 pub use model::*;
 pub use size::parse_size;
 pub use validate_limits::parse_rate;
+pub use validate_redis::parse_redis_url;
 
 /// One thing wrong in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -68,8 +68,8 @@ pub enum RateKeyPart {
 pub enum RateScope {
     /// In this process (every worker's requests count together).
     Local,
-    /// In Redis, shared by every instance: the URL.
-    Global(String),
+    /// In Redis, shared by every instance.
+    Global(RedisLink),
 }
 
 /// `on_store_error`.
@@ -438,16 +438,56 @@ pub struct CacheConfig {
     pub key_ignore_query: bool,
     /// These query parameters are left out of the key.
     pub key_ignore_params: Vec<String>,
+    /// What names the site in the key (`KeyAuthority`). Default the request's Host.
+    pub key_authority: KeyAuthority,
     /// A second tier shared by sluice instances.
     pub shared: Option<SharedTierConfig>,
+}
+
+/// The key's authority: how instances reached under different names or ports share
+/// (or do not share) entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyAuthority {
+    /// The request's Host as sent, port included ("host"; the default).
+    Host,
+    /// The Host without its port ("hostname"): instances reached on their own ports
+    /// share one key.
+    Hostname,
+    /// The route's upstream group name ("upstream"; nginx's `$proxy_host`): every Host
+    /// routed to one group shares one key.
+    Upstream,
+}
+
+/// A Redis to reach (the cache's shared tier, a global rate limit's counts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisLink {
+    /// As written (`/config` shows it with its credentials redacted).
+    pub url: String,
+    pub topology: RedisTopology,
+    /// A file whose first line is the password (Redis AUTH / ACL), read at start.
+    pub password_file: Option<PathBuf>,
+    /// PEM certificates to trust for TLS (`rediss`), instead of the system's.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// A Redis deployment, read from its URL (`parse_redis_url`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTopology {
+    /// One server: the URL as the redis crate reads it.
+    Server(String),
+    /// A Cluster's seed nodes, each a `redis://` or `rediss://` URL.
+    Cluster(Vec<String>),
+    /// Sentinels (URLs without credentials), the primary's service name, and a URL
+    /// carrying the primary's credentials, TLS and db (its host is a placeholder).
+    Sentinel { sentinels: Vec<String>, service: String, primary: String },
 }
 
 /// `[cache.redis]` or `[cache.memcached]`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SharedTierConfig {
     Redis {
-        /// `redis://host:port[/db]`.
-        url: String,
+        /// Where: one server, a Cluster or Sentinel.
+        link: RedisLink,
         /// Each Redis operation waits this long at most; then the tier is skipped. Default 50ms.
         timeout: Duration,
         /// Keys start with this. Default "sluice".

@@ -434,9 +434,10 @@ fn the_cache_gets_its_defaults_and_a_shared_tier() {
     assert!(cache.purge_from.iter().any(|n| n.contains("127.0.0.1".parse().expect("ip"))));
     assert!(!cache.purge_from.iter().any(|n| n.contains("10.1.2.3".parse().expect("ip"))));
     match cache.shared {
-        Some(SharedTierConfig::Redis { url, timeout, prefix, coalesce_lock }) => {
+        Some(SharedTierConfig::Redis { link, timeout, prefix, coalesce_lock }) => {
+            assert_eq!(link.topology, RedisTopology::Server("redis://127.0.0.1:6379".into()));
             assert_eq!(
-                (url.as_str(), timeout, prefix.as_str(), coalesce_lock),
+                (link.url.as_str(), timeout, prefix.as_str(), coalesce_lock),
                 ("redis://127.0.0.1:6379", Duration::from_millis(50), "sluice", false)
             );
         }
@@ -463,6 +464,45 @@ fn cache_problems_name_their_line_and_key() {
     ] {
         assert!(found.iter().any(|(l, k)| (*l, k.as_str()) == expected), "{expected:?} in {found:?}");
     }
+}
+
+#[test]
+fn redis_links_name_the_wrong_part_and_read_cluster_and_sentinel_urls() {
+    let tier = |redis: &str| format!("{CACHED}[cache]\nkey_authority = \"nope\"\n[cache.redis]\n{redis}\n");
+    let found =
+        problems(&tier("url = \"redis-cluster://a:1,b\"\npassword_file = \"/nonexistent/pw\"\nca_file = \"ca.pem\""));
+    let keys: Vec<(usize, &str)> = found.iter().map(|p| (p.line, p.key.as_str())).collect();
+    for expected in [
+        (12, "cache.key_authority"),
+        (14, "cache.redis.url"),
+        (15, "cache.redis.password_file"),
+        (16, "cache.redis.ca_file"),
+    ] {
+        assert!(keys.contains(&expected), "{expected:?} in {found:?}");
+    }
+    let message = |key: &str| found.iter().find(|p| p.key == key).map(|p| p.message.clone()).unwrap_or_default();
+    assert!(message("cache.redis.url").contains("\"b\" is not host:port"), "{}", message("cache.redis.url"));
+    assert!(message("cache.redis.ca_file").contains("use a rediss:// URL"), "{}", message("cache.redis.ca_file"));
+    assert!(message("cache.key_authority").contains("\"hostname\""), "{}", message("cache.key_authority"));
+    let sentinel = format!("{CACHED}[cache]\n[cache.redis]\nurl = \"redis-sentinel://s1:26379,s2:26379/main/2\"\n");
+    let config = parse(&sentinel, Path::new("sluice.toml")).expect("valid");
+    match config.cache.and_then(|c| c.shared) {
+        Some(SharedTierConfig::Redis { link, .. }) => assert_eq!(
+            link.topology,
+            RedisTopology::Sentinel {
+                sentinels: vec!["redis://s1:26379".into(), "redis://s2:26379".into()],
+                service: "main".into(),
+                primary: "redis://primary/2".into(),
+            }
+        ),
+        other => panic!("{other:?}"),
+    }
+    let limit = format!("{CACHED}[rate_limit.x]\nrate = \"1/s\"\nredis_password_file = \"pw\"\n");
+    let found = problems(&limit);
+    assert!(
+        found.iter().any(|p| p.key == "rate_limit.x.redis_password_file" && p.message.contains("global")),
+        "{found:?}"
+    );
 }
 
 #[test]

@@ -64,7 +64,7 @@ pub(crate) fn validate(file: FileConfig, source: &str, base_dir: &Path) -> Resul
             message: "no [[route]] is configured; add one, e.g. [[route]] upstream = \"api\"".into(),
         });
     }
-    let rate_limits = crate::validate_limits::check_rate_limits(&mut checker, &file.rate_limits);
+    let rate_limits = crate::validate_limits::check_rate_limits(&mut checker, &file.rate_limits, base_dir);
     let routes: Vec<RouteConfig> = file
         .routes
         .iter()
@@ -72,7 +72,7 @@ pub(crate) fn validate(file: FileConfig, source: &str, base_dir: &Path) -> Resul
         .filter_map(|(i, r)| check_route(&mut checker, i, r, &names, &file.rate_limits))
         .collect();
     let access_log = file.access_log.as_ref().and_then(|log| check_access_log(&mut checker, log, base_dir));
-    let cache = file.cache.as_ref().and_then(|cache| crate::validate_cache::check_cache(&mut checker, cache));
+    let cache = file.cache.as_ref().and_then(|cache| crate::validate_cache::check_cache(&mut checker, cache, base_dir));
     let admin = file.admin.as_ref().and_then(|admin| check_admin(&mut checker, admin));
     let tracing = file.tracing.as_ref().and_then(|t| crate::validate_tracing::check_tracing(&mut checker, t));
     if cache.is_none() {
@@ -417,7 +417,7 @@ fn check_pem_pair(
 }
 
 /// A PEM file that is missing or holds nothing usable.
-fn pem_file_problem(path: &Path, is_key: bool) -> Option<String> {
+pub(crate) fn pem_file_problem(path: &Path, is_key: bool) -> Option<String> {
     if !path.is_file() {
         return Some(format!(
             "file {} does not exist; give a PEM file path (relative paths are from the config file's folder)",

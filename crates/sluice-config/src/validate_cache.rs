@@ -1,5 +1,6 @@
 //! `[cache]` and its shared tier, file types → `CacheConfig`.
 
+use std::path::Path;
 use std::time::Duration;
 
 use toml::Spanned;
@@ -7,10 +8,10 @@ use toml::Spanned;
 use crate::defaults;
 use crate::duration::ConfigDuration;
 use crate::file::{FileCache, FileMemcachedTier, FileRedisTier};
-use crate::model::{CacheConfig, IpNetwork, SharedTierConfig};
-use crate::validate::{check_networks, nonzero_duration, Checker};
+use crate::model::{CacheConfig, IpNetwork, KeyAuthority, SharedTierConfig};
+use crate::validate::{check_networks, choice, nonzero_duration, Checker};
 
-pub(crate) fn check_cache(checker: &mut Checker, cache: &FileCache) -> Option<CacheConfig> {
+pub(crate) fn check_cache(checker: &mut Checker, cache: &FileCache, base_dir: &Path) -> Option<CacheConfig> {
     let before = checker.problems.len();
     let size = |checker: &mut Checker, value: &Option<Spanned<crate::size::ConfigSize>>, key: &str, default: u64| {
         match value {
@@ -77,7 +78,7 @@ pub(crate) fn check_cache(checker: &mut Checker, cache: &FileCache) -> Option<Ca
             );
             None
         }
-        (Some(redis), None) => check_redis(checker, redis),
+        (Some(redis), None) => check_redis(checker, redis, base_dir),
         (None, Some(memcached)) => check_memcached(checker, memcached),
         (None, None) => None,
     };
@@ -98,23 +99,29 @@ pub(crate) fn check_cache(checker: &mut Checker, cache: &FileCache) -> Option<Ca
         key_cookies,
         key_ignore_query: cache.key_ignore_query.unwrap_or(false),
         key_ignore_params,
+        key_authority: choice(
+            checker,
+            &cache.key_authority,
+            "cache.key_authority",
+            &[("host", KeyAuthority::Host), ("hostname", KeyAuthority::Hostname), ("upstream", KeyAuthority::Upstream)],
+        )
+        .unwrap_or(KeyAuthority::Host),
         shared,
     };
     (checker.problems.len() == before).then_some(config)
 }
 
-fn check_redis(checker: &mut Checker, redis: &FileRedisTier) -> Option<SharedTierConfig> {
-    let url = redis.url.get_ref().trim();
-    if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://")) {
-        checker.problem(
-            redis.url.span(),
-            "cache.redis.url",
-            format!("\"{url}\" is not a Redis URL; write e.g. \"redis://127.0.0.1:6379\""),
-        );
-        return None;
-    }
+fn check_redis(checker: &mut Checker, redis: &FileRedisTier, base_dir: &Path) -> Option<SharedTierConfig> {
+    let link = crate::validate_redis::check_redis_link(
+        checker,
+        &redis.url,
+        "cache.redis.url",
+        (&redis.password_file, &redis.ca_file),
+        ("cache.redis.password_file", "cache.redis.ca_file"),
+        base_dir,
+    );
     Some(SharedTierConfig::Redis {
-        url: url.to_string(),
+        link: link?,
         timeout: timeout(checker, &redis.timeout, "cache.redis.timeout"),
         prefix: prefix(checker, &redis.prefix, "cache.redis.prefix")?,
         coalesce_lock: redis.coalesce_lock.unwrap_or(false),

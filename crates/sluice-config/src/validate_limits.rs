@@ -3,6 +3,7 @@
 //! `AdaptiveConfig`, a route's `priority`.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use toml::Spanned;
@@ -36,11 +37,17 @@ pub fn parse_rate(text: &str) -> Result<(u32, Duration), String> {
 pub(crate) fn check_rate_limits(
     checker: &mut Checker,
     limits: &BTreeMap<String, FileRateLimit>,
+    base_dir: &Path,
 ) -> Vec<RateLimitConfig> {
-    limits.iter().filter_map(|(name, limit)| check_rate_limit(checker, name, limit)).collect()
+    limits.iter().filter_map(|(name, limit)| check_rate_limit(checker, name, limit, base_dir)).collect()
 }
 
-fn check_rate_limit(checker: &mut Checker, name: &str, limit: &FileRateLimit) -> Option<RateLimitConfig> {
+fn check_rate_limit(
+    checker: &mut Checker,
+    name: &str,
+    limit: &FileRateLimit,
+    base_dir: &Path,
+) -> Option<RateLimitConfig> {
     let table = format!("rate_limit.{name}");
     let before = checker.problems.len();
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
@@ -79,7 +86,7 @@ fn check_rate_limit(checker: &mut Checker, name: &str, limit: &FileRateLimit) ->
         Some(burst) => *burst.get_ref(),
         None => count,
     };
-    let scope = scope(checker, &table, limit);
+    let scope = scope(checker, &table, limit, base_dir);
     let timeout =
         nonzero_duration(checker, &limit.timeout, &format!("{table}.timeout")).unwrap_or(defaults::RATE_STORE_TIMEOUT);
     let on_store_error = choice(
@@ -98,6 +105,8 @@ fn check_rate_limit(checker: &mut Checker, name: &str, limit: &FileRateLimit) ->
         let global_only = [
             (limit.on_store_error.as_ref().map(Spanned::span), "on_store_error"),
             (limit.timeout.as_ref().map(Spanned::span), "timeout"),
+            (limit.redis_password_file.as_ref().map(Spanned::span), "redis_password_file"),
+            (limit.redis_ca_file.as_ref().map(Spanned::span), "redis_ca_file"),
         ];
         for (value, key) in global_only {
             if let Some(span) = value {
@@ -145,7 +154,7 @@ fn key_part(checker: &mut Checker, table: &str, part: &Spanned<String>) -> Optio
     None
 }
 
-fn scope(checker: &mut Checker, table: &str, limit: &FileRateLimit) -> RateScope {
+fn scope(checker: &mut Checker, table: &str, limit: &FileRateLimit, base_dir: &Path) -> RateScope {
     let scope = limit.scope.as_ref().map_or("local", |s| s.get_ref().as_str());
     match (scope, &limit.redis) {
         ("local", None) => RateScope::Local,
@@ -158,15 +167,15 @@ fn scope(checker: &mut Checker, table: &str, limit: &FileRateLimit) -> RateScope
             RateScope::Local
         }
         ("global", Some(redis)) => {
-            let url = redis.get_ref().trim();
-            if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://")) {
-                checker.problem(
-                    redis.span(),
-                    format!("{table}.redis"),
-                    format!("\"{url}\" is not a Redis URL; write e.g. \"redis://127.0.0.1:6379\""),
-                );
-            }
-            RateScope::Global(url.to_string())
+            let link = crate::validate_redis::check_redis_link(
+                checker,
+                redis,
+                &format!("{table}.redis"),
+                (&limit.redis_password_file, &limit.redis_ca_file),
+                (&format!("{table}.redis_password_file"), &format!("{table}.redis_ca_file")),
+                base_dir,
+            );
+            link.map_or(RateScope::Local, RateScope::Global)
         }
         ("global", None) => {
             let span = limit.scope.as_ref().map(Spanned::span).unwrap_or_default();

@@ -38,6 +38,11 @@ impl Gate {
         }
     }
 
+    /// Each operation's bound.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Failures since start.
     pub(crate) fn errors(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)

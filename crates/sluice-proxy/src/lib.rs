@@ -15,6 +15,7 @@ mod interim;
 mod limit;
 mod outcome;
 mod proxy;
+mod redis_link;
 mod runtime;
 mod server;
 mod stats;

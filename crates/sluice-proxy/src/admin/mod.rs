@@ -219,7 +219,9 @@ async fn reload(state: &AdminState) -> Response<Full<Bytes>> {
     response
 }
 
-/// `POST /purge?host=H&url=/path`, `...&prefix=/p`, or `...&tag=T`: the cache's purge.
+/// `POST /purge?host=H&url=/path`, `...&prefix=/p`, or `...&tag=T`: the cache's purge
+/// (H as the keys name the site: with `key_authority = "upstream"`, the group's name).
+/// It reaches every instance sharing the tier, as a PURGE request does.
 async fn purge(state: &AdminState, query: &str) -> Response<Full<Bytes>> {
     let Some(cache) = &state.process.cache else {
         return text(StatusCode::NOT_FOUND, "no [cache] is configured\n");
@@ -227,7 +229,8 @@ async fn purge(state: &AdminState, query: &str) -> Response<Full<Bytes>> {
     let param = |name: &str| {
         query.split('&').find_map(|pair| pair.split_once('=').filter(|(n, _)| *n == name).map(|(_, v)| v.to_string()))
     };
-    let host = param("host").unwrap_or_default().to_ascii_lowercase();
+    let host = param("host").unwrap_or_default();
+    let host = crate::cache::key_authority(&cache.config, &host, &host);
     let (mode, purged) = if let Some(tag) = param("tag") {
         ("tags", cache.purge_tags(&[tag]).await)
     } else if let Some(prefix) = param("prefix") {

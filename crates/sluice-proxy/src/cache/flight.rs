@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::entry::Entry;
+use super::Cache;
 
 /// How long a key whose response could not be stored goes to the origin uncoalesced.
 const PASS_FOR: Duration = Duration::from_secs(10);
@@ -64,7 +65,7 @@ impl Flights {
         let (tx, rx) = watch::channel(Landing::Pending);
         let key: Arc<str> = Arc::from(key);
         out.insert(Arc::clone(&key), rx);
-        Join::Lead(Lead { flights: Arc::clone(self), key, tx, landed: false })
+        Join::Lead(Lead { flights: Arc::clone(self), key, tx, landed: false, across: None })
     }
 
     fn passing(&self, key: &str) -> bool {
@@ -88,24 +89,44 @@ impl Flights {
 
 /// The leading request of a key; dropped without landing, it lands NotStored (its
 /// request failed or was cancelled) and the followers go to the origin themselves.
+/// A lead that holds the cross-instance lock frees it the same way: the other
+/// instances' waiters go on at once, never at the end of the lock's hold.
 pub(crate) struct Lead {
     flights: Arc<Flights>,
     key: Arc<str>,
     tx: watch::Sender<Landing>,
     landed: bool,
+    /// The cache whose cross-instance lock of this key the lead holds.
+    across: Option<Arc<Cache>>,
 }
 
 impl Lead {
-    /// The response was stored: followers serve it.
+    /// This lead holds the cross-instance lock of its key.
+    pub(crate) fn hold_across(&mut self, cache: &Arc<Cache>) {
+        self.across = Some(Arc::clone(cache));
+    }
+
+    /// The response was stored: followers serve it (and the shared tier's write
+    /// frees the cross-instance lock, once the entry is there to be found).
     pub(crate) fn stored(mut self, entry: Arc<Entry>) {
+        self.across = None;
         self.flights.unpass(&self.key);
         self.land(Landing::Stored(entry));
     }
 
-    /// The response may not be stored: followers go alone, and so does the key for a while.
+    /// The response may not be stored: followers go alone, and so does the key for a
+    /// while, on every instance.
     pub(crate) fn not_storable(mut self) {
         self.flights.pass(&self.key);
+        self.release_across(true);
         self.land(Landing::NotStored);
+    }
+
+    fn release_across(&mut self, pass: bool) {
+        let Some(cache) = self.across.take() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let key = Arc::clone(&self.key);
+        runtime.spawn(async move { cache.unlock_across(&key, pass).await });
     }
 
     fn land(&mut self, landing: Landing) {
@@ -118,6 +139,7 @@ impl Lead {
 impl Drop for Lead {
     fn drop(&mut self) {
         if !self.landed {
+            self.release_across(false);
             self.land(Landing::NotStored);
         }
     }

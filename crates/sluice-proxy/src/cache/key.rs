@@ -4,7 +4,30 @@
 
 use http::header::COOKIE;
 use http::HeaderMap;
-use sluice_config::CacheConfig;
+use sluice_config::{CacheConfig, KeyAuthority};
+
+/// What names the site in a key (`cache.key_authority`), lower-cased: the request's
+/// Host, the Host without its port, or the route's upstream group name.
+pub(crate) fn authority(config: &CacheConfig, host: &str, upstream: &str) -> String {
+    let chosen = match config.key_authority {
+        KeyAuthority::Host => host,
+        KeyAuthority::Hostname => without_port(host),
+        KeyAuthority::Upstream => upstream,
+    };
+    chosen.to_ascii_lowercase()
+}
+
+/// `host:port` → `host`; `[::1]:80` → `[::1]`; a name without a port as it is.
+fn without_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((name, port))
+            if port.bytes().all(|b| b.is_ascii_digit()) && (!name.contains(':') || name.ends_with(']')) =>
+        {
+            name
+        }
+        _ => host,
+    }
+}
 
 /// The primary key of a request for `host` and `path_and_query` (host lower-cased).
 pub(crate) fn primary(
@@ -80,4 +103,23 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 pub(crate) fn under(key: &str, host: &str, path_prefix: &str) -> bool {
     let Some((_, rest)) = key.split_once("://") else { return false };
     rest.strip_prefix(host).is_some_and(|path| path.starts_with(path_prefix))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_port;
+
+    #[test]
+    fn a_port_is_taken_off_names_and_bracketed_addresses_only() {
+        for (host, name) in [
+            ("api.test:8080", "api.test"),
+            ("api.test", "api.test"),
+            ("[::1]:443", "[::1]"),
+            ("[::1]", "[::1]"),
+            ("10.0.0.1:80", "10.0.0.1"),
+            ("odd:port", "odd:port"),
+        ] {
+            assert_eq!(without_port(host), name, "{host}");
+        }
+    }
 }

@@ -90,6 +90,11 @@ impl MemoryTier {
         keys.len()
     }
 
+    /// Removes everything (after invalidations may have been missed).
+    pub(crate) fn clear(&self) {
+        self.entries.invalidate_all();
+    }
+
     /// Bytes held now (by the weigher), after pending maintenance.
     pub(crate) fn bytes(&self) -> u64 {
         self.entries.run_pending_tasks();

@@ -9,6 +9,7 @@ mod flight;
 mod key;
 mod memory;
 mod shared;
+mod spread;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,11 +22,13 @@ use sluice_policy::cache::Heuristic;
 pub(crate) use entry::{date_field, unix_now, vary_values, Entry, Facts, TARGETED};
 pub(crate) use fill::{CacheFill, FillTo};
 pub(crate) use flight::{follow, Join, Landing, Lead};
-pub(crate) use key::{extras as key_extras, primary as primary_key, url as key_url};
+pub(crate) use key::{authority as key_authority, extras as key_extras, primary as primary_key, url as key_url};
 
 use flight::Flights;
 use memory::MemoryTier;
+pub(crate) use shared::Across;
 use shared::SharedTier;
+use spread::{Heard, Invalidation};
 
 /// What the cache did, since start (the metrics of #12 read these).
 #[derive(Default)]
@@ -51,6 +54,12 @@ pub(crate) struct Cache {
     background: Arc<tokio::sync::Semaphore>,
     /// Targeted cache-control fields (RFC 9213) in order of precedence.
     targeted: Vec<http::HeaderName>,
+    /// This process among the instances sharing the tier (its own invalidations come
+    /// back to it; they are not applied twice).
+    sender: u64,
+    /// Invalidations applied so far: an entry read from the shared tier goes into
+    /// memory only if none was applied while it was read (it may be the purged one).
+    invalidations: AtomicU64,
 }
 
 /// Background fetches and drains at once, at most; past it they are not started (the
@@ -61,7 +70,8 @@ impl Cache {
     /// The cache for `config`; an error names a shared-tier setting that cannot be used.
     pub(crate) fn new(config: &CacheConfig) -> Result<Arc<Cache>, String> {
         let shared = config.shared.as_ref().map(|tier| SharedTier::new(tier, config.max_object)).transpose()?;
-        Ok(Arc::new(Cache {
+        let listens = shared.is_some();
+        let cache = Arc::new(Cache {
             memory: MemoryTier::new(config.memory),
             shared,
             flights: Arc::default(),
@@ -74,7 +84,13 @@ impl Cache {
                 .filter_map(|name| http::HeaderName::from_bytes(name.as_bytes()).ok())
                 .chain([http::HeaderName::from_static("cdn-cache-control")])
                 .collect(),
-        }))
+            sender: instance_id(),
+            invalidations: AtomicU64::new(0),
+        });
+        if listens {
+            spread::listen(&cache);
+        }
+        Ok(cache)
     }
 
     /// The targeted cache-control fields this cache obeys, in order of precedence.
@@ -109,16 +125,25 @@ impl Cache {
             return Some(entry);
         }
         let shared = self.shared.as_ref()?;
+        let before = self.invalidations.load(Ordering::Acquire);
         // Boxed here and below: a shared tier's futures are large, and a memory hit (the
         // common case) should not carry them in its own future.
         let value = Box::pin(shared.get(key)).await?;
+        self.read_shared(key, value, headers, before)
+    }
+
+    /// An entry read from the shared tier, if it is the one asked for; kept in memory
+    /// unless an invalidation was applied since `before`.
+    fn read_shared(&self, key: &str, value: bytes::Bytes, headers: &HeaderMap, before: u64) -> Option<Arc<Entry>> {
         let entry = Entry::decode(value, self.heuristic(), &self.config.tag_header)?;
         if &*entry.key != key || !entry.matches(headers) {
             return None;
         }
         self.stats.shared_hits.fetch_add(1, Ordering::Relaxed);
         let entry = Arc::new(entry);
-        self.memory.insert(Arc::clone(&entry));
+        if self.invalidations.load(Ordering::Acquire) == before {
+            self.memory.insert(Arc::clone(&entry));
+        }
         Some(entry)
     }
 
@@ -142,12 +167,12 @@ impl Cache {
         self.flights.join(key)
     }
 
-    /// The cross-instance fetch lock (Redis, when configured): true when this
+    /// The cross-instance fetch lock (Redis, when configured): `Free` when this
     /// instance should fetch `key`.
-    pub(crate) async fn lock_across(&self, key: &str) -> bool {
+    pub(crate) async fn lock_across(&self, key: &str) -> Across {
         match &self.shared {
             Some(shared) => Box::pin(shared.lock(key, self.config.coalesce_wait)).await,
-            None => true,
+            None => Across::Free,
         }
     }
 
@@ -155,19 +180,35 @@ impl Cache {
         self.shared.as_ref().is_some_and(SharedTier::locks)
     }
 
-    pub(crate) async fn unlock_across(&self, key: &str) {
+    /// Frees the fetch lock of `key`; with `pass`, the other instances go to the
+    /// origin on their own for a while.
+    pub(crate) async fn unlock_across(&self, key: &str, pass: bool) {
         if let Some(shared) = &self.shared {
-            Box::pin(shared.unlock(key)).await;
+            Box::pin(shared.unlock(key, pass)).await;
         }
     }
 
-    /// Removes the entries of these exact keys, in both tiers (no walk of the memory tier:
-    /// this runs after every unsafe request on a cached route).
+    /// What another instance's fetch of `key` came to so far: its entry (the variant
+    /// for `headers`), or the lock's state.
+    pub(crate) async fn poll_across(&self, key: &str, headers: &HeaderMap) -> (Option<Arc<Entry>>, Across) {
+        let Some(shared) = &self.shared else { return (None, Across::Free) };
+        let before = self.invalidations.load(Ordering::Acquire);
+        match Box::pin(shared.poll(key)).await {
+            (Some(value), lock) => (self.read_shared(key, value, headers, before), lock),
+            (None, lock) => (None, lock),
+        }
+    }
+
+    /// Removes the entries of these exact keys, in both tiers and every instance's
+    /// memory (no walk of the memory tier: this runs after every unsafe request on a
+    /// cached route).
     pub(crate) async fn invalidate(&self, keys: &[String]) -> usize {
-        let mut removed = keys.iter().filter(|key| self.memory.remove(key)).count();
+        let invalidation = Invalidation::Keys(keys.to_vec());
+        let mut removed = self.drop_from_memory(&invalidation);
         if let Some(shared) = &self.shared {
             removed = removed.max(Box::pin(shared.remove(keys)).await);
         }
+        self.tell_others(&invalidation).await;
         removed
     }
 
@@ -177,29 +218,70 @@ impl Cache {
         let urls: Vec<String> =
             ["http", "https"].iter().map(|scheme| key::url(&self.config, scheme, host, path_and_query)).collect();
         let extras = !self.config.key_headers.is_empty() || !self.config.key_cookies.is_empty();
-        let mut removed = self.memory.purge_urls(&urls, extras);
-        if let Some(shared) = &self.shared {
-            removed = removed.max(Box::pin(shared.remove(&urls)).await);
+        let invalidation = Invalidation::Urls { urls, extras };
+        let mut removed = self.drop_from_memory(&invalidation);
+        if let (Some(shared), Invalidation::Urls { urls, .. }) = (&self.shared, &invalidation) {
+            removed = removed.max(Box::pin(shared.remove(urls)).await);
         }
+        self.tell_others(&invalidation).await;
         removed
     }
 
     /// Removes the entries for `host` under `path_prefix`, in both tiers.
     pub(crate) async fn purge_prefix(&self, host: &str, path_prefix: &str) -> usize {
-        let mut removed = self.memory.purge_prefix(host, path_prefix);
+        let invalidation = Invalidation::Prefix { host: host.to_string(), path: path_prefix.to_string() };
+        let mut removed = self.drop_from_memory(&invalidation);
         if let Some(shared) = &self.shared {
             removed = removed.max(Box::pin(shared.purge_prefix(host, path_prefix)).await);
         }
+        self.tell_others(&invalidation).await;
         removed
     }
 
     /// Removes the entries tagged with any of `tags`, in both tiers.
     pub(crate) async fn purge_tags(&self, tags: &[String]) -> usize {
-        let mut removed = self.memory.purge_tags(tags);
+        let invalidation = Invalidation::Tags(tags.to_vec());
+        let mut removed = self.drop_from_memory(&invalidation);
         if let Some(shared) = &self.shared {
             removed = removed.max(Box::pin(shared.purge_tags(tags)).await);
         }
+        self.tell_others(&invalidation).await;
         removed
+    }
+
+    /// Applies an invalidation to this process's memory tier; how many keys went.
+    fn drop_from_memory(&self, invalidation: &Invalidation) -> usize {
+        self.invalidations.fetch_add(1, Ordering::AcqRel);
+        match invalidation {
+            Invalidation::Keys(keys) => keys.iter().filter(|key| self.memory.remove(key)).count(),
+            Invalidation::Urls { urls, extras } => self.memory.purge_urls(urls, *extras),
+            Invalidation::Prefix { host, path } => self.memory.purge_prefix(host, path),
+            Invalidation::Tags(tags) => self.memory.purge_tags(tags),
+        }
+    }
+
+    /// Sends an invalidation to the other instances sharing the tier (none without one).
+    async fn tell_others(&self, invalidation: &Invalidation) {
+        if let Some(shared) = &self.shared {
+            Box::pin(shared.publish(spread::encode(self.sender, invalidation))).await;
+        }
+    }
+
+    /// Listens for the other instances' invalidations and applies them to memory,
+    /// until listening fails (the caller tries again).
+    pub(crate) async fn hear_others(&self) {
+        let Some(shared) = &self.shared else { return };
+        let mut heard = |heard: Heard| match heard {
+            Heard::Invalidation(invalidation) => {
+                let dropped = self.drop_from_memory(&invalidation);
+                tracing::debug!(?invalidation, dropped, "another instance's cache invalidation");
+            }
+            Heard::MaybeMissed => {
+                self.invalidations.fetch_add(1, Ordering::AcqRel);
+                self.memory.clear();
+            }
+        };
+        shared.listen(self.sender, &mut heard).await;
     }
 
     /// Bytes and entries in the memory tier.
@@ -216,4 +298,15 @@ impl Cache {
     pub(crate) fn in_flight(&self) -> usize {
         self.flights.out()
     }
+}
+
+/// A number that tells this process from the other instances: the process id and the
+/// start time, hashed with a random key.
+fn instance_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher
+        .write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    hasher.finish()
 }

@@ -64,7 +64,7 @@ impl RateRegistry {
             Arc::clone(self.states.lock().unwrap_or_else(|p| p.into_inner()).entry(config.name.clone()).or_default());
         let store = match &config.scope {
             RateScope::Local => None,
-            RateScope::Global(url) => Some(self.store(url)?),
+            RateScope::Global(link) => Some(self.store(link)?),
         };
         let gcra = Gcra::new(config.count, config.per, config.burst);
         let window = config.per.as_secs();
@@ -85,13 +85,14 @@ impl RateRegistry {
         })
     }
 
-    fn store(&self, url: &str) -> Result<Arc<Store>, String> {
+    fn store(&self, link: &sluice_config::RedisLink) -> Result<Arc<Store>, String> {
+        let url = &link.url;
         let mut stores = self.stores.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(store) = stores.get(url) {
             return Ok(Arc::clone(store));
         }
         let store = Arc::new(Store {
-            counts: redis::RedisCounts::new(url)?,
+            counts: redis::RedisCounts::new(link)?,
             gate: Gate::new("a global rate limit's Redis", Duration::from_millis(50), "limits apply on_store_error"),
         });
         stores.insert(url.to_string(), Arc::clone(&store));

@@ -1,15 +1,16 @@
 //! A global rate limit's counts in Redis: one key per (policy, key), holding its GCRA
 //! TAT, read and updated by one server-side script (one round trip per decision) on
 //! Redis's own clock (instances' clocks may differ), expiring by itself once the bucket
-//! is full again. The script is loaded once per connection (`SCRIPT LOAD`) and run by
-//! its digest; after a Redis restart it is loaded again.
+//! is full again. The script runs by its digest (`EVALSHA`), loaded again wherever
+//! Redis answers NOSCRIPT.
 
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
+use sluice_config::RedisLink;
 
 use super::local::Taken;
 use crate::gate::TierResult;
+use crate::redis_link::RedisClient;
 
 /// KEYS[1]: the key; ARGV[1]: interval (µs); ARGV[2]: tolerance (µs).
 /// Returns {admitted (0|1), retry_after_us, remaining, until_full_us}.
@@ -30,57 +31,32 @@ if remaining < 0 then remaining = 0 end
 return {1, 0, remaining, new - now}
 ";
 
-/// One Redis server's connection for the global limits that name it.
+/// One Redis deployment's connection for the global limits that name it. A decision
+/// has one key, so it runs on a Cluster as on one server (redis-rs routes it by key).
 pub(crate) struct RedisCounts {
-    client: redis::Client,
-    /// The connection and the script's digest on it.
-    connection: tokio::sync::Mutex<Option<(MultiplexedConnection, String)>>,
+    client: RedisClient,
+    script: redis::Script,
 }
 
 impl RedisCounts {
-    pub(crate) fn new(url: &str) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("rate_limit redis \"{url}\": {e}"))?;
-        Ok(RedisCounts { client, connection: tokio::sync::Mutex::new(None) })
+    pub(crate) fn new(link: &RedisLink) -> Result<Self, String> {
+        let client = RedisClient::open(link).map_err(|e| format!("rate_limit redis: {e}"))?;
+        Ok(RedisCounts { client, script: redis::Script::new(GCRA_SCRIPT) })
     }
 
-    async fn connection(&self) -> TierResult<(MultiplexedConnection, String)> {
-        let mut slot = self.connection.lock().await;
-        if let Some(ready) = &*slot {
-            return Ok(ready.clone());
-        }
-        let mut connection = self.client.get_multiplexed_async_connection().await.map_err(|e| e.to_string())?;
-        let digest: String = redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(GCRA_SCRIPT)
-            .query_async(&mut connection)
-            .await
-            .map_err(|e| e.to_string())?;
-        *slot = Some((connection.clone(), digest.clone()));
-        Ok((connection, digest))
-    }
-
-    /// One decision for `key` (interval and tolerance in µs).
+    /// One decision for `key` (interval and tolerance in µs). The script runs by its
+    /// digest, and is loaded again where a node lacks it (a restart, a failover, a
+    /// Cluster node not asked before).
     pub(crate) async fn decide(&self, key: &str, interval_us: u64, tolerance_us: u64) -> TierResult<Taken> {
-        let (mut connection, digest) = self.connection().await?;
-        let answer: Result<(u8, u64, u64, u64), redis::RedisError> = redis::cmd("EVALSHA")
-            .arg(&digest)
-            .arg(1)
-            .arg(key)
-            .arg(interval_us)
-            .arg(tolerance_us)
-            .query_async(&mut connection)
-            .await;
+        let mut invocation = self.script.key(key);
+        invocation.arg(interval_us).arg(tolerance_us);
+        let answer: TierResult<(u8, u64, u64, u64)> = self.client.run_script(&invocation).await;
         match answer {
             Ok((1, _, remaining, until_full)) => {
                 Ok(Taken::Admitted { remaining, until_full: Duration::from_micros(until_full) })
             }
             Ok((_, retry_after, _, _)) => Ok(Taken::Refused { retry_after: Duration::from_micros(retry_after) }),
-            Err(e) => {
-                // A restarted Redis has lost the script (NOSCRIPT) or the connection:
-                // the next decision makes both again.
-                *self.connection.lock().await = None;
-                Err(e.to_string())
-            }
+            Err(e) => Err(e),
         }
     }
 }

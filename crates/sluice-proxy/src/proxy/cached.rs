@@ -20,7 +20,7 @@ use sluice_policy::cache::{self as rules, CacheControl, Exchange, NotStored, Usa
 
 use super::{Origin, OwnedOrigin, ProxyBody, ProxyError};
 use crate::body::RequestBody;
-use crate::cache::{self, Cache, CacheFill, Entry, Facts, FillTo, Join, Lead, TARGETED};
+use crate::cache::{self, Across, Cache, CacheFill, Entry, Facts, FillTo, Join, Lead, TARGETED};
 use crate::outcome::Outcome;
 
 static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
@@ -91,8 +91,9 @@ pub(super) async fn handle(
 /// to the origin as a GET, so that its response can be stored (nginx does the same).
 fn read_request(cache: &Cache, origin: &Origin<'_>, request: &mut Request<RequestBody>) -> Asked {
     let host = origin.host().and_then(|h| h.to_str().ok()).unwrap_or("");
+    let authority = cache::key_authority(&cache.config, host, origin.upstream_name());
     let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-    let key = cache::primary_key(&cache.config, origin.scheme(), host, path, request.headers());
+    let key = cache::primary_key(&cache.config, origin.scheme(), &authority, path, request.headers());
     // One pass over the names present (compared without hashing) finds what the cache
     // reads; the hashed lookups below happen only for fields that are there.
     let (mut has_control, mut has_pragma, mut conditional, mut authorized) = (false, false, false, false);
@@ -149,22 +150,22 @@ async fn miss(
         return fetch(cache, origin, request, asked, None, None, outcome).await;
     }
     match cache.join(&asked.key) {
-        Join::Lead(lead) => {
-            if cache.locks_across() && !cache.lock_across(&asked.key).await {
-                if let Some(entry) = wait_for_other_instance(cache, &asked.key, request.headers()).await {
-                    count(&cache.stats.coalesced);
-                    lead.stored(Arc::clone(&entry));
-                    outcome.cache = Some("coalesced");
-                    return Ok(serve(&entry, asked, cache::unix_now(), "fwd=miss; collapsed; detail=instance"));
+        Join::Lead(mut lead) => {
+            if cache.locks_across() {
+                match cache.lock_across(&asked.key).await {
+                    Across::Free => lead.hold_across(cache),
+                    Across::Pass => {}
+                    Across::Fetching => {
+                        if let Some(entry) = wait_for_other_instance(cache, &asked.key, request.headers()).await {
+                            count(&cache.stats.coalesced);
+                            lead.stored(Arc::clone(&entry));
+                            outcome.cache = Some("coalesced");
+                            return Ok(serve(&entry, asked, cache::unix_now(), "fwd=miss; collapsed; detail=instance"));
+                        }
+                    }
                 }
             }
-            let locked = cache.locks_across();
-            let response = fetch(cache, origin, request, asked, Some(lead), None, outcome).await;
-            // A response that was not stored frees the other instances at once.
-            if locked && !response.as_ref().is_ok_and(was_stored) {
-                cache.unlock_across(&asked.key).await;
-            }
-            response
+            fetch(cache, origin, request, asked, Some(lead), None, outcome).await
         }
         Join::Follow(landing) => {
             match followed(cache, landing, &request, asked, outcome, "fwd=miss; collapsed").await {
@@ -195,13 +196,18 @@ async fn followed(
     Some(serve(&entry, asked, cache::unix_now(), status))
 }
 
-/// Another instance holds the fetch lock: its response appears in the shared tier.
+/// Another instance holds the fetch lock: its response appears in the shared tier, or
+/// the lock goes (failed) or turns to `pass` (not storable), and this request goes to
+/// the origin itself at once: it never waits longer than the other fetch plus a poll.
+/// `coalesce_wait` bounds it when the other instance dies holding the lock.
 async fn wait_for_other_instance(cache: &Cache, key: &str, headers: &http::HeaderMap) -> Option<Arc<Entry>> {
     let deadline = tokio::time::Instant::now() + cache.config.coalesce_wait;
     while tokio::time::Instant::now() < deadline {
         tokio::time::sleep(LOCK_POLL).await;
-        if let Some(entry) = cache.lookup(key, headers).await {
-            return Some(entry);
+        match cache.poll_across(key, headers).await {
+            (Some(entry), _) => return Some(entry),
+            (None, Across::Fetching) => {}
+            (None, Across::Free | Across::Pass) => return None,
         }
     }
     None
@@ -502,10 +508,6 @@ fn ttl(entry: &Entry, now: u64) -> i64 {
     i64::try_from(stored.lifetime).unwrap_or(i64::MAX) - i64::try_from(stored.age).unwrap_or(i64::MAX)
 }
 
-fn was_stored(response: &Response<ProxyBody>) -> bool {
-    response.headers().get(&CACHE_STATUS).is_some_and(|v| v.as_bytes().ends_with(b"; stored"))
-}
-
 fn cache_status(text: &str) -> HeaderValue {
     HeaderValue::from_str(&format!("sluice; {text}")).unwrap_or_else(|_| HeaderValue::from_static("sluice"))
 }
@@ -524,7 +526,8 @@ async fn unsafe_method(
     outcome: &mut Outcome,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let safe = matches!(*request.method(), Method::OPTIONS | Method::TRACE);
-    let host = origin.host().and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
+    let raw_host = origin.host().and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
+    let host = cache::key_authority(&cache.config, &raw_host, origin.upstream_name());
     let path = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
     // What the request adds to its keys (usually nothing), read before it is sent on.
     let extras = cache::key_extras(&cache.config, request.headers());
@@ -538,7 +541,7 @@ async fn unsafe_method(
     let mut paths = vec![path];
     for name in [LOCATION, CONTENT_LOCATION] {
         if let Some(target) = response.headers().get(&name).and_then(|v| v.to_str().ok()) {
-            if let Some(path) = same_host_path(target, &host) {
+            if let Some(path) = same_host_path(target, &raw_host) {
                 paths.push(path);
             }
         }
@@ -565,16 +568,20 @@ fn same_host_path(target: &str, host: &str) -> Option<String> {
 
 /// `PURGE /path` removes that URL; `PURGE /prefix*` every URL under the prefix; with a
 /// tag header (`Surrogate-Key: a b`), every entry tagged so. Only from `purge_from`.
+/// `upstream` is the group a GET of the path would be routed to (for keys named by
+/// it, `key_authority = "upstream"`). Every instance sharing the tier drops the
+/// entries from its memory too.
 pub(super) async fn purge(
     cache: &Arc<Cache>,
     client: IpAddr,
     request: &Request<RequestBody>,
     host: Option<&HeaderValue>,
+    upstream: &str,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     if !cache.config.purge_from.iter().any(|network| network.contains(client)) {
         return Err(ProxyError::PurgeForbidden);
     }
-    let host = host.and_then(|h| h.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    let host = cache::key_authority(&cache.config, host.and_then(|h| h.to_str().ok()).unwrap_or(""), upstream);
     let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
     let tags: Vec<String> = request
         .headers()

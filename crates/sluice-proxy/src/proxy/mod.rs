@@ -97,7 +97,10 @@ async fn forward(
     let host = request_host(&request);
     if request.method().as_str() == "PURGE" {
         if let Some(cache) = &conn.shared.cache {
-            return cached::purge(cache, conn.peer.ip(), &request, host.as_ref()).await;
+            let name = host.as_ref().and_then(|h| h.to_str().ok());
+            let route = snapshot.router.find(name, request.uri().path().trim_end_matches('*'), "GET");
+            let upstream = route.map_or("", |route| &*route.upstream.name);
+            return cached::purge(cache, conn.peer.ip(), &request, host.as_ref(), upstream).await;
         }
     }
     let route = snapshot
@@ -218,6 +221,11 @@ impl Origin<'_> {
 
     pub(crate) fn host(&self) -> Option<&HeaderValue> {
         self.host
+    }
+
+    /// The route's upstream group name (a cache key's authority can be it).
+    pub(crate) fn upstream_name(&self) -> &str {
+        &self.route.upstream.name
     }
 
     /// Sends the request to the route's upstream group and returns its response (body

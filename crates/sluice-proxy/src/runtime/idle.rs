@@ -26,6 +26,12 @@ use super::Shutdown;
 const TICK: Duration = Duration::from_millis(50);
 /// The worker's reusable-object stocks are trimmed to demand every second.
 const TICKS_PER_TRIM: u32 = 20;
+/// How long a drain keeps an idle keep-alive connection open for one more request
+/// (answered with `Connection: close`). Closing it at once raced with a client
+/// that had just sent its next request: behind an L4 balancer, 2 of 24 clients saw
+/// their request fail when one of three instances was stopped. One second covers a
+/// client's turn-around many times over; the drain waits for it anyway.
+pub(crate) const DRAIN_IDLE_GRACE: Duration = Duration::from_secs(1);
 
 /// The idle deadlines of one worker. Per-core workers lock it uncontended.
 #[derive(Default)]
@@ -39,7 +45,7 @@ struct Inner {
     free: Vec<u32>,
     /// Slots in use (not free), so the sweep can stop early when there are none.
     waiting: usize,
-    /// Shutdown has begun: every ticket is expired, new ones at once.
+    /// Shutdown has begun: idle deadlines are at most `DRAIN_IDLE_GRACE` away.
     draining: bool,
 }
 
@@ -74,7 +80,8 @@ impl IdleTimers {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A deadline `timeout` from now for an idle connection (at once during a drain).
+    /// A deadline `timeout` from now for an idle connection (at most `DRAIN_IDLE_GRACE`
+    /// during a drain).
     pub(crate) fn register(&self, timeout: Duration) -> IdleTicket<'_> {
         self.register_as(timeout, false)
     }
@@ -86,9 +93,10 @@ impl IdleTimers {
     }
 
     fn register_as(&self, timeout: Duration, head: bool) -> IdleTicket<'_> {
-        let deadline = Instant::now() + timeout;
         let mut inner = self.lock();
-        let state = if inner.draining && !head { State::Expired } else { State::Waiting(None) };
+        let timeout = if inner.draining && !head { timeout.min(DRAIN_IDLE_GRACE) } else { timeout };
+        let deadline = Instant::now() + timeout;
+        let state = State::Waiting(None);
         inner.waiting += 1;
         let slot = match inner.free.pop() {
             Some(slot) => slot,
@@ -147,30 +155,20 @@ impl IdleTimers {
         true
     }
 
-    /// Shutdown: every idle connection's deadline passes now, and any new one at once.
-    fn expire_all(&self) {
-        let wake: Vec<Waker> = {
-            let mut inner = self.lock();
-            inner.draining = true;
-            inner
-                .slots
-                .iter_mut()
-                .filter(|slot| !slot.head)
-                .filter_map(|slot| match std::mem::replace(&mut slot.state, State::Expired) {
-                    State::Waiting(waker) => waker,
-                    State::Free => {
-                        slot.state = State::Free;
-                        None
-                    }
-                    State::Expired => None,
-                })
-                .collect()
-        };
-        wake.into_iter().for_each(Waker::wake);
+    /// Shutdown: every idle connection's deadline comes within `DRAIN_IDLE_GRACE`, and
+    /// any new one's too (a request that arrives meanwhile is answered, then the
+    /// connection closes).
+    fn drain_all(&self) {
+        let mut inner = self.lock();
+        inner.draining = true;
+        let grace = Instant::now() + DRAIN_IDLE_GRACE;
+        for slot in inner.slots.iter_mut().filter(|slot| !slot.head) {
+            slot.deadline = slot.deadline.min(grace);
+        }
     }
 
     /// The worker's sweeper task: expires deadlines every tick until shutdown, then
-    /// expires them all (draining connections close at once when idle).
+    /// brings idle deadlines within the drain's grace and expires them as they pass.
     pub(crate) async fn sweep(&self, shutdown: &Shutdown) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -186,7 +184,7 @@ impl IdleTimers {
                 crate::stock::trim_this_thread();
             }
         }
-        self.expire_all();
+        self.drain_all();
         // Heads being read when the drain began keep their deadlines (bounded by the
         // drain timeout too).
         while self.expire(tick.tick().await) > 0 {}
@@ -275,19 +273,27 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn shutdown_expires_every_ticket_and_every_new_one() {
+    async fn a_drain_gives_every_idle_ticket_and_every_new_one_the_grace_and_no_more() {
         let timers = IdleTimers::default();
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let waker = context(&count);
         let mut cx = Context::from_waker(&waker);
         let tickets: Vec<_> = (0..3).map(|_| timers.register(Duration::from_secs(60))).collect();
+        let soon = timers.register(DRAIN_IDLE_GRACE / 2);
         for ticket in &tickets {
             assert!(ticket.poll_expired(&mut cx).is_pending());
         }
-        timers.expire_all();
-        assert_eq!(count.0.load(Ordering::SeqCst), 3);
-        assert!(tickets.iter().all(|t| t.poll_expired(&mut cx).is_ready()));
-        assert!(timers.register(Duration::from_secs(60)).poll_expired(&mut cx).is_ready());
+        timers.drain_all();
+        assert!(tickets.iter().all(|t| t.poll_expired(&mut cx).is_pending()), "a request may still come");
+        let new = timers.register(Duration::from_secs(60));
+        assert!(new.poll_expired(&mut cx).is_pending());
+        timers.expire(Instant::now() + DRAIN_IDLE_GRACE / 2);
+        assert!(soon.poll_expired(&mut cx).is_ready(), "an earlier deadline stays");
+        assert!(tickets.iter().all(|t| t.poll_expired(&mut cx).is_pending()));
+        timers.expire(Instant::now() + DRAIN_IDLE_GRACE);
+        assert_eq!(count.0.load(Ordering::SeqCst), 4);
+        assert!(tickets.iter().all(|t| t.poll_expired(&mut cx).is_ready()), "60 s became the grace");
+        assert!(new.poll_expired(&mut cx).is_ready());
     }
 
     #[test]
@@ -304,8 +310,9 @@ mod tests {
         assert!(idle.poll_expired(&mut cx).is_pending());
         drop(head);
         let late_head = timers.register_head(Duration::from_secs(10));
-        timers.expire_all();
-        assert!(idle.poll_expired(&mut cx).is_ready(), "a drain ends idle waits");
+        timers.drain_all();
+        timers.expire(Instant::now() + DRAIN_IDLE_GRACE);
+        assert!(idle.poll_expired(&mut cx).is_ready(), "a drain ends idle waits after its grace");
         assert!(late_head.poll_expired(&mut cx).is_pending(), "and lets a head being read finish");
         assert!(timers.reclaim_one(), "the cap still may");
         drop((idle, late_head));

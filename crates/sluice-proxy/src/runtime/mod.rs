@@ -16,7 +16,7 @@ pub(crate) mod per_ip;
 mod shutdown;
 
 pub(crate) use conn::ConnContext;
-pub(crate) use idle::{IdleTicket, IdleTimers};
+pub(crate) use idle::{IdleTicket, IdleTimers, DRAIN_IDLE_GRACE};
 pub(crate) use shutdown::Shutdown;
 
 use crate::cache::Cache;

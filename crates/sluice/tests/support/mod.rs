@@ -3,7 +3,9 @@
 #![allow(dead_code)] // each test file uses a different part of this module
 
 pub mod client;
+pub mod haproxy;
 pub mod raw;
+pub mod redis_deployments;
 pub mod stores;
 pub mod upstream;
 
@@ -168,6 +170,12 @@ impl Sluice {
     pub fn terminate(&self) {
         let status = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status().expect("kill");
         assert!(status.success());
+    }
+
+    /// SIGKILL now (a crash, an OOM kill), and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Waits for the process to exit.

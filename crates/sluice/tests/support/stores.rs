@@ -49,7 +49,7 @@ impl Store {
 
     /// Starts the store on a free port, trying again on another when that one was
     /// taken in between; waits for its readiness line (no polling).
-    fn start(name: &str, ready: &'static str, command: impl Fn(u16) -> Command) -> Store {
+    pub fn start(name: &str, ready: &'static str, command: impl Fn(u16) -> Command) -> Store {
         Store::start_on(name, ready, None, command)
     }
 

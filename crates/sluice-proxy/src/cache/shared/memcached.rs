@@ -2,7 +2,12 @@
 //! five commands, written here rather than taking a client crate for them; see
 //! ARCHITECTURE.md). Keys are `PREFIX:GENERATION:DIGEST`: memcached cannot list keys,
 //! so a prefix or tag purge bumps the generation, which drops every entry of the tier
-//! at once (a URL purge deletes its key). The generation is read at most once a second.
+//! at once (a URL purge deletes its key). The generation is read at most once a second,
+//! and again at once when another instance's prefix or tag purge is heard.
+//!
+//! memcached has no pub/sub: invalidations go to the other instances' memory tiers
+//! through a journal, `PREFIX:jseq` (a counter) and `PREFIX:j:N` (message N, kept
+//! `JOURNAL_KEEP`), which every instance reads every `spread::JOURNAL_POLL`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +17,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufStream};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{digest, Gate, TierResult};
+use super::{digest, Gate, Heard, TierResult};
+use crate::cache::spread::{self, Invalidation, JOURNAL_POLL};
 
 /// Idle connections kept.
 /// Connections to the server at most, all kept for reuse: more operations at once wait
@@ -24,6 +30,10 @@ const CONNECTIONS: usize = 16;
 const MAX_HEAD_ROOM: usize = 256 * 1024;
 /// How long a read generation is used before it is read again.
 const GENERATION_FOR: Duration = Duration::from_secs(1);
+/// How long a journal message is kept: far beyond the poll, so that only an instance
+/// that could not read the journal for this long misses one (and then empties its
+/// memory tier).
+const JOURNAL_KEEP: u64 = 60;
 /// memcached's longest relative expiry (longer values are read as a Unix time).
 const MAX_RELATIVE_EXPIRY: u64 = 30 * 24 * 3600;
 
@@ -196,6 +206,81 @@ impl MemcachedTier {
         Ok(0)
     }
 
+    /// Appends an invalidation to the journal.
+    pub(super) async fn publish(&self, message: Vec<u8>) -> TierResult<()> {
+        let number = self.next_journal_number().await?;
+        let answer = self.store("set", &format!("{}:j:{number}", self.prefix), JOURNAL_KEEP, &message).await?;
+        match answer.as_str() {
+            "STORED" => Ok(()),
+            other => Err(format!("unexpected answer to set: {other:?}")),
+        }
+    }
+
+    async fn next_journal_number(&self) -> TierResult<u64> {
+        let name = format!("{}:jseq", self.prefix);
+        for _ in 0..2 {
+            if let Ok(number) = self.command(&format!("incr {name} 1\r\n")).await?.parse::<u64>() {
+                return Ok(number);
+            }
+            // NOT_FOUND: the first message (or memcached restarted). NOT_STORED from
+            // `add` means another instance made it meanwhile: incr again either way.
+            self.store("add", &name, 0, b"0").await?;
+        }
+        Err("the journal counter could not be made".into())
+    }
+
+    /// The journal's last message number (0 when none was ever written).
+    async fn journal_number(&self) -> TierResult<u64> {
+        let value = self.get_raw(&format!("{}:jseq", self.prefix)).await?;
+        Ok(value.and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse().ok()).unwrap_or(0))
+    }
+
+    /// Reads the journal every `JOURNAL_POLL` and hears the other instances' messages,
+    /// until a read fails (returns its error; the caller listens again). A message
+    /// still missing one poll after its number was seen (expired, evicted, or its
+    /// writer failed) is heard as `MaybeMissed`.
+    pub(super) async fn listen(&self, sender: u64, heard: &mut (dyn FnMut(Heard) + Send)) -> TierResult<()> {
+        let bound = self.gate.timeout() * 10;
+        let mut read = within(bound, self.journal_number()).await?;
+        heard(Heard::MaybeMissed);
+        let mut missing: Option<u64> = None;
+        loop {
+            tokio::time::sleep(JOURNAL_POLL).await;
+            let last = within(bound, self.journal_number()).await?;
+            if last < read {
+                // The counter went back: memcached restarted, and with it the tier.
+                read = last;
+                heard(Heard::MaybeMissed);
+                continue;
+            }
+            while read < last {
+                let number = read + 1;
+                let Some(message) = within(bound, self.get_raw(&format!("{}:j:{number}", self.prefix))).await? else {
+                    if missing == Some(number) {
+                        heard(Heard::MaybeMissed);
+                        read = last;
+                    }
+                    missing = Some(number);
+                    break;
+                };
+                if let Some((from, invalidation)) = spread::decode(&message) {
+                    if matches!(invalidation, Invalidation::Prefix { .. } | Invalidation::Tags(_)) {
+                        self.forget_generation();
+                    }
+                    if from != sender {
+                        heard(Heard::Invalidation(invalidation));
+                    }
+                }
+                read = number;
+            }
+        }
+    }
+
+    /// The generation is read again on the next operation (another instance purged).
+    fn forget_generation(&self) {
+        *self.generation.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     async fn command(&self, line: &str) -> TierResult<String> {
         let mut connection = self.connection().await?;
         connection.write_all(line.as_bytes()).await.map_err(|e| e.to_string())?;
@@ -204,6 +289,11 @@ impl MemcachedTier {
         self.give_back(connection);
         Ok(answer)
     }
+}
+
+/// `op`, or an error after `bound`.
+async fn within<T>(bound: Duration, op: impl std::future::Future<Output = TierResult<T>>) -> TierResult<T> {
+    tokio::time::timeout(bound, op).await.map_err(|_| format!("no answer within {bound:?}"))?
 }
 
 /// One protocol line, without its CRLF; errors on EOF or an over-long line.

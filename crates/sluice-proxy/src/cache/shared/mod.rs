@@ -10,6 +10,7 @@
 mod memcached;
 mod redis;
 
+pub(crate) use crate::cache::spread::Heard;
 pub(crate) use crate::gate::{Gate, TierResult};
 
 use std::time::Duration;
@@ -17,9 +18,20 @@ use std::time::Duration;
 use bytes::Bytes;
 use sluice_config::SharedTierConfig;
 
+/// The cross-instance fetch lock of a key, as found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Across {
+    /// Nobody fetches it (taking the lock: now this instance does).
+    Free,
+    /// Another instance fetches it: its entry will appear, or the lock will change.
+    Fetching,
+    /// Its last response could not be stored: each instance goes to the origin alone.
+    Pass,
+}
+
 pub(crate) enum SharedTier {
-    Redis(redis::RedisTier),
-    Memcached(memcached::MemcachedTier),
+    Redis(Box<redis::RedisTier>),
+    Memcached(Box<memcached::MemcachedTier>),
 }
 
 impl SharedTier {
@@ -27,12 +39,12 @@ impl SharedTier {
     /// body stored plus room for its head, whatever the server says.
     pub(crate) fn new(config: &SharedTierConfig, max_object: u64) -> Result<SharedTier, String> {
         match config {
-            SharedTierConfig::Redis { url, timeout, prefix, coalesce_lock } => {
-                Ok(SharedTier::Redis(redis::RedisTier::new(url, *timeout, prefix, *coalesce_lock)?))
+            SharedTierConfig::Redis { link, timeout, prefix, coalesce_lock } => {
+                Ok(SharedTier::Redis(Box::new(redis::RedisTier::new(link, *timeout, prefix, *coalesce_lock)?)))
             }
-            SharedTierConfig::Memcached { address, timeout, prefix } => {
-                Ok(SharedTier::Memcached(memcached::MemcachedTier::new(address, *timeout, prefix, max_object)))
-            }
+            SharedTierConfig::Memcached { address, timeout, prefix } => Ok(SharedTier::Memcached(Box::new(
+                memcached::MemcachedTier::new(address, *timeout, prefix, max_object),
+            ))),
         }
     }
 
@@ -64,8 +76,11 @@ impl SharedTier {
     /// Stores `value` under `key` for `ttl`, listed under `tags`.
     pub(crate) async fn put(&self, key: &str, value: Vec<u8>, ttl: Duration, tags: &[String]) {
         let gate = self.gate();
-        if !gate.open() || ttl.is_zero() {
+        if !gate.open() {
             return;
+        }
+        if ttl.is_zero() {
+            return self.unlock(key, false).await; // nothing will appear: free the waiters
         }
         match self {
             SharedTier::Redis(tier) => gate.bounded(tier.put(key, value, ttl, tags)).await,
@@ -73,12 +88,11 @@ impl SharedTier {
         };
     }
 
-    /// Removes `keys`; how many were there (as far as the tier tells).
+    /// Removes `keys`; how many were there (as far as the tier tells). Invalidations
+    /// are tried even while the gate skips the tier after a failure (bounded all the
+    /// same): a purge that is lost leaves stale entries, a skipped read costs a miss.
     pub(crate) async fn remove(&self, keys: &[String]) -> usize {
         let gate = self.gate();
-        if !gate.open() {
-            return 0;
-        }
         let removed = match self {
             SharedTier::Redis(tier) => gate.bounded(tier.remove(keys)).await,
             SharedTier::Memcached(tier) => gate.bounded(tier.remove(keys)).await,
@@ -104,15 +118,44 @@ impl SharedTier {
         removed.unwrap_or(0)
     }
 
-    /// Takes the cross-instance fetch lock of `key` for `hold`: true when this instance
-    /// should fetch. Always true without a lock (memcached, or not configured), and when
+    /// Sends an invalidation to the other instances' memory tiers.
+    /// (Tried even while the gate skips the tier, as `remove`.) A message that could
+    /// not be sent is logged: instances that were listening keep the entry in memory
+    /// until it expires or they lose their subscription.
+    pub(crate) async fn publish(&self, message: Vec<u8>) {
+        let gate = self.gate();
+        let sent = match self {
+            SharedTier::Redis(tier) => gate.bounded(tier.publish(message)).await,
+            SharedTier::Memcached(tier) => gate.bounded(tier.publish(message)).await,
+        };
+        if sent.is_none() {
+            tracing::warn!("a cache invalidation could not be sent to the other instances (the shared tier failed)");
+        }
+    }
+
+    /// Hears the other instances' invalidations until that fails; logs why (at most
+    /// every 10 s, as the gate does).
+    pub(crate) async fn listen(&self, sender: u64, heard: &mut (dyn FnMut(Heard) + Send)) {
+        let failed = match self {
+            SharedTier::Redis(tier) => tier.listen(sender, heard).await,
+            SharedTier::Memcached(tier) => tier.listen(sender, heard).await,
+        };
+        if let Err(error) = failed {
+            let gate = self.gate();
+            // Counted and logged by the gate, as a failed operation.
+            gate.bounded(async { Err::<(), _>(format!("listening for invalidations: {error}")) }).await;
+        }
+    }
+
+    /// Takes the cross-instance fetch lock of `key` for `hold` (`Free`: this instance
+    /// fetches). Always `Free` without a lock (memcached, or not configured), and when
     /// the tier is unavailable.
-    pub(crate) async fn lock(&self, key: &str, hold: Duration) -> bool {
+    pub(crate) async fn lock(&self, key: &str, hold: Duration) -> Across {
         match self {
             SharedTier::Redis(tier) if tier.coalesce_lock && tier.gate.open() => {
-                tier.gate.bounded(tier.lock(key, hold)).await.unwrap_or(true)
+                tier.gate.bounded(tier.lock(key, hold)).await.unwrap_or(Across::Free)
             }
-            _ => true,
+            _ => Across::Free,
         }
     }
 
@@ -120,11 +163,24 @@ impl SharedTier {
         matches!(self, SharedTier::Redis(tier) if tier.coalesce_lock)
     }
 
-    pub(crate) async fn unlock(&self, key: &str) {
+    /// Frees the fetch lock of `key` (with `pass`: other instances go alone a while).
+    pub(crate) async fn unlock(&self, key: &str, pass: bool) {
         if let SharedTier::Redis(tier) = self {
-            if tier.coalesce_lock && tier.gate.open() {
-                tier.gate.bounded(tier.unlock(key)).await;
+            // Tried even while the gate skips the tier: other instances wait on it.
+            if tier.coalesce_lock {
+                tier.gate.bounded(tier.unlock(key, pass)).await;
             }
+        }
+    }
+
+    /// The stored value of `key`, else its fetch lock's state (Free when unavailable:
+    /// a waiter then goes on alone).
+    pub(crate) async fn poll(&self, key: &str) -> (Option<Bytes>, Across) {
+        match self {
+            SharedTier::Redis(tier) if tier.gate.open() => {
+                tier.gate.bounded(tier.poll(key)).await.unwrap_or((None, Across::Free))
+            }
+            _ => (None, Across::Free),
         }
     }
 }

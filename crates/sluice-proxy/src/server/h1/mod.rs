@@ -174,11 +174,16 @@ fn idle_timeout(ctx: &ConnContext, first: bool) -> Duration {
 }
 
 /// A stream without readiness (TLS) waits for its next request in a read, with the
-/// buffer, under the idle timeout and until shutdown. False: timed out, closed, or draining.
+/// buffer, under the idle timeout, and during a drain for its grace at most. False:
+/// timed out, closed, or drained.
 async fn read_first_bytes<T: ClientStream>(io: &mut T, buf: &mut BytesMut, ctx: &ConnContext, first: bool) -> bool {
+    let drained = async {
+        ctx.shared.shutdown.wait().await;
+        tokio::time::sleep(crate::runtime::DRAIN_IDLE_GRACE).await;
+    };
     tokio::select! {
         read = tokio::time::timeout(idle_timeout(ctx, first), io.read_buf(buf)) => matches!(read, Ok(Ok(n)) if n > 0),
-        _ = ctx.shared.shutdown.wait() => false,
+        () = drained => false,
     }
 }
 
