@@ -198,6 +198,7 @@ pub struct FileRoute {
     pub max_response_spool: Option<ConfigSize>,
     pub upgrades: Option<Vec<Spanned<String>>>,
     pub cache: Option<Spanned<bool>>,
+    pub cache_default_lifetime: Option<Spanned<ConfigDuration>>,
     pub rate_limits: Option<Vec<Spanned<String>>>,
     pub priority: Option<Spanned<String>>,
     pub priority_header: Option<Spanned<String>>,
@@ -330,6 +331,7 @@ impl<'de> Deserialize<'de> for FileEndpoint {
 pub struct FileUpstreamTls {
     pub server_name: Option<Spanned<String>>,
     pub ca_file: Option<Spanned<String>>,
+    pub pin_sha256: Option<Vec<Spanned<String>>>,
     pub certificate: Option<Spanned<String>>,
     pub key: Option<Spanned<String>>,
 }

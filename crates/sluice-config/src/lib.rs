@@ -10,6 +10,7 @@ pub mod defaults;
 mod duration;
 mod file;
 mod model;
+mod parse_problems;
 mod size;
 mod validate;
 mod validate_cache;
@@ -92,7 +93,7 @@ pub fn parse(source: &str, path: &Path) -> Result<Config, ConfigError> {
     };
     let (file, mut problems) = deserialize_collecting(source);
     let Some(file) = file else { return Err(invalid(problems)) };
-    let base_dir = path.parent().unwrap_or(Path::new("."));
+    let base_dir = base_dir(path);
     match validate::validate(file, source, base_dir) {
         Ok(config) if problems.is_empty() => Ok(config),
         Ok(_) => Err(invalid(problems)),
@@ -100,6 +101,15 @@ pub fn parse(source: &str, path: &Path) -> Result<Config, ConfigError> {
             problems.extend(more);
             Err(invalid(problems))
         }
+    }
+}
+
+/// The folder relative paths in the file are read from: the file's own, whatever form
+/// its path was given in (`ops.toml` has the empty parent: the current folder).
+fn base_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
     }
 }
 
@@ -124,20 +134,38 @@ fn deserialize_collecting(source: &str) -> (Option<file::FileConfig>, Vec<Proble
         if missing && !problems.is_empty() {
             break; // most likely a key this loop blanked after reporting it
         }
-        let problem = syntax_problem(source, &error);
-        let blank = error.span().map(|span| blank_range(&text, span));
-        let repeated = problems.last() == Some(&problem);
-        if !repeated {
-            problems.push(problem);
+        let problem = parse_problems::problem(source, &error);
+        if problems.last() == Some(&problem) {
+            break; // no progress
         }
-        match blank {
-            Some(range) if !missing && !repeated && text[range.clone()].iter().any(|b| !b.is_ascii_whitespace()) => {
-                text[range].iter_mut().filter(|b| **b != b'\n').for_each(|b| *b = b' ');
+        problems.push(problem);
+        let Some(span) = error.span() else { break };
+        // An unknown table goes with its keys (else they would land in the table above
+        // it); an unknown key near a known one is read as that key (a required key spelt
+        // wrong then does not end the search); anything else is blanked.
+        if let Some((name, expected)) = parse_problems::unknown_key(error.message()) {
+            if let Some(table) = parse_problems::table_range(&text, &span) {
+                blank(&mut text, table);
+                continue;
             }
-            _ => break,
+            if let Some(near) = parse_problems::did_you_mean(name, &expected) {
+                if parse_problems::read_as(&mut text, &span, near) {
+                    continue;
+                }
+            }
         }
+        let range = blank_range(&text, span);
+        if missing || !text[range.clone()].iter().any(|b| !b.is_ascii_whitespace()) {
+            break;
+        }
+        blank(&mut text, range);
     }
     (None, problems)
+}
+
+/// Spaces over `range`, newlines kept (offsets and line numbers stay).
+fn blank(text: &mut [u8], range: std::ops::Range<usize>) {
+    text[range].iter_mut().filter(|b| **b != b'\n').for_each(|b| *b = b' ');
 }
 
 /// What to blank for an error at `span`: the whole `key = value` line(s) when the span
@@ -156,16 +184,6 @@ fn blank_range(text: &[u8], span: std::ops::Range<usize>) -> std::ops::Range<usi
     } else {
         start..end
     }
-}
-
-/// Turns a TOML/serde error into a problem; the key is read off the offending line.
-fn syntax_problem(source: &str, error: &toml::de::Error) -> Problem {
-    let offset = error.span().map(|s| s.start).unwrap_or(0);
-    let line = validate::line_of(source, offset);
-    let text = source.lines().nth(line - 1).unwrap_or("").trim();
-    let key = text.split_once('=').map(|(k, _)| k.trim()).unwrap_or(text).to_string();
-    let message = error.message().trim().replace('\n', " ");
-    Problem { line, key, message: format!("{message} (in `{text}`)") }
 }
 
 #[cfg(test)]

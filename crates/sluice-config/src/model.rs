@@ -114,6 +114,8 @@ pub enum LogFormat {
     Json,
     /// Apache/nginx combined format, with sluice's fields appended as key=value.
     Combined,
+    /// Exactly Apache's combined format, nothing appended (strict parsers, goaccess).
+    CombinedPlain,
 }
 
 /// An IP network in CIDR form (`10.0.0.0/8`, `::1/128`).
@@ -332,6 +334,10 @@ pub struct RouteConfig {
     pub upgrades: Vec<String>,
     /// Responses on this route go through the `[cache]`. Default false.
     pub cache: bool,
+    /// A lifetime for storable responses that give none (no max-age, s-maxage or
+    /// Expires), as nginx's `proxy_cache_valid`; never for no-store, private or
+    /// no-cache. Default none (only heuristics, when configured).
+    pub cache_default_lifetime: Option<Duration>,
     /// `rate_limits`: indexes into `Config::rate_limits`, each applied in turn.
     pub rate_limits: Vec<usize>,
     /// Under an adaptive limit: critical requests wait in line, sheddable ones are
@@ -715,6 +721,10 @@ pub struct UpstreamTls {
     pub server_name: Option<String>,
     /// PEM CA certificates to trust instead of the system's roots.
     pub ca_file: Option<PathBuf>,
+    /// SHA-256 fingerprints of the exact certificates accepted (development upstreams
+    /// with a self-signed certificate): when set, only these are, whatever their
+    /// issuer, name or dates; the handshake's signature is still checked.
+    pub pin_sha256: Vec<[u8; 32]>,
     /// A client certificate for mutual TLS.
     pub client_certificate: Option<CertificateFiles>,
 }

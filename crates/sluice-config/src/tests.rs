@@ -54,8 +54,67 @@ fn an_unknown_key_is_an_error_on_its_line() {
     let src = "[server]\nmax_conections = 5\n";
     let p = problems(src);
     let unknown = p.iter().find(|p| p.line == 2).expect("the unknown key's problem");
-    assert_eq!(unknown.key, "max_conections");
-    assert!(unknown.message.contains("unknown field"), "{}", unknown.message);
+    assert_eq!(unknown.key, "server.max_conections");
+    assert_eq!(unknown.message, "unknown key `max_conections`; did you mean `max_connections`?");
+}
+
+#[test]
+fn every_misspelt_key_an_unknown_table_and_the_checks_of_values_come_in_one_run() {
+    let src = r#"[server]
+max_conections = 5
+keepalive_timout = "5s"
+
+[[listener]]
+adress = "127.0.0.1:8080"
+
+[[route]]
+upstrem = "api"
+path_prefix = "api"
+
+[upstream.api]
+endpoint = ["127.0.0.1:9"]
+balanse = "round_robin"
+
+[upstream.api.healthcheck]
+path = "/healthz"
+interval = "1s"
+
+[server.nothing_like_it]
+x = 1
+"#;
+    let found = problems(src);
+    let seen: Vec<(usize, &str, &str)> = found.iter().map(|p| (p.line, p.key.as_str(), p.message.as_str())).collect();
+    for (line, key, says) in [
+        (2, "server.max_conections", "did you mean `max_connections`?"),
+        (3, "server.keepalive_timout", "did you mean `keepalive_timeout`?"),
+        (6, "listener[0].adress", "did you mean `address`?"),
+        (9, "route[0].upstrem", "did you mean `upstream`?"),
+        (13, "upstream.api.endpoint", "did you mean `endpoints`?"),
+        (14, "upstream.api.balanse", "did you mean `balance`?"),
+        (16, "upstream.api.healthcheck", "did you mean `health_check`?"),
+    ] {
+        assert!(
+            seen.iter().any(|(l, k, m)| (*l, *k) == (line, key) && m.contains(says)),
+            "{line} {key} {says:?} in {seen:#?}"
+        );
+    }
+    // The unknown table's own keys are not reported as strays of the table above it.
+    assert!(!seen.iter().any(|(l, _, _)| *l == 17 || *l == 18), "{seen:#?}");
+    assert!(
+        seen.iter().any(|(l, k, m)| *l == 20 && *k == "server.nothing_like_it" && m.contains("unknown key")),
+        "{seen:#?}"
+    );
+    // And the values are checked in the same run: the route's path must start with "/".
+    assert!(seen.iter().any(|(l, k, _)| *l == 10 && k.contains("path_prefix")), "{seen:#?}");
+}
+
+#[test]
+fn a_type_error_names_the_table_path_and_the_type_in_words() {
+    let found = problems("[server]\nmax_connections = \"many\"\n");
+    let typed = found.iter().find(|p| p.line == 2).expect("the type error");
+    assert_eq!(typed.key, "server.max_connections");
+    assert!(typed.message.contains("expected a whole number"), "{}", typed.message);
+    assert!(!typed.message.contains("usize"), "{}", typed.message);
 }
 
 #[test]
@@ -63,7 +122,7 @@ fn a_bad_duration_says_how_to_write_one() {
     let src = "[server]\nkeepalive_timeout = \"5 minutes\"\n";
     let p = problems(src);
     let bad = p.iter().find(|p| p.line == 2).expect("the duration's problem");
-    assert_eq!(bad.key, "keepalive_timeout");
+    assert_eq!(bad.key, "server.keepalive_timeout");
     assert!(bad.message.contains("\"10s\""), "{}", bad.message);
 }
 
@@ -152,8 +211,8 @@ pool = { max_connections = "many" }
     let p = problems(src);
     let lines: Vec<usize> = p.iter().map(|p| p.line).collect();
     assert_eq!(lines, vec![2, 3, 4, 8, 9, 13, 16, 17], "{p:#?}");
-    assert_eq!(p[0].key, "max_conections");
-    assert!(p[0].message.contains("unknown field"), "{}", p[0].message);
+    assert_eq!(p[0].key, "server.max_conections");
+    assert!(p[0].message.contains("did you mean `max_connections`?"), "{}", p[0].message);
     assert!(p[2].message.contains("\"10s\""), "{}", p[2].message);
 }
 
@@ -162,7 +221,7 @@ fn parse_problems_and_value_problems_come_together() {
     let src = "[server]\nmax_conections = 5\n\n[[listener]]\naddress = \"localhost\"\n\n[[route]]\nupstream = \"nope\"\n\n[upstream.api]\nendpoints = [\"127.0.0.1:1\"]\n";
     let p = problems(src);
     let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
-    assert_eq!(keys, vec!["max_conections", "listener[0].address", "route[0].upstream"], "{p:#?}");
+    assert_eq!(keys, vec!["server.max_conections", "listener[0].address", "route[0].upstream"], "{p:#?}");
 }
 
 #[test]
@@ -259,7 +318,7 @@ format = "xml"
     let p = problems(src);
     let at = |key: &str| p.iter().find(|p| p.key == key).map(|p| p.line);
     assert_eq!(at("server.drain_timeout"), Some(3), "{p:#?}");
-    assert_eq!(at("keepalive_timeout"), Some(4), "a bad duration does not hide the others: {p:#?}");
+    assert_eq!(at("server.keepalive_timeout"), Some(4), "a bad duration does not hide the others: {p:#?}");
     assert_eq!(p.iter().filter(|p| p.key == "server.trusted_proxies").count(), 2, "{p:#?}");
     assert_eq!(at("listener.address"), Some(11), "{p:#?}");
     assert_eq!(at("route[0].timeout"), Some(15));
@@ -269,6 +328,23 @@ format = "xml"
     assert_eq!(at("access_log.format"), Some(23));
     let duplicate = p.iter().find(|p| p.key == "listener.address").expect("duplicate");
     assert!(duplicate.message.contains("already used by an earlier [[listener]]"), "{}", duplicate.message);
+}
+
+#[test]
+fn an_admin_listener_on_a_proxy_listeners_port_is_an_error_and_a_wildcard_overlap_a_warning() {
+    let base = "[[route]]\nupstream = \"up\"\n[upstream.up]\nendpoints = [\"127.0.0.1:9\"]\n";
+    let clash = format!("[[listener]]\naddress = \"0.0.0.0:8080\"\n[admin]\naddress = \"127.0.0.1:8080\"\n{base}");
+    let found = problems(&clash);
+    assert_eq!((found[0].line, found[0].key.as_str()), (4, "admin.address"), "{found:?}");
+    assert!(found[0].message.contains("listener[0]'s address"), "{}", found[0].message);
+    let overlap =
+        format!("[[listener]]\naddress = \"127.0.0.1:8080\"\n[[listener]]\naddress = \"0.0.0.0:8080\"\n{base}");
+    let config = parse(&overlap, Path::new("sluice.toml")).expect("valid, with a warning");
+    let warning = config.warnings.iter().find(|w| w.key == "listener[1].address").expect("the overlap warned");
+    assert_eq!(warning.line, 4);
+    assert!(warning.message.contains("share port 8080"), "{}", warning.message);
+    let apart = format!("[[listener]]\naddress = \"127.0.0.1:8080\"\n[[listener]]\naddress = \"0.0.0.0:8081\"\n{base}");
+    assert!(parse(&apart, Path::new("sluice.toml")).expect("valid").warnings.is_empty());
 }
 
 #[test]

@@ -74,6 +74,9 @@ pub(crate) fn validate(file: FileConfig, source: &str, base_dir: &Path) -> Resul
     let access_log = file.access_log.as_ref().and_then(|log| check_access_log(&mut checker, log, base_dir));
     let cache = file.cache.as_ref().and_then(|cache| crate::validate_cache::check_cache(&mut checker, cache, base_dir));
     let admin = file.admin.as_ref().and_then(|admin| check_admin(&mut checker, admin));
+    if let (Some(admin), Some(file_admin)) = (&admin, &file.admin) {
+        check_admin_apart(&mut checker, admin, file_admin, &listeners);
+    }
     let tracing = file.tracing.as_ref().and_then(|t| crate::validate_tracing::check_tracing(&mut checker, t));
     if cache.is_none() {
         for (index, route) in file.routes.iter().enumerate() {
@@ -88,7 +91,7 @@ pub(crate) fn validate(file: FileConfig, source: &str, base_dir: &Path) -> Resul
         }
     }
     if checker.problems.is_empty() {
-        let warnings = crate::warnings::find(&file, source, &routes, &names);
+        let warnings = crate::warnings::find(&file, source, &listeners, &routes, &names);
         Ok(Config { server, listeners, routes, upstreams, rate_limits, access_log, cache, admin, tracing, warnings })
     } else {
         checker.problems.sort_by_key(|p| p.line);
@@ -238,7 +241,7 @@ fn check_access_log(checker: &mut Checker, log: &FileAccessLog, base_dir: &Path)
         checker,
         &log.format,
         "access_log.format",
-        &[("json", LogFormat::Json), ("combined", LogFormat::Combined)],
+        &[("json", LogFormat::Json), ("combined", LogFormat::Combined), ("combined-plain", LogFormat::CombinedPlain)],
     )?;
     let queue = positive(checker, &log.queue, "access_log.queue").unwrap_or(defaults::ACCESS_LOG_QUEUE);
     Some(AccessLogConfig { destination, format, queue })
@@ -260,6 +263,51 @@ fn check_duplicate_addresses(checker: &mut Checker, files: &[FileListener], list
                 );
             }
         }
+    }
+}
+
+/// Two sockets on one port, one on a wildcard address (0.0.0.0, ::) and one on a
+/// specific address: `run` binds both (SO_REUSEPORT), and the specific one takes its
+/// address's connections while the wildcard takes the rest: rarely what was meant.
+pub(crate) fn overlapping_listeners(listeners: &[ListenerConfig]) -> Vec<(usize, usize)> {
+    let mut pairs = Vec::new();
+    for (i, a) in listeners.iter().enumerate() {
+        for (j, b) in listeners.iter().enumerate().skip(i + 1) {
+            let same_port = a.address.port() == b.address.port() && a.address.port() != 0;
+            let family = a.address.is_ipv4() == b.address.is_ipv4();
+            let one_wildcard = a.address.ip().is_unspecified() != b.address.ip().is_unspecified();
+            if same_port && family && one_wildcard {
+                pairs.push((i, j));
+            }
+        }
+    }
+    pairs
+}
+
+/// The admin listener cannot share a proxy listener's address (or its port with a
+/// wildcard on either side): `run` would fail to bind it.
+fn check_admin_apart(
+    checker: &mut Checker,
+    admin: &AdminConfig,
+    file: &crate::file::FileAdmin,
+    listeners: &[ListenerConfig],
+) {
+    let clash = listeners.iter().enumerate().find(|(_, l)| {
+        l.address.port() == admin.address.port()
+            && admin.address.port() != 0
+            && (l.address.ip() == admin.address.ip()
+                || l.address.ip().is_unspecified()
+                || admin.address.ip().is_unspecified())
+    });
+    if let (Some((i, listener)), Some(address)) = (clash, &file.address) {
+        checker.problem(
+            address.span(),
+            "admin.address",
+            format!(
+                "{} is also listener[{i}]'s address ({}); give the admin listener a port of its own, e.g. \"127.0.0.1:9901\"",
+                admin.address, listener.address
+            ),
+        );
     }
 }
 
@@ -727,6 +775,27 @@ fn check_upstream_tls(checker: &mut Checker, key: &str, tls: &FileUpstreamTls, b
         }
         (None, None) => None,
     };
+    let mut pin_sha256 = Vec::new();
+    for pin in tls.pin_sha256.iter().flatten() {
+        match fingerprint(pin.get_ref()) {
+            Some(bytes) => pin_sha256.push(bytes),
+            None => {
+                checker.problem(
+                    pin.span(),
+                    format!("{key}.tls.pin_sha256"),
+                    "is not a SHA-256 fingerprint (64 hex digits, colons allowed); get it with `openssl x509 -in CERT.pem -noout -fingerprint -sha256`",
+                );
+                ok = false;
+            }
+        }
+    }
+    if let (Some(pins), Some(ca)) = (&tls.pin_sha256, &tls.ca_file) {
+        if !pins.is_empty() {
+            let fix = "pin_sha256 accepts exactly the pinned certificates and no CA is consulted; remove one of them";
+            checker.problem(ca.span(), format!("{key}.tls.ca_file"), fix);
+            ok = false;
+        }
+    }
     let server_name = tls.server_name.as_ref().map(|n| n.get_ref().clone());
     if let (Some(name), Some(spanned)) = (&server_name, &tls.server_name) {
         if rustls_pki_types::ServerName::try_from(name.as_str()).is_err() {
@@ -738,7 +807,21 @@ fn check_upstream_tls(checker: &mut Checker, key: &str, tls: &FileUpstreamTls, b
             ok = false;
         }
     }
-    ok.then_some(UpstreamTls { server_name, ca_file, client_certificate })
+    ok.then_some(UpstreamTls { server_name, ca_file, pin_sha256, client_certificate })
+}
+
+/// A SHA-256 fingerprint as openssl prints it (`AB:CD:...`) or bare hex.
+fn fingerprint(text: &str) -> Option<[u8; 32]> {
+    let hex: Vec<u8> = text.bytes().filter(|b| *b != b':').collect();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut bytes = [0u8; 32];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let pair = std::str::from_utf8(pair).ok()?;
+        bytes[i] = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(bytes)
 }
 
 /// `host:port`, `[v6]:port`; the host is not resolved here.
@@ -917,10 +1000,24 @@ fn check_route(
         max_response_spool: route.max_response_spool.map_or(defaults::MAX_RESPONSE_SPOOL, |s| s.0),
         upgrades,
         cache: route.cache.as_ref().is_some_and(|c| *c.get_ref()),
+        cache_default_lifetime: cache_default_lifetime(checker, index, route),
         rate_limits: route_rate_limits,
         priority,
         priority_header,
     })
+}
+
+/// `route.cache_default_lifetime`: only on a cached route.
+fn cache_default_lifetime(checker: &mut Checker, index: usize, route: &FileRoute) -> Option<Duration> {
+    let key = format!("route[{index}].cache_default_lifetime");
+    let lifetime = nonzero_duration(checker, &route.cache_default_lifetime, &key)?;
+    if !route.cache.as_ref().is_some_and(|c| *c.get_ref()) {
+        if let Some(value) = &route.cache_default_lifetime {
+            checker.problem(value.span(), key, "applies to cached routes only; add cache = true, or remove it");
+        }
+        return None;
+    }
+    Some(lifetime)
 }
 
 /// A setting that names one of `choices` (the first is the default when it is absent);

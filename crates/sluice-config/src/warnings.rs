@@ -1,14 +1,33 @@
 //! Valid settings that are probably mistakes: a route that can never match because an
-//! earlier one takes all its requests, and an upstream group no route uses.
+//! earlier one takes all its requests, an upstream group no route uses, and two
+//! listeners on one port where one is a wildcard address.
 
 use crate::file::FileConfig;
-use crate::model::RouteConfig;
+use crate::model::{ListenerConfig, RouteConfig};
 use crate::validate::line_of;
 use crate::Problem;
 
 /// The warnings for a validated config; `names` are the upstream names, sorted.
-pub(crate) fn find(file: &FileConfig, source: &str, routes: &[RouteConfig], names: &[String]) -> Vec<Problem> {
+pub(crate) fn find(
+    file: &FileConfig,
+    source: &str,
+    listeners: &[ListenerConfig],
+    routes: &[RouteConfig],
+    names: &[String],
+) -> Vec<Problem> {
     let mut warnings = Vec::new();
+    for (first, second) in crate::validate::overlapping_listeners(listeners) {
+        let line = file.listeners.get(second).map_or(1, |l| line_of(source, l.address.span().start));
+        let (a, b) = (listeners[first].address, listeners[second].address);
+        warnings.push(Problem {
+            line,
+            key: format!("listener[{second}].address"),
+            message: format!(
+                "{b} and listener[{first}]'s {a} share port {}: connections to the specific address go to one, all others to the wildcard one; use one wildcard listener, or different ports",
+                a.port()
+            ),
+        });
+    }
     for (i, route) in routes.iter().enumerate() {
         if let Some(earlier) = routes[..i].iter().position(|e| covers(e, route)) {
             let line = file.routes.get(i).map_or(1, |r| line_of(source, r.upstream.span().start));

@@ -121,12 +121,7 @@ fn report(limits: &Limits, unread: &[String], plan: &Plan, e: &capacity::Estimat
     line(&mut out, "net.ipv4.tcp_max_syn_backlog", show(limits.syn_backlog), "half-open connections queued");
     let ports = limits.port_range.map_or("unreadable".into(), |(low, high)| format!("{low}-{high}"));
     line(&mut out, "net.ipv4.ip_local_port_range", ports, "local ports for outbound connections");
-    line(
-        &mut out,
-        "net.ipv4.tcp_tw_reuse",
-        show(limits.tw_reuse),
-        "1 or 2: ports in TIME_WAIT reused for outbound connections",
-    );
+    line(&mut out, "net.ipv4.tcp_tw_reuse", show(limits.tw_reuse), tw_reuse_meaning(limits.tw_reuse));
     line(&mut out, "memory.available_mib", show(limits.mem_available.map(|b| b >> 20)), "MemAvailable");
     if !unread.is_empty() {
         let _ = writeln!(out, "  could not read: {}", unread.join(", "));
@@ -169,17 +164,77 @@ fn report(limits: &Limits, unread: &[String], plan: &Plan, e: &capacity::Estimat
             let _ = writeln!(out, "problem: {shortfall}");
         }
     }
-    out.push_str(RAISE);
+    out.push_str(&raise(limits));
     out
 }
 
-const RAISE: &str = "
-to raise the limits (as root; persist sysctls in /etc/sysctl.d/90-sluice.conf):
-  descriptors (hard limit)   LimitNOFILE=1048576 in the systemd unit, or `* hard nofile 1048576` in /etc/security/limits.conf
-  fs.nr_open                 sysctl -w fs.nr_open=1048576
-  fs.file-max                sysctl -w fs.file-max=2097152
-  net.core.somaxconn         sysctl -w net.core.somaxconn=8192
-  tcp_max_syn_backlog        sysctl -w net.ipv4.tcp_max_syn_backlog=8192
-  ip_local_port_range        sysctl -w net.ipv4.ip_local_port_range=\"1024 65535\"
-  tcp_tw_reuse               sysctl -w net.ipv4.tcp_tw_reuse=1
-";
+/// What net.ipv4.tcp_tw_reuse's value means (2, the kernel's default, is loopback only).
+fn tw_reuse_meaning(value: Option<u64>) -> &'static str {
+    match value {
+        Some(0) => "0: ports in TIME_WAIT are never reused for outbound connections",
+        Some(1) => "1: ports in TIME_WAIT reused for outbound connections",
+        Some(2) => "2: reused for loopback connections only (the kernel's default)",
+        _ => "0 off, 1 on, 2 loopback only: ports in TIME_WAIT reused for outbound connections",
+    }
+}
+
+/// How to raise each limit that is below what a busy proxy wants; a limit already at
+/// or above it is said to be so (a suggestion must never lower a limit).
+fn raise(limits: &Limits) -> String {
+    let ports = limits.port_range.map(|(low, high)| high.saturating_sub(low));
+    let advice: [(&str, Option<u64>, u64, &str); 7] = [
+        (
+            "descriptors (hard limit)",
+            limits.nofile_hard,
+            1_048_576,
+            "LimitNOFILE=1048576 in the systemd unit, or `* hard nofile 1048576` in /etc/security/limits.conf",
+        ),
+        ("fs.nr_open", limits.nr_open, 1_048_576, "sysctl -w fs.nr_open=1048576"),
+        ("fs.file-max", limits.file_max, 2_097_152, "sysctl -w fs.file-max=2097152"),
+        ("net.core.somaxconn", limits.somaxconn, 8192, "sysctl -w net.core.somaxconn=8192"),
+        ("tcp_max_syn_backlog", limits.syn_backlog, 8192, "sysctl -w net.ipv4.tcp_max_syn_backlog=8192"),
+        ("ip_local_port_range", ports, 64_511, "sysctl -w net.ipv4.ip_local_port_range=\"1024 65535\""),
+        ("tcp_tw_reuse", limits.tw_reuse.map(|v| u64::from(v == 1)), 1, "sysctl -w net.ipv4.tcp_tw_reuse=1"),
+    ];
+    let mut out = String::from("\nto raise the limits (as root; persist sysctls in /etc/sysctl.d/90-sluice.conf):\n");
+    for (name, now, wanted, how) in advice {
+        let _ = match now {
+            Some(now) if now >= wanted => writeln!(out, "  {name:<26} enough already"),
+            _ => writeln!(out, "  {name:<26} {how}"),
+        };
+    }
+    out
+}
+
+#[cfg(test)]
+mod advice_tests {
+    use super::*;
+
+    fn limits(file_max: u64, tw_reuse: u64) -> Limits {
+        Limits {
+            nofile_soft: Some(1024),
+            nofile_hard: Some(524_288),
+            file_max: Some(file_max),
+            nr_open: Some(1_048_576),
+            somaxconn: Some(4096),
+            syn_backlog: Some(8192),
+            port_range: Some((32_768, 60_999)),
+            tw_reuse: Some(tw_reuse),
+            mem_available: Some(1 << 30),
+        }
+    }
+
+    #[test]
+    fn no_advice_lowers_a_limit_and_tw_reuse_2_is_loopback_only() {
+        let high = raise(&limits(2_466_126, 2));
+        assert!(!high.contains("fs.file-max=2097152"), "{high}");
+        assert!(high.contains("fs.file-max                enough already"), "{high}");
+        assert!(high.contains("fs.nr_open                 enough already"), "{high}");
+        assert!(high.contains("sysctl -w net.core.somaxconn=8192"), "4096 is below: {high}");
+        assert!(high.contains("sysctl -w net.ipv4.tcp_tw_reuse=1"), "2 reuses loopback only: {high}");
+        let low = raise(&limits(65_536, 1));
+        assert!(low.contains("sysctl -w fs.file-max=2097152"), "{low}");
+        assert!(low.contains("tcp_tw_reuse               enough already"), "{low}");
+        assert!(tw_reuse_meaning(Some(2)).contains("loopback connections only"));
+    }
+}

@@ -68,15 +68,23 @@ pub async fn serve(
         ConcurrencyModel::WorkStealing => "work-stealing",
     };
     tracing::info!(model, workers = config.server.worker_threads, "serving");
+    // Every way to stop or reload exists before "ready": a SIGTERM or SIGHUP right
+    // after it would otherwise meet the default action (exit at once), and a file
+    // change right after it would be taken as the watch's starting point.
+    let stop = StopSignals::install();
+    let triggers = ReloadTriggers::install(path.as_deref(), config.server.config_watch).await;
     for addr in &addrs {
         println!("sluice: listening on {addr}");
     }
+    // After every listener line: a script (or a test) waiting for this line knows
+    // them all, without waiting a while for more.
+    println!("sluice: ready");
     on_ready(&addrs, admin_addr);
     let reloader = server.reloader(&config);
     if let Some(admin) = &admin {
         admin.show_config(reloader.current());
     }
-    let reloads = reload_loop(reloader, path, config.server.config_watch, admin.as_ref());
+    let reloads = reload_loop(reloader, path, triggers, admin.as_ref());
     let drain_requested = async {
         match &admin {
             Some(admin) => admin.drain_requested().await,
@@ -86,7 +94,7 @@ pub async fn serve(
     server
         .run(async {
             tokio::select! {
-                _ = shutdown_signal() => {}
+                _ = stop.wait() => {}
                 _ = drain_requested => {}
                 _ = reloads => {}
             }
@@ -96,23 +104,47 @@ pub async fn serve(
 }
 
 /// SIGTERM or Ctrl-C (SIGINT).
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let ctrl_c = tokio::signal::ctrl_c();
-    let term = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops sluice");
-                std::future::pending::<()>().await;
-            }
+/// SIGTERM and Ctrl-C (SIGINT), caught from the moment this is made.
+struct StopSignals {
+    term: Option<tokio::signal::unix::Signal>,
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn install() -> StopSignals {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate())
+            .inspect_err(|e| tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops sluice"))
+            .ok();
+        StopSignals { term, interrupt: signal(SignalKind::interrupt()).ok() }
+    }
+
+    async fn wait(mut self) {
+        let pending = || std::future::pending::<Option<()>>();
+        tokio::select! {
+            _ = async { match &mut self.term { Some(term) => term.recv().await, None => pending().await } } => {}
+            _ = async { match &mut self.interrupt { Some(int) => int.recv().await, None => pending().await } } => {}
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
+    }
+}
+
+/// What starts a reload: SIGHUP, and the config file's content changing (config_watch).
+struct ReloadTriggers {
+    hangup: Option<tokio::signal::unix::Signal>,
+    watch: Option<FileWatch>,
+}
+
+impl ReloadTriggers {
+    async fn install(path: Option<&std::path::Path>, interval: Option<Duration>) -> ReloadTriggers {
+        use tokio::signal::unix::{signal, SignalKind};
+        let hangup = signal(SignalKind::hangup())
+            .inspect_err(|e| tracing::warn!(error = %e, "cannot catch SIGHUP; it would stop sluice"))
+            .ok();
+        let watch = match (interval, path) {
+            (Some(interval), Some(path)) => Some(FileWatch::new(path.to_path_buf(), interval).await),
+            _ => None,
+        };
+        ReloadTriggers { hangup, watch }
     }
 }
 
@@ -120,16 +152,9 @@ async fn shutdown_signal() {
 /// listener's `POST /reload`, and when `watch` is set, once the file changed; never
 /// returns. A file that does not validate leaves the running configuration as it is,
 /// and says why (log, and the admin's answer).
-async fn reload_loop(reloader: Reloader, path: Option<PathBuf>, watch: Option<Duration>, admin: Option<&Admin>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hangup = signal(SignalKind::hangup())
-        .inspect_err(|e| tracing::warn!(error = %e, "cannot catch SIGHUP; it would stop sluice"))
-        .ok();
+async fn reload_loop(reloader: Reloader, path: Option<PathBuf>, triggers: ReloadTriggers, admin: Option<&Admin>) {
+    let ReloadTriggers { mut hangup, mut watch } = triggers;
     let mut requests = admin.map(Admin::reload_requests);
-    let mut watch = match (watch, &path) {
-        (Some(interval), Some(path)) => Some(FileWatch::new(path.clone(), interval).await),
-        _ => None,
-    };
     loop {
         let reply = tokio::select! {
             () = async { match &mut watch { Some(w) => w.changed().await, None => std::future::pending().await } } => None,

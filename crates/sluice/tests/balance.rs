@@ -324,6 +324,11 @@ async fn health_checks_round_trip(protocol: &str) {
     load(&sluice, 1, 20, None).await;
     assert_eq!(b_served.load(Ordering::SeqCst) - before, 10, "back in rotation: half of round robin");
     drop(a_health);
+    // Each worker checks on its own; the process says each transition once.
+    let log = sluice.log();
+    for said in ["endpoint unhealthy", "endpoint healthy again"] {
+        assert_eq!(log.matches(said).count(), 1, "{said} once:\n{log}");
+    }
 }
 
 /// A backend that can be killed (listener and every connection dropped at once) and

@@ -116,13 +116,32 @@ async fn table_on_stdout_and_progress_lines_when_not_a_terminal() {
         "2 connections on 1 thread, closed loop, 3s",
         "requests",
         "responses    200 ",
-        "errors       none",
+        "failed       none",
         "p99.9",
         "per second",
+        "(over 3 whole seconds)",
         "2 asked for",
     ] {
         assert!(table.contains(needle), "{needle:?} missing from\n{table}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_a_5xx_is_reported_as_failed_not_as_no_errors() {
+    let upstream = Upstream::start(|_: http::Request<hyper::body::Incoming>| async {
+        let mut response = http::Response::new(support::upstream::full("down"));
+        *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+        response
+    })
+    .await;
+    let url = format!("http://{}/", upstream.addr);
+    let run = sluice_bench(args(&["-n", "200", "-c", "2", "-t", "1", &url]), None).await;
+    assert!(!run.status.success(), "every request failed: exit 1");
+    let table = text(&run.stdout);
+    assert!(table.contains("failed       5xx responses 200"), "{table}");
+    assert!(!table.contains("none"), "{table}");
+    let said = text(&run.stderr);
+    assert!(said.contains("200 of 200 requests failed (100.00%: 200 5xx responses, 0 without a response)"), "{said}");
 }
 
 /// On a terminal (a pseudo-terminal from `script`), progress is a bar redrawn in place.
@@ -234,7 +253,11 @@ async fn failed_requests_and_missed_thresholds_make_the_exit_status_non_zero() {
     let refused = format!("http://{dead}/");
     let run = sluice_bench(args(&["-n", "50", "-c", "2", "-t", "1", &refused]), None).await;
     assert_eq!(run.status.code(), Some(1), "{}", text(&run.stderr));
-    assert!(text(&run.stderr).contains("50 of 50 requests failed (100.00%)"), "{}", text(&run.stderr));
+    assert!(
+        text(&run.stderr).contains("50 of 50 requests failed (100.00%: 0 5xx responses, 50 without a response)"),
+        "{}",
+        text(&run.stderr)
+    );
     assert!(text(&run.stdout).contains("refused 50"), "the report is still printed: {}", text(&run.stdout));
     assert!(text(&run.stdout).contains("refused: Connection refused"), "with what failed: {}", text(&run.stdout));
     let allowed =

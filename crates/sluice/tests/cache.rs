@@ -798,3 +798,43 @@ fn memcached_stat(memcached: &Store, name: &str) -> u64 {
     let prefix = format!("STAT {name} ");
     stats.lines().find_map(|l| l.strip_prefix(prefix.as_str())).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routes_default_lifetime_caches_responses_without_one_and_never_overrides_the_origin() {
+    let origin = Origin::start().await;
+    origin.script("/plain", Script::ok(&[]));
+    origin.script("/nostore", Script::ok(&[("cache-control", "no-store")]));
+    origin.script("/private", Script::ok(&[("cache-control", "private")]));
+    origin.script("/short", Script::ok(&[("cache-control", "max-age=1")]));
+    origin.script("/revalidate", Script::ok(&[("cache-control", "must-revalidate")]));
+    let config = format!(
+        "[[listener]]\naddress = \"127.0.0.1:0\"\n[[route]]\nupstream = \"up\"\ncache = true\n\
+         cache_default_lifetime = \"10m\"\n[upstream.up]\nendpoints = [\"{}\"]\n[cache]\n",
+        origin.upstream.addr
+    );
+    let sluice = Sluice::start(&config);
+    for path in ["/plain", "/revalidate"] {
+        let (first, _) = get(&sluice, path, &[]).await;
+        assert_eq!(cache_status(&first), "sluice; fwd=miss; stored", "{path}");
+        let (second, _) = get(&sluice, path, &[]).await;
+        let ttl: u64 = cache_status(&second)
+            .strip_prefix("sluice; hit; ttl=")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("{path}: {}", cache_status(&second)));
+        assert!((590..=600).contains(&ttl), "{path}: the route's 10 minutes, {ttl}");
+        assert!(!second.headers.contains_key("sluice-targeted-cache-control"), "never sent to a client");
+        assert_eq!(origin.served(path), 1);
+    }
+    for path in ["/nostore", "/private"] {
+        get(&sluice, path, &[]).await;
+        get(&sluice, path, &[]).await;
+        assert_eq!(origin.served(path), 2, "{path} is never stored");
+    }
+    let (_, _) = get(&sluice, "/short", &[]).await;
+    let (second, _) = get(&sluice, "/short", &[]).await;
+    assert!(
+        cache_status(&second).contains("ttl=1") || cache_status(&second).contains("ttl=0"),
+        "the origin's max-age wins: {}",
+        cache_status(&second)
+    );
+}

@@ -38,13 +38,16 @@ async fn no_route_is_404() {
 #[tokio::test(flavor = "multi_thread")]
 async fn refused_upstream_is_502_with_a_logged_request_id() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
-    let sluice = Sluice::start(&simple_config(&[dead], ""));
+    let sluice = Sluice::start(&support::with_access_log(&simple_config(&[dead], "")));
     let (parts, body) = client::get_once(sluice.addr, "/").await;
     assert_eq!(parts.status, StatusCode::BAD_GATEWAY);
     assert!(String::from_utf8_lossy(&body).contains("connect to"), "{body:?}");
     let id = parts.headers["x-request-id"].to_str().expect("id").to_string();
+    // The request's own log line names it and says why; its record says 502.
     let log = sluice.wait_for_log(&id);
-    assert!(log.contains("502"), "{log}");
+    let line = log.lines().find(|l| l.contains(&id)).expect("the request's own line");
+    assert!(line.contains("connect failed"), "{line}");
+    assert_eq!(sluice.record(&id)["status"], 502);
 }
 
 #[tokio::test(flavor = "multi_thread")]

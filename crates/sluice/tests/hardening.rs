@@ -15,7 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::client::{self, send1, send2};
 use support::raw::{roundtrip, Answer, RawUpstream};
 use support::upstream::{full, Upstream};
-use support::{one_worker, simple_config, with_access_log, Sluice, WAIT};
+use support::{one_worker, simple_config, with_access_log, Sluice};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upstream_that_stalls_mid_body_is_cut_by_read_timeout() {
@@ -29,7 +29,9 @@ async fn an_upstream_that_stalls_mid_body_is_cut_by_read_timeout() {
     let started = std::time::Instant::now();
     let text = roundtrip(sluice.addr, b"GET /stall HTTP/1.1\r\nHost: x\r\nx-request-id: stall-1\r\n\r\n").await;
     assert!(text.ends_with("0123456789"), "what came is sent, then the connection closes: {text:?}");
-    assert!(started.elapsed() < WAIT);
+    // (roundtrip fails the test after WAIT; what must hold is that the cut waited for
+    // the upstream's silence to last read_timeout.)
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300), "cut only after read_timeout");
     let log = sluice.wait_for_log("upstream response body broke off");
     assert!(log.contains("read_timeout"), "{log}");
     let record = sluice.record("stall-1");

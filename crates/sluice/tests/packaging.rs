@@ -24,6 +24,7 @@ fn the_systemd_unit_checks_runs_reloads_and_raises_the_descriptor_limit() {
     assert!(setting(&unit, "ExecStart").ends_with("sluice run --config /etc/sluice/sluice.toml"));
     assert_eq!(setting(&unit, "ExecReload"), "/bin/kill -HUP $MAINPID", "systemctl reload is a hot reload");
     assert_eq!(setting(&unit, "KillSignal"), "SIGTERM", "systemctl stop drains");
+    assert_eq!(setting(&unit, "LogsDirectory"), "sluice", "ProtectSystem=strict leaves it /var/log/sluice to write");
     let nofile: u64 = setting(&unit, "LimitNOFILE").parse().expect("a number");
     assert!(nofile >= 65_536, "LimitNOFILE={nofile}");
 }
@@ -34,13 +35,18 @@ fn the_container_file_builds_the_dist_profile_and_runs_the_example_config() {
     assert!(file.contains("cargo build --profile dist --bin sluice"));
     assert!(file.contains("CMD [\"run\", \"--config\", \"/etc/sluice/sluice.toml\"]"));
     assert!(file.contains("USER 10001"), "not root, and numeric for Kubernetes' runAsNonRoot");
-    // The config the image ships is valid.
-    let output = sluice_command(None)
-        .args(["check", "--config"])
-        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/sluice.toml"))
-        .output()
-        .expect("run");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    // The config the image ships is valid and reachable through a published port.
+    assert!(file.contains("COPY dist/container.toml /etc/sluice/sluice.toml"));
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for config in ["dist/container.toml", "examples/sluice.toml"] {
+        let output = sluice_command(None).args(["check", "--config"]).arg(root.join(config)).output().expect("run");
+        assert!(output.status.success(), "{config}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let shipped = sluice_config::load(&root.join("dist/container.toml")).expect("container.toml");
+    assert!(shipped.listeners.iter().all(|l| l.address.ip().is_unspecified()), "published ports reach it");
+    // The build context is the source, not local builds or history.
+    let ignored = repo_file(".dockerignore");
+    assert!(ignored.lines().any(|l| l.trim() == "target/") && ignored.lines().any(|l| l.trim() == ".git/"));
 }
 
 #[test]

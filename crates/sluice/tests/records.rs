@@ -251,3 +251,26 @@ async fn a_full_access_log_queue_drops_lines_and_counts_them_without_blocking_re
     assert_eq!(written + dropped, 64, "every record is either written or counted as dropped");
     assert!(log.contains("access log queue was full; lines were dropped"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn combined_plain_is_exactly_apaches_combined_format() {
+    let app = Upstream::hello().await;
+    let config = support::simple_config(&[app.addr], "")
+        + "\n[access_log]\npath = \"access.log\"\nformat = \"combined-plain\"\n";
+    let mut sluice = Sluice::start(&config);
+    let mut conn = client::h1(sluice.addr).await;
+    let request =
+        Request::get("/x?y=1").header("host", "a").header("user-agent", "curl/8").header("referer", "http://r/");
+    assert_eq!(send1(&mut conn, request.body(full("")).expect("request")).await.0.status, 200);
+    drop(conn);
+    sluice.terminate();
+    assert!(sluice.wait_exit().success());
+    let text = std::fs::read_to_string(sluice.dir.path.join("access.log")).expect("log");
+    let line = text.lines().next().expect("a line");
+    // %h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-agent}i", and nothing after.
+    let (head, rest) = line.split_once(" [").expect("the time");
+    assert_eq!(head, "127.0.0.1 - -");
+    let (time, request) = rest.split_once("] ").expect("the time's end");
+    assert_eq!(time.len(), "03/Dec/2026:10:00:00 +0000".len(), "{time}");
+    assert_eq!(request, "\"GET /x?y=1 HTTP/1.1\" 200 12 \"http://r/\" \"curl/8\"", "{line}");
+}

@@ -186,3 +186,25 @@ async fn a_watched_file_reloads_when_its_content_changes() {
     assert_eq!(status(sluice.addr, "/b/x").await, StatusCode::OK);
     assert_eq!(b.accepted(), 1, "route b goes to upstream b now");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_only_change_put_back_is_no_change_and_config_shows_what_runs() {
+    let a = support::upstream::Upstream::hello().await;
+    let file = |max: u32| {
+        config(a.addr, a.addr, false, 5).replace("[server]\n", &format!("[server]\nmax_connections = {max}\n"))
+    };
+    let sluice = Sluice::start(&file(100));
+    write_config(&sluice, &file(200));
+    let (code, message) = reload(&sluice).await;
+    assert_eq!(code, StatusCode::OK, "{message}");
+    assert!(message.contains("applied only at a restart: server.max_connections"), "{message}");
+    // /config shows the cap that runs (100), not the file's.
+    let mut conn = client::h1(sluice.admin.expect("admin")).await;
+    let request = Request::get("/config").header("host", "admin").body(full("")).expect("request");
+    let shown = String::from_utf8_lossy(&send1(&mut conn, request).await.1).into_owned();
+    assert!(shown.contains("max_connections: 100,"), "{shown}");
+    write_config(&sluice, &file(100));
+    let (code, message) = reload(&sluice).await;
+    assert_eq!(code, StatusCode::OK, "{message}");
+    assert!(!message.contains("restart"), "putting it back needs nothing: {message}");
+}

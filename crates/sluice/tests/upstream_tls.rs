@@ -254,3 +254,63 @@ async fn leaf_names(addr: SocketAddr, name: &str, pki: &Pki) -> Vec<String> {
     let text = String::from_utf8_lossy(leaf.as_ref()).into_owned();
     ["a.example.test", "*.b.example.test"].iter().filter(|n| text.contains(*n)).map(|n| n.to_string()).collect()
 }
+
+/// A development upstream as `openssl req -x509` makes one: a self-signed certificate
+/// with CA:TRUE, for 127.0.0.1, written to `dev.pem`.
+async fn self_signed_upstream(dir: &TempDir) -> SocketAddr {
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).expect("self-signed");
+    std::fs::write(dir.path.join("dev.pem"), cert.pem()).expect("write");
+    let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], der)
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let service =
+                    service_fn(|_: Request<Incoming>| async { Ok::<_, Infallible>(Response::new(full("dev"))) });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_self_signed_development_certificate_is_explained_and_can_be_pinned() {
+    let dir = TempDir::new();
+    let upstream = self_signed_upstream(&dir).await;
+    let dev = dir.path.join("dev.pem");
+    // Given as the CA, as curl and nginx would take it: refused by rustls, and the log
+    // line says what it is and the two ways out.
+    let sluice = Sluice::start(&upstream_config(upstream, "http1", &format!("ca_file = \"{}\"", dev.display())));
+    assert_eq!(fetch(&sluice).await.0, 502);
+    let line = sluice.wait_for_log("is a CA certificate");
+    assert!(line.contains("make a leaf certificate") && line.contains("pin_sha256"), "{line}");
+    // Pinned by the fingerprint openssl prints: accepted.
+    let output = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(&dev)
+        .output()
+        .expect("openssl");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    let fingerprint = printed.trim().rsplit('=').next().expect("fingerprint").to_string();
+    let pinned = Sluice::start(&upstream_config(upstream, "http1", &format!("pin_sha256 = [\"{fingerprint}\"]")));
+    assert_eq!(fetch(&pinned).await, (200, "dev".to_string()));
+    // Another certificate's pin: refused, and said so.
+    let other = "00".repeat(32);
+    let wrong = Sluice::start(&upstream_config(upstream, "http1", &format!("pin_sha256 = [\"{other}\"]")));
+    assert_eq!(fetch(&wrong).await.0, 502);
+    wrong.wait_for_log("not one of tls.pin_sha256");
+}

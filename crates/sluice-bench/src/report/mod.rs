@@ -273,15 +273,18 @@ impl Report {
     pub fn missed(&self, max_error_rate: Option<f64>, max_p99: Option<std::time::Duration>) -> Option<String> {
         let mut missed = Vec::new();
         let share = if self.requests == 0 { 0.0 } else { self.failed_requests as f64 / self.requests as f64 };
+        let fivexx = self.status_class(5);
+        let why =
+            format!("{} 5xx responses, {} without a response", fivexx, self.failed_requests.saturating_sub(fivexx));
         match max_error_rate {
             None if self.failed_requests > 0 => missed.push(format!(
-                "{} of {} requests failed ({:.2}%); allow some with --max-error-rate",
+                "{} of {} requests failed ({:.2}%: {why}); allow some with --max-error-rate",
                 self.failed_requests,
                 self.requests,
                 share * 100.0
             )),
             Some(max) if share > max => missed.push(format!(
-                "{} of {} requests failed ({:.2}%), above --max-error-rate {:.2}%",
+                "{} of {} requests failed ({:.2}%: {why}), above --max-error-rate {:.2}%",
                 self.failed_requests,
                 self.requests,
                 share * 100.0,

@@ -55,8 +55,13 @@ pub fn render(report: &Report) -> String {
     let by_code = if report.status_codes.is_empty() { &report.status } else { &report.status_codes };
     let status: Vec<String> = by_code.iter().map(|(code, n)| format!("{code} {}", thousands(*n))).collect();
     row(&mut out, "responses", &if status.is_empty() { "none".to_string() } else { status.join("   ") });
-    let failures: Vec<String> = report.failures.iter().map(|(kind, n)| format!("{kind} {}", thousands(*n))).collect();
-    row(&mut out, "errors", &if failures.is_empty() { "none".to_string() } else { failures.join("   ") });
+    // A 5xx answer is a failed request as much as a reset is (--max-error-rate counts both).
+    let mut failures: Vec<String> =
+        report.failures.iter().map(|(kind, n)| format!("{kind} {}", thousands(*n))).collect();
+    if report.status_class(5) > 0 {
+        failures.insert(0, format!("5xx responses {}", thousands(report.status_class(5))));
+    }
+    row(&mut out, "failed", &if failures.is_empty() { "none".to_string() } else { failures.join("   ") });
     for (i, url) in report.per_url.iter().enumerate() {
         let p99 = url.p99_ms.map_or("-".to_string(), format_ms);
         let line = format!(
@@ -146,7 +151,9 @@ fn latency_row(out: &mut String, label: &str, l: &super::Latency) {
 }
 
 fn per_second_line(report: &Report) -> Option<String> {
-    let whole = report.elapsed_s.floor() as usize;
+    // A run of "3 s" measures 2.99 s or 3.01 s: its last second counts as whole when
+    // at least 95% of it was measured.
+    let whole = (report.elapsed_s + 0.05).floor() as usize;
     let mut counts: Vec<u64> = report.per_second.iter().take(whole).map(|s| s.responses).collect();
     if counts.len() < 2 {
         return None;

@@ -126,6 +126,7 @@ impl Writer {
         match self.format {
             LogFormat::Json => format::json_line(outcome, &mut self.batch),
             LogFormat::Combined => format::combined_line(outcome, &mut self.batch),
+            LogFormat::CombinedPlain => format::combined_plain_line(outcome, &mut self.batch),
         }
         self.batch.push(b'\n');
     }

@@ -56,27 +56,8 @@ pub(crate) fn json_line(o: &Outcome, out: &mut Vec<u8>) {
 /// then `request_id=... route=... upstream=... endpoint=... attempts=1 upstream_head=0.001
 /// total=0.001 end=complete error=-` (times in seconds, as nginx's $request_time).
 pub(crate) fn combined_line(o: &Outcome, out: &mut Vec<u8>) {
-    match o.client {
-        SocketAddr::V4(v4) => ipv4(out, v4.ip().octets()),
-        SocketAddr::V6(v6) => out.extend_from_slice(v6.ip().to_string().as_bytes()),
-    }
-    out.extend_from_slice(b" - - [");
-    clf_time(out, o.started_at);
-    out.extend_from_slice(b"] \"");
-    out.extend_from_slice(o.method.as_ref().map_or(&b"-"[..], |m| m.as_str().as_bytes()));
-    out.push(b' ');
-    quoted_text(out, o.texts.get(Text::Target).unwrap_or(b"-"));
-    out.push(b' ');
-    out.extend_from_slice(protocol(o));
-    out.extend_from_slice(b"\" ");
-    decimal(out, u64::from(o.status));
-    out.push(b' ');
-    decimal(out, o.bytes_out);
-    out.extend_from_slice(b" \"");
-    quoted_text(out, o.texts.get(Text::Referer).unwrap_or(b"-"));
-    out.extend_from_slice(b"\" \"");
-    quoted_text(out, o.texts.get(Text::UserAgent).unwrap_or(b"-"));
-    out.extend_from_slice(b"\" request_id=");
+    combined_plain_line(o, out);
+    out.extend_from_slice(b" request_id=");
     quoted_text(out, o.texts.get(Text::RequestId).unwrap_or(b"-"));
     for (key, value) in [
         (&b" route="[..], o.route.as_deref()),
@@ -99,6 +80,32 @@ pub(crate) fn combined_line(o: &Outcome, out: &mut Vec<u8>) {
     out.extend_from_slice(o.end.as_str().as_bytes());
     out.extend_from_slice(b" error=");
     out.extend_from_slice(o.error.unwrap_or("-").as_bytes());
+}
+
+/// Exactly Apache's combined format (`format = "combined-plain"`), which strict
+/// parsers (Python's apachelogs, goaccess's COMBINED) take as it is.
+pub(crate) fn combined_plain_line(o: &Outcome, out: &mut Vec<u8>) {
+    match o.client {
+        SocketAddr::V4(v4) => ipv4(out, v4.ip().octets()),
+        SocketAddr::V6(v6) => out.extend_from_slice(v6.ip().to_string().as_bytes()),
+    }
+    out.extend_from_slice(b" - - [");
+    clf_time(out, o.started_at);
+    out.extend_from_slice(b"] \"");
+    out.extend_from_slice(o.method.as_ref().map_or(&b"-"[..], |m| m.as_str().as_bytes()));
+    out.push(b' ');
+    quoted_text(out, o.texts.get(Text::Target).unwrap_or(b"-"));
+    out.push(b' ');
+    out.extend_from_slice(protocol(o));
+    out.extend_from_slice(b"\" ");
+    decimal(out, u64::from(o.status));
+    out.push(b' ');
+    decimal(out, o.bytes_out);
+    out.extend_from_slice(b" \"");
+    quoted_text(out, o.texts.get(Text::Referer).unwrap_or(b"-"));
+    out.extend_from_slice(b"\" \"");
+    quoted_text(out, o.texts.get(Text::UserAgent).unwrap_or(b"-"));
+    out.push(b'"');
 }
 
 fn protocol(o: &Outcome) -> &'static [u8] {

@@ -283,6 +283,7 @@ async fn fetch(
     };
     take_targeted(response.headers_mut(), cache.targeted_fields());
     let status = response.status();
+    default_lifetime(response.headers_mut(), origin.cache_default_lifetime(), status);
     if let Some(entry) = &stale {
         if status == StatusCode::NOT_MODIFIED {
             let refreshed = Arc::new(entry.refreshed(
@@ -390,6 +391,40 @@ fn take_targeted(headers: &mut http::HeaderMap, fields: &[HeaderName]) {
     }
     headers.remove(TARGETED);
     if let Some(value) = targeted {
+        headers.insert(TARGETED, value);
+    }
+}
+
+/// `cache_default_lifetime` (nginx's `proxy_cache_valid`): a response that gives no
+/// lifetime of its own (no max-age, s-maxage or Expires) gets one for this cache alone,
+/// in the targeted field that the stored copy keeps and no client is sent, so that
+/// every instance reading it from the shared tier agrees. no-store, private and
+/// no-cache keep the response out as ever; only heuristically cacheable statuses.
+fn default_lifetime(headers: &mut http::HeaderMap, lifetime: Option<Duration>, status: StatusCode) {
+    let Some(lifetime) = lifetime else { return };
+    if !rules::heuristically_cacheable(status.as_u16()) {
+        return;
+    }
+    let targeted = headers.get(TARGETED).cloned();
+    let governing: Vec<HeaderValue> = match &targeted {
+        Some(value) => vec![value.clone()],
+        None => headers.get_all(CACHE_CONTROL).iter().cloned().collect(),
+    };
+    let control = CacheControl::parse(governing.iter().map(HeaderValue::as_bytes));
+    let expires = targeted.is_none() && headers.contains_key(EXPIRES);
+    let explicit = control.max_age.is_some() || control.s_maxage.is_some() || expires;
+    if explicit || control.no_store || control.private || control.no_cache {
+        return;
+    }
+    let mut directives: Vec<String> = governing
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(String::from)
+        .collect();
+    directives.push(format!("max-age={}", lifetime.as_secs().max(1)));
+    if let Ok(value) = HeaderValue::from_str(&directives.join(", ")) {
         headers.insert(TARGETED, value);
     }
 }

@@ -223,6 +223,11 @@ impl Origin<'_> {
         self.host
     }
 
+    /// The route's `cache_default_lifetime`.
+    pub(crate) fn cache_default_lifetime(&self) -> Option<std::time::Duration> {
+        self.route.cache_default_lifetime
+    }
+
     /// The route's upstream group name (a cache key's authority can be it).
     pub(crate) fn upstream_name(&self) -> &str {
         &self.route.upstream.name

@@ -61,6 +61,8 @@ pub(crate) struct Route {
     pub(crate) upgrades: Vec<String>,
     /// Responses go through the process's cache.
     pub(crate) cache: bool,
+    /// A lifetime for cached responses that give none (`cache_default_lifetime`).
+    pub(crate) cache_default_lifetime: Option<std::time::Duration>,
     /// Rate limits applied in turn before anything else (none: nothing is counted).
     pub(crate) rate_limits: Vec<Arc<RatePolicy>>,
     /// Under an adaptive limit: wait in line (critical) or be refused at once.
@@ -121,6 +123,7 @@ impl Snapshot {
                     large_request_bodies: r.large_request_bodies,
                     upgrades: r.upgrades.clone(),
                     cache: r.cache,
+                    cache_default_lifetime: r.cache_default_lifetime,
                     rate_limits: r.rate_limits.iter().map(|&i| Arc::clone(&policies[i])).collect(),
                     priority: r.priority,
                     priority_header: r

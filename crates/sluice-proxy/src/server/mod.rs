@@ -158,19 +158,41 @@ impl Server {
     }
 }
 
+/// How a listener's socket shares its address.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sharing {
+    /// One socket (one worker), unless the listener says `reuse_port`.
+    Alone,
+    /// The first of this process's sockets for the address (SO_REUSEPORT): it fails,
+    /// as a lone socket would, if a socket of any other process is there already.
+    FirstOfProcess,
+    /// Another worker's socket joining the first (SO_REUSEPORT).
+    JoinProcess,
+}
+
 /// Binds `config` at `address` (a port-0 listener's actual address, for the workers
-/// after the first). `reuse_port`: several sockets of this process share the address.
-/// `stream_window`: `server.http2_stream_window`.
+/// after the first). `stream_window`: `server.http2_stream_window`.
+///
+/// The kernel lets any socket of the same user join an SO_REUSEPORT group, so a second
+/// `sluice run` on the same address used to start and take part of the traffic. The
+/// first socket of this process is therefore preceded by a probe bound without
+/// SO_REUSEPORT: it fails with "address in use" while any listener is there. Only a
+/// listener with `reuse_port = true` shares its address with other processes.
 fn bind_listener(
     config: &ListenerConfig,
     address: SocketAddr,
-    reuse_port: bool,
+    sharing: Sharing,
     stream_window: u32,
 ) -> Result<BoundListener, ServerError> {
     let bind_error = |source| ServerError::Bind { address, source };
+    if sharing == Sharing::FirstOfProcess && !config.reuse_port && address.port() != 0 {
+        let probe = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP)).map_err(bind_error)?;
+        probe.set_reuse_address(true).map_err(bind_error)?;
+        probe.bind(&address.into()).map_err(bind_error)?;
+    }
     let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP)).map_err(bind_error)?;
     socket.set_reuse_address(true).map_err(bind_error)?;
-    if config.reuse_port || reuse_port {
+    if config.reuse_port || sharing != Sharing::Alone {
         socket.set_reuse_port(true).map_err(bind_error)?;
     }
     socket.set_nonblocking(true).map_err(bind_error)?;

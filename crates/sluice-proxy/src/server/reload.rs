@@ -15,7 +15,7 @@ use sluice_config::{Config, ListenerConfig};
 use tokio::sync::Semaphore;
 
 use super::worker::Accepting;
-use super::{accept_loop, bind_listener, BoundListener};
+use super::{accept_loop, bind_listener, BoundListener, Sharing};
 use crate::runtime::Shared;
 
 /// A worker as a reload reaches it.
@@ -29,7 +29,8 @@ pub(super) struct WorkerHandle {
 pub struct Reloader {
     workers: Vec<WorkerHandle>,
     limit: Arc<Semaphore>,
-    /// The configuration running now (the admin listener's `/config` shows it).
+    /// The configuration running now (the admin listener's `/config` shows it): a
+    /// reload's file, with the settings fixed at start as they still are.
     current: Arc<Mutex<Config>>,
 }
 
@@ -79,7 +80,11 @@ impl Reloader {
         if in_place {
             needs_restart.push("listener (changed in place: same address, other settings)");
         }
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Config::clone(&config);
+        // What runs keeps the values fixed at start: a file that puts them back is no
+        // change (it was reported as one needing a restart), and /config tells the truth.
+        let mut running = Config::clone(&config);
+        keep_fixed(&old, &mut running);
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = running;
         Ok(Reloaded { needs_restart, opened, closed })
     }
 
@@ -87,15 +92,20 @@ impl Reloader {
     /// resolved address (port 0) is the others' too. `stream_window`: the running one
     /// (a change takes a restart).
     async fn bind(&self, added: &[ListenerConfig], stream_window: u32) -> Result<Vec<Vec<BoundListener>>, String> {
-        let reuse_port = self.workers.len() > 1;
+        let several = self.workers.len() > 1;
         let mut per_worker: Vec<Vec<BoundListener>> = self.workers.iter().map(|_| Vec::new()).collect();
         for listener in added {
             let mut address = listener.address;
             for (i, worker) in self.workers.iter().enumerate() {
                 let config = listener.clone();
+                let sharing = match (several, i) {
+                    (false, _) => Sharing::Alone,
+                    (true, 0) => Sharing::FirstOfProcess,
+                    (true, _) => Sharing::JoinProcess,
+                };
                 let bound = worker
                     .runtime
-                    .spawn(async move { bind_listener(&config, address, reuse_port, stream_window) })
+                    .spawn(async move { bind_listener(&config, address, sharing, stream_window) })
                     .await
                     .map_err(|e| format!("listener {}: {e}", listener.address))?
                     .map_err(|e| format!("listener {}: {e}", listener.address))?;
@@ -170,6 +180,29 @@ fn listener_changes(
     let added = added.into_iter().filter(|l| !same_address(l, &removed)).collect();
     let removed = removed.into_iter().filter(|l| !same_address(l, new)).collect();
     (added, removed, in_place)
+}
+
+/// Puts the running values of the settings fixed at start (and of listeners changed in
+/// place) into `new`, the config a reload applied.
+fn keep_fixed(running: &Config, new: &mut Config) {
+    let (from, to) = (&running.server, &mut new.server);
+    to.worker_threads = from.worker_threads;
+    to.model = from.model;
+    to.upstream_pools = from.upstream_pools;
+    to.max_connections = from.max_connections;
+    to.http2_stream_window = from.http2_stream_window;
+    to.dns_ttl = from.dns_ttl;
+    to.config_watch = from.config_watch;
+    new.access_log.clone_from(&running.access_log);
+    new.cache.clone_from(&running.cache);
+    new.admin.clone_from(&running.admin);
+    new.tracing.clone_from(&running.tracing);
+    for listener in &mut new.listeners {
+        let same_address = running.listeners.iter().find(|l| l.address == listener.address && l.address.port() != 0);
+        if let Some(old) = same_address {
+            listener.clone_from(old);
+        }
+    }
 }
 
 /// The settings that differ between `old` and `new` but only take effect at start.

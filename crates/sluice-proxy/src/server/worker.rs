@@ -20,7 +20,7 @@ use sluice_config::{Config, ListenerConfig};
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
-use super::{accept_loop, bind_listener, ServerError};
+use super::{accept_loop, bind_listener, ServerError, Sharing};
 use crate::runtime::{Process, Shared};
 
 /// Blocking work (DNS lookups, spooling request bodies to files) runs on each runtime's
@@ -169,9 +169,14 @@ fn start(
     let worker_id = u16::try_from(index).unwrap_or(u16::MAX);
     let shared = Arc::new(Shared::new(config, process, worker_id)?);
     let mut listeners = Vec::with_capacity(config.listeners.len());
+    let sharing = match (reuse_port, addrs) {
+        (false, _) => Sharing::Alone,
+        (true, None) => Sharing::FirstOfProcess,
+        (true, Some(_)) => Sharing::JoinProcess,
+    };
     for (i, listener) in config.listeners.iter().enumerate() {
         let address = addrs.and_then(|a| a.get(i).copied()).unwrap_or(listener.address);
-        listeners.push(bind_listener(listener, address, reuse_port, config.server.http2_stream_window)?);
+        listeners.push(bind_listener(listener, address, sharing, config.server.http2_stream_window)?);
     }
     let addrs = listeners.iter().filter_map(|l| l.listener.local_addr().ok()).collect();
     let sweeper = Arc::clone(&shared);

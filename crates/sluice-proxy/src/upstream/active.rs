@@ -1,7 +1,8 @@
 //! Active health checks: a task per group on each worker GETs the configured path from
 //! every endpoint every interval (over a connection of its own, closed after), and
 //! flips an endpoint's state after `unhealthy_threshold` failures or
-//! `healthy_threshold` passes in a row. Transitions are logged. The task ends with the
+//! `healthy_threshold` passes in a row. Transitions are logged once per endpoint for
+//! the process (every worker checks, and flips, on its own). The task ends with the
 //! group (a new snapshot that drops the group stops its checks).
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -77,6 +78,9 @@ async fn run(group: Arc<str>, dialers: Vec<Dialer>, check: HealthCheck, http2: b
                     Ok(Err(e)) => e.clone(),
                     Err(_) => "timed out".to_string(),
                 };
+                if !first_to_say(&group, &dialer.label, failing[i]) {
+                    continue;
+                }
                 if failing[i] {
                     tracing::warn!(upstream = %group, endpoint = %dialer.label, last = %why, "health check: endpoint unhealthy; no requests until it passes again");
                 } else {
@@ -85,6 +89,19 @@ async fn run(group: Arc<str>, dialers: Vec<Dialer>, check: HealthCheck, http2: b
             }
         }
     }
+}
+
+/// Whether this worker is the first to see endpoint `label` of `group` become
+/// `failing`: the process logs each transition once, not once per worker.
+fn first_to_say(group: &str, label: &str, failing: bool) -> bool {
+    static SAID: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, bool>>> =
+        std::sync::OnceLock::new();
+    let mut said = SAID.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    let key = format!("{group}\n{label}");
+    // An endpoint starts healthy: its first "healthy again" is not news either.
+    let before = said.get(&key).copied().unwrap_or(false);
+    said.insert(key, failing);
+    before != failing
 }
 
 fn expected(check: &HealthCheck, status: u16) -> bool {

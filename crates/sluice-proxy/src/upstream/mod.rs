@@ -12,6 +12,7 @@ mod h1;
 mod h2_settings;
 mod hedge;
 mod pacing;
+mod pinned;
 mod pool;
 mod registry;
 mod retry;

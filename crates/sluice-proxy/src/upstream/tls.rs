@@ -1,6 +1,7 @@
-//! TLS to upstreams: a rustls client config per group (system roots or a CA file, an
-//! optional client certificate for mTLS, ALPN for the group's protocol) and the
-//! handshake, whose failures say what was wrong with the certificate.
+//! TLS to upstreams: a rustls client config per group (system roots, a CA file, or
+//! pinned certificates; an optional client certificate for mTLS; ALPN for the group's
+//! protocol) and the handshake, whose failures say what was wrong with the certificate
+//! and what to do about it.
 
 use std::sync::Arc;
 
@@ -23,30 +24,17 @@ pub(crate) struct UpstreamTlsConfig {
 impl UpstreamTlsConfig {
     /// Builds the client config; an error names the file or setting at fault.
     pub(crate) fn new(tls: &UpstreamTls, protocol: UpstreamProtocol) -> Result<Self, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        match &tls.ca_file {
-            Some(path) => {
-                let certs = CertificateDer::pem_file_iter(path)
-                    .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                let (added, _) = roots.add_parsable_certificates(certs);
-                if added == 0 {
-                    return Err(format!("{}: no usable CA certificate", path.display()));
-                }
-            }
-            None => {
-                let native = rustls_native_certs::load_native_certs();
-                let (added, _) = roots.add_parsable_certificates(native.certs);
-                if added == 0 {
-                    return Err("no system CA certificates found (install ca-certificates, or set tls.ca_file)".into());
-                }
-            }
-        }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
+        let versions = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots);
+            .map_err(|e| e.to_string())?;
+        let builder = match tls.pin_sha256.is_empty() {
+            true => versions.with_root_certificates(roots(tls)?),
+            false => versions.dangerous().with_custom_certificate_verifier(Arc::new(super::pinned::Pinned::new(
+                tls.pin_sha256.clone(),
+                provider.signature_verification_algorithms,
+            ))),
+        };
         let mut config = match &tls.client_certificate {
             Some(files) => {
                 let chain = CertificateDer::pem_file_iter(&files.certificate)
@@ -88,10 +76,40 @@ impl UpstreamTlsConfig {
     }
 }
 
+/// The CA certificates a group trusts: its `ca_file`, or the system's roots.
+fn roots(tls: &UpstreamTls) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match &tls.ca_file {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(format!("{}: no usable CA certificate", path.display()));
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(native.certs);
+            if added == 0 {
+                return Err("no system CA certificates found (install ca-certificates, or set tls.ca_file)".into());
+            }
+        }
+    }
+    Ok(roots)
+}
+
 /// A handshake error in words an operator can act on (rustls's certificate errors
 /// are precise: expired, unknown issuer, name mismatch).
 fn describe(error: &std::io::Error) -> String {
     match error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(why)) if format!("{why:?}").contains("CaUsedAsEndEntity") => {
+            "the upstream's certificate was refused: it is a CA certificate (CA:TRUE, as `openssl req -x509` makes) used as the server's own; make a leaf certificate signed by that CA for the server, or accept exactly this certificate with tls.pin_sha256 = [\"<openssl x509 -noout -fingerprint -sha256>\"] (and no ca_file)".to_string()
+        }
+        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure)) => {
+            "the upstream's certificate is not one of tls.pin_sha256 (compare with `openssl x509 -noout -fingerprint -sha256`)".to_string()
+        }
         Some(rustls::Error::InvalidCertificate(why)) => format!("the upstream's certificate was refused: {why:?}"),
         Some(rustls::Error::AlertReceived(rustls::AlertDescription::NoApplicationProtocol)) => {
             "the upstream accepts none of the protocols offered by ALPN (h2 for protocol = \"http2\", http/1.1 for \"http1\"); set the group's protocol to what it speaks".to_string()

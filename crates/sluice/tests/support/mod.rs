@@ -97,18 +97,22 @@ impl Sluice {
                     *admin_seen.lock().expect("admin") = Some(addr.parse::<SocketAddr>().expect("address"));
                 }
                 if let Some(addr) = line.strip_prefix("sluice: listening on ") {
-                    let _ = tx.send(addr.parse::<SocketAddr>().expect("address"));
+                    let _ = tx.send(Some(addr.parse::<SocketAddr>().expect("address")));
+                }
+                if line == "sluice: ready" {
+                    let _ = tx.send(None); // every listener line came before it
                 }
             }
         });
         let mut addrs = Vec::new();
-        match rx.recv_timeout(WAIT) {
-            Ok(addr) => addrs.push(addr),
-            Err(_) => panic!("sluice did not start; stderr:\n{}", log.lock().expect("log")),
+        loop {
+            match rx.recv_timeout(WAIT) {
+                Ok(Some(addr)) => addrs.push(addr),
+                Ok(None) => break,
+                Err(_) => panic!("sluice did not start; stderr:\n{}", log.lock().expect("log")),
+            }
         }
-        while let Ok(addr) = rx.recv_timeout(Duration::from_millis(200)) {
-            addrs.push(addr);
-        }
+        assert!(!addrs.is_empty(), "sluice said it was ready without a listener");
         let admin = *admin.lock().expect("admin");
         Sluice { child, addr: addrs[0], addrs, admin, dir, stderr: log, stderr_grew: grew }
     }
