@@ -54,7 +54,7 @@ impl Interim {
 
     /// Queues a head for the client (the upstream side).
     pub(crate) fn push(&self, status: StatusCode, mut headers: HeaderMap) {
-        crate::proxy::remove_hop_by_hop(&mut headers);
+        crate::http1::hop::remove_hop_by_hop(&mut headers);
         // A 1xx has no content: framing fields in one are meaningless at best.
         headers.remove(http::header::CONTENT_LENGTH);
         headers.remove(http::header::TRANSFER_ENCODING);

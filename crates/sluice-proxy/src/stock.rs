@@ -50,13 +50,6 @@ impl<T> Stock<T> {
     }
 }
 
-/// Trims this thread's stocks (called once a second by each worker's sweeper).
-pub(crate) fn trim_this_thread() {
-    crate::http1::buffers::trim();
-    crate::http1::maps::trim();
-    crate::outcome::trim_stock();
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

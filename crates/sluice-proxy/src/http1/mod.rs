@@ -8,6 +8,7 @@ pub(crate) mod buffers;
 #[cfg(test)]
 mod corpus;
 pub(crate) mod forward;
+pub(crate) mod hop;
 pub(crate) mod maps;
 
 use bytes::Bytes;

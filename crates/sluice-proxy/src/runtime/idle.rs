@@ -181,7 +181,7 @@ impl IdleTimers {
             ticks = ticks.wrapping_add(1);
             if ticks.is_multiple_of(TICKS_PER_TRIM) {
                 // On the worker's own thread (per-core): its buffer and record stocks.
-                crate::stock::trim_this_thread();
+                trim_this_threads_stocks();
             }
         }
         self.drain_all();
@@ -189,6 +189,14 @@ impl IdleTimers {
         // drain timeout too).
         while self.expire(tick.tick().await) > 0 {}
     }
+}
+
+/// Trims this thread's stocks of buffers, header maps and record boxes (`stock.rs`):
+/// once a second, by each worker's sweeper.
+fn trim_this_threads_stocks() {
+    crate::http1::buffers::trim();
+    crate::http1::maps::trim();
+    crate::outcome::trim_stock();
 }
 
 impl IdleTicket<'_> {
