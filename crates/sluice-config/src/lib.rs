@@ -15,8 +15,11 @@ mod size;
 mod validate;
 mod validate_cache;
 mod validate_limits;
+mod validate_listeners;
 mod validate_redis;
+mod validate_route;
 mod validate_tracing;
+mod validate_upstream;
 mod warnings;
 
 use std::fmt;

@@ -113,7 +113,7 @@ pub(crate) fn check_redis_link(
             checker.problem(file.span(), files_key.1, "is only for TLS: use a rediss:// URL, or remove it");
             return None;
         }
-        match crate::validate::pem_file_problem(&path, false) {
+        match crate::validate_listeners::pem_file_problem(&path, false) {
             Some(problem) => {
                 checker.problem(file.span(), files_key.1, problem);
                 None

@@ -16,7 +16,7 @@ pub(crate) fn find(
     names: &[String],
 ) -> Vec<Problem> {
     let mut warnings = Vec::new();
-    for (first, second) in crate::validate::overlapping_listeners(listeners) {
+    for (first, second) in crate::validate_listeners::overlapping_listeners(listeners) {
         let line = file.listeners.get(second).map_or(1, |l| line_of(source, l.address.span().start));
         let (a, b) = (listeners[first].address, listeners[second].address);
         warnings.push(Problem {

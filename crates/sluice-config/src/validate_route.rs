@@ -1,0 +1,168 @@
+//! `[[route]]`: what a route matches, where it sends, its timeouts and bodies, cache,
+//! rate limits and priority.
+
+use std::time::Duration;
+
+use crate::defaults;
+use crate::file::FileRoute;
+use crate::model::*;
+use crate::validate::*;
+
+pub(crate) fn check_route(
+    checker: &mut Checker,
+    index: usize,
+    route: &FileRoute,
+    upstreams: &[String],
+    rate_limits: &std::collections::BTreeMap<String, crate::file::FileRateLimit>,
+) -> Option<RouteConfig> {
+    let key = format!("route[{index}]");
+    let route_rate_limits = crate::validate_limits::route_rate_limits(checker, &key, &route.rate_limits, rate_limits);
+    let (priority, priority_header) = crate::validate_limits::check_priority(checker, &key, route);
+    let upstream = upstreams.iter().position(|n| n == route.upstream.get_ref());
+    if upstream.is_none() {
+        let known = if upstreams.is_empty() {
+            "none is defined; add an [upstream.NAME] table".to_string()
+        } else {
+            format!("defined: {}", upstreams.join(", "))
+        };
+        checker.problem(
+            route.upstream.span(),
+            format!("{key}.upstream"),
+            format!("no upstream named \"{}\" ({known})", route.upstream.get_ref()),
+        );
+    }
+    let host = route.host.as_ref().and_then(|h| {
+        let text = h.get_ref().to_ascii_lowercase();
+        let bare = text.strip_prefix("*.").unwrap_or(&text);
+        let valid = !bare.is_empty()
+            && !bare.contains('*')
+            && bare.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == ':');
+        if !valid {
+            checker.problem(
+                h.span(),
+                format!("{key}.host"),
+                format!("\"{}\" is not a host name; write \"api.example.com\" or \"*.example.com\"", h.get_ref()),
+            );
+            return None;
+        }
+        Some(Some(text))
+    });
+    let path_prefix = match &route.path_prefix {
+        Some(p) if !p.get_ref().starts_with('/') => {
+            checker.problem(
+                p.span(),
+                format!("{key}.path_prefix"),
+                format!("\"{}\" must start with \"/\"", p.get_ref()),
+            );
+            None
+        }
+        Some(p) => Some(p.get_ref().clone()),
+        None => Some("/".to_string()),
+    };
+    let mut methods = Vec::new();
+    for m in route.methods.iter().flatten() {
+        let upper = m.get_ref().to_ascii_uppercase();
+        if upper.is_empty() || !upper.bytes().all(|b| b.is_ascii_uppercase()) {
+            checker.problem(
+                m.span(),
+                format!("{key}.methods"),
+                format!("\"{}\" is not an HTTP method; write e.g. \"GET\"", m.get_ref()),
+            );
+        } else {
+            methods.push(upper);
+        }
+    }
+    let upgrades = check_upgrades(checker, &key, route);
+    let large_request_bodies = choice(
+        checker,
+        &route.large_request_bodies,
+        &format!("{key}.large_request_bodies"),
+        &[("spool", LargeBodies::Spool), ("stream", LargeBodies::Stream)],
+    );
+    let large_responses = choice(
+        checker,
+        &route.large_responses,
+        &format!("{key}.large_responses"),
+        &[("spool", LargeResponses::Spool), ("stream", LargeResponses::Stream)],
+    );
+    let max_request_body = match &route.max_request_body {
+        Some(size) if size.get_ref().0 == 0 => {
+            checker.problem(size.span(), format!("{key}.max_request_body"), "must be at least 1 byte; e.g. \"10MiB\"");
+            None
+        }
+        Some(size) => Some(size.get_ref().0),
+        None => Some(defaults::MAX_REQUEST_BODY),
+    };
+    let host = if route.host.is_some() { host? } else { None };
+    let timeout = nonzero_duration(checker, &route.timeout, &format!("{key}.timeout"));
+    let read_timeout = nonzero_duration(checker, &route.read_timeout, &format!("{key}.read_timeout"));
+    let tunnel_idle_timeout =
+        nonzero_duration(checker, &route.tunnel_idle_timeout, &format!("{key}.tunnel_idle_timeout"));
+    let path_prefix = path_prefix?;
+    let name = match &route.name {
+        Some(name) => name.get_ref().clone(),
+        None => format!("{}{}", host.as_deref().unwrap_or(""), path_prefix),
+    };
+    Some(RouteConfig {
+        name,
+        host,
+        path_prefix,
+        methods,
+        upstream: upstream?,
+        timeout: timeout.unwrap_or(defaults::ROUTE_TIMEOUT),
+        read_timeout: read_timeout.unwrap_or(defaults::READ_TIMEOUT),
+        tunnel_idle_timeout: tunnel_idle_timeout.unwrap_or(defaults::TUNNEL_IDLE_TIMEOUT),
+        request_buffer: route.request_buffer.map(|s| s.0).unwrap_or(defaults::BODY_BUFFER),
+        response_buffer: route.response_buffer.map(|s| s.0).unwrap_or(defaults::BODY_BUFFER),
+        max_request_body: max_request_body?,
+        large_request_bodies: large_request_bodies?,
+        large_responses: large_responses?,
+        max_response_spool: route.max_response_spool.map_or(defaults::MAX_RESPONSE_SPOOL, |s| s.0),
+        upgrades,
+        cache: route.cache.as_ref().is_some_and(|c| *c.get_ref()),
+        cache_default_lifetime: cache_default_lifetime(checker, index, route),
+        rate_limits: route_rate_limits,
+        priority,
+        priority_header,
+    })
+}
+
+/// `route.cache_default_lifetime`: only on a cached route.
+pub(crate) fn cache_default_lifetime(checker: &mut Checker, index: usize, route: &FileRoute) -> Option<Duration> {
+    let key = format!("route[{index}].cache_default_lifetime");
+    let lifetime = nonzero_duration(checker, &route.cache_default_lifetime, &key)?;
+    if !route.cache.as_ref().is_some_and(|c| *c.get_ref()) {
+        if let Some(value) = &route.cache_default_lifetime {
+            checker.problem(value.span(), key, "applies to cached routes only; add cache = true, or remove it");
+        }
+        return None;
+    }
+    Some(lifetime)
+}
+
+/// Upgrade tokens are protocol names (RFC 9110 §7.8), compared without case.
+pub(crate) fn check_upgrades(checker: &mut Checker, key: &str, route: &FileRoute) -> Vec<String> {
+    let Some(list) = &route.upgrades else { return vec!["websocket".to_string()] };
+    let mut upgrades = Vec::new();
+    for protocol in list {
+        let name = protocol.get_ref().to_ascii_lowercase();
+        let token =
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~/".contains(&b));
+        if !token {
+            checker.problem(
+                protocol.span(),
+                format!("{key}.upgrades"),
+                format!("\"{}\" is not a protocol name; write e.g. \"websocket\"", protocol.get_ref()),
+            );
+        } else if name.starts_with("h2c") {
+            checker.problem(
+                protocol.span(),
+                format!("{key}.upgrades"),
+                "\"h2c\" cannot be tunnelled: requests inside it would bypass sluice's routing (h2c smuggling); remove it".to_string(),
+            );
+        } else {
+            upgrades.push(name);
+        }
+    }
+    upgrades
+}
