@@ -421,7 +421,10 @@ def main():
     parser.add_argument("--idle", type=int, default=10000)
     parser.add_argument("--only", default=",".join(SCENARIOS))
     parser.add_argument("--proxies", default="direct,nginx,haproxy,sluice")
-    parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results.json"))
+    # Raw results go under bench/results/, named by date and what they measure; the
+    # latest figures are kept in docs/BENCHMARKS.md.
+    default_out = os.path.join(ROOT, "bench", "results", time.strftime("%Y-%m-%d") + "-proxy.json")
+    parser.add_argument("--out", default=default_out)
     parser.add_argument("--workers", type=int, default=1,
                         help="workers per proxy; above 1, proxies are not pinned to one CPU")
     args = parser.parse_args()
