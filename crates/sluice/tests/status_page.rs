@@ -128,3 +128,48 @@ fn without_the_token_the_page_is_401() {
         );
     });
 }
+
+/// The value of the y-axis label of chart `id` (`12 req/s`, `4.0 req/s`).
+fn chart_top(dom: &str, id: &str) -> f64 {
+    let chart = &dom[dom.find(&format!("id=\"{id}\"")).unwrap_or_else(|| panic!("no #{id}"))..];
+    let chart = &chart[..chart.find("</svg>").expect("the chart's end")];
+    let label = chart.split("font-size=\"11\">").nth(1).expect("the y-axis label");
+    let number: String = label.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+    number.parse().unwrap_or_else(|_| panic!("#{id}'s label: {label}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_opened_after_a_load_run_shows_that_run() {
+    let upstream = Upstream::hello().await;
+    let config = format!(
+        "[[listener]]\naddress = \"127.0.0.1:0\"\n[[route]]\nupstream = \"catalog\"\n\
+         [upstream.catalog]\nendpoints = [\"{}\"]\n[admin]\naddress = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n",
+        upstream.addr
+    );
+    let sluice = Sluice::start(&config);
+    let admin = sluice.admin.expect("admin");
+    traffic(&sluice, 60).await;
+    // sluice keeps a point a second: wait until the run is in it (another process's state).
+    let deadline = std::time::Instant::now() + support::WAIT;
+    loop {
+        let (_, body) = client::get_once(admin, &format!("/stats.json?token={TOKEN}")).await;
+        let stats: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        let history = stats["history"].as_array().expect("history").clone();
+        let seen: f64 = history.iter().map(|p| p[1].as_f64().unwrap_or(0.0)).sum();
+        if seen >= 59.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the run never reached the history: {history:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // No traffic now: a page opened only now still draws the run, with units.
+    let url = format!("http://{admin}/?token={TOKEN}");
+    let (dom, log) = tokio::task::spawn_blocking(move || load(&url)).await.expect("browser");
+    assert!(!log.contains("Uncaught") && !log.contains(":ERROR:CONSOLE"), "console errors:\n{log}");
+    assert!(chart_top(&dom, "chart-rps") > 0.0, "the run's requests per second:\n{dom}");
+    assert!(chart_top(&dom, "chart-status") > 0.0, "the run's 2xx per second");
+    for unit in ["req/s</text>", "−5 min</text>", "now</text>"] {
+        assert!(dom.contains(unit), "axis label {unit:?}:\n{dom}");
+    }
+    assert!(chart_top(&dom, "chart-latency") > 0.0, "the run's latency");
+}

@@ -8,6 +8,7 @@
 //! the main thread's runtime, never on a worker.
 
 mod gather;
+mod history;
 mod metrics;
 mod status;
 mod upstreams;
@@ -43,6 +44,8 @@ pub(crate) struct AdminState {
     config: std::sync::OnceLock<Arc<std::sync::Mutex<sluice_config::Config>>>,
     /// Where `POST /reload` asks for a reload (set by whoever can do one).
     reload: std::sync::OnceLock<mpsc::Sender<ReloadRequest>>,
+    /// The status page's last five minutes, one point a second.
+    history: history::History,
 }
 
 /// A reload asked for on the admin listener; the answer says what happened (Ok: what
@@ -72,6 +75,7 @@ impl Admin {
             draining: std::sync::atomic::AtomicBool::new(false),
             reload: std::sync::OnceLock::new(),
             config: std::sync::OnceLock::new(),
+            history: history::History::default(),
         };
         Admin { state: Arc::new(state) }
     }
@@ -80,6 +84,7 @@ impl Admin {
     pub async fn listen(&self, address: SocketAddr) -> std::io::Result<SocketAddr> {
         let listener = TcpListener::bind(address).await?;
         let bound = listener.local_addr()?;
+        history::start(&self.state);
         let state = Arc::clone(&self.state);
         tokio::spawn(async move {
             loop {

@@ -1,8 +1,8 @@
 //! The live status page: `GET /` serves one HTML page (embedded in the binary: no CDN,
 //! no internet) whose script polls `GET /stats.json` every second and draws requests
-//! per second, latency percentiles and status classes over the last five minutes,
-//! open connections, each upstream group's endpoints, requests shed by limits, and the
-//! cache's counters.
+//! per second, latency percentiles and status classes over the last five minutes
+//! (kept by sluice, `history.rs`: a page opened now shows them too), open connections,
+//! each upstream group's endpoints, requests shed by limits, and the cache's counters.
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
@@ -64,6 +64,7 @@ pub(super) fn stats(state: &AdminState) -> String {
         }
         None => out.push_str("null"),
     }
+    let _ = write!(out, ",\"history\":{}", state.history.json());
     let _ = writeln!(out, ",\"upstreams\":{}}}", super::upstreams::render_array(state));
     out
 }
