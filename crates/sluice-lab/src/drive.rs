@@ -180,6 +180,12 @@ fn measure(model: Model, asked: usize, conns: usize, duration: Duration, pool: P
         rate: report.rate * ok_share,
         p50_ms: report.latency_ms.p50,
         p99_ms: report.latency_ms.p99,
+        p99_all_ms: crate::report::p99_over_all(
+            report.requests,
+            report.requests.saturating_sub(ok),
+            report.latency_ms.p99,
+        ),
+        requests: report.requests,
         kib_per_connection: peak.rss_kib.saturating_sub(baseline.rss_kib) as f64 / conns as f64,
         rss_kib: peak.rss_kib,
         threads: peak.threads,

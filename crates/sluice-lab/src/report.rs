@@ -24,10 +24,18 @@ pub struct Row {
     /// Connections driven (`asked`, capped by the FD limit).
     pub connections: usize,
     pub asked: usize,
-    /// Successful (2xx) responses per second.
+    /// Successful (2xx) responses per second: goodput.
     pub rate: f64,
+    /// Of the responses (a refusal answered 503 is one).
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// Over every request, a failed or refused one counted as slower than any answer:
+    /// None (shown "fails") when more than 1% of the requests failed.
+    #[serde(default)]
+    pub p99_all_ms: Option<f64>,
+    /// Requests made (answered or not).
+    #[serde(default)]
+    pub requests: u64,
     /// Peak resident memory over the idle baseline, per connection.
     pub kib_per_connection: f64,
     /// Peak resident memory of the model's process.
@@ -41,11 +49,25 @@ pub struct Row {
     pub failures: BTreeMap<String, u64>,
 }
 
-/// The results as a table.
+/// The p99 of every request, a failed or refused one counted as slower than any
+/// answer: the answers' p99 while at most 1% failed (an estimate from their own
+/// percentile, slightly low), else None.
+pub fn p99_over_all(requests: u64, failed: u64, p99_of_answers: f64) -> Option<f64> {
+    if requests == 0 || failed as f64 > requests as f64 * 0.01 {
+        return None;
+    }
+    Some(p99_of_answers)
+}
+
+fn shown_ms(value: Option<f64>) -> String {
+    value.map_or("fails".to_string(), |v| format!("{v:.2}"))
+}
+
+/// The results as a table, ending with the verdict.
 pub fn table(results: &Results) -> String {
     let mut out = format!(
         "{:<22} {:>7} {:>10} {:>9} {:>9} {:>9} {:>8}  failures\n",
-        "model", "conns", "2xx/s", "p50 ms", "p99 ms", "KiB/conn", "threads"
+        "model", "conns", "2xx/s", "p50 ms", "p99 all", "KiB/conn", "threads"
     );
     for row in &results.rows {
         let conns =
@@ -57,12 +79,12 @@ pub fn table(results: &Results) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<22} {:>7} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>8}  {failures}",
+            "{:<22} {:>7} {:>10.0} {:>9.2} {:>9} {:>9.2} {:>8}  {failures}",
             row.model.name(),
             conns,
             row.rate,
             row.p50_ms,
-            row.p99_ms,
+            shown_ms(row.p99_all_ms),
             row.kib_per_connection,
             row.threads
         );
@@ -72,10 +94,56 @@ pub fn table(results: &Results) -> String {
     }
     let _ = writeln!(
         out,
-        "{:.1} s per row; thread pool: {} threads, queue {}; memory is peak RSS over the idle baseline",
+        "{:.1} s per row; thread pool: {} threads, queue {}; memory is peak RSS over the idle baseline, per \
+         connection driven; p99 all counts every request, a failed or refused one as slower than any answer \
+         (fails: more than 1% failed)",
         results.duration_s, results.pool.threads, results.pool.queue
     );
+    out.push('\n');
+    for line in verdict(results) {
+        let _ = writeln!(out, "{line}");
+    }
     out
+}
+
+/// The answer to "a thread per call, a thread pool, or an event loop?", from the
+/// measured rows at the most connections measured: the model with the most goodput,
+/// then each other model against it (goodput, memory, failures).
+pub fn verdict(results: &Results) -> Vec<String> {
+    let Some(level) = results.rows.iter().map(|r| r.connections).max() else { return Vec::new() };
+    let rows: Vec<&Row> = results.rows.iter().filter(|r| r.connections == level).collect();
+    let Some(best) = rows.iter().copied().max_by(|a, b| a.rate.total_cmp(&b.rate)) else { return Vec::new() };
+    let describe = |row: &Row| {
+        let share = if row.requests == 0 { 0.0 } else { row.failed_requests as f64 / row.requests as f64 * 100.0 };
+        let failed = if share > 1.0 {
+            format!(", {share:.0}% of {} requests failed or refused", row.requests)
+        } else {
+            String::new()
+        };
+        let p99 = match row.p99_all_ms {
+            Some(ms) => format!("p99 {ms:.2} ms over all requests"),
+            None => "no p99 (over 1% of requests failed)".to_string(),
+        };
+        format!(
+            "{} {:.0} 2xx/s, {p99}, {:.1} KiB per connection{failed}",
+            row.model.name(),
+            row.rate,
+            row.kib_per_connection
+        )
+    };
+    let mut lines = vec![format!("Verdict, on this machine at {level} connections: {}.", describe(best))];
+    for row in rows.iter().filter(|r| r.model != best.model) {
+        let times = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::INFINITY };
+        lines.push(format!(
+            "  {} served {:.1}x the goodput of {} with {:.1}x its memory per connection ({}).",
+            best.model.name(),
+            times(best.rate, row.rate),
+            row.model.name(),
+            times(best.kib_per_connection, row.kib_per_connection),
+            describe(row)
+        ));
+    }
+    lines
 }
 
 /// What a chart shows of a row.
@@ -93,23 +161,31 @@ pub fn svg(results: &Results) -> String {
     levels.sort_unstable();
     levels.dedup();
     let width = 3.0 * (PANEL_W + 40.0) + 20.0;
+    let verdict = verdict(results);
+    let height = PANEL_H + 90.0 + 16.0 * verdict.len() as f64 + 10.0;
     let mut out = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"11\">\n",
-        PANEL_H + 110.0
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"11\">\n"
     );
     out.push_str("<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n");
-    let panels: [(&str, Metric); 3] = [
-        ("successful responses/s", |r| r.rate),
-        ("p99 latency (ms)", |r| r.p99_ms),
-        ("memory per connection (KiB)", |r| r.kib_per_connection),
+    // Failed rows' p99 is drawn at the top of the axis and labelled: it is worse than
+    // any answer.
+    let panels: [(&str, Metric, bool); 3] = [
+        ("successful responses/s", |r| r.rate, false),
+        ("p99 over all requests (ms, log)", |r| r.p99_all_ms.unwrap_or(f64::INFINITY), true),
+        ("memory per connection (KiB, log)", |r| r.kib_per_connection, true),
     ];
-    for (i, (title, value)) in panels.iter().enumerate() {
+    for (i, (title, value, log)) in panels.iter().enumerate() {
         let x0 = 20.0 + i as f64 * (PANEL_W + 40.0) + 30.0;
-        panel(&mut out, x0, title, *value, results, &models, &levels);
+        panel(&mut out, x0, title, *value, *log, results, &models, &levels);
+    }
+    for (i, line) in verdict.iter().enumerate() {
+        let y = PANEL_H + 100.0 + 16.0 * i as f64;
+        let _ =
+            writeln!(out, "<text x=\"20\" y=\"{y}\">{}</text>", line.trim().replace('&', "&amp;").replace('<', "&lt;"));
     }
     for (i, model) in models.iter().enumerate() {
         let x = 50.0 + i as f64 * 180.0;
-        let y = PANEL_H + 90.0;
+        let y = PANEL_H + 80.0;
         let _ = writeln!(
             out,
             "<rect x=\"{x}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{}\" y=\"{y}\">{}</text>",
@@ -127,9 +203,37 @@ fn color(model: Model) -> &'static str {
     COLORS[Model::ALL.iter().position(|m| *m == model).unwrap_or(0)]
 }
 
-fn panel(out: &mut String, x0: f64, title: &str, value: Metric, results: &Results, models: &[Model], levels: &[usize]) {
+/// One panel of bars; on a log axis (values spanning decades) the bars start at a
+/// tenth of the smallest value. An infinite value (a p99 of failed requests) is a bar
+/// to the top, labelled.
+#[allow(clippy::too_many_arguments)] // one call site, each argument a part of the panel
+fn panel(
+    out: &mut String,
+    x0: f64,
+    title: &str,
+    value: Metric,
+    log: bool,
+    results: &Results,
+    models: &[Model],
+    levels: &[usize],
+) {
     let top = 40.0;
-    let max = results.rows.iter().map(value).fold(0.0f64, f64::max).max(f64::MIN_POSITIVE);
+    let finite = results.rows.iter().map(value).filter(|v| v.is_finite() && *v > 0.0);
+    let max = finite.clone().fold(0.0f64, f64::max).max(f64::MIN_POSITIVE);
+    let floor = finite.fold(f64::INFINITY, f64::min).min(max) / 10.0;
+    let height = |v: f64| -> f64 {
+        if !v.is_finite() {
+            return PANEL_H;
+        }
+        if log {
+            if v <= floor {
+                return 0.0;
+            }
+            ((v / floor).log10() / (max / floor).log10().max(f64::MIN_POSITIVE) * PANEL_H).min(PANEL_H)
+        } else {
+            v / max * PANEL_H
+        }
+    };
     let _ = writeln!(out, "<text x=\"{x0}\" y=\"24\" font-size=\"13\" font-weight=\"bold\">{title}</text>");
     let _ = writeln!(
         out,
@@ -147,7 +251,7 @@ fn panel(out: &mut String, x0: f64, title: &str, value: Metric, results: &Result
             let Some(row) = results.rows.iter().find(|r| r.model == *model && r.connections == *level) else {
                 continue;
             };
-            let h = value(row) / max * PANEL_H;
+            let h = height(value(row));
             let _ = writeln!(
                 out,
                 "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"><title>{} at {}: {:.2}</title></rect>",
@@ -160,6 +264,14 @@ fn panel(out: &mut String, x0: f64, title: &str, value: Metric, results: &Result
                 level,
                 value(row)
             );
+            if !value(row).is_finite() {
+                let _ = writeln!(
+                    out,
+                    "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"9\">fails</text>",
+                    gx + m as f64 * bar_w,
+                    top - 2.0 + 10.0
+                );
+            }
         }
         let _ = writeln!(
             out,
@@ -167,5 +279,65 @@ fn panel(out: &mut String, x0: f64, title: &str, value: Metric, results: &Result
             gx + (group_w - 10.0) / 2.0,
             top + PANEL_H + 16.0
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(model: Model, connections: usize, rate: f64, kib: f64, requests: u64, failed: u64) -> Row {
+        Row {
+            model,
+            connections,
+            asked: connections,
+            rate,
+            p50_ms: 1.0,
+            p99_ms: 2.0,
+            p99_all_ms: p99_over_all(requests, failed, 2.0),
+            requests,
+            kib_per_connection: kib,
+            rss_kib: 0,
+            threads: 1,
+            responses: requests,
+            failed_requests: failed,
+            failures: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn refusals_count_in_the_p99_and_the_verdict_says_what_was_measured() {
+        assert_eq!(p99_over_all(1000, 10, 2.0), Some(2.0), "1% failed: still an answer's p99");
+        assert_eq!(p99_over_all(1000, 11, 2.0), None, "more than 1%: the p99 is a failure");
+        let results = Results {
+            fd_limit: 20_000,
+            duration_s: 3.0,
+            pool: PoolSize { threads: 200, queue: 100 },
+            rows: vec![
+                row(Model::ThreadPool, 100, 900.0, 30.0, 2700, 0),
+                row(Model::ThreadPerConnection, 10_000, 10_000.0, 24.0, 30_000, 0),
+                row(Model::ThreadPool, 10_000, 1_000.0, 2.0, 28_000, 25_069),
+                row(Model::PerCore, 10_000, 40_000.0, 2.4, 120_000, 0),
+            ],
+        };
+        let verdict = verdict(&results);
+        assert!(
+            verdict[0].starts_with("Verdict, on this machine at 10000 connections: per-core 40000 2xx/s"),
+            "{verdict:?}"
+        );
+        let pool = verdict.iter().find(|l| l.contains("thread-pool")).expect("the pool's line");
+        assert!(
+            pool.contains("40.0x the goodput of thread-pool")
+                && pool.contains("no p99 (over 1% of requests failed)")
+                && pool.contains("90% of 28000"),
+            "{pool}"
+        );
+        let threads = verdict.iter().find(|l| l.contains("thread-per-connection")).expect("its line");
+        assert!(threads.contains("4.0x the goodput of thread-per-connection with 0.1x its memory"), "{threads}");
+        let table = table(&results);
+        assert!(table.contains("fails") && table.contains("Verdict"), "{table}");
+        let chart = svg(&results);
+        assert!(chart.contains("Verdict, on this machine") && chart.contains(">fails</text>"), "{chart}");
+        assert!(chart.contains("(ms, log)"));
     }
 }

@@ -30,6 +30,7 @@ fn a_short_lab_run_measures_every_model_at_every_count() {
             assert!(row["responses"].as_u64().unwrap_or(0) > 0, "{row}");
             assert_eq!(row["failed_requests"], 0, "{row}");
             assert!(row["p99_ms"].as_f64().unwrap_or(0.0) > 0.0, "{row}");
+            assert_eq!(row["p99_all_ms"], row["p99_ms"], "nothing failed: every request is in the p99: {row}");
             let threads = row["threads"].as_u64().unwrap_or(0);
             match model {
                 // One thread per connection, plus the accepting and the stdin-watching threads.
@@ -44,4 +45,18 @@ fn a_short_lab_run_measures_every_model_at_every_count() {
     }
     let chart = std::fs::read_to_string(&svg).expect("the SVG");
     assert!(chart.starts_with("<svg") && models.iter().all(|m| chart.contains(m)), "{chart}");
+    assert!(chart.contains("Verdict, on this machine at 16 connections:"), "the chart answers: {chart}");
+}
+
+#[test]
+fn the_table_ends_with_a_verdict_written_from_the_numbers() {
+    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["lab", "--connections", "8", "--duration", "200ms", "--models", "thread-pool,event-loop"])
+        .output()
+        .expect("run sluice lab");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let table = String::from_utf8_lossy(&output.stdout);
+    let verdict = table.lines().find(|l| l.starts_with("Verdict, on this machine at 8 connections:")).expect(&table);
+    assert!(verdict.contains("2xx/s") && verdict.contains("KiB per connection"), "{verdict}");
+    assert!(table.contains("the goodput of"), "the other model against the best: {table}");
 }

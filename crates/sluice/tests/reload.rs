@@ -197,7 +197,9 @@ async fn a_restart_only_change_put_back_is_no_change_and_config_shows_what_runs(
     write_config(&sluice, &file(200));
     let (code, message) = reload(&sluice).await;
     assert_eq!(code, StatusCode::OK, "{message}");
-    assert!(message.contains("applied only at a restart: server.max_connections"), "{message}");
+    // (The test model, when the suite sets one, is written into the first file only:
+    // a reload may name server.model as well.)
+    assert!(message.contains("applied only at a restart: ") && message.contains("server.max_connections"), "{message}");
     // /config shows the cap that runs (100), not the file's.
     let mut conn = client::h1(sluice.admin.expect("admin")).await;
     let request = Request::get("/config").header("host", "admin").body(full("")).expect("request");
@@ -206,5 +208,5 @@ async fn a_restart_only_change_put_back_is_no_change_and_config_shows_what_runs(
     write_config(&sluice, &file(100));
     let (code, message) = reload(&sluice).await;
     assert_eq!(code, StatusCode::OK, "{message}");
-    assert!(!message.contains("restart"), "putting it back needs nothing: {message}");
+    assert!(!message.contains("server.max_connections"), "putting it back needs nothing: {message}");
 }
