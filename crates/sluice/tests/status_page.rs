@@ -156,7 +156,9 @@ async fn a_page_opened_after_a_load_run_shows_that_run() {
         let stats: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
         let history = stats["history"].as_array().expect("history").clone();
         let seen: f64 = history.iter().map(|p| p[1].as_f64().unwrap_or(0.0)).sum();
-        if seen >= 59.0 {
+        let endpoint = &stats["upstreams"][0]["endpoints"][0];
+        if seen >= 59.0 && endpoint["p99_ms_1m"].as_f64().is_some_and(|ms| ms > 0.0) {
+            assert!(endpoint["p50_ms_1m"].as_f64().is_some_and(|ms| ms > 0.0), "{endpoint}");
             break;
         }
         assert!(std::time::Instant::now() < deadline, "the run never reached the history: {history:?}");
@@ -172,4 +174,9 @@ async fn a_page_opened_after_a_load_run_shows_that_run() {
         assert!(dom.contains(unit), "axis label {unit:?}:\n{dom}");
     }
     assert!(chart_top(&dom, "chart-latency") > 0.0, "the run's latency");
+    // Each endpoint's p50 / p99 over the last minute, in its row.
+    let row = &dom[dom.find("class=\"endpoint\"").expect("the endpoint's row")..];
+    let row = &row[..row.find("</tr>").expect("the row's end")];
+    assert!(!row.contains("<td>– / –</td>") && row.contains(" / "), "{row}");
+    assert!(row.contains("µs / ") || row.contains("ms / "), "a latency with its unit: {row}");
 }

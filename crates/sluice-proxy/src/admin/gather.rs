@@ -53,6 +53,9 @@ pub(super) fn groups(state: &AdminState) -> Vec<GroupView> {
                         mine.healthy &= e.healthy;
                         mine.outstanding += e.outstanding;
                         mine.ewma_seconds = mine.ewma_seconds.max(e.ewma_seconds);
+                        for (to, from) in mine.latency_counts.iter_mut().zip(e.latency_counts) {
+                            *to += from;
+                        }
                         mine.idle += e.idle;
                         mine.open += e.open;
                         mine.created += e.created;

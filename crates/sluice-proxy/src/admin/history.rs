@@ -2,7 +2,8 @@
 //! task samples the request totals every second and keeps one point per second
 //! (requests per second, p50 and p99 of that second, status classes per second), so
 //! a page opened now shows what happened before it was opened, and a reload loses
-//! nothing. 300 points of 7 numbers: 17 KiB.
+//! nothing. 300 points of 7 numbers: 17 KiB. Each endpoint's response times are
+//! sampled too, for its p50 and p99 over the last minute (61 samples of 15 counts each).
 
 use std::collections::VecDeque;
 use std::fmt::Write;
@@ -37,9 +38,16 @@ struct Totals {
     latency: Vec<u64>,
 }
 
+/// Seconds of per-endpoint samples kept: one minute, and the sample it starts from.
+const ENDPOINT_SAMPLES: usize = 61;
+
+/// Each endpoint's cumulative response time counts (`group\nendpoint` → per bucket).
+type EndpointCounts = std::collections::HashMap<String, Vec<u64>>;
+
 #[derive(Default)]
 pub(super) struct History {
     points: Mutex<VecDeque<Point>>,
+    endpoints: Mutex<VecDeque<EndpointCounts>>,
 }
 
 impl History {
@@ -68,6 +76,27 @@ impl History {
         out
     }
 
+    /// An endpoint's p50 and p99 (seconds) over the last minute; None without requests.
+    pub(super) fn endpoint_latency(&self, group: &str, endpoint: &str) -> (Option<f64>, Option<f64>) {
+        let samples = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        let key = format!("{group}\n{endpoint}");
+        let (Some(oldest), Some(newest)) = (samples.front(), samples.back()) else { return (None, None) };
+        let Some(now) = newest.get(&key) else { return (None, None) };
+        let counts: Vec<u64> = match oldest.get(&key) {
+            Some(before) => now.iter().zip(before).map(|(n, b)| n.saturating_sub(*b)).collect(),
+            None => now.clone(),
+        };
+        (percentile(&counts, 0.5), percentile(&counts, 0.99))
+    }
+
+    fn push_endpoints(&self, counts: EndpointCounts) {
+        let mut samples = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        if samples.len() == ENDPOINT_SAMPLES {
+            samples.pop_front();
+        }
+        samples.push_back(counts);
+    }
+
     fn push(&self, point: Point) {
         let mut points = self.points.lock().unwrap_or_else(|p| p.into_inner());
         if points.len() == POINTS {
@@ -92,8 +121,19 @@ pub(super) fn start(state: &Arc<AdminState>) {
                 state.history.push(point(before, &now));
             }
             last = Some(now);
+            state.history.push_endpoints(endpoint_counts(&state));
         }
     });
+}
+
+fn endpoint_counts(state: &AdminState) -> EndpointCounts {
+    let mut counts = EndpointCounts::new();
+    for group in super::gather::groups(state) {
+        for e in &group.endpoints {
+            counts.insert(format!("{}\n{}", group.name, e.endpoint), e.latency_counts.to_vec());
+        }
+    }
+    counts
 }
 
 fn totals(state: &AdminState) -> Totals {

@@ -1,5 +1,6 @@
 //! `GET /upstreams`: every group's endpoints with health, weight, in-flight requests,
-//! EWMA latency and pool use, as JSON (summed over the workers by `gather`).
+//! EWMA latency, p50 and p99 of the last minute, and pool use, as JSON (summed over the
+//! workers by `gather`).
 
 use super::AdminState;
 use crate::outcome::format::json_string;
@@ -25,6 +26,9 @@ pub(super) fn render_array(state: &AdminState) -> String {
             }
             out.extend_from_slice(b"{\"endpoint\":");
             json_string(&mut out, e.endpoint.as_bytes());
+            let (p50, p99) = state.history.endpoint_latency(&group.name, &e.endpoint);
+            let ms = |v: Option<f64>| v.map_or("null".to_string(), |s| format!("{:.3}", s * 1000.0));
+            out.extend_from_slice(format!(",\"p50_ms_1m\":{},\"p99_ms_1m\":{}", ms(p50), ms(p99)).as_bytes());
             let fields = format!(
                 ",\"healthy\":{},\"weight\":{},\"outstanding\":{},\"ewma_ms\":{:.3},\"pool\":{{\"idle\":{},\"in_use\":{},\"created\":{},\"reused\":{},\"connect_failures\":{}}},\"queue\":{{\"waiting\":{},\"queued\":{},\"wait_seconds\":{:.3},\"timeouts\":{}}}}}",
                 e.healthy,

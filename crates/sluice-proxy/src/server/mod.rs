@@ -216,7 +216,7 @@ async fn accept_loop(bound: BoundListener, shared: Arc<Shared>, limit: Arc<Semap
     loop {
         let accepted = tokio::select! {
             accepted = bound.listener.accept() => accepted,
-            _ = shared.shutdown.wait() => return,
+            _ = shared.shutdown.wait() => return take_queued(bound, &shared, &limit),
         };
         match accepted {
             Ok((stream, peer)) => {
@@ -245,14 +245,7 @@ async fn accept_loop(bound: BoundListener, shared: Arc<Shared>, limit: Arc<Semap
                         }
                     }
                 };
-                let _ = stream.set_nodelay(true);
-                let ctx = ConnContext::new(Arc::clone(&shared), peer, bound.context.tls.is_some(), permit, per_ip);
-                let listener = Arc::clone(&bound.context);
-                if listener.tls.is_none() && listener.protocol != ListenerProtocol::Http2 {
-                    tokio::spawn(h1::serve(stream, ctx, listener));
-                } else {
-                    tokio::spawn(conn::serve(stream, ctx, listener));
-                }
+                serve_accepted(stream, peer, &bound.context, &shared, permit, per_ip);
             }
             Err(e) if is_resource_exhaustion(&e) => {
                 Counters::bump(&shared.counters.accept_exhausted);
@@ -270,6 +263,55 @@ async fn accept_loop(bound: BoundListener, shared: Arc<Shared>, limit: Arc<Semap
                 tracing::debug!(error = %e, "accept failed; continuing");
             }
         }
+    }
+}
+
+/// Starts serving an accepted connection on this worker.
+fn serve_accepted(
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    listener: &Arc<ListenerContext>,
+    shared: &Arc<Shared>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    per_ip: Option<Box<crate::runtime::per_ip::IpSlot>>,
+) {
+    let _ = stream.set_nodelay(true);
+    let ctx = ConnContext::new(Arc::clone(shared), peer, listener.tls.is_some(), permit, per_ip);
+    let listener = Arc::clone(listener);
+    if listener.tls.is_none() && listener.protocol != ListenerProtocol::Http2 {
+        tokio::spawn(h1::serve(stream, ctx, listener));
+    } else {
+        tokio::spawn(conn::serve(stream, ctx, listener));
+    }
+}
+
+/// A drain's last accepts: the connections the kernel already completed and queued on
+/// the listener are taken and served (their one request answered with
+/// `Connection: close`, or GOAWAY over HTTP/2) before the listener closes. Closing it
+/// over them reset each one, failing a request its client had already sent: behind an
+/// L4 balancer, a few clients per drain.
+fn take_queued(bound: BoundListener, shared: &Arc<Shared>, limit: &Arc<Semaphore>) {
+    let context = Arc::clone(&bound.context);
+    let Ok(listener) = bound.listener.into_std() else { return };
+    if listener.set_nonblocking(true).is_err() {
+        return;
+    }
+    // WouldBlock: the queue is empty; any other error ends the drain's accepts too.
+    while let Ok((stream, peer)) = listener.accept() {
+        let Ok(permit) = Arc::clone(limit).try_acquire_owned() else { continue };
+        if stream.set_nonblocking(true).is_err() {
+            continue;
+        }
+        let Ok(stream) = tokio::net::TcpStream::from_std(stream) else { continue };
+        let per_ip = match shared.snapshot().server.max_connections_per_ip.map(|n| shared.per_ip.enter(peer.ip(), n)) {
+            None => None,
+            Some(Some(slot)) => Some(Box::new(slot)),
+            Some(None) => {
+                refuse_per_ip(shared, peer, stream);
+                continue;
+            }
+        };
+        serve_accepted(stream, peer, &context, shared, permit, per_ip);
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::cell::Cell;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -177,9 +177,16 @@ impl GroupHealth {
     }
 }
 
+/// Buckets of `LatencyCounts`: the request series' bounds, and +Inf.
+pub(crate) const LATENCY_BUCKETS: usize = crate::outcome::series::BUCKETS.len() + 1;
+
 /// One endpoint as the balancer sees it.
 pub(crate) struct EndpointLoad {
     outstanding: AtomicU32,
+    /// Response head times of this worker's requests to the endpoint, per bucket, since
+    /// start (the status page's per-endpoint p50 and p99 of the last minute). Kept by
+    /// the worker that owns this load: no cache line shared with another core.
+    latency_counts: [AtomicU64; LATENCY_BUCKETS],
     /// Peak-EWMA latency, kept only for `ewma` groups (the only algorithm that reads it).
     latency: Option<Mutex<PeakEwma>>,
     health: Arc<GroupHealth>,
@@ -190,6 +197,7 @@ impl EndpointLoad {
     pub(crate) fn new(health: &Arc<GroupHealth>, index: usize, ewma: bool) -> Arc<Self> {
         Arc::new(EndpointLoad {
             outstanding: AtomicU32::new(0),
+            latency_counts: std::array::from_fn(|_| AtomicU64::new(0)),
             latency: ewma.then(|| Mutex::new(PeakEwma::new(Instant::now()))),
             health: Arc::clone(health),
             index,
@@ -198,6 +206,11 @@ impl EndpointLoad {
 
     pub(crate) fn outstanding(&self) -> usize {
         self.outstanding.load(Ordering::Relaxed) as usize
+    }
+
+    /// Response head times since start, per bucket of the request series.
+    pub(crate) fn latency_counts(&self) -> [u64; LATENCY_BUCKETS] {
+        std::array::from_fn(|i| self.latency_counts[i].load(Ordering::Relaxed))
     }
 
     /// The endpoint's load now (its latency 0 where it is not kept).
@@ -232,6 +245,9 @@ impl EndpointLoad {
         self.outstanding.fetch_sub(1, Ordering::Relaxed);
         if let Some(Ok(latency)) = latency {
             self.health.observe_latency(latency);
+            let seconds = latency.as_secs_f64();
+            let bucket = crate::outcome::series::BUCKETS.iter().position(|bound| seconds <= *bound);
+            self.latency_counts[bucket.unwrap_or(LATENCY_BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
         }
         if let (Some(latency), Some(ewma)) = (latency, &self.latency) {
             let mut ewma = ewma.lock().unwrap_or_else(|p| p.into_inner());

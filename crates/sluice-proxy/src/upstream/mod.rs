@@ -226,6 +226,7 @@ impl UpstreamGroup {
                     healthy: now.healthy,
                     outstanding: u64::from(now.outstanding),
                     ewma_seconds: now.latency,
+                    latency_counts: load.latency_counts(),
                     idle,
                     open,
                     created: stats.created.load(std::sync::atomic::Ordering::Relaxed),
@@ -351,6 +352,8 @@ pub(crate) struct EndpointView {
     pub(crate) outstanding: u64,
     /// The peak-EWMA latency estimate (`ewma` groups; 0 elsewhere).
     pub(crate) ewma_seconds: f64,
+    /// Response head times since start, per bucket of the request series.
+    pub(crate) latency_counts: [u64; balance::LATENCY_BUCKETS],
     pub(crate) idle: usize,
     pub(crate) open: usize,
     pub(crate) created: u64,
