@@ -89,32 +89,55 @@ async fn a_cluster_shares_entries_over_its_slots_and_losing_a_primary_costs_no_r
     wait_until("the tagged entry gone", || cluster.keys_per_node("sluice:v2:*").iter().sum::<usize>() == 0);
 
     // Load on both instances while one primary is killed: every request answered.
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let clients: Vec<_> = (0..8)
         .map(|i| {
             let addr = if i % 2 == 0 { a.addr } else { b.addr };
-            let stop = stop.clone();
+            let (stop, answered) = (stop.clone(), std::sync::Arc::clone(&answered));
             tokio::spawn(async move {
-                let mut answered = 0usize;
+                let mut n = 0usize;
                 while !*stop.borrow() {
-                    let (status, _) = ask(addr, "GET", &format!("/load/{}", answered % 40)).await;
+                    let (status, _) = ask(addr, "GET", &format!("/load/{}", n % 40)).await;
                     assert_eq!(status, StatusCode::OK, "a client request failed while a primary died");
-                    answered += 1;
+                    n += 1;
+                    answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-                answered
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await; // load before the kill
+    let answered_by = |n: usize| {
+        let answered = std::sync::Arc::clone(&answered);
+        async move {
+            let deadline = Instant::now() + WAIT;
+            while answered.load(std::sync::atomic::Ordering::Relaxed) < n {
+                assert!(Instant::now() < deadline, "the load stalled");
+                tokio::time::sleep(Duration::from_millis(10)).await; // the clients' count
+            }
+        }
+    };
+    answered_by(100).await;
     let mut cluster = cluster;
     cluster.nodes[0].kill();
-    tokio::time::sleep(Duration::from_secs(2)).await; // load after it: past the node timeout (1 s)
+    // Until a surviving node has given the cluster up (its node timeout is 1 s), and
+    // then 200 more requests: the tier fails under the clients, who see nothing of it.
+    let survivor = cluster.nodes[1].port;
+    tokio::task::spawn_blocking(move || {
+        let cluster_info = || {
+            let mut out = std::process::Command::new("redis-cli");
+            out.args(["-p", &survivor.to_string(), "CLUSTER", "INFO"]);
+            out.output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
+        };
+        wait_until("the cluster notices the lost primary", || cluster_info().contains("cluster_state:fail"));
+    })
+    .await
+    .expect("probe");
+    let after = answered.load(std::sync::atomic::Ordering::Relaxed);
+    answered_by(after + 200).await;
     stop_tx.send(true).expect("stop");
-    let mut answered = 0;
     for client in clients {
-        answered += client.await.expect("client");
+        client.await.expect("client");
     }
-    assert!(answered > 100, "{answered} requests answered");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
