@@ -202,6 +202,19 @@ pub struct FileRoute {
     pub rate_limits: Option<Vec<Spanned<String>>>,
     pub priority: Option<Spanned<String>>,
     pub priority_header: Option<Spanned<String>>,
+    pub cors: Option<FileCors>,
+}
+
+/// `[route.cors]`: which browser origins may call the route, and how.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCors {
+    pub origins: Spanned<Vec<Spanned<String>>>,
+    pub methods: Option<Vec<Spanned<String>>>,
+    pub headers: Option<Vec<Spanned<String>>>,
+    pub expose_headers: Option<Vec<Spanned<String>>>,
+    pub credentials: Option<bool>,
+    pub max_age: Option<Spanned<ConfigDuration>>,
 }
 
 /// `[upstream.NAME]`: a group of interchangeable endpoints.

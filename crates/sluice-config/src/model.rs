@@ -338,6 +338,9 @@ pub struct RouteConfig {
     /// Expires), as nginx's `proxy_cache_valid`; never for no-store, private or
     /// no-cache. Default none (only heuristics, when configured).
     pub cache_default_lifetime: Option<Duration>,
+    /// Browser cross-origin calls (`[route.cors]`): preflights answered by sluice,
+    /// responses given the CORS fields. None: no CORS handling (fields pass as sent).
+    pub cors: Option<CorsConfig>,
     /// `rate_limits`: indexes into `Config::rate_limits`, each applied in turn.
     pub rate_limits: Vec<usize>,
     /// Under an adaptive limit: critical requests wait in line, sheddable ones are
@@ -462,6 +465,57 @@ pub enum KeyAuthority {
     /// The route's upstream group name ("upstream"; nginx's `$proxy_host`): every Host
     /// routed to one group shares one key.
     Upstream,
+}
+
+/// `[route.cors]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorsConfig {
+    /// Allowed origins: exact (`https://app.example.com`, with a port if not the
+    /// scheme's), a one-label wildcard (`https://*.example.com`), or `*` (any, without
+    /// credentials).
+    pub origins: Vec<CorsOrigin>,
+    /// Methods a preflight may ask for. Default GET, HEAD, POST.
+    pub methods: Vec<String>,
+    /// Request headers a preflight may ask for (lower case). Default none beyond the
+    /// CORS-safelisted ones.
+    pub headers: Vec<String>,
+    /// Response headers the page may read (lower case).
+    pub expose_headers: Vec<String>,
+    /// Cookies and Authorization may be sent (Access-Control-Allow-Credentials).
+    pub credentials: bool,
+    /// How long a browser may keep a preflight's answer. Default 10 minutes.
+    pub max_age: Duration,
+}
+
+/// One allowed origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigin {
+    Any,
+    /// `scheme://host[:port]`, lower case.
+    Exact(String),
+    /// `scheme://*.` and the domain it ends with (`scheme`, `.example.com`).
+    Subdomains {
+        scheme: String,
+        suffix: String,
+    },
+}
+
+impl CorsOrigin {
+    /// Whether a request's `Origin` (as sent) is this one.
+    pub fn allows(&self, origin: &str) -> bool {
+        let origin = origin.to_ascii_lowercase();
+        match self {
+            CorsOrigin::Any => true,
+            CorsOrigin::Exact(exact) => origin == *exact,
+            CorsOrigin::Subdomains { scheme, suffix } => {
+                origin.strip_prefix(scheme.as_str()).and_then(|rest| rest.strip_prefix("://")).is_some_and(|host| {
+                    host.len() > suffix.len()
+                        && host.ends_with(suffix.as_str())
+                        && !host[..host.len() - suffix.len()].contains(['.', '/', ':'])
+                })
+            }
+        }
+    }
 }
 
 /// A Redis to reach (the cache's shared tier, a global rate limit's counts).

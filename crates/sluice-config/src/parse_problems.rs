@@ -115,7 +115,17 @@ pub(crate) fn table_path(source: &str, line: usize) -> Option<String> {
             .count();
         return Some(format!("{name}[{index}]"));
     }
-    text.strip_prefix('[').and_then(|t| t.split(']').next()).map(|t| t.trim().to_string())
+    let name = text.strip_prefix('[').and_then(|t| t.split(']').next()).map(|t| t.trim().to_string())?;
+    // `[route.cors]` after `[[route]]`s is a table of the last route: `route[N].cors`.
+    let (first, rest) = name.split_once('.').unwrap_or((name.as_str(), ""));
+    let arrays = lines[..header]
+        .iter()
+        .filter(|l| l.trim().strip_prefix("[[").is_some_and(|t| t.split("]]").next().map(str::trim) == Some(first)))
+        .count();
+    match (arrays, rest.is_empty()) {
+        (0, _) | (_, true) => Some(name),
+        (n, false) => Some(format!("{first}[{}].{rest}", n - 1)),
+    }
 }
 
 /// How to go on after an unknown key at `span` in `text`: read it as `near` when the
@@ -176,6 +186,8 @@ mod tests {
         assert_eq!(table_path(source, 6).as_deref(), Some("route[1]"));
         assert_eq!(table_path(source, 8).as_deref(), Some("upstream.api.health_check"));
         assert_eq!(table_path("a = 1\n", 1), None);
+        let sub = "[[route]]\na = 1\n[[route]]\nb = 2\n[route.cors]\nc = 3\n";
+        assert_eq!(table_path(sub, 6).as_deref(), Some("route[1].cors"));
     }
 
     #[test]

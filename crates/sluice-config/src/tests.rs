@@ -625,3 +625,39 @@ fn queue_timeout_is_the_groups_and_the_old_pool_key_says_where_it_went() {
     assert_eq!((p[0].line, p[0].key.as_str()), (7, "upstream.a.pool.wait_timeout"));
     assert!(p[0].message.contains("queue_timeout = \"300ms\" in [upstream.a]"), "{}", p[0].message);
 }
+
+#[test]
+fn cors_origins_are_checked_as_browsers_send_them() {
+    let route = |cors: &str| {
+        format!(
+            "[[listener]]\naddress = \"127.0.0.1:8080\"\n[[route]]\nupstream = \"up\"\n[route.cors]\n{cors}\n\
+             [upstream.up]\nendpoints = [\"127.0.0.1:9\"]\n"
+        )
+    };
+    let config =
+        parse(&route("origins = [\"https://App.test:8443\", \"https://*.example.com\", \"*\"]"), Path::new("s.toml"))
+            .expect("valid");
+    let cors = config.routes[0].cors.as_ref().expect("cors");
+    assert_eq!(cors.methods, ["GET", "HEAD", "POST"]);
+    assert_eq!(cors.max_age, Duration::from_secs(600));
+    assert!(cors.origins[0].allows("https://app.test:8443"));
+    assert!(!cors.origins[0].allows("https://app.test"));
+    assert!(cors.origins[1].allows("https://shop.example.com"));
+    assert!(!cors.origins[1].allows("https://example.com") && !cors.origins[1].allows("https://a.b.example.com"));
+    for (bad, says) in [
+        ("origins = [\"https://app.test/path\"]", "an origin has no path"),
+        ("origins = [\"app.test\"]", "is not an origin"),
+        ("origins = [\"https://*.*.example.com\"]", "one label"),
+        ("origins = [\"https://a*.example.com\"]", "one label"),
+        ("origins = [\"*\"]\ncredentials = true", "any site act as the user"),
+        ("origins = []", "is empty"),
+        ("origins = [\"https://a.test\"]\nmethods = [\"GET POST\"]", "is not a method"),
+        ("origins = [\"https://a.test\"]\ncolour = 1", "unknown key"),
+    ] {
+        let found = problems(&route(bad));
+        assert!(
+            found.iter().any(|p| p.key.starts_with("route[0].cors") && p.message.contains(says)),
+            "{bad}: {says:?} in {found:#?}"
+        );
+    }
+}

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use toml::Spanned;
+
 use crate::defaults;
 use crate::file::FileRoute;
 use crate::model::*;
@@ -121,6 +123,7 @@ pub(crate) fn check_route(
         upgrades,
         cache: route.cache.as_ref().is_some_and(|c| *c.get_ref()),
         cache_default_lifetime: cache_default_lifetime(checker, index, route),
+        cors: route.cors.as_ref().and_then(|cors| check_cors(checker, index, cors)),
         rate_limits: route_rate_limits,
         priority,
         priority_header,
@@ -165,4 +168,90 @@ pub(crate) fn check_upgrades(checker: &mut Checker, key: &str, route: &FileRoute
         }
     }
     upgrades
+}
+
+/// `[route.cors]`: origins as browsers send them (scheme, host, port; no path), a
+/// wildcard only for one label, `*` only without credentials; method and header names
+/// as tokens.
+pub(crate) fn check_cors(checker: &mut Checker, index: usize, cors: &crate::file::FileCors) -> Option<CorsConfig> {
+    let before = checker.problems.len();
+    let key = format!("route[{index}].cors");
+    let credentials = cors.credentials.unwrap_or(false);
+    let mut origins = Vec::new();
+    for origin in cors.origins.get_ref() {
+        match cors_origin(origin.get_ref()) {
+            Ok(CorsOrigin::Any) if credentials => checker.problem(
+                origin.span(),
+                format!("{key}.origins"),
+                "\"*\" with credentials = true would let any site act as the user; list the origins",
+            ),
+            Ok(parsed) => origins.push(parsed),
+            Err(why) => checker.problem(origin.span(), format!("{key}.origins"), why),
+        }
+    }
+    if cors.origins.get_ref().is_empty() {
+        checker.problem(
+            cors.origins.span(),
+            format!("{key}.origins"),
+            "is empty; list the origins, e.g. [\"https://app.example.com\"]",
+        );
+    }
+    let tokens = |checker: &mut Checker, list: &Option<Vec<Spanned<String>>>, name: &str, upper: bool| -> Vec<String> {
+        let mut out = Vec::new();
+        for item in list.iter().flatten() {
+            let text = item.get_ref().trim();
+            let token =
+                !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !token {
+                checker.problem(
+                    item.span(),
+                    format!("{key}.{name}"),
+                    format!("\"{text}\" is not a {}", if upper { "method" } else { "header name" }),
+                );
+                continue;
+            }
+            out.push(if upper { text.to_ascii_uppercase() } else { text.to_ascii_lowercase() });
+        }
+        out
+    };
+    let methods = match &cors.methods {
+        Some(_) => tokens(checker, &cors.methods, "methods", true),
+        None => vec!["GET".into(), "HEAD".into(), "POST".into()],
+    };
+    let headers = tokens(checker, &cors.headers, "headers", false);
+    let expose_headers = tokens(checker, &cors.expose_headers, "expose_headers", false);
+    let max_age =
+        nonzero_duration(checker, &cors.max_age, &format!("{key}.max_age")).unwrap_or(Duration::from_secs(600));
+    (checker.problems.len() == before).then_some(CorsConfig {
+        origins,
+        methods,
+        headers,
+        expose_headers,
+        credentials,
+        max_age,
+    })
+}
+
+/// An allowed origin as written.
+fn cors_origin(text: &str) -> Result<CorsOrigin, String> {
+    let text = text.trim();
+    if text == "*" {
+        return Ok(CorsOrigin::Any);
+    }
+    let fix = "write scheme://host[:port] with no path, e.g. \"https://app.example.com\" or \"https://*.example.com\"";
+    let Some((scheme, host)) = text.split_once("://") else {
+        return Err(format!("\"{text}\" is not an origin; {fix}"));
+    };
+    if !matches!(scheme, "http" | "https") || host.is_empty() || host.contains(['/', '?', '#', '@', ' ']) {
+        return Err(format!("\"{text}\" is not an origin (an origin has no path); {fix}"));
+    }
+    let lower = host.to_ascii_lowercase();
+    match lower.strip_prefix("*.") {
+        Some(suffix) if !suffix.contains('*') && suffix.contains('.') => {
+            Ok(CorsOrigin::Subdomains { scheme: scheme.to_string(), suffix: format!(".{suffix}") })
+        }
+        Some(_) => Err(format!("\"{text}\": a wildcard stands for one label of a domain; {fix}")),
+        None if lower.contains('*') => Err(format!("\"{text}\": a wildcard stands for one label of a domain; {fix}")),
+        None => Ok(CorsOrigin::Exact(format!("{scheme}://{lower}"))),
+    }
 }

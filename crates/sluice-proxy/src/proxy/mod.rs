@@ -10,6 +10,7 @@
 
 mod body;
 mod cached;
+mod cors;
 mod error;
 mod headers;
 pub(crate) mod read_ahead;
@@ -109,6 +110,11 @@ async fn forward(
         .ok_or(ProxyError::NoRoute)?;
     outcome.route = Some(Arc::clone(&route.name));
     outcome.upstream = Some(Arc::clone(&route.upstream.name));
+    // A browser's preflight is answered here, before limits, cache and upstream.
+    if let Some(answer) = route.cors.as_ref().and_then(|cors| cors::preflight(cors, &request)) {
+        return Ok(answer);
+    }
+    let cors_origin = cors::origin(route.cors.as_ref(), &request);
     // Rate limits first: a refused request costs neither the cache nor the upstream.
     // Boxed: the Redis round trip's future is kilobytes, and inline it made every
     // request's future (moved into its box per request) that much larger: +8k
@@ -135,6 +141,9 @@ async fn forward(
     }?;
     if let Some(rate_fields) = rate_fields {
         rate_fields.apply(response.headers_mut());
+    }
+    if let Some(cors) = &route.cors {
+        cors::decorate(cors, cors_origin.as_ref(), response.headers_mut());
     }
     Ok(response)
 }

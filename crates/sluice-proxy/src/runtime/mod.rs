@@ -63,6 +63,8 @@ pub(crate) struct Route {
     pub(crate) cache: bool,
     /// A lifetime for cached responses that give none (`cache_default_lifetime`).
     pub(crate) cache_default_lifetime: Option<std::time::Duration>,
+    /// Browser cross-origin calls (`[route.cors]`).
+    pub(crate) cors: Option<sluice_config::CorsConfig>,
     /// Rate limits applied in turn before anything else (none: nothing is counted).
     pub(crate) rate_limits: Vec<Arc<RatePolicy>>,
     /// Under an adaptive limit: wait in line (critical) or be refused at once.
@@ -124,6 +126,7 @@ impl Snapshot {
                     upgrades: r.upgrades.clone(),
                     cache: r.cache,
                     cache_default_lifetime: r.cache_default_lifetime,
+                    cors: r.cors.clone(),
                     rate_limits: r.rate_limits.iter().map(|&i| Arc::clone(&policies[i])).collect(),
                     priority: r.priority,
                     priority_header: r
