@@ -69,10 +69,15 @@ pub async fn serve(
     };
     tracing::info!(model, workers = config.server.worker_threads, "serving");
     // Every way to stop or reload exists before "ready": a SIGTERM or SIGHUP right
-    // after it would otherwise meet the default action (exit at once), and a file
-    // change right after it would be taken as the watch's starting point.
+    // after it would otherwise meet the default action (exit at once), a POST /reload
+    // would be answered "not available", /config would be empty, and a file change
+    // would be taken as the watch's starting point.
     let stop = StopSignals::install();
-    let triggers = ReloadTriggers::install(path.as_deref(), config.server.config_watch).await;
+    let triggers = ReloadTriggers::install(path.as_deref(), config.server.config_watch, admin.as_ref()).await;
+    let reloader = server.reloader(&config);
+    if let Some(admin) = &admin {
+        admin.show_config(reloader.current());
+    }
     for addr in &addrs {
         println!("sluice: listening on {addr}");
     }
@@ -80,11 +85,7 @@ pub async fn serve(
     // them all, without waiting a while for more.
     println!("sluice: ready");
     on_ready(&addrs, admin_addr);
-    let reloader = server.reloader(&config);
-    if let Some(admin) = &admin {
-        admin.show_config(reloader.current());
-    }
-    let reloads = reload_loop(reloader, path, triggers, admin.as_ref());
+    let reloads = reload_loop(reloader, path, triggers);
     let drain_requested = async {
         match &admin {
             Some(admin) => admin.drain_requested().await,
@@ -128,14 +129,20 @@ impl StopSignals {
     }
 }
 
-/// What starts a reload: SIGHUP, and the config file's content changing (config_watch).
+/// What starts a reload: SIGHUP, the config file's content changing (config_watch),
+/// and the admin listener's POST /reload.
 struct ReloadTriggers {
     hangup: Option<tokio::signal::unix::Signal>,
     watch: Option<FileWatch>,
+    requests: Option<tokio::sync::mpsc::Receiver<sluice_proxy::ReloadRequest>>,
 }
 
 impl ReloadTriggers {
-    async fn install(path: Option<&std::path::Path>, interval: Option<Duration>) -> ReloadTriggers {
+    async fn install(
+        path: Option<&std::path::Path>,
+        interval: Option<Duration>,
+        admin: Option<&Admin>,
+    ) -> ReloadTriggers {
         use tokio::signal::unix::{signal, SignalKind};
         let hangup = signal(SignalKind::hangup())
             .inspect_err(|e| tracing::warn!(error = %e, "cannot catch SIGHUP; it would stop sluice"))
@@ -144,7 +151,7 @@ impl ReloadTriggers {
             (Some(interval), Some(path)) => Some(FileWatch::new(path.to_path_buf(), interval).await),
             _ => None,
         };
-        ReloadTriggers { hangup, watch }
+        ReloadTriggers { hangup, watch, requests: admin.map(Admin::reload_requests) }
     }
 }
 
@@ -152,9 +159,8 @@ impl ReloadTriggers {
 /// listener's `POST /reload`, and when `watch` is set, once the file changed; never
 /// returns. A file that does not validate leaves the running configuration as it is,
 /// and says why (log, and the admin's answer).
-async fn reload_loop(reloader: Reloader, path: Option<PathBuf>, triggers: ReloadTriggers, admin: Option<&Admin>) {
-    let ReloadTriggers { mut hangup, mut watch } = triggers;
-    let mut requests = admin.map(Admin::reload_requests);
+async fn reload_loop(reloader: Reloader, path: Option<PathBuf>, triggers: ReloadTriggers) {
+    let ReloadTriggers { mut hangup, mut watch, mut requests } = triggers;
     loop {
         let reply = tokio::select! {
             () = async { match &mut watch { Some(w) => w.changed().await, None => std::future::pending().await } } => None,
