@@ -71,6 +71,15 @@ pub(super) fn groups(state: &AdminState) -> Vec<GroupView> {
     groups
 }
 
+/// Every request's total time, over the routes' series.
+pub(super) fn total_latency(series: &[Series]) -> crate::outcome::series::Histogram {
+    let mut latency = crate::outcome::series::Histogram::default();
+    for s in series {
+        latency.add(&s.total);
+    }
+    latency
+}
+
 /// The requests' totals, and their series per route and group.
 pub(super) fn requests(state: &AdminState) -> (Tally, Vec<Series>) {
     let tally = Tally::default();

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use super::AdminState;
-use crate::outcome::series::{Histogram, BUCKETS};
+use crate::outcome::series::BUCKETS;
 
 /// Points kept: one a second for five minutes.
 pub(super) const POINTS: usize = 300;
@@ -138,10 +138,7 @@ fn endpoint_counts(state: &AdminState) -> EndpointCounts {
 
 fn totals(state: &AdminState) -> Totals {
     let (tally, series) = super::gather::requests(state);
-    let mut latency = Histogram::default();
-    for s in &series {
-        latency.add(&s.total);
-    }
+    let latency = super::gather::total_latency(&series);
     let mut by_class = [0u64; 6];
     for (class, count) in tally.by_class.iter().enumerate().take(6) {
         by_class[class] = count.load(std::sync::atomic::Ordering::Relaxed);

@@ -8,17 +8,14 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::AdminState;
-use crate::outcome::series::{Histogram, BUCKETS};
+use crate::outcome::series::BUCKETS;
 
 pub(super) const PAGE: &str = include_str!("status.html");
 
 /// Totals since start; the page turns successive ones into rates.
 pub(super) fn stats(state: &AdminState) -> String {
     let (tally, series) = super::gather::requests(state);
-    let mut latency = Histogram::default();
-    for s in &series {
-        latency.add(&s.total);
-    }
+    let latency = super::gather::total_latency(&series);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
     let mut out = String::with_capacity(2048);
     let _ = write!(out, "{{\"time_ms\":{now},\"requests\":{},\"by_class\":{{", tally.requests());

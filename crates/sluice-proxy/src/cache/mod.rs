@@ -203,12 +203,13 @@ impl Cache {
     /// memory (no walk of the memory tier: this runs after every unsafe request on a
     /// cached route).
     pub(crate) async fn invalidate(&self, keys: &[String]) -> usize {
-        let invalidation = Invalidation::Keys(keys.to_vec());
-        let mut removed = self.drop_from_memory(&invalidation);
+        self.invalidations.fetch_add(1, Ordering::AcqRel);
+        let mut removed = keys.iter().filter(|key| self.memory.remove(key)).count();
         if let Some(shared) = &self.shared {
             removed = removed.max(Box::pin(shared.remove(keys)).await);
+            // The keys are copied into a message only when there is someone to tell.
+            self.tell_others(&Invalidation::Keys(keys.to_vec())).await;
         }
-        self.tell_others(&invalidation).await;
         removed
     }
 

@@ -13,19 +13,26 @@ use super::Outcome;
 pub(crate) const BUCKETS: [f64; 14] =
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
+/// Buckets counted: the bounds, and +Inf.
+pub(crate) const BUCKET_COUNT: usize = BUCKETS.len() + 1;
+
+/// The bucket of `value`: the first bound it is within, else +Inf (the last).
+pub(crate) fn bucket_of(value: Duration) -> usize {
+    let seconds = value.as_secs_f64();
+    BUCKETS.iter().position(|le| seconds <= *le).unwrap_or(BUCKETS.len())
+}
+
 /// Counts per bucket (the last is +Inf), their sum and count.
 #[derive(Clone, Default)]
 pub(crate) struct Histogram {
-    pub(crate) buckets: [u64; BUCKETS.len() + 1],
+    pub(crate) buckets: [u64; BUCKET_COUNT],
     pub(crate) sum: Duration,
     pub(crate) count: u64,
 }
 
 impl Histogram {
     fn observe(&mut self, value: Duration) {
-        let seconds = value.as_secs_f64();
-        let at = BUCKETS.iter().position(|le| seconds <= *le).unwrap_or(BUCKETS.len());
-        self.buckets[at] += 1;
+        self.buckets[bucket_of(value)] += 1;
         self.sum += value;
         self.count += 1;
     }

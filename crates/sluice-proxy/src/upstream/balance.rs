@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::outcome::series::{bucket_of, BUCKET_COUNT};
+
 use http::Request;
 use sluice_config::{Balance, HashKey, OutlierSettings};
 use sluice_policy::balance::{stable_hash, Algorithm, Balancer, Load, PeakEwma};
@@ -177,16 +179,13 @@ impl GroupHealth {
     }
 }
 
-/// Buckets of `LatencyCounts`: the request series' bounds, and +Inf.
-pub(crate) const LATENCY_BUCKETS: usize = crate::outcome::series::BUCKETS.len() + 1;
-
 /// One endpoint as the balancer sees it.
 pub(crate) struct EndpointLoad {
     outstanding: AtomicU32,
     /// Response head times of this worker's requests to the endpoint, per bucket, since
     /// start (the status page's per-endpoint p50 and p99 of the last minute). Kept by
     /// the worker that owns this load: no cache line shared with another core.
-    latency_counts: [AtomicU64; LATENCY_BUCKETS],
+    latency_counts: [AtomicU64; BUCKET_COUNT],
     /// Peak-EWMA latency, kept only for `ewma` groups (the only algorithm that reads it).
     latency: Option<Mutex<PeakEwma>>,
     health: Arc<GroupHealth>,
@@ -209,7 +208,7 @@ impl EndpointLoad {
     }
 
     /// Response head times since start, per bucket of the request series.
-    pub(crate) fn latency_counts(&self) -> [u64; LATENCY_BUCKETS] {
+    pub(crate) fn latency_counts(&self) -> [u64; BUCKET_COUNT] {
         std::array::from_fn(|i| self.latency_counts[i].load(Ordering::Relaxed))
     }
 
@@ -245,9 +244,7 @@ impl EndpointLoad {
         self.outstanding.fetch_sub(1, Ordering::Relaxed);
         if let Some(Ok(latency)) = latency {
             self.health.observe_latency(latency);
-            let seconds = latency.as_secs_f64();
-            let bucket = crate::outcome::series::BUCKETS.iter().position(|bound| seconds <= *bound);
-            self.latency_counts[bucket.unwrap_or(LATENCY_BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
+            self.latency_counts[bucket_of(latency)].fetch_add(1, Ordering::Relaxed);
         }
         if let (Some(latency), Some(ewma)) = (latency, &self.latency) {
             let mut ewma = ewma.lock().unwrap_or_else(|p| p.into_inner());

@@ -353,7 +353,7 @@ pub(crate) struct EndpointView {
     /// The peak-EWMA latency estimate (`ewma` groups; 0 elsewhere).
     pub(crate) ewma_seconds: f64,
     /// Response head times since start, per bucket of the request series.
-    pub(crate) latency_counts: [u64; balance::LATENCY_BUCKETS],
+    pub(crate) latency_counts: [u64; crate::outcome::series::BUCKET_COUNT],
     pub(crate) idle: usize,
     pub(crate) open: usize,
     pub(crate) created: u64,
