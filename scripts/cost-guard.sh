@@ -8,6 +8,12 @@
 #
 # Usage: scripts/cost-guard.sh            check against the budget
 #        scripts/cost-guard.sh --measure  print the counts only
+# For measuring a route feature's cost (bench/gateway-cost.sh), with --measure:
+#   COST_GUARD_ROUTE     lines added to the [[route]] table
+#   COST_GUARD_TABLES    tables added to the config (paths relative to COST_GUARD_DIR)
+#   COST_GUARD_DIR       a folder whose files the config names (copied beside it)
+#   COST_GUARD_H2LOAD    more h2load arguments (e.g. -H 'x-api-key: ...')
+#   COST_GUARD_OBJECT    the object fetched: 100B (default) or 4KiB.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUDGET=bench/cost-budget.txt
@@ -26,10 +32,13 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 ORIGIN=$(free_port)
 head -c 100 /dev/zero | tr '\0' 'o' > "$W/100B"
+python3 -c 'import json; print(json.dumps([{"id": i, "name": "item %d" % i, "tags": ["a", "b"]} for i in range(90)])[:4096], end="")' > "$W/4KiB.json"
+[ -n "${COST_GUARD_DIR:-}" ] && cp -r "$COST_GUARD_DIR"/. "$W"/
 cat > "$W/origin.conf" <<EOC
 worker_processes 1; daemon off; master_process off; pid $W/o.pid; error_log $W/oe.log warn;
 events { worker_connections 4096; }
 http { access_log off; keepalive_requests 100000000;
+ types { application/json json; }
  server { listen 127.0.0.1:$ORIGIN; location /obj/ { alias $W/; } } }
 EOC
 nginx -c "$W/origin.conf" -p "$W" & NG=$!
@@ -41,8 +50,10 @@ worker_threads = 1
 address = "127.0.0.1:0"
 [[route]]
 upstream = "o"
+${COST_GUARD_ROUTE:-}
 [upstream.o]
 endpoints = ["127.0.0.1:$ORIGIN"]
+${COST_GUARD_TABLES:-}
 EOC
 
 # One count: sluice under callgrind, warmed up, counters zeroed, REQUESTS requests, dumped.
@@ -61,13 +72,16 @@ count() {
         echo "cost guard: sluice ($BIN) did not start under valgrind" >&2
         exit 1
     fi
-    local url="http://$addr/obj/100B"
+    local url="http://$addr/obj/${COST_GUARD_OBJECT:-100B}"
+    local extra=()
+    [ -n "${COST_GUARD_H2LOAD:-}" ] && eval "extra=(${COST_GUARD_H2LOAD})"
     # shellcheck disable=SC2086
-    h2load $h2load_args -n "$WARMUP" "$url" > /dev/null
+    h2load $h2load_args "${extra[@]}" -n "$WARMUP" "$url" > /dev/null
     callgrind_control -z "$SL" > /dev/null 2>&1
     # shellcheck disable=SC2086
-    h2load $h2load_args -n "$REQUESTS" "$url" > "$W/h2load.txt"
+    h2load $h2load_args "${extra[@]}" -n "$REQUESTS" "$url" > "$W/h2load.txt"
     grep -q "$REQUESTS succeeded" "$W/h2load.txt" || { cat "$W/h2load.txt" >&2; echo "cost guard: not every request succeeded" >&2; exit 1; }
+    grep -q "status codes: $REQUESTS 2xx" "$W/h2load.txt" || { cat "$W/h2load.txt" >&2; echo "cost guard: not every response was a 2xx" >&2; exit 1; }
     callgrind_control -d "$SL" > /dev/null 2>&1
     kill "$SL"; wait "$SL" 2>/dev/null || true; SL=""
     # The dump holds what ran since the zeroing (cg.out itself, written at exit, the rest).

@@ -11,7 +11,8 @@
 # (the L4 balancer in front of three instances in tests/scale_out.rs), redis-cli (it
 # makes the Redis Cluster of tests/redis_deployments.rs), and for the Kubernetes
 # manifests' test: kubectl (kustomize, offline), PyYAML, and the `kubernetes` Python
-# client's wheel from PyPI, whose generated models are the API's field names.
+# client's wheel from PyPI, whose generated models are the API's field names; for the
+# gateway's tests (issue 23): openssl, curl, and Python's zstandard and brotli.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,10 @@ command -v valgrind >/dev/null || missing+=(valgrind)
 command -v nginx >/dev/null || missing+=(nginx)
 command -v h2load >/dev/null || missing+=(nghttp2-client)
 command -v python3 >/dev/null || missing+=(python3)
+# The compression tests decode with curl's decoders, and with Python's (below).
+command -v curl >/dev/null || missing+=(curl)
+# The auth tests make their RSA, P-256 and Ed25519 keys with openssl.
+command -v openssl >/dev/null || missing+=(openssl)
 command -v haproxy >/dev/null || missing+=(haproxy)
 command -v redis-cli >/dev/null || missing+=(redis-tools)
 command -v kubectl >/dev/null || missing+=(kubectl)
@@ -41,6 +46,10 @@ fi
 
 python3 -c 'import yaml' 2>/dev/null || python3 -m pip install -q pyyaml \
     || python3 -m pip install -q --break-system-packages pyyaml
+# The compression tests decode zstd and brotli with Python's zstandard and brotli
+# (from PyPI: the python3 on PATH may not be Debian's).
+python3 -c 'import zstandard, brotli' 2>/dev/null || python3 -m pip install -q zstandard brotli \
+    || python3 -m pip install -q --break-system-packages zstandard brotli
 schema=target/k8s-schema/kubernetes-31.0.0-py2.py3-none-any.whl
 [ -s "$schema" ] || python3 -m pip download -q --no-deps --only-binary=:all: -d target/k8s-schema kubernetes==31.0.0
 

@@ -86,3 +86,18 @@ pub const TRACING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Rate limits: how long a global limit waits for Redis.
 pub const RATE_STORE_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// `[auth.NAME]` (docs/GATEWAY.md).
+pub const API_KEY_HEADER: &str = "x-api-key";
+pub const JWT_LEEWAY: Duration = Duration::from_secs(30);
+pub const JWKS_REFRESH: Duration = Duration::from_secs(300);
+pub const JWT_IDENTITY_CLAIM: &str = "sub";
+
+/// `[route.compression]`: below this, compressing gains little (nginx's gzip_min_length
+/// is 20 bytes; a 1 KiB response compresses to ~400 bytes and saves a packet at most).
+pub const COMPRESSION_MIN_SIZE: u64 = 1024;
+/// Fast levels: the best ratio per CPU (zstd 1, br 1, gzip 1 as nginx's gzip_comp_level).
+pub const COMPRESSION_LEVEL: i64 = 1;
+
+/// `[route.redirect]`: 308 keeps the method and body.
+pub const REDIRECT_STATUS: u16 = 308;

@@ -30,6 +30,32 @@ pub struct FileConfig {
     pub cache: Option<FileCache>,
     pub admin: Option<FileAdmin>,
     pub tracing: Option<FileTracing>,
+    #[serde(default)]
+    pub auth: BTreeMap<String, FileAuth>,
+}
+
+/// `[auth.NAME]`: who may call the routes that name it (`kind` says how).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAuth {
+    pub kind: Spanned<String>,
+    pub identity_header: Option<Spanned<String>>,
+    pub hide_credentials: Option<bool>,
+    // api_key
+    pub keys_file: Option<Spanned<String>>,
+    pub header: Option<Spanned<String>>,
+    pub query: Option<Spanned<String>>,
+    // jwt
+    pub jwks_file: Option<Spanned<String>>,
+    pub jwks_url: Option<Spanned<String>>,
+    pub jwks_refresh: Option<Spanned<ConfigDuration>>,
+    pub algorithms: Option<Vec<Spanned<String>>>,
+    pub hs256_secret_file: Option<Spanned<String>>,
+    pub issuer: Option<Spanned<String>>,
+    pub audience: Option<Vec<Spanned<String>>>,
+    pub leeway: Option<Spanned<ConfigDuration>>,
+    pub identity_claim: Option<Spanned<String>>,
+    pub claim_headers: Option<BTreeMap<String, Spanned<String>>>,
 }
 
 /// `[tracing]`: request spans exported to an OpenTelemetry collector (OTLP/HTTP).
@@ -186,7 +212,7 @@ pub struct FileRoute {
     pub host: Option<Spanned<String>>,
     pub path_prefix: Option<Spanned<String>>,
     pub methods: Option<Vec<Spanned<String>>>,
-    pub upstream: Spanned<String>,
+    pub upstream: Option<Spanned<String>>,
     pub timeout: Option<Spanned<ConfigDuration>>,
     pub read_timeout: Option<Spanned<ConfigDuration>>,
     pub tunnel_idle_timeout: Option<Spanned<ConfigDuration>>,
@@ -203,6 +229,51 @@ pub struct FileRoute {
     pub priority: Option<Spanned<String>>,
     pub priority_header: Option<Spanned<String>>,
     pub cors: Option<FileCors>,
+    pub auth: Option<Spanned<String>>,
+    pub rewrite: Option<FileRewrite>,
+    pub request_headers: Option<FileHeaderEdits>,
+    pub response_headers: Option<FileHeaderEdits>,
+    pub redirect: Option<FileRedirect>,
+    pub compression: Option<FileCompression>,
+}
+
+/// `[route.rewrite]`: the path and Host the upstream is sent.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRewrite {
+    pub strip_prefix: Option<Spanned<String>>,
+    pub add_prefix: Option<Spanned<String>>,
+    pub regex: Option<Spanned<String>>,
+    pub to: Option<Spanned<String>>,
+    pub host: Option<Spanned<String>>,
+}
+
+/// `[route.request_headers]` / `[route.response_headers]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHeaderEdits {
+    pub add: Option<BTreeMap<String, Spanned<String>>>,
+    pub set: Option<BTreeMap<String, Spanned<String>>>,
+    pub remove: Option<Vec<Spanned<String>>>,
+}
+
+/// `[route.redirect]`: sluice answers with a redirect instead of forwarding.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRedirect {
+    pub to: Spanned<String>,
+    pub status: Option<Spanned<u16>>,
+    pub only_scheme: Option<Spanned<String>>,
+}
+
+/// `[route.compression]`: responses compressed for clients that accept it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCompression {
+    pub algorithms: Option<Vec<Spanned<String>>>,
+    pub types: Option<Vec<Spanned<String>>>,
+    pub min_size: Option<Spanned<ConfigSize>>,
+    pub levels: Option<BTreeMap<String, Spanned<i64>>>,
 }
 
 /// `[route.cors]`: which browser origins may call the route, and how.

@@ -9,11 +9,13 @@
 pub mod defaults;
 mod duration;
 mod file;
+mod gateway;
 mod model;
 mod parse_problems;
 mod size;
 mod validate;
 mod validate_cache;
+mod validate_gateway;
 mod validate_limits;
 mod validate_listeners;
 mod validate_redis;
@@ -26,8 +28,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use duration::parse_duration;
+pub use gateway::*;
 pub use model::*;
 pub use size::parse_size;
+pub use validate_gateway::sha256;
 pub use validate_limits::parse_rate;
 pub use validate_redis::parse_redis_url;
 

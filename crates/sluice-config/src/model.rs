@@ -26,6 +26,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// None: no span export (the `[tracing]` table is absent).
     pub tracing: Option<TracingConfig>,
+    /// `[auth.NAME]`, sorted by name; routes attach them by index.
+    pub auths: Vec<crate::AuthConfig>,
     /// Things that are valid but probably not meant (an unreachable route, an unused
     /// upstream): `sluice check` prints them, `sluice run` logs them.
     pub warnings: Vec<crate::Problem>,
@@ -61,6 +63,8 @@ pub enum RateKeyPart {
     Header(String),
     /// `"route"`: the route's name.
     Route,
+    /// `"identity"`: who the route's `auth` says is calling (issue 23).
+    Identity,
 }
 
 /// Where a rate limit's counts live.
@@ -301,8 +305,9 @@ pub struct RouteConfig {
     pub path_prefix: String,
     /// Upper-case method names; empty matches any method.
     pub methods: Vec<String>,
-    /// Index into `Config::upstreams`.
-    pub upstream: usize,
+    /// Index into `Config::upstreams`; None only for a route that redirects every
+    /// request it takes (`[route.redirect]`).
+    pub upstream: Option<usize>,
     /// From the moment the request is handed to the upstream group (waiting for a pool
     /// connection, connecting and sending the request included) to the response head;
     /// 504 after. Default 30s.
@@ -341,6 +346,15 @@ pub struct RouteConfig {
     /// Browser cross-origin calls (`[route.cors]`): preflights answered by sluice,
     /// responses given the CORS fields. None: no CORS handling (fields pass as sent).
     pub cors: Option<CorsConfig>,
+    /// `auth`: an index into `Config::auths`; requests without valid credentials get 401.
+    pub auth: Option<usize>,
+    /// Path, Host and header changes (`[route.rewrite]`, `[route.request_headers]`,
+    /// `[route.response_headers]`). None: nothing is changed.
+    pub rewrite: Option<crate::RewriteConfig>,
+    /// `[route.redirect]`: sluice answers with a redirect.
+    pub redirect: Option<crate::RedirectConfig>,
+    /// `[route.compression]`: responses compressed for clients that accept it.
+    pub compression: Option<crate::CompressionConfig>,
     /// `rate_limits`: indexes into `Config::rate_limits`, each applied in turn.
     pub rate_limits: Vec<usize>,
     /// Under an adaptive limit: critical requests wait in line, sheddable ones are

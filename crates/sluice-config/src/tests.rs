@@ -42,7 +42,7 @@ fn a_good_file_gets_its_values_and_defaults() {
     assert_eq!(config.routes[0].host.as_deref(), Some("*.example.com"));
     assert_eq!(config.routes[0].methods, vec!["GET", "POST"]);
     assert_eq!(config.routes[0].timeout, Duration::from_secs(3));
-    let api = &config.upstreams[config.routes[0].upstream];
+    let api = &config.upstreams[config.routes[0].upstream.expect("an upstream")];
     assert_eq!(api.protocol, UpstreamProtocol::Http2);
     assert_eq!(api.endpoints[1], Endpoint { host: "backend.internal".into(), port: 80 });
     assert_eq!(api.pool.min_idle, 2);

@@ -54,6 +54,14 @@ pub(crate) fn validate(file: FileConfig, source: &str, base_dir: &Path) -> Resul
         file.listeners.iter().enumerate().filter_map(|(i, l)| check_listener(&mut checker, i, l, base_dir)).collect();
     check_duplicate_addresses(&mut checker, &file.listeners, &listeners);
     let names: Vec<String> = file.upstreams.keys().cloned().collect();
+    if file.upstreams.is_empty() && file.routes.iter().all(|r| r.upstream.is_none()) && !file.routes.is_empty() {
+        checker.problems.push(Problem {
+            line: 1,
+            key: "upstream".into(),
+            message: "no [upstream.NAME] is configured; add one, e.g. [upstream.api] endpoints = [\"127.0.0.1:8000\"]"
+                .into(),
+        });
+    }
     let upstreams =
         file.upstreams.iter().filter_map(|(name, u)| check_upstream(&mut checker, name, u, base_dir)).collect();
     if file.routes.is_empty() {
@@ -64,11 +72,12 @@ pub(crate) fn validate(file: FileConfig, source: &str, base_dir: &Path) -> Resul
         });
     }
     let rate_limits = crate::validate_limits::check_rate_limits(&mut checker, &file.rate_limits, base_dir);
+    let auths = crate::validate_gateway::check_auths(&mut checker, &file.auth, base_dir);
     let routes: Vec<RouteConfig> = file
         .routes
         .iter()
         .enumerate()
-        .filter_map(|(i, r)| check_route(&mut checker, i, r, &names, &file.rate_limits))
+        .filter_map(|(i, r)| check_route(&mut checker, i, r, &names, &file.rate_limits, &file.auth))
         .collect();
     let access_log = file.access_log.as_ref().and_then(|log| check_access_log(&mut checker, log, base_dir));
     let cache = file.cache.as_ref().and_then(|cache| crate::validate_cache::check_cache(&mut checker, cache, base_dir));
@@ -91,7 +100,19 @@ pub(crate) fn validate(file: FileConfig, source: &str, base_dir: &Path) -> Resul
     }
     if checker.problems.is_empty() {
         let warnings = crate::warnings::find(&file, source, &listeners, &routes, &names);
-        Ok(Config { server, listeners, routes, upstreams, rate_limits, access_log, cache, admin, tracing, warnings })
+        Ok(Config {
+            server,
+            listeners,
+            routes,
+            upstreams,
+            rate_limits,
+            access_log,
+            cache,
+            admin,
+            tracing,
+            auths,
+            warnings,
+        })
     } else {
         checker.problems.sort_by_key(|p| p.line);
         Err(checker.problems)

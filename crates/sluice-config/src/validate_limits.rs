@@ -137,6 +137,7 @@ fn key_part(checker: &mut Checker, table: &str, part: &Spanned<String>) -> Optio
     match text {
         "client_ip" => return Some(RateKeyPart::ClientIp),
         "route" => return Some(RateKeyPart::Route),
+        "identity" => return Some(RateKeyPart::Identity),
         _ => {}
     }
     if let Some(header) = text.strip_prefix("header:") {
@@ -149,7 +150,7 @@ fn key_part(checker: &mut Checker, table: &str, part: &Spanned<String>) -> Optio
     checker.problem(
         part.span(),
         format!("{table}.key"),
-        format!("\"{text}\" is not a key part; write \"client_ip\", \"route\" or \"header:NAME\" (e.g. \"header:x-api-key\")"),
+        format!("\"{text}\" is not a key part; write \"client_ip\", \"route\", \"identity\" or \"header:NAME\" (e.g. \"header:x-api-key\")"),
     );
     None
 }

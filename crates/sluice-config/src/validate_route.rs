@@ -16,23 +16,64 @@ pub(crate) fn check_route(
     route: &FileRoute,
     upstreams: &[String],
     rate_limits: &std::collections::BTreeMap<String, crate::file::FileRateLimit>,
+    auths: &std::collections::BTreeMap<String, crate::file::FileAuth>,
 ) -> Option<RouteConfig> {
     let key = format!("route[{index}]");
+    let auth = crate::validate_gateway::route_auth(checker, &key, route, auths);
+    if route.auth.is_none() {
+        for name in route.rate_limits.iter().flatten() {
+            let by_identity = rate_limits
+                .get(name.get_ref())
+                .and_then(|l| l.key.as_ref())
+                .is_some_and(|parts| parts.get_ref().iter().any(|p| p.get_ref().trim() == "identity"));
+            if by_identity {
+                checker.problem(
+                    name.span(),
+                    format!("{key}.rate_limits"),
+                    format!("rate_limit.{} counts by \"identity\", which only a route with auth has; add auth = \"NAME\" to the route", name.get_ref()),
+                );
+            }
+        }
+    }
+    let (rewrite, captures) = crate::validate_gateway::check_rewrite(checker, &key, route);
+    let redirect = route
+        .redirect
+        .as_ref()
+        .and_then(|r| crate::validate_gateway::check_redirect(checker, &key, r, captures.as_deref()));
+    let compression =
+        route.compression.as_ref().and_then(|c| crate::validate_gateway::check_compression(checker, &key, c));
     let route_rate_limits = crate::validate_limits::route_rate_limits(checker, &key, &route.rate_limits, rate_limits);
     let (priority, priority_header) = crate::validate_limits::check_priority(checker, &key, route);
-    let upstream = upstreams.iter().position(|n| n == route.upstream.get_ref());
-    if upstream.is_none() {
-        let known = if upstreams.is_empty() {
-            "none is defined; add an [upstream.NAME] table".to_string()
-        } else {
-            format!("defined: {}", upstreams.join(", "))
-        };
-        checker.problem(
-            route.upstream.span(),
-            format!("{key}.upstream"),
-            format!("no upstream named \"{}\" ({known})", route.upstream.get_ref()),
-        );
-    }
+    let upstream = match &route.upstream {
+        Some(named) => {
+            let found = upstreams.iter().position(|n| n == named.get_ref());
+            if found.is_none() {
+                let known = if upstreams.is_empty() {
+                    "none is defined; add an [upstream.NAME] table".to_string()
+                } else {
+                    format!("defined: {}", upstreams.join(", "))
+                };
+                checker.problem(
+                    named.span(),
+                    format!("{key}.upstream"),
+                    format!("no upstream named \"{}\" ({known})", named.get_ref()),
+                );
+            }
+            found.map(Some)
+        }
+        // A route that redirects every request it takes sends none upstream.
+        None if route.redirect.is_some() => Some(None),
+        None => {
+            let span =
+                [&route.name, &route.path_prefix, &route.host].iter().find_map(|f| f.as_ref().map(Spanned::span));
+            checker.problem(
+                span.unwrap_or(0..0),
+                format!("{key}.upstream"),
+                "is missing; name the group the route sends to, e.g. upstream = \"api\" (only a route with [route.redirect] needs none)",
+            );
+            None
+        }
+    };
     let host = route.host.as_ref().and_then(|h| {
         let text = h.get_ref().to_ascii_lowercase();
         let bare = text.strip_prefix("*.").unwrap_or(&text);
@@ -124,6 +165,10 @@ pub(crate) fn check_route(
         cache: route.cache.as_ref().is_some_and(|c| *c.get_ref()),
         cache_default_lifetime: cache_default_lifetime(checker, index, route),
         cors: route.cors.as_ref().and_then(|cors| check_cors(checker, index, cors)),
+        auth,
+        rewrite: (!rewrite.is_noop()).then_some(rewrite),
+        redirect,
+        compression,
         rate_limits: route_rate_limits,
         priority,
         priority_header,

@@ -30,7 +30,10 @@ pub(crate) fn find(
     }
     for (i, route) in routes.iter().enumerate() {
         if let Some(earlier) = routes[..i].iter().position(|e| covers(e, route)) {
-            let line = file.routes.get(i).map_or(1, |r| line_of(source, r.upstream.span().start));
+            let span = file.routes.get(i).and_then(|r| {
+                [&r.upstream, &r.name, &r.path_prefix, &r.host].iter().find_map(|f| f.as_ref().map(|f| f.span()))
+            });
+            let line = span.map_or(1, |s| line_of(source, s.start));
             warnings.push(Problem {
                 line,
                 key: format!("route[{i}]"),
@@ -42,7 +45,7 @@ pub(crate) fn find(
         }
     }
     for (index, name) in names.iter().enumerate() {
-        if !routes.iter().any(|r| r.upstream == index) {
+        if !routes.iter().any(|r| r.upstream == Some(index)) {
             let line = source.find(&format!("[upstream.{name}")).map_or(1, |offset| line_of(source, offset));
             warnings.push(Problem {
                 line,
@@ -57,6 +60,10 @@ pub(crate) fn find(
 
 /// Whether every request `later` matches is matched by `earlier` first.
 fn covers(earlier: &RouteConfig, later: &RouteConfig) -> bool {
+    // A redirect for one scheme lets the other scheme's requests go on to later routes.
+    if earlier.redirect.as_ref().is_some_and(|r| r.only_scheme.is_some()) {
+        return false;
+    }
     let host = match (&earlier.host, &later.host) {
         (None, _) => true,
         (Some(a), Some(b)) => a == b,

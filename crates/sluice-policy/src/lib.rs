@@ -10,6 +10,7 @@ pub mod adaptive;
 pub mod balance;
 pub mod cache;
 pub mod capacity;
+pub mod encoding;
 pub mod health;
 pub mod path;
 pub mod rate;

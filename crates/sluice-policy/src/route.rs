@@ -62,6 +62,12 @@ impl<T> Router<T> {
 
     /// The first rule matching the request. `host` may carry a port and any case.
     pub fn find(&self, host: Option<&str>, path: &str, method: &str) -> Option<&T> {
+        self.find_where(host, path, method, |_| true)
+    }
+
+    /// The first rule matching the request whose target `takes` it too (a condition
+    /// the router does not know, such as the scheme a redirect is for).
+    pub fn find_where(&self, host: Option<&str>, path: &str, method: &str, takes: impl Fn(&T) -> bool) -> Option<&T> {
         let host = host.map(normalize_host).unwrap_or_default();
         self.rules
             .iter()
@@ -69,6 +75,7 @@ impl<T> Router<T> {
                 r.host.matches(&host)
                     && path_has_prefix(path, &r.path_prefix)
                     && (r.methods.is_empty() || r.methods.iter().any(|m| m == method))
+                    && takes(&r.target)
             })
             .map(|r| &r.target)
     }

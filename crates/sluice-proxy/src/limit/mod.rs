@@ -137,6 +137,8 @@ pub(crate) struct Subject<'a> {
     /// The client's address after `trusted_proxies`.
     pub(crate) client: IpAddr,
     pub(crate) route: &'a str,
+    /// Who the route's `auth` says is calling, when it has one.
+    pub(crate) identity: Option<&'a str>,
 }
 
 /// Why a request was refused.
@@ -258,6 +260,13 @@ impl RatePolicy {
             match part {
                 RateKeyPart::ClientIp => crate::outcome::format::ip(&mut joined, subject.client),
                 RateKeyPart::Route => joined.extend_from_slice(subject.route.as_bytes()),
+                RateKeyPart::Identity => match subject.identity {
+                    Some(identity) => joined.extend_from_slice(identity.as_bytes()),
+                    None if self.missing_key == MissingKey::Refuse => {
+                        return Err(Refusal::MissingKey("identity".into()))
+                    }
+                    None => joined.push(0),
+                },
                 RateKeyPart::Header(name) => match subject.headers.get(name.as_str()) {
                     Some(value) => joined.extend_from_slice(value.as_bytes()),
                     None if self.missing_key == MissingKey::Refuse => return Err(Refusal::MissingKey(name.clone())),

@@ -47,6 +47,9 @@ pub(crate) fn json_line(o: &Outcome, out: &mut Vec<u8>) {
     number(out, b",\"worker\":", u64::from(o.worker));
     raw_field(out, b",\"cache\":", o.cache.map(str::as_bytes));
     raw_field(out, b",\"limit\":", o.limit.map(str::as_bytes));
+    raw_field(out, b",\"auth\":", o.auth.map(str::as_bytes));
+    field(out, b",\"identity\":", o.texts.get(Text::Identity));
+    field(out, b",\"upstream_target\":", o.texts.get(Text::UpstreamTarget));
     field(out, b",\"user_agent\":", o.texts.get(Text::UserAgent));
     field(out, b",\"referer\":", o.texts.get(Text::Referer));
     out.push(b'}');
@@ -66,6 +69,14 @@ pub(crate) fn combined_line(o: &Outcome, out: &mut Vec<u8>) {
     ] {
         out.extend_from_slice(key);
         quoted_text(out, value.unwrap_or("-").as_bytes());
+    }
+    if let Some(identity) = o.texts.get(Text::Identity) {
+        out.extend_from_slice(b" identity=");
+        quoted_text(out, identity);
+    }
+    if let Some(auth) = o.auth.filter(|a| *a != "ok") {
+        out.extend_from_slice(b" auth=");
+        out.extend_from_slice(auth.as_bytes());
     }
     out.extend_from_slice(b" attempts=");
     decimal(out, u64::from(o.upstream_trace.attempts));

@@ -95,6 +95,8 @@ pub(crate) struct Outcome {
     pub(crate) end: End,
     /// Room for the cache's decision (hit, miss, stale...), issue #11.
     pub(crate) cache: Option<&'static str>,
+    /// The route's auth decision: `ok`, or why the credential was refused.
+    pub(crate) auth: Option<&'static str>,
     /// The limit that refused the request (`SHED_LIMITS`: a circuit breaker, a pool), if one did.
     pub(crate) limit: Option<&'static str>,
     /// The worker (event loop) that served the request.
@@ -111,9 +113,13 @@ pub(crate) enum Text {
     Host,
     UserAgent,
     Referer,
+    /// Who `auth` says is calling.
+    Identity,
+    /// The path and query sent upstream, when a rewrite changed them.
+    UpstreamTarget,
 }
 
-const TEXT_FIELDS: usize = 6;
+const TEXT_FIELDS: usize = 8;
 /// Room for all text fields of a record; longer values are cut (the target keeps
 /// its first 512 bytes, which is what a log reader needs; 1 KiB a record keeps the
 /// records in flight to the writer thread within the caches).
@@ -148,6 +154,18 @@ impl Texts {
         self.buf[start..start + n].copy_from_slice(&value[..n]);
         self.len += n as u16;
         self.spans[field as usize] = (start as u16, n as u16);
+    }
+
+    /// Replaces `field` with `value` in place when `value` is no longer (a redaction);
+    /// otherwise sets it anew.
+    pub(crate) fn replace(&mut self, field: Text, value: &[u8]) {
+        let (start, len) = self.spans[field as usize];
+        if start == u16::MAX || value.len() > usize::from(len) {
+            return self.set(field, value);
+        }
+        let start = usize::from(start);
+        self.buf[start..start + value.len()].copy_from_slice(value);
+        self.spans[field as usize].1 = value.len() as u16;
     }
 
     pub(crate) fn get(&self, field: Text) -> Option<&[u8]> {
@@ -217,6 +235,7 @@ impl Outcome {
             error: None,
             end: End::Complete,
             cache: None,
+            auth: None,
             limit: None,
             worker: 0,
         }
@@ -243,6 +262,7 @@ impl Outcome {
         self.error = None;
         self.end = End::Complete;
         self.cache = None;
+        self.auth = None;
         self.limit = None;
     }
 
@@ -268,6 +288,7 @@ impl Outcome {
             error,
             end,
             cache,
+            auth,
             limit,
             worker,
         } = other;
@@ -296,6 +317,7 @@ impl Outcome {
         self.error = *error;
         self.end = *end;
         self.cache = *cache;
+        self.auth = *auth;
         self.limit = *limit;
         self.worker = *worker;
     }

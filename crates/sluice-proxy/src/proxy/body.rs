@@ -34,6 +34,8 @@ enum Kind {
     Local(Full<Bytes>),
     /// Read ahead of an HTTP/2 client (`read_ahead::for_http2`).
     Detached(Box<Detached>),
+    /// Another body read through a compressor (`compress`).
+    Compressed(Box<super::compress::Compressed>),
 }
 
 /// A response body. Every kind is `Unpin`, so no pin projection is needed.
@@ -264,6 +266,13 @@ impl ProxyBody {
         stream
     }
 
+    /// Compresses the body from here on: its stream (with its cache fill, which keeps
+    /// the uncompressed bytes, and its read timeout) is read through `encoder`.
+    pub(crate) fn compress(&mut self, encoder: super::compress::Encoder) {
+        let inner = self.take_stream();
+        self.kind = Kind::Compressed(Box::new(super::compress::Compressed::new(inner, encoder)));
+    }
+
     /// Serves frames read ahead of the client from now on; bytes count from here.
     pub(crate) fn set_detached(&mut self, detached: Detached) {
         self.kind = Kind::Detached(Box::new(detached));
@@ -366,6 +375,7 @@ impl Body for ProxyBody {
             Kind::Http2(h2) => Pin::new(&mut h2.body).poll_frame(cx).map_err(Into::into),
             Kind::Local(body) => Pin::new(body).poll_frame(cx).map_err(|never| match never {}),
             Kind::Detached(body) => Pin::new(body.as_mut()).poll_frame(cx),
+            Kind::Compressed(body) => body.poll_frame(cx),
         };
         match &polled {
             Poll::Pending => polled = this.poll_stall(cx),
@@ -405,6 +415,7 @@ impl Body for ProxyBody {
             Kind::Http2(h2) => h2.body.is_end_stream(),
             Kind::Local(body) => body.is_end_stream(),
             Kind::Detached(body) => body.is_end_stream(),
+            Kind::Compressed(body) => body.is_end_stream(),
         }
     }
 
@@ -414,6 +425,7 @@ impl Body for ProxyBody {
             Kind::Http2(h2) => h2.body.size_hint(),
             Kind::Local(body) => body.size_hint(),
             Kind::Detached(body) => body.size_hint(),
+            Kind::Compressed(_) => SizeHint::default(),
         }
     }
 }

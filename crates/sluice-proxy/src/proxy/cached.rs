@@ -103,6 +103,8 @@ fn read_request(cache: &Cache, origin: &Origin<'_>, request: &mut Request<Reques
         conditional |= name == IF_NONE_MATCH || name == IF_MODIFIED_SINCE;
         authorized |= name == AUTHORIZATION;
     }
+    // sluice took the credential off a request its route's auth admitted.
+    authorized |= origin.authenticated();
     let headers = request.headers_mut();
     let mut control = CacheControl::default();
     if has_control {
@@ -125,7 +127,7 @@ fn read_request(cache: &Cache, origin: &Origin<'_>, request: &mut Request<Reques
         control,
         authorized,
         head,
-        http1: request.version() != http::Version::HTTP_2,
+        http1: request.version() != http::Version::HTTP_2 && !origin.fields_in_map(),
         if_none_match,
         if_modified_since,
     }

@@ -57,6 +57,10 @@ pub(crate) enum ProxyError {
     /// PURGE from a client outside `cache.purge_from`.
     #[error("PURGE is not allowed from this address")]
     PurgeForbidden,
+    /// The route's `auth` did not accept the request's credential (boxed: its
+    /// challenge travels with it). The client is told no more than that.
+    #[error("authentication required")]
+    Unauthorized(Box<crate::auth::Refused>),
     /// A route's rate limit refused the request (boxed: its fields travel with it).
     #[error("{}", rate_refusal(.0))]
     RateLimited(Box<crate::limit::Refused>),
@@ -90,6 +94,7 @@ impl ProxyError {
                 Refusal::StoreDown => StatusCode::SERVICE_UNAVAILABLE,
             },
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::UpgradeNeedsHttp1 | ProxyError::UnrequestedSwitch => StatusCode::BAD_GATEWAY,
             // sluice's own disk failed it, as nginx answers when it cannot write a temp file.
@@ -150,6 +155,7 @@ impl ProxyError {
             ProxyError::Spool(_) => "spool_failed",
             ProxyError::NotCached => "not_cached",
             ProxyError::PurgeForbidden => "purge_forbidden",
+            ProxyError::Unauthorized(_) => "unauthorized",
             ProxyError::RateLimited(refused) => match refused.why {
                 Refusal::Rate => "rate_limited",
                 Refusal::MissingKey(_) => "rate_key_missing",
@@ -223,12 +229,21 @@ pub(crate) fn error_response(error: &ProxyError, outcome: &mut Outcome, grpc: bo
     let status = error.status();
     outcome.error = Some(error.kind());
     outcome.limit = error.limit();
+    if let ProxyError::Unauthorized(refused) = error {
+        outcome.auth = Some(refused.reason);
+    }
     let id = outcome.request_id();
     let route = outcome.route.as_deref().unwrap_or("-");
     let upstream = outcome.upstream.as_deref().unwrap_or("-");
     let clients_fault = matches!(error, ProxyError::Client(_));
     // Refused by a limit: the client's doing (and an attacker's rate), logged quietly.
-    let limited = matches!(error, ProxyError::RateLimited(_) | ProxyError::Upstream(UpstreamError::Paced { .. }));
+    let limited = matches!(
+        error,
+        ProxyError::RateLimited(_) | ProxyError::Upstream(UpstreamError::Paced { .. }) | ProxyError::Unauthorized(_)
+    );
+    if let ProxyError::Unauthorized(refused) = error {
+        tracing::debug!(request_id = id, route, reason = refused.reason, "credential refused");
+    }
     // The client's mistakes are logged as such and quietly (an attacker controls
     // their rate); the upstream's are warnings.
     if clients_fault {
@@ -259,6 +274,9 @@ pub(crate) fn error_response(error: &ProxyError, outcome: &mut Outcome, grpc: bo
     }
     if matches!(error, ProxyError::Client(ClientError::Connect)) {
         response.headers_mut().insert(ALLOW, HeaderValue::from_static(super::target::ALLOWED_METHODS));
+    }
+    if let ProxyError::Unauthorized(refused) = error {
+        refused.apply(response.headers_mut());
     }
     // When to come back: what a limit or the upstream said, else (a wait in line that
     // already took queue_timeout, a circuit breaker) a second.

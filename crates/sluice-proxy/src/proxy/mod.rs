@@ -10,11 +10,13 @@
 
 mod body;
 mod cached;
+mod compress;
 mod cors;
 mod error;
 mod headers;
 pub(crate) mod read_ahead;
 mod request_body;
+pub(crate) mod rewrite;
 pub(crate) mod spill;
 mod spool;
 pub(crate) mod target;
@@ -32,6 +34,7 @@ pub(crate) use body::{InflightGuard, ProxyBody, RequestTracker, UpstreamUpgrade,
 pub(crate) use error::ClientError;
 use error::{error_response, ProxyError};
 pub(crate) use headers::{remove_hop_by_hop, X_REQUEST_ID};
+use rewrite::{Passage, Vars};
 use target::Target;
 
 use crate::body::{BodyLimits, RequestBody};
@@ -104,33 +107,71 @@ async fn forward(
             return cached::purge(cache, conn.peer.ip(), &request, host.as_ref(), upstream).await;
         }
     }
+    let scheme = scheme_of(conn);
+    // A redirect for one scheme is a route for that scheme only: others go on to the next.
     let route = snapshot
         .router
-        .find(host.as_ref().and_then(|h| h.to_str().ok()), request.uri().path(), request.method().as_str())
+        .find_where(
+            host.as_ref().and_then(|h| h.to_str().ok()),
+            request.uri().path(),
+            request.method().as_str(),
+            |route| route.redirect.as_ref().is_none_or(|r| r.only_scheme.as_deref().is_none_or(|s| s == scheme)),
+        )
         .ok_or(ProxyError::NoRoute)?;
     outcome.route = Some(Arc::clone(&route.name));
+    // A redirect comes first: nothing else of the route applies to a request sent away.
+    if let Some(redirect) = &route.redirect {
+        let client = headers::client_address(request.headers(), conn.peer.ip(), &snapshot.server.trusted_proxies);
+        let passage = Passage::new(route.rewrite.as_deref(), request.uri(), None, client);
+        let vars = Vars { passage: &passage, request_id, route: &route.name, scheme, host: host.as_ref() };
+        return Ok(rewrite::redirect(redirect, &vars));
+    }
     outcome.upstream = Some(Arc::clone(&route.upstream.name));
-    // A browser's preflight is answered here, before limits, cache and upstream.
+    // A browser's preflight is answered here, before auth (a browser sends no
+    // credentials with it), limits, cache and upstream.
     if let Some(answer) = route.cors.as_ref().and_then(|cors| cors::preflight(cors, &request)) {
         return Ok(answer);
     }
     let cors_origin = cors::origin(route.cors.as_ref(), &request);
+    // Boxed, like the rate limits below: only routes with auth carry its future.
+    let identity = match &route.auth {
+        None => None,
+        Some(auth) => {
+            let (admitted, identity) = Box::pin(authenticate(auth, request, outcome)).await?;
+            request = admitted;
+            Some(identity)
+        }
+    };
     // Rate limits first: a refused request costs neither the cache nor the upstream.
     // Boxed: the Redis round trip's future is kilobytes, and inline it made every
     // request's future (moved into its box per request) that much larger: +8k
     // instructions per request on routes without limits (cost guard).
     let rate_fields = match route.rate_limits.is_empty() {
         true => None,
-        false => Some(Box::new(Box::pin(admit_by_rate(conn, &snapshot, route, &request)).await?)),
+        false => Some(Box::new(Box::pin(admit_by_rate(conn, &snapshot, route, &request, identity.as_deref())).await?)),
     };
+    let passage = route.rewrite.as_ref().map(|rw| {
+        let client = headers::client_address(request.headers(), conn.peer.ip(), &snapshot.server.trusted_proxies);
+        Box::new(Passage::new(Some(rw), request.uri(), identity, client))
+    });
+    let compression = route.compression.as_ref().and_then(|config| compress::plan(config, &request));
     let cache = conn.shared.cache.as_ref().filter(|_| route.cache);
     // An HTTP/1 client's response is written from its fields as they came, unless the
     // cache stores them (it needs them all in a map); hyper writes HTTP/2 from the map.
-    let fields = match cache.is_none() && request.version() < Version::HTTP_2 {
+    let fields = match cache.is_none() && request.version() < Version::HTTP_2 && !route.edits_response {
         true => ResponseFields::Forward,
         false => ResponseFields::Map,
     };
-    let origin = Origin { conn, snapshot: &snapshot, route, host: host.as_ref(), request_id, interim, fields };
+    let origin = Origin {
+        conn,
+        snapshot: &snapshot,
+        route,
+        host: host.as_ref(),
+        request_id,
+        interim,
+        fields,
+        passage: passage.as_deref(),
+    };
     let mut response = match cache {
         // Boxed: the cache's path holds a fetch of its own and more; inline, it made
         // every request's future twice its size (12 KiB), copied into its box per
@@ -139,13 +180,60 @@ async fn forward(
         Some(cache) => Box::pin(cached::handle(cache, &origin, request, outcome)).await,
         None => origin.fetch(request, outcome).await,
     }?;
-    if let Some(rate_fields) = rate_fields {
-        rate_fields.apply(response.headers_mut());
-    }
-    if let Some(cors) = &route.cors {
-        cors::decorate(cors, cors_origin.as_ref(), response.headers_mut());
-    }
+    let vars =
+        passage.as_deref().map(|passage| Vars { passage, request_id, route: &route.name, scheme, host: host.as_ref() });
+    let outgoing = Outgoing { vars, compression, rate_fields, cors_origin };
+    outgoing.apply(route, &mut response);
     Ok(response)
+}
+
+/// What `forward` learnt on the way in that the response needs on its way out.
+struct Outgoing<'a> {
+    /// The template values, on a route that rewrites.
+    vars: Option<Vars<'a>>,
+    compression: Option<compress::Plan>,
+    rate_fields: Option<Box<crate::limit::RateFields>>,
+    cors_origin: Option<HeaderValue>,
+}
+
+impl Outgoing<'_> {
+    /// The route's changes to a response, in order: its header edits, compression (on
+    /// what the edits left), the rate limits' fields, CORS.
+    fn apply(self, route: &Route, response: &mut Response<ProxyBody>) {
+        let edits = route.rewrite.as_ref().map(|rw| &rw.response_headers).filter(|e| !e.is_empty());
+        if let (Some(edits), Some(vars)) = (edits, &self.vars) {
+            rewrite::edit_headers(edits, response.headers_mut(), vars);
+        }
+        if let Some(config) = &route.compression {
+            compress::apply(config, self.compression, response);
+        }
+        if let Some(rate_fields) = self.rate_fields {
+            rate_fields.apply(response.headers_mut());
+        }
+        if let Some(cors) = &route.cors {
+            cors::decorate(cors, self.cors_origin.as_ref(), response.headers_mut());
+        }
+    }
+}
+
+/// The route's auth, applied to `request` (its head rewritten for the upstream): the
+/// identity, in the record too, or the refusal.
+async fn authenticate(
+    auth: &crate::auth::Authenticator,
+    request: Request<RequestBody>,
+    outcome: &mut Outcome,
+) -> Result<(Request<RequestBody>, Arc<str>), ProxyError> {
+    // A key in the query would be in the target the record shows, valid or not: hidden.
+    if let Some(name) = auth.query_parameter() {
+        if let Some(redacted) = outcome.texts.get(Text::Target).and_then(|t| crate::auth::redact_query(t, name)) {
+            outcome.texts.replace(Text::Target, &redacted);
+        }
+    }
+    let (mut parts, body) = request.into_parts();
+    let identity = auth.admit(&mut parts).await.map_err(|refused| ProxyError::Unauthorized(Box::new(refused)))?;
+    outcome.auth = Some("ok");
+    outcome.texts.set(Text::Identity, identity.as_bytes());
+    Ok((Request::from_parts(parts, body), identity))
 }
 
 /// The route's rate limits, applied to `request`: the RateLimit fields for its
@@ -155,9 +243,10 @@ async fn admit_by_rate<B>(
     snapshot: &Snapshot,
     route: &Route,
     request: &Request<B>,
+    identity: Option<&str>,
 ) -> Result<crate::limit::RateFields, ProxyError> {
     let client = headers::client_address(request.headers(), conn.peer.ip(), &snapshot.server.trusted_proxies);
-    let subject = crate::limit::Subject { headers: request.headers(), client, route: &route.name };
+    let subject = crate::limit::Subject { headers: request.headers(), client, route: &route.name, identity };
     crate::limit::check(&route.rate_limits, &subject, &conn.shared.leases)
         .await
         .map_err(|refused| ProxyError::RateLimited(Box::new(refused)))
@@ -175,6 +264,8 @@ pub(crate) struct Origin<'a> {
     interim: Option<&'a Interim>,
     /// What the response's writer needs of its fields (`ResponseFields`).
     fields: ResponseFields,
+    /// The request's identity, captures and rewritten path, on a route that rewrites.
+    passage: Option<&'a Passage>,
 }
 
 /// An `Origin` that a background task can keep (a cache refresh).
@@ -184,6 +275,7 @@ pub(crate) struct OwnedOrigin {
     route: Arc<Route>,
     host: Option<HeaderValue>,
     request_id: HeaderValue,
+    passage: Option<Box<Passage>>,
 }
 
 impl OwnedOrigin {
@@ -196,6 +288,7 @@ impl OwnedOrigin {
             request_id: &self.request_id,
             interim: None,
             fields: ResponseFields::Map,
+            passage: self.passage.as_deref(),
         }
     }
 
@@ -216,7 +309,20 @@ impl Origin<'_> {
             route: Arc::clone(self.route),
             host: self.host.cloned(),
             request_id: self.request_id.clone(),
+            passage: self.passage.cloned().map(Box::new),
         }
+    }
+
+    /// Whether the route has `auth`: its requests count as carrying Authorization for
+    /// the cache (RFC 9111 §3.5), though sluice took the credential off.
+    pub(crate) fn authenticated(&self) -> bool {
+        self.route.auth.is_some()
+    }
+
+    /// Whether the route changes its responses' fields (compression, header edits): a
+    /// stored response then goes out from its map, not as stored bytes.
+    pub(crate) fn fields_in_map(&self) -> bool {
+        self.route.edits_response
     }
 
     /// The scheme the client used, for cache keys.
@@ -249,7 +355,7 @@ impl Origin<'_> {
         request: Request<RequestBody>,
         outcome: &mut Outcome,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let Origin { conn, snapshot, route, host, request_id, interim, fields } = *self;
+        let Origin { conn, snapshot, route, host, request_id, interim, fields, passage } = *self;
         let upgrade = upgrade::requested(&request, &route.upgrades);
         if upgrade.is_some() && route.upstream.protocol() != UpstreamProtocol::Http1 {
             return Err(ProxyError::UpgradeNeedsHttp1);
@@ -269,8 +375,12 @@ impl Origin<'_> {
         let priority = route.priority(request.headers());
         let trusted = snapshot.server.trusted_proxies.iter().any(|network| network.contains(conn.peer.ip()));
         let underscores = snapshot.server.underscores_in_headers;
-        let forwarding = Forwarding { host, request_id, trusted, underscores };
+        let forwarding = Forwarding { host, request_id, trusted, underscores, passage };
         let upstream_request = upstream_request(conn, route, request, forwarding, upgrade.as_ref());
+        if passage.is_some_and(|p| p.path.is_some()) {
+            let target = upstream_request.uri().path_and_query().map_or("/", |p| p.as_str());
+            outcome.texts.set(Text::UpstreamTarget, target.as_bytes());
+        }
         let sent_at = std::time::Instant::now();
         let key = route.upstream.request_key(&upstream_request, conn.peer);
         // Pinned where it is made: moved into the timeout, this ~3.5 KiB future was
@@ -308,6 +418,8 @@ struct Forwarding<'a> {
     trusted: bool,
     /// Header names with `_` are forwarded (`server.underscores_in_headers`).
     underscores: bool,
+    /// The route's rewriting of this request, when it has any.
+    passage: Option<&'a Passage>,
 }
 
 /// Rewrites the client's request for the upstream: URI form and version for the
@@ -319,7 +431,7 @@ fn upstream_request(
     forwarding: Forwarding<'_>,
     upgrade: Option<&HeaderValue>,
 ) -> Request<RequestBody> {
-    let Forwarding { host, request_id, trusted, underscores } = forwarding;
+    let Forwarding { host, request_id, trusted, underscores, passage } = forwarding;
     let (mut parts, body) = request.into_parts();
     let client_version = parts.version;
     let trailers = headers::wants_trailers(&parts.headers);
@@ -336,7 +448,25 @@ fn upstream_request(
         parts.headers.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(http::header::UPGRADE, protocol.clone());
     }
-    let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let mut path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    if let (Some(passage), Some(rewrite)) = (passage, &route.rewrite) {
+        if let Some(new_path) = &passage.path {
+            // The client's query follows the new target's own, if it has one.
+            let target = match (parts.uri.query(), new_path.contains('?')) {
+                (Some(query), true) => format!("{new_path}&{query}"),
+                (Some(query), false) => format!("{new_path}?{query}"),
+                (None, _) => new_path.clone(),
+            };
+            // A rewritten path that is not a valid target (a capture brought bytes a
+            // path cannot hold) leaves the normalised one.
+            path = PathAndQuery::try_from(target).unwrap_or(path);
+        }
+        if !rewrite.request_headers.is_empty() {
+            let vars = Vars { passage, request_id, route: &route.name, scheme: scheme_of(conn), host };
+            rewrite::edit_headers(&rewrite.request_headers, &mut parts.headers, &vars);
+        }
+    }
+    let host = route.upstream_host.as_ref().or(host);
     match route.upstream.protocol() {
         UpstreamProtocol::Http1 => {
             // RFC 9113 §8.2.3: HTTP/2 clients may split Cookie into several fields;
@@ -346,9 +476,12 @@ fn upstream_request(
             }
             parts.version = Version::HTTP_11;
             parts.uri = Uri::from(path);
-            // Host is kept; an HTTP/2 client sent it as :authority.
-            if let (false, Some(host)) = (parts.headers.contains_key(HOST), host) {
-                parts.headers.insert(HOST, host.clone());
+            // Host is kept (an HTTP/2 client sent it as :authority), unless the route
+            // sends the upstream's own name.
+            if route.upstream_host.is_some() || !parts.headers.contains_key(HOST) {
+                if let Some(host) = host {
+                    parts.headers.insert(HOST, host.clone());
+                }
             }
         }
         UpstreamProtocol::Http2 => {
@@ -366,6 +499,14 @@ fn upstream_request(
         }
     }
     Request::from_parts(parts, body)
+}
+
+fn scheme_of(conn: &ConnContext) -> &'static str {
+    if conn.tls {
+        "https"
+    } else {
+        "http"
+    }
 }
 
 /// The host the client addressed: HTTP/2 :authority or the Host header. A header

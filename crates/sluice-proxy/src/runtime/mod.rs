@@ -65,6 +65,19 @@ pub(crate) struct Route {
     pub(crate) cache_default_lifetime: Option<std::time::Duration>,
     /// Browser cross-origin calls (`[route.cors]`).
     pub(crate) cors: Option<sluice_config::CorsConfig>,
+    /// Who may call (`auth`): checked after routing, before rate limits.
+    pub(crate) auth: Option<Arc<crate::auth::Authenticator>>,
+    /// Path, Host and header changes (`[route.rewrite]` and the header tables).
+    pub(crate) rewrite: Option<Box<sluice_config::RewriteConfig>>,
+    /// The Host sent upstream with `rewrite.host = "upstream"`.
+    pub(crate) upstream_host: Option<http::HeaderValue>,
+    /// sluice answers with a redirect (`[route.redirect]`).
+    pub(crate) redirect: Option<Box<sluice_config::RedirectConfig>>,
+    /// Responses compressed for clients that accept it (`[route.compression]`).
+    pub(crate) compression: Option<Box<sluice_config::CompressionConfig>>,
+    /// sluice changes its responses' fields beyond adding some (compression, response
+    /// header edits): they must all be in the map, not forwarded as bytes.
+    pub(crate) edits_response: bool,
     /// Rate limits applied in turn before anything else (none: nothing is counted).
     pub(crate) rate_limits: Vec<Arc<RatePolicy>>,
     /// Under an adaptive limit: wait in line (critical) or be refused at once.
@@ -102,50 +115,84 @@ impl Snapshot {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let policies = limits.rates.policies(&config.rate_limits, workers)?;
+        let auths = config
+            .auths
+            .iter()
+            .map(|a| crate::auth::Authenticator::build(a, &limits.remote_keys).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        // A route that only redirects names no group; it holds the first, never used.
+        let group_of = |r: &sluice_config::RouteConfig| {
+            groups.get(r.upstream.unwrap_or(0)).cloned().ok_or_else(|| format!("route {}: no upstream group", r.name))
+        };
         let rules = config
             .routes
             .iter()
-            .map(|r| RouteRule {
-                host: HostPattern::new(r.host.as_deref()),
-                path_prefix: r.path_prefix.clone(),
-                methods: r.methods.clone(),
-                target: Arc::new(Route {
-                    name: Arc::from(r.name.as_str()),
-                    upstream: Arc::clone(&groups[r.upstream]),
-                    timeout: r.timeout,
-                    read_timeout: r.read_timeout,
-                    tunnel_idle_timeout: r.tunnel_idle_timeout,
-                    request_buffer: r.request_buffer,
-                    response_buffer: r.response_buffer,
-                    max_response_spool: match r.large_responses {
-                        sluice_config::LargeResponses::Spool => r.max_response_spool,
-                        sluice_config::LargeResponses::Stream => 0,
-                    },
-                    max_request_body: r.max_request_body,
-                    large_request_bodies: r.large_request_bodies,
-                    upgrades: r.upgrades.clone(),
-                    cache: r.cache,
-                    cache_default_lifetime: r.cache_default_lifetime,
-                    cors: r.cors.clone(),
-                    rate_limits: r.rate_limits.iter().map(|&i| Arc::clone(&policies[i])).collect(),
-                    priority: r.priority,
-                    priority_header: r
-                        .priority_header
-                        .as_deref()
-                        .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()),
-                }),
+            .map(|r| -> Result<_, String> {
+                Ok(RouteRule {
+                    host: HostPattern::new(r.host.as_deref()),
+                    path_prefix: r.path_prefix.clone(),
+                    methods: r.methods.clone(),
+                    target: Arc::new(Route {
+                        name: Arc::from(r.name.as_str()),
+                        upstream: group_of(r)?,
+                        timeout: r.timeout,
+                        read_timeout: r.read_timeout,
+                        tunnel_idle_timeout: r.tunnel_idle_timeout,
+                        request_buffer: r.request_buffer,
+                        response_buffer: r.response_buffer,
+                        max_response_spool: match r.large_responses {
+                            sluice_config::LargeResponses::Spool => r.max_response_spool,
+                            sluice_config::LargeResponses::Stream => 0,
+                        },
+                        max_request_body: r.max_request_body,
+                        large_request_bodies: r.large_request_bodies,
+                        upgrades: r.upgrades.clone(),
+                        cache: r.cache,
+                        cache_default_lifetime: r.cache_default_lifetime,
+                        cors: r.cors.clone(),
+                        auth: r.auth.and_then(|i| auths.get(i).cloned()),
+                        rewrite: r.rewrite.clone().map(Box::new),
+                        upstream_host: r
+                            .rewrite
+                            .as_ref()
+                            .filter(|rw| rw.host == sluice_config::HostRewrite::Upstream)
+                            .and_then(|_| upstream_host(config.upstreams.get(r.upstream?)?)),
+                        redirect: r.redirect.clone().map(Box::new),
+                        compression: r.compression.clone().map(Box::new),
+                        edits_response: r.compression.is_some()
+                            || r.rewrite.as_ref().is_some_and(|rw| !rw.response_headers.is_empty()),
+                        rate_limits: r.rate_limits.iter().map(|&i| Arc::clone(&policies[i])).collect(),
+                        priority: r.priority,
+                        priority_header: r
+                            .priority_header
+                            .as_deref()
+                            .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()),
+                    }),
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>, String>>()?;
         Ok(Snapshot { server: config.server.clone(), router: Router::new(rules), groups })
     }
 }
 
-/// The process's limits whose state outlives snapshots: rate limits' counts (by name)
-/// and groups' adaptive concurrency limits (by group).
+/// The Host for `rewrite.host = "upstream"`: the group's TLS server name, else its
+/// first endpoint's address as written.
+fn upstream_host(group: &UpstreamConfig) -> Option<http::HeaderValue> {
+    let name = match group.tls.as_ref().and_then(|tls| tls.server_name.clone()) {
+        Some(name) => name,
+        None => group.endpoints.first()?.to_string(),
+    };
+    http::HeaderValue::from_str(&name).ok()
+}
+
+/// The process's state that outlives snapshots: rate limits' counts (by name),
+/// groups' adaptive concurrency limits (by group), and remote JWKS (by URL).
 #[derive(Default)]
 pub(crate) struct Limits {
     pub(crate) rates: RateRegistry,
     pub(crate) adaptive: AdaptiveLimits,
+    /// JWKS fetched from URLs, kept across reloads.
+    pub(crate) remote_keys: crate::auth::RemoteKeySets,
     /// `[upstream.NAME.rate]` budgets, by group (kept while its settings are).
     upstream_rates: std::sync::Mutex<std::collections::HashMap<String, (UpstreamRate, Arc<Bank>)>>,
 }

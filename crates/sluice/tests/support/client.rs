@@ -46,6 +46,28 @@ pub fn get2(path: &str) -> Request<TestBody> {
     Request::get(format!("http://localhost{path}")).body(full("")).expect("request")
 }
 
+/// A GET of `target` with Host `host` and more `fields`, on a new HTTP/1.1 connection:
+/// the response head and its body as text.
+pub async fn get_text(
+    addr: std::net::SocketAddr,
+    host: &str,
+    target: &str,
+    fields: &[(&str, &str)],
+) -> (http::response::Parts, String) {
+    let mut conn = h1(addr).await;
+    let mut request = Request::get(target).header("host", host);
+    for (name, value) in fields {
+        request = request.header(*name, *value);
+    }
+    let (parts, body) = send1(&mut conn, request.body(full("")).expect("request")).await;
+    (parts, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A response field as text ("" when absent).
+pub fn field<'a>(parts: &'a http::response::Parts, name: &str) -> &'a str {
+    parts.headers.get(name).map_or("", |v| v.to_str().unwrap_or(""))
+}
+
 /// Sends on an HTTP/1.1 connection and reads the whole response (fails after `WAIT`).
 pub async fn send1(
     sender: &mut http1::SendRequest<TestBody>,
