@@ -88,6 +88,10 @@ async fn api_keys_from_a_header_or_the_query_name_the_caller_and_never_reach_the
     assert_eq!(ok.status, StatusCode::OK, "{seen}");
     assert!(seen.contains("target=/api/q?a=1&b=2\n") && seen.contains("x-identity: globex\n"), "{seen}");
     let query_id = field(&ok, "x-request-id").to_string();
+    // A key in the header, and a parameter of the key's name: neither goes upstream.
+    let (ok, seen) = get1(&sluice, "/api/q?api_key=decoy-value-0123456789", &[("x-api-key", ACME_KEY)]).await;
+    assert_eq!(ok.status, StatusCode::OK, "{seen}");
+    assert!(seen.starts_with("target=/api/q\n") && !seen.contains("decoy"), "{seen}");
     let (bad_query, _) = get1(&sluice, "/api/q?api_key=wrong-key-in-the-query", &[]).await;
     assert_eq!(bad_query.status, StatusCode::UNAUTHORIZED);
 
@@ -108,16 +112,16 @@ async fn api_keys_from_a_header_or_the_query_name_the_caller_and_never_reach_the
     assert_eq!(send2(&mut h2, request).await.0.status, StatusCode::UNAUTHORIZED);
 
     // Records: the decision and the identity; never a key, valid or not.
-    let records = sluice.records(9);
+    let records = sluice.records(10);
     // Workers write their records in their own order: compared as counts.
     let mut reasons: Vec<&str> = records.iter().filter_map(|r| r["auth"].as_str()).collect();
     reasons.sort_unstable();
-    let expected = ["missing_credentials", "missing_credentials", "ok", "ok", "ok", "ok"];
+    let expected = ["missing_credentials", "missing_credentials", "ok", "ok", "ok", "ok", "ok"];
     assert_eq!(reasons, [&expected[..], &["unknown_key"; 3]].concat());
     assert_eq!(sluice.record(&ok_id)["identity"], "acme");
     assert_eq!(sluice.record(&query_id)["target"], "/api/q?a=1&api_key=-&b=2");
     let log = std::fs::read_to_string(sluice.dir.path.join("access.log")).expect("log");
-    for secret in [ACME_KEY, GLOBEX_KEY, "wrong-key-in-the-query", "not-a-key-0123456789"] {
+    for secret in [ACME_KEY, GLOBEX_KEY, "wrong-key-in-the-query", "not-a-key-0123456789", "decoy-value-0123456789"] {
         assert!(!log.contains(secret), "{secret} in the access log:\n{log}");
         assert!(!sluice.log().contains(secret), "{secret} in the log");
     }

@@ -34,18 +34,20 @@ impl ApiKeyCheck {
     /// The key's name. The credential is removed from the request when `hide` is set.
     pub(super) fn admit(&self, parts: &mut Parts, hide: bool) -> Result<String, &'static str> {
         let mut sent = parts.headers.get_all(&self.header).iter();
-        let (key, from_query) = match (sent.next(), sent.next()) {
+        let key = match (sent.next(), sent.next()) {
             (Some(_), Some(_)) => return Err("several_credentials"),
-            (Some(value), None) => (value.as_bytes().to_vec(), None),
+            (Some(value), None) => value.as_bytes().to_vec(),
             (None, _) => match self.query.as_deref().and_then(|name| query_value(parts.uri.query(), name)) {
-                Some(value) => (value, self.query.as_deref()),
+                Some(value) => value,
                 None => return Err("missing_credentials"),
             },
         };
         let name = self.lookup(&key).ok_or("unknown_key")?;
         if hide {
             parts.headers.remove(&self.header);
-            if let Some(param) = from_query {
+            // The parameter goes too when the key came in the header: the upstream sees
+            // no credential-shaped value either way.
+            if let Some(param) = &self.query {
                 without_query_param(parts, param);
             }
         }

@@ -66,16 +66,13 @@ pub(super) fn apply(config: &CompressionConfig, plan: Option<Plan>, response: &m
         .get_all(CACHE_CONTROL)
         .iter()
         .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|d| d.trim().eq_ignore_ascii_case("no-transform"))));
-    let too_small = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|l| l.to_str().ok()?.parse::<u64>().ok())
-        .is_some_and(|length| length < config.min_size);
+    let length = headers.get(CONTENT_LENGTH).and_then(|l| l.to_str().ok()?.parse::<u64>().ok());
+    let too_small = length.is_some_and(|length| length < config.min_size);
     let compressible_status = matches!(status, 200..=203 | 400..=599);
     let Some(plan) = plan else { return };
     if encoded || no_transform || too_small || !compressible_status || headers.contains_key(CONTENT_RANGE) {
         return;
     }
-    let length = headers.get(CONTENT_LENGTH).and_then(|l| l.to_str().ok()?.parse::<u64>().ok());
     let headers = response.headers_mut();
     headers.remove(CONTENT_LENGTH);
     headers.remove(ACCEPT_RANGES);
