@@ -41,17 +41,7 @@ pub struct ApiKeyAuth {
 /// Key hashes and the name each stands for. Only hashes are kept: a memory dump or a
 /// `/config` never shows a key.
 #[derive(Clone, Default)]
-pub struct ApiKeys(pub Arc<HashMap<[u8; 32], String>>);
-
-impl ApiKeys {
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
+pub struct ApiKeys(pub Arc<HashMap<[u8; 32], Arc<str>>>);
 
 impl PartialEq for ApiKeys {
     fn eq(&self, other: &Self) -> bool {
@@ -162,9 +152,9 @@ impl std::fmt::Debug for PathRegex {
 /// lower case.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct HeaderEdits {
-    pub remove: Vec<String>,
-    pub set: Vec<(String, Template)>,
-    pub add: Vec<(String, Template)>,
+    pub remove: Vec<http::HeaderName>,
+    pub set: Vec<(http::HeaderName, Template)>,
+    pub add: Vec<(http::HeaderName, Template)>,
 }
 
 impl HeaderEdits {
@@ -263,21 +253,6 @@ pub enum TemplateVar {
 }
 
 impl Template {
-    /// A template that is only text.
-    pub fn literal(text: &str) -> Template {
-        Template { parts: vec![TemplatePart::Text(text.to_string())] }
-    }
-
-    /// Whether it uses a capture.
-    pub fn uses_captures(&self) -> bool {
-        self.parts.iter().any(|p| matches!(p, TemplatePart::Var(TemplateVar::Capture(_))))
-    }
-
-    /// Whether it uses `{identity}`.
-    pub fn uses_identity(&self) -> bool {
-        self.parts.iter().any(|p| matches!(p, TemplatePart::Var(TemplateVar::Identity)))
-    }
-
     /// Parses `text`: `{var}` for a variable, `{{` and `}}` for braces. `captures` names
     /// the groups of the route's regex (index 0 is the whole match), when it has one.
     pub fn parse(text: &str, captures: Option<&[Option<String>]>) -> Result<Template, String> {

@@ -33,6 +33,11 @@ impl Checker<'_> {
     }
 }
 
+/// A token of RFC 9110 §5.6.2: a header name, a method, a coding.
+pub(crate) fn http_token(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 /// 1-based line number of a byte offset.
 pub(crate) fn line_of(source: &str, offset: usize) -> usize {
     let end = offset.min(source.len());

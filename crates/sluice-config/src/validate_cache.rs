@@ -9,6 +9,7 @@ use crate::defaults;
 use crate::duration::ConfigDuration;
 use crate::file::{FileCache, FileMemcachedTier, FileRedisTier};
 use crate::model::{CacheConfig, IpNetwork, KeyAuthority, SharedTierConfig};
+use crate::validate::http_token;
 use crate::validate::{check_networks, choice, nonzero_duration, Checker};
 
 pub(crate) fn check_cache(checker: &mut Checker, cache: &FileCache, base_dir: &Path) -> Option<CacheConfig> {
@@ -175,8 +176,4 @@ fn names(checker: &mut Checker, list: &Option<Vec<Spanned<String>>>, key: &str, 
         out.push(if headers { text.to_ascii_lowercase() } else { text.to_string() });
     }
     out
-}
-
-fn http_token(text: &str) -> bool {
-    !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }

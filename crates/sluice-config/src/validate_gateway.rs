@@ -122,7 +122,7 @@ fn check_api_key(checker: &mut Checker, key: &str, auth: &FileAuth, base_dir: &P
 
 /// A key file: `NAME KEY` per line (`#` comments), or JSON: `{"NAME": "KEY", ...}` or
 /// `[{"name": ..., "key": ...}]`. Keys are hashed at once; the text is dropped.
-pub(crate) fn read_keys(text: &str) -> Result<HashMap<[u8; 32], String>, String> {
+pub(crate) fn read_keys(text: &str) -> Result<HashMap<[u8; 32], Arc<str>>, String> {
     let pairs: Vec<(String, String, usize)> = match text.trim_start().starts_with(['{', '[']) {
         true => json_keys(text)?,
         false => {
@@ -149,7 +149,7 @@ pub(crate) fn read_keys(text: &str) -> Result<HashMap<[u8; 32], String>, String>
                 key.len()
             ));
         }
-        if keys.insert(sha256(key.as_bytes()), name.clone()).is_some() {
+        if keys.insert(sha256(key.as_bytes()), Arc::from(name.as_str())).is_some() {
             return Err(format!("line {line}: the key for \"{name}\" is also another name's key"));
         }
     }
@@ -308,7 +308,7 @@ fn jwks_problem(bytes: &[u8]) -> Option<String> {
 
 fn header_name(checker: &mut Checker, key: &str, name: &str, value: &Spanned<String>) -> Option<String> {
     let text = value.get_ref();
-    let valid = !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    let valid = http_token(text);
     if !valid {
         checker.problem(
             value.span(),
@@ -473,15 +473,13 @@ fn header_edits(
     let named = |checker: &mut Checker,
                  list: &Option<BTreeMap<String, Spanned<String>>>,
                  what: &str|
-     -> Vec<(String, Template)> {
+     -> Vec<(http::HeaderName, Template)> {
         let mut parsed = Vec::new();
         for (name, value) in list.iter().flatten() {
-            let valid_name =
-                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-            if !valid_name {
+            let Some(header) = header_name_of(name) else {
                 checker.problem(value.span(), format!("{key}.{what}"), format!("\"{name}\" is not a header name"));
                 continue;
-            }
+            };
             if value.get_ref().bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
                 checker.problem(
                     value.span(),
@@ -491,7 +489,7 @@ fn header_edits(
                 continue;
             }
             match Template::parse(value.get_ref(), captures) {
-                Ok(template) => parsed.push((name.to_ascii_lowercase(), template)),
+                Ok(template) => parsed.push((header, template)),
                 Err(why) => checker.problem(value.span(), format!("{key}.{what}.{name}"), why),
             }
         }
@@ -501,13 +499,17 @@ fn header_edits(
     out.add = named(checker, &edits.add, "add");
     for name in edits.remove.iter().flatten() {
         let text = name.get_ref();
-        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
-            checker.problem(name.span(), format!("{key}.remove"), format!("\"{text}\" is not a header name"));
-        } else {
-            out.remove.push(text.to_ascii_lowercase());
+        match header_name_of(text) {
+            Some(header) => out.remove.push(header),
+            None => checker.problem(name.span(), format!("{key}.remove"), format!("\"{text}\" is not a header name")),
         }
     }
     out
+}
+
+/// A header name as written (any case), if it is one.
+fn header_name_of(text: &str) -> Option<http::HeaderName> {
+    http::HeaderName::from_bytes(text.to_ascii_lowercase().as_bytes()).ok()
 }
 
 /// `[route.redirect]`.
@@ -612,6 +614,10 @@ pub(crate) fn check_compression(
                 continue;
             }
         };
+        // A repeat could never be chosen (ties go to the first): dropped.
+        if algorithms.iter().any(|(listed, _)| *listed == coding) {
+            continue;
+        }
         algorithms.push((coding, level(coding.token())));
     }
     let types = match &compression.types {
@@ -663,10 +669,10 @@ mod tests {
     #[test]
     fn key_files_are_read_as_lines_or_json_and_kept_as_hashes() {
         let keys = read_keys("# partners\nacme 0123456789abcdef0123\n\nglobex  fedcba9876543210fedc\n").expect("reads");
-        assert_eq!(keys.get(&sha256(b"0123456789abcdef0123")).map(String::as_str), Some("acme"));
+        assert_eq!(keys.get(&sha256(b"0123456789abcdef0123")).map(|n| &**n), Some("acme"));
         assert_eq!(keys.len(), 2);
         let keys = read_keys("{\"acme\": \"0123456789abcdef0123\"}").expect("reads");
-        assert_eq!(keys.get(&sha256(b"0123456789abcdef0123")).map(String::as_str), Some("acme"));
+        assert_eq!(keys.get(&sha256(b"0123456789abcdef0123")).map(|n| &**n), Some("acme"));
         let keys = read_keys("[{\"name\": \"acme\", \"key\": \"0123456789abcdef0123\"}]").expect("reads");
         assert_eq!(keys.len(), 1);
         assert!(read_keys("acme short\n").expect_err("refused").contains("at least 16"));

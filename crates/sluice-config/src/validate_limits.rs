@@ -13,7 +13,7 @@ use crate::file::{FileAdaptive, FileRateLimit, FileRoute, FileUpstreamRate};
 use crate::model::{
     AdaptiveConfig, MissingKey, Priority, RateKeyPart, RateLimitConfig, RateScope, StoreErrorPolicy, UpstreamRate,
 };
-use crate::validate::{choice, nonzero_duration, Checker};
+use crate::validate::{choice, http_token, nonzero_duration, Checker};
 
 /// What to write instead of a malformed rate.
 const RATE_HINT: &str = "write a count per unit: \"100/s\", \"600/m\" or \"10000/h\"";
@@ -141,8 +141,7 @@ fn key_part(checker: &mut Checker, table: &str, part: &Spanned<String>) -> Optio
         _ => {}
     }
     if let Some(header) = text.strip_prefix("header:") {
-        let valid =
-            !header.is_empty() && header.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        let valid = http_token(header);
         if valid {
             return Some(RateKeyPart::Header(header.to_ascii_lowercase()));
         }
@@ -299,7 +298,7 @@ pub(crate) fn check_priority(checker: &mut Checker, key: &str, route: &FileRoute
     .unwrap_or(Priority::Critical);
     let header = route.priority_header.as_ref().and_then(|name| {
         let text = name.get_ref().trim();
-        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
+        if !http_token(text) {
             checker.problem(
                 name.span(),
                 format!("{key}.priority_header"),

@@ -245,8 +245,7 @@ pub(crate) fn check_cors(checker: &mut Checker, index: usize, cors: &crate::file
         let mut out = Vec::new();
         for item in list.iter().flatten() {
             let text = item.get_ref().trim();
-            let token =
-                !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            let token = http_token(text);
             if !token {
                 checker.problem(
                     item.span(),

@@ -2,6 +2,7 @@
 use crate::defaults;
 use crate::file::FileTracing;
 use crate::model::TracingConfig;
+use crate::validate::http_token;
 use crate::validate::{nonzero_duration, positive, Checker};
 
 pub(crate) fn check_tracing(checker: &mut Checker, tracing: &FileTracing) -> Option<TracingConfig> {
@@ -99,10 +100,6 @@ fn split_url(url: &str) -> Result<(String, String), String> {
         return Err(format!("\"{url}\" has a path with spaces or non-ASCII; percent-encode it"));
     }
     Ok((authority, path.to_string()))
-}
-
-fn http_token(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 #[cfg(test)]

@@ -5,44 +5,43 @@
 /// The index in `offered` (the server's order of preference) of the coding the
 /// client weighs highest, or None when it accepts none of them (or sent no
 /// `Accept-Encoding`: sluice then sends the response as it is, as nginx does).
+/// `accept_encoding` gives the field's values, as often as asked (one pass per offer:
+/// nothing is allocated on the request path).
 ///
 /// A coding's weight is its own `q`, else `*`'s, else 0; `q=0` refuses it. Ties go to
 /// the earlier offer.
-pub fn choose<'a>(accept_encoding: impl Iterator<Item = &'a [u8]>, offered: &[&str]) -> Option<usize> {
-    let mut weights: Vec<Option<u16>> = vec![None; offered.len()];
-    let mut any: Option<u16> = None;
-    let mut seen = false;
-    for value in accept_encoding {
-        let Ok(text) = std::str::from_utf8(value) else { continue };
-        for item in text.split(',') {
-            let mut parts = item.split(';');
-            let coding = parts.next().unwrap_or("").trim();
-            if coding.is_empty() {
-                continue;
-            }
-            seen = true;
-            let q = parts
-                .find_map(|p| p.trim().strip_prefix("q=").or_else(|| p.trim().strip_prefix("Q=")))
-                .map_or(Some(1000), qvalue);
-            let Some(q) = q else { continue };
-            if coding == "*" {
-                any = Some(q);
-            } else if let Some(i) = offered.iter().position(|o| o.eq_ignore_ascii_case(coding)) {
-                weights[i] = Some(q);
-            }
-        }
-    }
-    if !seen {
-        return None;
-    }
+pub fn choose<'a, I>(accept_encoding: impl Fn() -> I, offered: &[&str]) -> Option<usize>
+where
+    I: Iterator<Item = &'a [u8]>,
+{
     let mut best: Option<(usize, u16)> = None;
-    for (i, weight) in weights.iter().enumerate() {
-        let q = weight.or(any).unwrap_or(0);
+    for (i, coding) in offered.iter().enumerate() {
+        let q = weight(accept_encoding(), coding);
         if q > 0 && best.is_none_or(|(_, top)| q > top) {
             best = Some((i, q));
         }
     }
     best.map(|(i, _)| i)
+}
+
+/// `coding`'s weight in thousandths: its own `q`, else `*`'s, else 0.
+fn weight<'a>(values: impl Iterator<Item = &'a [u8]>, coding: &str) -> u16 {
+    let (mut own, mut any) = (None, None);
+    for value in values {
+        let Ok(text) = std::str::from_utf8(value) else { continue };
+        for item in text.split(',') {
+            let mut parts = item.split(';');
+            let name = parts.next().unwrap_or("").trim();
+            let q = parts.find_map(|p| p.trim().strip_prefix("q=").or_else(|| p.trim().strip_prefix("Q=")));
+            let Some(q) = q.map_or(Some(1000), qvalue) else { continue };
+            if name == "*" {
+                any = Some(q);
+            } else if name.eq_ignore_ascii_case(coding) {
+                own = Some(q);
+            }
+        }
+    }
+    own.or(any).unwrap_or(0)
 }
 
 /// A qvalue in thousandths ("0.8" → 800); None when it is not one (RFC 9110 §12.4.2).
@@ -76,7 +75,7 @@ mod tests {
     const OFFERED: [&str; 3] = ["zstd", "br", "gzip"];
 
     fn pick(header: &str) -> Option<&'static str> {
-        choose(std::iter::once(header.as_bytes()), &OFFERED).map(|i| OFFERED[i])
+        choose(|| std::iter::once(header.as_bytes()), &OFFERED).map(|i| OFFERED[i])
     }
 
     #[test]
@@ -91,8 +90,8 @@ mod tests {
         assert_eq!(pick("gzip;q=0, *;q=0"), None);
         assert_eq!(pick("GZIP"), Some("gzip"));
         assert_eq!(pick("gzip;q=2"), None, "an invalid qvalue is ignored");
-        assert_eq!(choose(std::iter::empty(), &OFFERED), None);
-        assert_eq!(choose([b"br;q=0.3".as_slice(), b"gzip;q=0.4"].into_iter(), &OFFERED), Some(2));
+        assert_eq!(choose(std::iter::empty, &OFFERED), None);
+        assert_eq!(choose(|| [b"br;q=0.3".as_slice(), b"gzip;q=0.4"].into_iter(), &OFFERED), Some(2));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use subtle::ConstantTimeEq;
 pub(super) struct ApiKeyCheck {
     header: HeaderName,
     query: Option<String>,
-    keys: Arc<HashMap<[u8; 32], String>>,
+    keys: Arc<HashMap<[u8; 32], Arc<str>>>,
 }
 
 impl ApiKeyCheck {
@@ -32,7 +32,7 @@ impl ApiKeyCheck {
     }
 
     /// The key's name. The credential is removed from the request when `hide` is set.
-    pub(super) fn admit(&self, parts: &mut Parts, hide: bool) -> Result<String, &'static str> {
+    pub(super) fn admit(&self, parts: &mut Parts, hide: bool) -> Result<Arc<str>, &'static str> {
         let mut sent = parts.headers.get_all(&self.header).iter();
         let key = match (sent.next(), sent.next()) {
             (Some(_), Some(_)) => return Err("several_credentials"),
@@ -57,10 +57,10 @@ impl ApiKeyCheck {
     /// The name whose key hashes to `key`'s hash. The map finds the entry by the hash
     /// (which says nothing an attacker can use about a key), and the hashes are then
     /// compared in constant time.
-    fn lookup(&self, key: &[u8]) -> Option<String> {
+    fn lookup(&self, key: &[u8]) -> Option<Arc<str>> {
         let hash = sluice_config::sha256(key);
         let (stored, name) = self.keys.get_key_value(&hash)?;
-        bool::from(stored.ct_eq(&hash)).then(|| name.clone())
+        bool::from(stored.ct_eq(&hash)).then(|| Arc::clone(name))
     }
 }
 

@@ -73,9 +73,9 @@ enum Keys {
 }
 
 /// A token that passed, as remembered.
-struct Verified {
-    identity: String,
-    claim_headers: Vec<(HeaderName, HeaderValue)>,
+pub(super) struct Verified {
+    pub(super) identity: Arc<str>,
+    pub(super) claim_headers: Vec<(HeaderName, HeaderValue)>,
     /// Its `exp` and `nbf` (seconds since the epoch).
     exp: u64,
     nbf: Option<u64>,
@@ -142,21 +142,17 @@ impl JwtCheck {
     }
 
     /// The identity and the claim headers of a valid token, or why there is none.
-    pub(super) async fn admit(
-        &self,
-        headers: &HeaderMap,
-    ) -> Result<(String, Vec<(HeaderName, HeaderValue)>), &'static str> {
+    pub(super) async fn admit(&self, headers: &HeaderMap) -> Result<Arc<Verified>, &'static str> {
         let token = bearer_token(headers)?;
         let digest = sluice_config::sha256(token.as_bytes());
         if let Some(known) = self.verified.get(&digest) {
             if self.still_valid(&known)? {
-                return Ok((known.identity.clone(), known.claim_headers.clone()));
+                return Ok(known);
             }
         }
-        let verified = self.verify(token).await?;
-        let passed = (verified.identity.clone(), verified.claim_headers.clone());
-        self.verified.insert(digest, Arc::new(verified));
-        Ok(passed)
+        let verified = Arc::new(self.verify(token).await?);
+        self.verified.insert(digest, Arc::clone(&verified));
+        Ok(verified)
     }
 
     /// Whether a remembered token still holds: Some(false) when its key set changed
@@ -215,7 +211,7 @@ impl JwtCheck {
         let seconds = |name: &str| claims.get(name).and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f as u64)));
         let exp = seconds("exp").ok_or("missing_claim")?;
         let nbf = seconds("nbf");
-        Ok(Verified { identity, claim_headers, exp, nbf, keys })
+        Ok(Verified { identity: Arc::from(identity), claim_headers, exp, nbf, keys })
     }
 
     /// The key set that holds the token's key: a remote set is fetched again (at most

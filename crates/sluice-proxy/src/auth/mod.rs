@@ -22,7 +22,11 @@ pub(crate) use jwks::RemoteKeySets;
 
 /// One `[auth.NAME]`, ready to check requests.
 pub(crate) struct Authenticator {
-    name: String,
+    /// The 401's challenges (RFC 9110 §11.6.1), made once: `Bearer realm=...` for JWT,
+    /// with `error="invalid_token"` when a token was sent (RFC 6750 §3.1: not when none
+    /// was); for API keys `ApiKey realm=..., header=...` either way.
+    challenge_without: HeaderValue,
+    challenge_invalid: HeaderValue,
     identity_header: Option<HeaderName>,
     hide_credentials: bool,
     check: Check,
@@ -51,8 +55,21 @@ impl Authenticator {
                 Check::Jwt(jwt::JwtCheck::new(jwt, remote).map_err(|e| format!("auth.{}: {e}", config.name))?)
             }
         };
+        let name = &config.name;
+        let (without, invalid) = match &check {
+            Check::Jwt(_) => {
+                (format!("Bearer realm=\"{name}\""), format!("Bearer realm=\"{name}\", error=\"invalid_token\""))
+            }
+            Check::ApiKey(check) => {
+                let text = format!("ApiKey realm=\"{name}\", header=\"{}\"", check.header_name());
+                (text.clone(), text)
+            }
+        };
+        // A name a field value cannot hold gets the bare scheme.
+        let value = |text: String| HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("Bearer"));
         Ok(Authenticator {
-            name: config.name.clone(),
+            challenge_without: value(without),
+            challenge_invalid: value(invalid),
             identity_header: config.identity_header.as_deref().and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
             hide_credentials: config.hide_credentials,
             check,
@@ -66,29 +83,26 @@ impl Authenticator {
         if let Some(name) = &self.identity_header {
             parts.headers.remove(name);
         }
-        let (identity, claims) = match &self.check {
-            Check::ApiKey(check) => {
-                let identity = check.admit(parts, self.hide_credentials).map_err(|reason| self.refused(reason))?;
-                (identity, Vec::new())
-            }
+        let identity = match &self.check {
+            Check::ApiKey(check) => check.admit(parts, self.hide_credentials).map_err(|reason| self.refused(reason))?,
             Check::Jwt(check) => {
                 for (_, header) in check.claim_headers() {
                     parts.headers.remove(header);
                 }
-                let (identity, claims) = check.admit(&parts.headers).await.map_err(|reason| self.refused(reason))?;
+                let verified = check.admit(&parts.headers).await.map_err(|reason| self.refused(reason))?;
                 if self.hide_credentials {
                     parts.headers.remove(http::header::AUTHORIZATION);
                 }
-                (identity, claims)
+                for (name, value) in &verified.claim_headers {
+                    parts.headers.append(name.clone(), value.clone());
+                }
+                Arc::clone(&verified.identity)
             }
         };
-        for (name, value) in claims {
-            parts.headers.append(name, value);
-        }
         if let (Some(name), Ok(value)) = (&self.identity_header, HeaderValue::from_str(&identity)) {
             parts.headers.insert(name.clone(), value);
         }
-        Ok(Arc::from(identity))
+        Ok(identity)
     }
 
     /// The query parameter a key may come in, if any (records hide its value).
@@ -99,17 +113,12 @@ impl Authenticator {
         }
     }
 
-    /// The 401's challenge (RFC 9110 §11.6.1): `Bearer` for JWT with
-    /// `error="invalid_token"` when a token was sent (RFC 6750 §3.1: not when none was),
-    /// and the key's header for API keys.
     fn refused(&self, reason: &'static str) -> Refused {
-        let text = match &self.check {
-            Check::Jwt(_) if reason == "missing_credentials" => format!("Bearer realm=\"{}\"", self.name),
-            Check::Jwt(_) => format!("Bearer realm=\"{}\", error=\"invalid_token\"", self.name),
-            Check::ApiKey(check) => format!("ApiKey realm=\"{}\", header=\"{}\"", self.name, check.header_name()),
+        let challenge = match reason {
+            "missing_credentials" => &self.challenge_without,
+            _ => &self.challenge_invalid,
         };
-        let challenge = HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("Bearer"));
-        Refused { reason, challenge }
+        Refused { reason, challenge: challenge.clone() }
     }
 }
 

@@ -41,9 +41,14 @@ pub(super) fn plan<B>(config: &CompressionConfig, request: &Request<B>) -> Optio
     if request.method() == Method::HEAD {
         return None;
     }
-    let accept = request.headers().get_all(ACCEPT_ENCODING);
-    let offered: Vec<&str> = config.algorithms.iter().map(|(c, _)| c.token()).collect();
-    let index = sluice_policy::encoding::choose(accept.iter().map(HeaderValue::as_bytes), &offered)?;
+    let accept = || request.headers().get_all(ACCEPT_ENCODING).into_iter().map(HeaderValue::as_bytes);
+    // At most three codings (validation drops repeats): their tokens on the stack.
+    let mut tokens = [""; 3];
+    for (token, (coding, _)) in tokens.iter_mut().zip(&config.algorithms) {
+        *token = coding.token();
+    }
+    let offered = &tokens[..config.algorithms.len().min(3)];
+    let index = sluice_policy::encoding::choose(accept, offered)?;
     let (coding, level) = config.algorithms[index];
     Some(Plan { coding, level })
 }

@@ -327,11 +327,7 @@ impl Origin<'_> {
 
     /// The scheme the client used, for cache keys.
     pub(crate) fn scheme(&self) -> &'static str {
-        if self.conn.tls {
-            "https"
-        } else {
-            "http"
-        }
+        scheme_of(self.conn)
     }
 
     pub(crate) fn host(&self) -> Option<&HeaderValue> {
@@ -501,6 +497,7 @@ fn upstream_request(
     Request::from_parts(parts, body)
 }
 
+/// The scheme the client connected with.
 fn scheme_of(conn: &ConnContext) -> &'static str {
     if conn.tls {
         "https"

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use http::header::{HeaderMap, HeaderName, HeaderValue, LOCATION};
+use http::header::{HeaderMap, HeaderValue, LOCATION};
 use http::{Response, StatusCode};
 use sluice_config::{HeaderEdits, PathRewrite, RedirectConfig, RewriteConfig, Template, TemplatePart, TemplateVar};
 
@@ -125,20 +125,16 @@ fn hostname(host: Option<&HeaderValue>) -> &str {
 /// valid field value once filled in (a variable brought a control character) is left out.
 pub(crate) fn edit_headers(edits: &HeaderEdits, headers: &mut HeaderMap, vars: &Vars<'_>) {
     for name in &edits.remove {
-        headers.remove(name.as_str());
+        headers.remove(name);
     }
     for (name, template) in &edits.set {
-        if let (Ok(name), Ok(value)) =
-            (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&render(template, vars)))
-        {
-            headers.insert(name, value);
+        if let Ok(value) = HeaderValue::from_str(&render(template, vars)) {
+            headers.insert(name.clone(), value);
         }
     }
     for (name, template) in &edits.add {
-        if let (Ok(name), Ok(value)) =
-            (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&render(template, vars)))
-        {
-            headers.append(name, value);
+        if let Ok(value) = HeaderValue::from_str(&render(template, vars)) {
+            headers.append(name.clone(), value);
         }
     }
 }
